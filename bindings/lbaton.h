@@ -1,0 +1,91 @@
+/*
+ * lbaton.h — helpers shared by the files of the `baton.core` Lua module.
+ *
+ * Every Lua-visible handle (process, stream, timer) is a small userdata that
+ * points at a malloc'd struct starting with an lb_handle. The struct outlives
+ * the userdata when libuv still needs it (a close in flight) and is freed when
+ * both the userdata is collected and the uv handle is closed. While a handle is
+ * active (a child running, a read or write pending, a timer armed) it anchors
+ * its userdata in the registry, so Lua never collects what the kernel still
+ * refers to. Callbacks run on one dedicated Lua thread under lua_pcall; an
+ * error there goes to the handler set with core.set_error_handler.
+ */
+#ifndef LBATON_H
+#define LBATON_H
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <uv.h>
+
+#include "baton.h"
+
+#if defined(__GNUC__)
+#define LB_EXPORT __attribute__((visibility("default")))
+#else
+#define LB_EXPORT
+#endif
+
+typedef struct lb_handle lb_handle;
+typedef struct lb_runtime lb_runtime;
+
+struct lb_runtime {
+  uv_loop_t *loop;
+  uv_loop_t own_loop;
+  int owns_loop;
+  int running;        /* inside uv_run */
+  lua_State *cbL;     /* the thread callbacks run on */
+  lb_handle *handles; /* every open handle, for closing at state close */
+  char readbuf[64 * 1024];
+  int readbuf_busy;
+};
+
+struct lb_handle {
+  lb_runtime *rt;
+  lb_handle *prev, *next;
+  int self_ref;  /* anchors the userdata while active, else LUA_NOREF */
+  int cb_ref;    /* the main callback, or LUA_NOREF */
+  int collected; /* the userdata is gone */
+  int open;      /* the uv handle is open or closing */
+  int closing;   /* uv_close was called */
+  void (*close)(lb_handle *h); /* starts closing the uv handle */
+};
+
+/* The runtime of the state, created on first use. */
+lb_runtime *lb_runtime_get(lua_State *L);
+
+/* Handle bookkeeping. */
+void lb_handle_init(lua_State *L, lb_handle *h, void (*close)(lb_handle *));
+void lb_handle_anchor(lua_State *L, lb_handle *h, int ud_index);
+void lb_handle_unanchor(lua_State *L, lb_handle *h);
+void lb_handle_set_cb(lua_State *L, lb_handle *h, int fn_index);
+void lb_handle_closed(lb_handle *h); /* from the uv close callback: may free h */
+void lb_handle_close(lb_handle *h);  /* start closing once; idempotent */
+int lb_handle_gc(lua_State *L, const char *tname); /* __gc for every handle type */
+void *lb_check(lua_State *L, int idx, const char *tname); /* the live struct, or raises */
+void *lb_new(lua_State *L, size_t size, const char *tname, void (*close)(lb_handle *));
+
+/* Push the callback of `h` on the callback thread; returns that thread, or NULL
+ * when there is no callback. Then push arguments and call lb_call. */
+lua_State *lb_push_cb(lb_handle *h);
+void lb_call(lb_runtime *rt, lua_State *T, int nargs);
+
+/* Push nil, "ENAME: message", "ENAME" and return 3 (err is a negative errno). */
+int lb_error(lua_State *L, int err, const char *what);
+
+/* Per-type registration. */
+void lb_open_process(lua_State *L);
+void lb_open_stream(lua_State *L);
+void lb_open_timer(lua_State *L);
+
+/* A stream userdata over `fd` (taken over: closed with the stream); pushed. */
+int lb_stream_new(lua_State *L, int fd);
+
+/* Entry points. */
+LB_EXPORT int luaopen_baton_core(lua_State *L);
+LB_EXPORT int luaopen_baton(lua_State *L);
+/* For hosts with their own loop: call before the first require "baton". */
+LB_EXPORT void lb_set_loop(lua_State *L, uv_loop_t *loop);
+/* Registers the embedded Lua modules in package.preload. */
+void lb_preload(lua_State *L);
+
+#endif

@@ -1,0 +1,215 @@
+/*
+ * lstream.c — byte streams over pipe fds (a child's stdin, stdout, stderr).
+ *
+ * The C side only moves bytes: read_start delivers chunks to a callback,
+ * write queues a Lua string (kept alive by a reference until written). The
+ * buffering, line splitting and backpressure live in the Lua layer.
+ */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "lbaton.h"
+
+#define LB_STREAM "baton.stream"
+
+typedef struct {
+  lb_handle h;
+  uv_pipe_t pipe;
+  int reading;
+  int writes;
+} lb_stream;
+
+typedef struct {
+  uv_write_t req;
+  lb_stream *s;
+  int data_ref, cb_ref;
+} lb_write_req;
+
+static void lb_stream_closed(uv_handle_t *handle) { lb_handle_closed(handle->data); }
+static void lb_stream_close(lb_handle *h) {
+  uv_close((uv_handle_t *)&((lb_stream *)h)->pipe, lb_stream_closed);
+}
+
+static void lb_stream_maybe_unanchor(lb_stream *s) {
+  if (!s->reading && s->writes == 0 && s->h.rt) lb_handle_unanchor(s->h.rt->cbL, &s->h);
+}
+
+int lb_stream_new(lua_State *L, int fd) {
+  lb_stream *s = lb_new(L, sizeof *s, LB_STREAM, lb_stream_close);
+  int err = uv_pipe_init(s->h.rt->loop, &s->pipe, 0);
+  if (err == 0) {
+    s->pipe.data = s;
+    s->h.open = 1;
+    err = uv_pipe_open(&s->pipe, fd);
+  }
+  if (err < 0) {
+    close(fd);
+    lb_handle_close(&s->h);
+    lua_pop(L, 1);
+    return err;
+  }
+  return 0;
+}
+
+static void lb_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  lb_stream *s = handle->data;
+  (void)suggested;
+  /* Reads are delivered to Lua (and copied) before the next alloc, so one
+   * buffer per runtime serves every stream. */
+  buf->base = s->h.rt->readbuf;
+  buf->len = sizeof s->h.rt->readbuf;
+}
+
+static void lb_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  lb_stream *s = stream->data;
+  lb_runtime *rt = s->h.rt;
+  if (nread == 0 || rt == NULL) return;
+  if (nread < 0) {
+    uv_read_stop(stream);
+    s->reading = 0;
+  }
+  lua_State *T = lb_push_cb(&s->h);
+  if (T) {
+    if (nread > 0) {
+      lua_pushlstring(T, buf->base, (size_t)nread);
+      lb_call(rt, T, 1);
+    } else if (nread == UV_EOF) {
+      lua_pushnil(T);
+      lb_call(rt, T, 1);
+    } else {
+      lb_error(T, (int)nread, "read");
+      lb_call(rt, T, 3);
+    }
+  }
+  if (nread < 0) lb_stream_maybe_unanchor(s);
+}
+
+/* s:read_start(fn): fn(chunk) for data, fn(nil) at EOF, fn(nil, msg, code) on error. */
+static int l_read_start(lua_State *L) {
+  lb_stream *s = lb_check(L, 1, LB_STREAM);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (s->h.closing) return lb_error(L, UV_EBADF, "stream is closed");
+  lb_handle_set_cb(L, &s->h, 2);
+  int err = uv_read_start((uv_stream_t *)&s->pipe, lb_alloc, lb_on_read);
+  if (err < 0 && err != UV_EALREADY) return lb_error(L, err, "read_start");
+  s->reading = 1;
+  lb_handle_anchor(L, &s->h, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_read_stop(lua_State *L) {
+  lb_stream *s = lb_check(L, 1, LB_STREAM);
+  if (!s->h.closing) uv_read_stop((uv_stream_t *)&s->pipe);
+  s->reading = 0;
+  lb_stream_maybe_unanchor(s);
+  return 0;
+}
+
+/* s:try_write(data) -> bytes written now (0 when it would block), or nil, msg, code. */
+static int l_try_write(lua_State *L) {
+  lb_stream *s = lb_check(L, 1, LB_STREAM);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  if (s->h.closing) return lb_error(L, UV_EBADF, "stream is closed");
+  if (s->writes > 0 || len == 0) { /* keep order behind queued writes */
+    lua_pushinteger(L, 0);
+    return 1;
+  }
+  uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
+  int n = uv_try_write((uv_stream_t *)&s->pipe, &buf, 1);
+  if (n == UV_EAGAIN) n = 0;
+  if (n < 0) return lb_error(L, n, "write");
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+static void lb_on_write(uv_write_t *req, int status) {
+  lb_write_req *w = (lb_write_req *)req;
+  lb_stream *s = w->s;
+  lb_runtime *rt = s->h.rt;
+  s->writes--;
+  if (rt) {
+    lua_State *T = rt->cbL;
+    int cb = w->cb_ref;
+    luaL_unref(T, LUA_REGISTRYINDEX, w->data_ref);
+    if (cb != LUA_NOREF) {
+      lua_rawgeti(T, LUA_REGISTRYINDEX, cb);
+      luaL_unref(T, LUA_REGISTRYINDEX, cb);
+      if (status == 0) {
+        lua_pushboolean(T, 1);
+        lb_call(rt, T, 1);
+      } else {
+        lb_error(T, status, "write");
+        lb_call(rt, T, 3);
+      }
+    }
+    lb_stream_maybe_unanchor(s);
+  }
+  free(w);
+}
+
+/* s:write(data, fn): fn(true) once written, fn(nil, msg, code) on failure. */
+static int l_write(lua_State *L) {
+  lb_stream *s = lb_check(L, 1, LB_STREAM);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TFUNCTION);
+  if (s->h.closing) return lb_error(L, UV_EBADF, "stream is closed");
+  lb_write_req *w = malloc(sizeof *w);
+  if (w == NULL) return luaL_error(L, "baton: out of memory");
+  uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
+  int err = uv_write(&w->req, (uv_stream_t *)&s->pipe, &buf, 1, lb_on_write);
+  if (err < 0) {
+    free(w);
+    return lb_error(L, err, "write");
+  }
+  w->s = s;
+  lua_pushvalue(L, 2);
+  w->data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  w->cb_ref = LUA_NOREF;
+  if (!lua_isnoneornil(L, 3)) {
+    lua_pushvalue(L, 3);
+    w->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  s->writes++;
+  lb_handle_anchor(L, &s->h, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_stream_close(lua_State *L) {
+  lb_stream *s = lb_check(L, 1, LB_STREAM);
+  s->reading = 0;
+  lb_handle_close(&s->h);
+  return 0;
+}
+
+static int l_stream_fileno(lua_State *L) {
+  lb_stream *s = lb_check(L, 1, LB_STREAM);
+  uv_os_fd_t fd;
+  if (s->h.closing || uv_fileno((uv_handle_t *)&s->pipe, &fd) < 0) return lb_error(L, UV_EBADF, "fileno");
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
+static int l_stream_closed(lua_State *L) {
+  lb_stream *s = lb_check(L, 1, LB_STREAM);
+  lua_pushboolean(L, s->h.closing);
+  return 1;
+}
+
+static int l_stream_gc(lua_State *L) { return lb_handle_gc(L, LB_STREAM); }
+
+void lb_open_stream(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"read_start", l_read_start}, {"read_stop", l_read_stop}, {"write", l_write},
+      {"try_write", l_try_write},   {"close", l_stream_close},  {"fileno", l_stream_fileno},
+      {"closed", l_stream_closed},  {NULL, NULL}};
+  luaL_newmetatable(L, LB_STREAM);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_stream_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+}

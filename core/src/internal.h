@@ -1,0 +1,18 @@
+/*
+ * internal.h — declarations shared by the core's files, not part of the API.
+ */
+#ifndef BATON_INTERNAL_H
+#define BATON_INTERNAL_H
+
+#include "baton.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+/* Raw system calls the core makes without relying on a recent glibc. */
+int bt__pidfd_send_signal(int pidfd, int sig);
+/* Start polling the pidfd of a freshly spawned child (spawn.c -> process.c). */
+int bt__process_watch(uv_loop_t *loop, bt_process_t *proc, bt_exit_cb exit_cb);
+
+#endif

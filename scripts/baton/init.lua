@@ -1,0 +1,38 @@
+--- baton — a Lua-scriptable process orchestrator.
+--
+-- `require "baton"` gives this table. Script code runs in tasks (coroutines
+-- driven by the event loop); see baton.task for how waiting works and
+-- baton.process for processes and the error convention.
+-- @module baton
+local core = require "baton.core"
+local task = require "baton.task"
+local process = require "baton.process"
+
+local M = {
+  version = core.version,
+  -- tasks
+  go = task.go,
+  task = task.go,
+  sleep = task.sleep,
+  all = task.all,
+  current = task.current,
+  main = task.main,
+  -- processes
+  spawn = process.spawn,
+  run = process.run,
+  which = process.which,
+  signum = process.signum,
+  Error = process.Error,
+  --- Seconds since an arbitrary point, monotonic, sub-microsecond resolution.
+  now = core.now,
+}
+
+--- `baton.signals.TERM` → 15; unknown names give nil.
+M.signals = setmetatable({}, {
+  __index = function(_, k) return core.signum(k) end,
+})
+
+--- The C layer, for hosts and advanced scripts.
+M.core = core
+
+return M

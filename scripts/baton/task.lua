@@ -1,0 +1,196 @@
+--- baton.task — tasks: coroutines driven by the event loop.
+--
+-- Script code runs in tasks. A call that waits (`p:wait()`, `stream:read()`,
+-- `baton.sleep()`) suspends its task; the loop and every other task go on.
+-- Outside any task (plain `lua5.4` with `require "baton"`), the same call
+-- drives the loop itself until its event arrives.
+--
+-- An error in a task is kept by the task: `t:wait()` re-raises it. An error
+-- that nobody is waiting for when it happens is *uncaught*: it goes to
+-- `task.on_uncaught` (the runner prints it and exits 1; the REPL prints it).
+-- @module baton.task
+local core = require "baton.core"
+
+local M = {}
+local tasks = setmetatable({}, { __mode = "k" }) -- coroutine -> task
+local pack, unpack = table.pack, table.unpack
+local cocreate, coresume, costatus, coyield, corunning =
+  coroutine.create, coroutine.resume, coroutine.status, coroutine.yield, coroutine.running
+
+-- Resuming a task with this value makes its pending wait raise.
+local CANCEL = setmetatable({}, { __tostring = function() return "cancelled" end })
+
+local Task = {}
+Task.__index = Task
+Task.__name = "baton.task"
+
+--- Errors that nobody waited for; the blocking driver and runner report them.
+M.uncaught = {}
+
+--- Called with (task, traceback) for an uncaught error. Default: remember it
+-- and stop the loop so the code driving it can raise.
+function M.on_uncaught(t, trace)
+  M.uncaught[#M.uncaught + 1] = { task = t, err = t.err, trace = trace }
+  core.stop()
+end
+
+local function wake_joiners(t)
+  local js = t.joiners
+  t.joiners = nil
+  if js then for i = 1, #js do js[i]() end end
+end
+
+local function step(t, ...)
+  local r = pack(coresume(t.co, ...))
+  if costatus(t.co) ~= "dead" then return end
+  tasks[t.co] = nil
+  t.done = true
+  if r[1] then
+    t.results = pack(unpack(r, 2, r.n))
+  else
+    t.err = r[2]
+    t.trace = debug.traceback(t.co, tostring(r[2]))
+    if not t.joiners or #t.joiners == 0 then
+      if t.err ~= CANCEL then M.on_uncaught(t, t.trace) end
+    end
+  end
+  wake_joiners(t)
+end
+
+--- The task running the caller, or nil outside any task.
+function M.current()
+  return tasks[corunning()]
+end
+
+--- Suspend until `arm`'s callback is called; return the callback's arguments.
+-- `arm(wake)` must arrange for `wake(...)` to be called once, later, from the
+-- loop. Inside a task this yields; outside, it drives the loop.
+function M.suspend(arm)
+  local co = corunning()
+  local t = tasks[co]
+  if t then
+    local token = {}
+    local early
+    t.token = token
+    arm(function(...)
+      if t.token ~= token then return end -- a stale wake (cancelled wait)
+      t.token = nil
+      if costatus(co) == "suspended" then step(t, ...) else early = pack(...) end
+    end)
+    if early then return unpack(early, 1, early.n) end
+    local r = pack(coyield())
+    if r[1] == CANCEL and r.n == 1 then error(t.cancel_msg or "cancelled", 0) end
+    return unpack(r, 1, r.n)
+  end
+  if core.running() then
+    error("baton: cannot wait here: the loop is running and this code is not in a task " ..
+      "(a waiting call inside a plain coroutine or callback); wrap it in baton.go(fn)", 3)
+  end
+  local res
+  arm(function(...) if not res then res = pack(...) end end)
+  while not res do
+    local alive = core.run("once")
+    if #M.uncaught > 0 then
+      local u = table.remove(M.uncaught, 1)
+      error(u.trace, 0)
+    end
+    if not alive and not res then
+      error("baton: deadlock: waiting for an event that nothing in the loop can produce", 3)
+    end
+  end
+  return unpack(res, 1, res.n)
+end
+
+--- Start `fn(...)` as a new task; it runs at once until its first wait.
+-- @return the task
+function M.go(fn, ...)
+  if type(fn) ~= "function" then
+    error("bad argument #1 to 'go' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  local t = setmetatable({ co = cocreate(fn), done = false }, Task)
+  tasks[t.co] = t
+  step(t, ...)
+  return t
+end
+
+--- Wait for the task to finish; return its results or raise its error.
+function Task:wait()
+  if not self.done then
+    if tasks[corunning()] == self then error("baton: a task cannot wait for itself", 2) end
+    M.suspend(function(wake)
+      self.joiners = self.joiners or {}
+      self.joiners[#self.joiners + 1] = wake
+    end)
+  end
+  if self.err ~= nil then error(self.err, 0) end
+  return unpack(self.results, 1, self.results.n)
+end
+
+--- Is the task finished (returned or failed)?
+function Task:is_done() return self.done end
+
+--- Make the task's pending wait raise `msg` (default "cancelled").
+-- @return true if the task was waiting and got cancelled
+function Task:cancel(msg)
+  if self.done or not self.token or costatus(self.co) ~= "suspended" then return false end
+  self.token = nil
+  self.cancel_msg = msg
+  step(self, CANCEL)
+  return true
+end
+
+function Task:__tostring()
+  return string.format("baton.task (%s)", self.done and (self.err ~= nil and "failed" or "done") or "running")
+end
+
+--- Sleep `s` seconds (fractions allowed) without blocking other tasks.
+function M.sleep(s)
+  if type(s) ~= "number" or s < 0 or s ~= s then
+    error("bad argument #1 to 'sleep' (non-negative number expected, got " ..
+      (type(s) == "number" and tostring(s) or type(s)) .. ")", 2)
+  end
+  local timer = core.timer()
+  M.suspend(function(wake)
+    timer:start(math.floor(s * 1000 + 0.5), 0, function()
+      timer:close()
+      wake()
+    end)
+  end)
+end
+
+--- Wait for every waitable (task or process) in `list`; returns a table with
+-- the first result of each, in order. Raises the first error met.
+function M.all(list)
+  if type(list) ~= "table" then
+    error("bad argument #1 to 'all' (table expected, got " .. type(list) .. ")", 2)
+  end
+  local out = {}
+  for i = 1, #list do
+    local w = list[i]
+    if type(w) ~= "table" or type(w.wait) ~= "function" then
+      error("bad argument #1 to 'all' (item " .. i .. " cannot be waited for)", 2)
+    end
+    out[i] = w:wait()
+  end
+  return out
+end
+
+--- Run `fn` as the main task and drive the loop until nothing is left to do.
+-- Returns true, or false and the traceback of the first uncaught error.
+function M.main(fn, ...)
+  local t = M.go(fn, ...)
+  while #M.uncaught == 0 and core.alive() do
+    core.run("default")
+  end
+  if #M.uncaught > 0 then
+    local u = table.remove(M.uncaught, 1)
+    return false, u.trace, u.err
+  end
+  if not t.done then
+    local msg = "baton: deadlock: the main task waits for an event that nothing can produce"
+    return false, debug.traceback(t.co, msg), msg
+  end
+  return true, t
+end
+
+return M

@@ -1,2 +1,216 @@
-/* placeholder, replaced below */
-int main(void) { return 0; }
+/*
+ * main.c — the `baton` executable: runs scripts (`baton script.lua args…`,
+ * `baton -e CODE`, `baton -`) as the main task of the event loop, and offers
+ * the REPL when started on a terminal without a script. Modelled on lua.c:
+ * the same `arg` table, the same handling of a script read from stdin.
+ *
+ * Exit status: 0, or 1 when the script fails (with a traceback on stderr),
+ * or 100 for a usage error.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lualib.h>
+
+#include "lbaton.h"
+#include "repl.h"
+
+#define EXIT_USAGE 100
+
+static const char *progname = "baton";
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: %s [options] [script [args...]]\n"
+          "Run a Lua script with baton's process orchestration, or an interactive REPL.\n"
+          "\n"
+          "  -e CODE        run CODE (may be given more than once)\n"
+          "  -i             enter the REPL after running the script or -e code\n"
+          "  -v, --version  print the version\n"
+          "  -h, --help     print this help\n"
+          "  --             stop handling options\n"
+          "  -              run the script read from stdin\n"
+          "\n"
+          "With no script, baton starts the REPL when stdin is a terminal and\n"
+          "reads a script from stdin otherwise. `baton` is a global in scripts.\n",
+          progname);
+}
+
+static int msghandler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+static int report(lua_State *L, int status) {
+  if (status != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    if (msg == NULL) msg = luaL_tolstring(L, -1, NULL);
+    fprintf(stderr, "%s: %s\n", progname, msg);
+    fflush(stderr);
+    lua_settop(L, 0);
+  }
+  return status;
+}
+
+/* Run the function on top of the stack (with nargs arguments below... above it)
+ * as the main task: baton.main(fn, args...) drives the loop until all is done. */
+static int run_main(lua_State *L, int nargs) {
+  int fn = lua_gettop(L) - nargs;
+  lua_pushcfunction(L, msghandler);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "baton");
+  lua_getfield(L, -1, "main");
+  lua_remove(L, -2);
+  lua_remove(L, -2);
+  /* stack: fn args... msgh main */
+  lua_rotate(L, fn, 2); /* msgh main fn args... */
+  int status = lua_pcall(L, nargs + 1, 3, fn);
+  if (status != LUA_OK) {
+    lua_remove(L, fn); /* the handler */
+    return report(L, status);
+  }
+  if (!lua_toboolean(L, -3)) {
+    lua_pushvalue(L, -2); /* the traceback */
+    lua_remove(L, fn);
+    return report(L, LUA_ERRRUN);
+  }
+  lua_settop(L, fn - 1);
+  return LUA_OK;
+}
+
+static int createargtable(lua_State *L, char **argv, int argc, int script) {
+  int narg = argc - (script + 1);
+  lua_createtable(L, narg, script + 1);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - script);
+  }
+  lua_setglobal(L, "arg");
+  return narg;
+}
+
+static int run_script(lua_State *L, char **argv, int argc, int script) {
+  const char *fname = argv[script];
+  if (strcmp(fname, "-") == 0 && strcmp(argv[script - 1], "--") != 0) fname = NULL;
+  int status = luaL_loadfile(L, fname);
+  if (status != LUA_OK) return report(L, status);
+  int n = argc - script - 1;
+  luaL_checkstack(L, n + 3, "too many arguments to script");
+  for (int i = 1; i <= n; i++) lua_pushstring(L, argv[script + i]);
+  return run_main(L, n);
+}
+
+static int run_code(lua_State *L, const char *code) {
+  int status = luaL_loadbuffer(L, code, strlen(code), "=(command line)");
+  if (status != LUA_OK) return report(L, status);
+  return run_main(L, 0);
+}
+
+static int pmain(lua_State *L) {
+  int argc = (int)lua_tointeger(L, 1);
+  char **argv = lua_touserdata(L, 2);
+  int script = 0, interactive = 0, has_e = 0;
+
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (a[0] != '-' || strcmp(a, "-") == 0) {
+      script = i;
+      break;
+    }
+    if (strcmp(a, "--") == 0) {
+      if (i + 1 < argc) script = i + 1;
+      break;
+    }
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      usage(stdout);
+      lua_pushinteger(L, 0);
+      return 1;
+    }
+    if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) {
+      printf("baton %s (%s, libuv %s)\n", BATON_VERSION_STRING, LUA_RELEASE, uv_version_string());
+      lua_pushinteger(L, 0);
+      return 1;
+    }
+    if (strcmp(a, "-i") == 0) {
+      interactive = 1;
+    } else if (strcmp(a, "-e") == 0) {
+      if (++i >= argc) {
+        fprintf(stderr, "%s: '-e' needs an argument\n", progname);
+        usage(stderr);
+        lua_pushinteger(L, EXIT_USAGE);
+        return 1;
+      }
+      has_e = 1;
+    } else {
+      fprintf(stderr, "%s: unrecognized option '%s'\n", progname, a);
+      usage(stderr);
+      lua_pushinteger(L, EXIT_USAGE);
+      return 1;
+    }
+  }
+
+  luaL_openlibs(L);
+  lb_preload(L);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "baton");
+  lua_call(L, 1, 1);
+  lua_setglobal(L, "baton");
+  createargtable(L, argv, argc, script);
+
+  /* -e chunks in order, then the script. */
+  for (int i = 1; i < (script ? script : argc); i++) {
+    if (strcmp(argv[i], "-e") == 0) {
+      if (run_code(L, argv[++i]) != LUA_OK) {
+        lua_pushinteger(L, 1);
+        return 1;
+      }
+    }
+  }
+  if (script && run_script(L, argv, argc, script) != LUA_OK) {
+    lua_pushinteger(L, 1);
+    return 1;
+  }
+  if (interactive || (!script && !has_e)) {
+    if (isatty(STDIN_FILENO)) {
+      lua_pushinteger(L, lb_repl(L));
+      return 1;
+    }
+    if (!interactive) {
+      /* Like `lua -`: the script comes from stdin. */
+      int status = luaL_loadfile(L, NULL);
+      if (status == LUA_OK) status = run_main(L, 0);
+      else report(L, status);
+      lua_pushinteger(L, status == LUA_OK ? 0 : 1);
+      return 1;
+    }
+  }
+  lua_pushinteger(L, 0);
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  if (argv[0] && argv[0][0]) progname = argv[0];
+  lua_State *L = luaL_newstate();
+  if (L == NULL) {
+    fprintf(stderr, "%s: cannot create Lua state: not enough memory\n", progname);
+    return 111;
+  }
+  lua_pushcfunction(L, pmain);
+  lua_pushinteger(L, argc);
+  lua_pushlightuserdata(L, argv);
+  int status = lua_pcall(L, 2, 1, 0);
+  int code = 1;
+  if (status != LUA_OK) report(L, status);
+  else code = (int)lua_tointeger(L, -1);
+  fflush(stdout);
+  lua_close(L);
+  return code;
+}

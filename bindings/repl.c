@@ -1,0 +1,284 @@
+/*
+ * repl.c — the interactive REPL of the `baton` executable, on a terminal.
+ *
+ * The event loop never blocks on the terminal: libedit's readline-compatible
+ * callback interface reads a character whenever a uv_poll on stdin says one is
+ * there, so tasks, timers and child exits go on while the user types. Each
+ * complete entry runs as a task (scripts/baton/repl.lua); while it runs the
+ * prompt is down and the terminal is in its normal mode, as in lua.c.
+ *
+ * Ctrl-C: at the prompt it drops the line; while an entry runs Lua code it
+ * stops it through a hook set from the signal handler (lua.c's method); while
+ * an entry waits in the loop it cancels the wait. Ctrl-D at the prompt exits.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifdef BATON_GNU_READLINE
+#include <readline/history.h>
+#include <readline/readline.h>
+#else
+#include <editline/readline.h>
+#endif
+
+#include "lbaton.h"
+#include "repl.h"
+
+#define PROMPT "> "
+#define PROMPT2 ">> "
+
+static struct {
+  lua_State *L;
+  lb_runtime *rt;
+  uv_poll_t input;
+  uv_async_t intr;
+  int done;
+  int prompt_up;          /* the line editor owns the terminal line */
+  char *pending;          /* lines of an incomplete entry */
+  volatile sig_atomic_t sigint;
+  lua_State *volatile entry; /* the running entry's coroutine, or NULL */
+  int entry_ref;          /* its task, anchored */
+  char histfile[1024];
+} R;
+
+static void repl_prompt(const char *prompt);
+static void repl_on_input(uv_poll_t *p, int status, int events);
+
+/* ---- Ctrl-C ------------------------------------------------------------------ */
+
+static void repl_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  R.sigint = 0;
+  luaL_error(L, "interrupted!");
+}
+
+static void repl_on_sigint(int sig) {
+  (void)sig;
+  R.sigint = 1;
+  lua_State *e = R.entry;
+  /* Setting a hook is async-signal-safe in Lua (lua.c does the same). */
+  if (e) lua_sethook(e, repl_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  uv_async_send(&R.intr);
+}
+
+static void repl_on_intr(uv_async_t *a) {
+  (void)a;
+  if (!R.sigint) return; /* the hook already stopped the entry */
+  R.sigint = 0;
+  if (R.entry) {
+    lua_sethook(R.entry, NULL, 0, 0);
+    /* The entry waits in the loop: make its wait raise. */
+    lua_State *L = R.L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, R.entry_ref);
+    lua_getfield(L, -1, "cancel");
+    lua_pushvalue(L, -2);
+    lua_pushliteral(L, "interrupted!");
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+      fprintf(stderr, "baton: %s\n", lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  } else if (R.prompt_up) {
+    /* Drop the line and any incomplete entry, as a shell does. */
+    free(R.pending);
+    R.pending = NULL;
+    rl_delete_text(0, rl_end);
+    rl_point = rl_end = 0;
+    fputs("^C\n", stdout);
+    fflush(stdout);
+    rl_callback_handler_remove();
+    repl_prompt(PROMPT);
+  }
+}
+
+/* ---- output from tasks while the prompt is up -------------------------------------- */
+
+static int repl_hide(lua_State *L) {
+  (void)L;
+  if (R.prompt_up) {
+    fputs("\r\033[K", stdout); /* to column 0, clear the line */
+    fflush(stdout);
+  }
+  return 0;
+}
+
+static int repl_show(lua_State *L) {
+  (void)L;
+  if (R.prompt_up) rl_forced_update_display();
+  return 0;
+}
+
+/* ---- entries ---------------------------------------------------------------------- */
+
+static int repl_entry_done(lua_State *L) {
+  (void)L;
+  R.entry = NULL;
+  luaL_unref(R.L, LUA_REGISTRYINDEX, R.entry_ref);
+  R.entry_ref = LUA_NOREF;
+  if (!R.done) repl_prompt(PROMPT);
+  return 0;
+}
+
+static void repl_run(lua_State *L, int fn_index) {
+  /* The prompt goes down: the entry (and its children) own the terminal. */
+  rl_callback_handler_remove();
+  R.prompt_up = 0;
+  uv_poll_stop(&R.input);
+
+  lua_getfield(L, LUA_REGISTRYINDEX, "baton.repl");
+  lua_getfield(L, -1, "eval");
+  lua_pushvalue(L, fn_index);
+  lua_pushcfunction(L, repl_entry_done);
+  lua_call(L, 2, 1); /* the task, not started */
+  lua_getfield(L, -1, "co");
+  R.entry = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  lua_pushvalue(L, -1);
+  R.entry_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -1, "start");
+  lua_pushvalue(L, -2);
+  /* Runs until the entry's first wait, or to its end (then done fired). */
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    fprintf(stderr, "baton: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (R.entry_ref != LUA_NOREF) repl_entry_done(L);
+  }
+  lua_pop(L, 2); /* the task, baton.repl */
+}
+
+static void repl_line(char *line) {
+  lua_State *L = R.L;
+  if (line == NULL) { /* Ctrl-D */
+    rl_callback_handler_remove();
+    R.prompt_up = 0;
+    fputs("\n", stdout);
+    R.done = 1;
+    uv_stop(R.rt->loop);
+    return;
+  }
+  char *src;
+  if (R.pending) {
+    size_t a = strlen(R.pending), b = strlen(line);
+    src = malloc(a + b + 2);
+    memcpy(src, R.pending, a);
+    src[a] = '\n';
+    memcpy(src + a + 1, line, b + 1);
+    free(R.pending);
+    R.pending = NULL;
+  } else {
+    src = strdup(line);
+  }
+  free(line);
+
+  lua_getfield(L, LUA_REGISTRYINDEX, "baton.repl");
+  lua_getfield(L, -1, "compile");
+  lua_pushstring(L, src);
+  lua_call(L, 1, 2);
+  if (lua_isnil(L, -2)) {
+    const char *err = lua_tostring(L, -1);
+    if (strcmp(err, "incomplete") == 0) {
+      R.pending = src;
+      lua_pop(L, 3);
+      rl_callback_handler_remove();
+      repl_prompt(PROMPT2);
+      return;
+    }
+    fprintf(stderr, "%s\n", err);
+    if (src[strspn(src, " \t")] != '\0') add_history(src);
+    free(src);
+    lua_pop(L, 3);
+    return; /* the prompt stays up */
+  }
+  if (src[strspn(src, " \t")] != '\0') add_history(src);
+  free(src);
+  lua_pop(L, 1); /* the error slot */
+  repl_run(L, lua_gettop(L));
+  lua_pop(L, 2); /* fn, baton.repl */
+}
+
+static void repl_prompt(const char *prompt) {
+  rl_callback_handler_install(prompt, repl_line);
+  R.prompt_up = 1;
+  uv_poll_start(&R.input, UV_READABLE, repl_on_input);
+}
+
+static void repl_on_input(uv_poll_t *p, int status, int events) {
+  (void)p;
+  (void)events;
+  if (status < 0) { /* the terminal went away */
+    R.done = 1;
+    uv_stop(R.rt->loop);
+    return;
+  }
+  if (R.prompt_up) rl_callback_read_char();
+}
+
+/* ---- setup ---------------------------------------------------------------------------- */
+
+int lb_repl(lua_State *L) {
+  memset(&R, 0, sizeof R);
+  R.L = L;
+  R.rt = lb_runtime_get(L);
+  R.entry_ref = LUA_NOREF;
+
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "baton.repl");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "install");
+  lua_pushcfunction(L, repl_hide);
+  lua_pushcfunction(L, repl_show);
+  lua_call(L, 2, 0);
+  lua_setfield(L, LUA_REGISTRYINDEX, "baton.repl");
+
+  rl_readline_name = "baton";
+  rl_catch_signals = 0;
+  using_history();
+  const char *home = getenv("HOME");
+  if (home && snprintf(R.histfile, sizeof R.histfile, "%s/.baton_history", home) <
+                  (int)sizeof R.histfile) {
+    read_history(R.histfile);
+  } else {
+    R.histfile[0] = '\0';
+  }
+
+  uv_poll_init(R.rt->loop, &R.input, STDIN_FILENO);
+  /* uv_poll_init made the tty non-blocking; the line editor wants it blocking
+   * (and the shell after us too). Polling works either way. */
+  int fl = fcntl(STDIN_FILENO, F_GETFL);
+  if (fl >= 0) fcntl(STDIN_FILENO, F_SETFL, fl & ~O_NONBLOCK);
+  uv_async_init(R.rt->loop, &R.intr, repl_on_intr);
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = repl_on_sigint;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, &old);
+
+  printf("baton %s (%s, libuv %s) — Ctrl-D exits, Ctrl-C interrupts\n", BATON_VERSION_STRING,
+         LUA_RELEASE, uv_version_string());
+  fflush(stdout);
+  rl_callback_handler_install(PROMPT, repl_line);
+  R.prompt_up = 1;
+  uv_poll_start(&R.input, UV_READABLE, repl_on_input);
+
+  while (!R.done) {
+    R.rt->running = 1;
+    uv_run(R.rt->loop, UV_RUN_ONCE);
+    R.rt->running = 0;
+  }
+
+  if (R.prompt_up) rl_callback_handler_remove();
+  sigaction(SIGINT, &old, NULL);
+  uv_close((uv_handle_t *)&R.input, NULL);
+  uv_close((uv_handle_t *)&R.intr, NULL);
+  uv_run(R.rt->loop, UV_RUN_NOWAIT);
+  if (R.histfile[0]) write_history(R.histfile);
+  free(R.pending);
+  return 0;
+}

@@ -101,16 +101,28 @@ function M.suspend(arm)
   return unpack(res, 1, res.n)
 end
 
---- Start `fn(...)` as a new task; it runs at once until its first wait.
--- @return the task
-function M.go(fn, ...)
+--- Create a task for `fn` without starting it; `t:start(...)` does.
+function M.new(fn)
   if type(fn) ~= "function" then
-    error("bad argument #1 to 'go' (function expected, got " .. type(fn) .. ")", 2)
+    error("bad argument #1 to 'go' (function expected, got " .. type(fn) .. ")", 3)
   end
   local t = setmetatable({ co = cocreate(fn), done = false }, Task)
   tasks[t.co] = t
-  step(t, ...)
   return t
+end
+
+--- Start a task made by `new`, running it until its first wait.
+function Task:start(...)
+  if self.started then error("baton: task already started", 2) end
+  self.started = true
+  step(self, ...)
+  return self
+end
+
+--- Start `fn(...)` as a new task; it runs at once until its first wait.
+-- @return the task
+function M.go(fn, ...)
+  return M.new(fn):start(...)
 end
 
 --- Wait for the task to finish; return its results or raise its error.

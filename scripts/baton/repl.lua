@@ -1,0 +1,71 @@
+--- baton.repl — the Lua half of the interactive REPL (bindings/repl.c is the
+-- terminal half). Compiles entries as lua.c does (an expression first, then a
+-- statement; "<eof>" in the error means the entry continues on the next
+-- line), runs each entry as a task, and routes output through `hide`/`show`
+-- so text printed by background tasks does not garble the line being edited.
+-- @module baton.repl
+local task = require "baton.task"
+
+local M = {}
+local pack, unpack = table.pack, table.unpack
+
+--- Wrap print and io.write so that output first hides the prompt, then redraws it.
+function M.install(hide, show)
+  local rawprint, rawwrite, stdout = print, io.write, io.stdout
+  _G.print = function(...)
+    hide()
+    rawprint(...)
+    stdout:flush()
+    show()
+  end
+  io.write = function(...)
+    hide()
+    local r = pack(rawwrite(...))
+    stdout:flush()
+    show()
+    return unpack(r, 1, r.n)
+  end
+  task.on_uncaught = function(_, trace)
+    hide()
+    io.stderr:write("baton: uncaught error in task: ", trace, "\n")
+    show()
+  end
+end
+
+--- Compile an entry: returns the function, or nil and "incomplete", or nil and
+-- the syntax error.
+function M.compile(src)
+  local fn = load("return " .. src, "=stdin", "t")
+  if fn then return fn end
+  local err
+  fn, err = load(src, "=stdin", "t")
+  if fn then return fn end
+  if err:sub(-5) == "<eof>" then return nil, "incomplete" end
+  return nil, err
+end
+
+local function traceback(e)
+  local msg = type(e) == "string" and e or nil
+  if not msg then
+    local mt = getmetatable(e)
+    msg = (mt and mt.__tostring) and tostring(e) or ("(error object is a " .. type(e) .. " value)")
+  end
+  return debug.traceback(msg, 2)
+end
+
+--- A task (not yet started) that runs `fn`, prints its results or its error,
+-- then calls `done()`. Its coroutine is what Ctrl-C interrupts.
+function M.eval(fn, done)
+  local t = task.new(function()
+    local r = pack(xpcall(fn, traceback))
+    if r[1] then
+      if r.n > 1 then print(unpack(r, 2, r.n)) end
+    else
+      io.stderr:write(tostring(r[2]), "\n")
+    end
+    done()
+  end)
+  return t
+end
+
+return M

@@ -31,12 +31,15 @@ local function argerror(fname, n, msg, level)
   error(fmt("bad argument #%d to '%s' (%s)", n, fname, msg), (level or 2) + 1)
 end
 
+-- argv as a shell-like line for messages; long words and long lists are cut.
 local function quote_argv(argv)
   local out = {}
-  for i = 1, #argv do
+  for i = 1, math.min(#argv, 20) do
     local a = argv[i]
-    out[i] = a:match("^[%w%-%./_=:,+@%%]+$") and a or fmt("%q", a)
+    if #a > 80 then a = a:sub(1, 60) .. fmt("…(%d bytes)", #a) end
+    out[i] = a:match("^[%w%-%./_=:,+@%%]+$") and a or fmt("%q", a):gsub("\\\n", "\\n")
   end
+  if #argv > 20 then out[#out + 1] = fmt("…(%d more)", #argv - 20) end
   return concat(out, " ")
 end
 

@@ -1,0 +1,75 @@
+-- spec/helper.lua — shared by the specs: leak guards and small utilities.
+--
+-- `guard()` inside a describe block checks around every test that the test
+-- process ends with the same open fds it started with, no child process
+-- (running or zombie), and no open baton handle.
+local lfs = require "lfs"
+local baton = require "baton"
+local busted = require "busted"
+local before_each, after_each, assert = busted.before_each, busted.after_each, busted.assert or assert
+
+local H = {}
+
+-- libuv opens one fd per loop lazily, at the first stream (a reserve for
+-- EMFILE handling); make it exist before anything is counted.
+baton.run { "true", stdout = "pipe" }
+
+function H.fds()
+  local list = {}
+  for name in lfs.dir("/proc/self/fd") do
+    if name ~= "." and name ~= ".." then list[#list + 1] = tonumber(name) end
+  end
+  table.sort(list)
+  -- One of them is the directory being listed; it is gone afterwards.
+  return #list - 1, list
+end
+
+-- Child pids of this process, alive or zombie, from every thread's list.
+function H.children()
+  local out = {}
+  for tid in lfs.dir("/proc/self/task") do
+    if tid:match("^%d+$") then
+      local f = io.open("/proc/self/task/" .. tid .. "/children")
+      if f then
+        for pid in f:read("a"):gmatch("%d+") do out[#out + 1] = tonumber(pid) end
+        f:close()
+      end
+    end
+  end
+  return out
+end
+
+-- Is `pid` a live process (not a zombie, not gone)?
+function H.alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return false end
+  local stat = f:read("a")
+  f:close()
+  return stat:match("^%d+ %b() (%a)") ~= "Z"
+end
+
+function H.guard()
+  local before
+  before_each(function()
+    collectgarbage()
+    before = H.fds()
+  end)
+  after_each(function()
+    -- Let close callbacks of finished handles run.
+    if baton.core.alive() then baton.core.run("nowait") end
+    collectgarbage()
+    collectgarbage()
+    local kids = H.children()
+    assert.are.same({}, kids, "children left behind: " .. table.concat(kids, " "))
+    local now, list = H.fds()
+    assert.are.equal(before, now, "fds leaked; open now: " .. table.concat(list, " "))
+    assert.are.equal(0, baton.core.handles(), "baton handles left open")
+  end)
+end
+
+-- A scratch file path, removed by the caller.
+function H.tmpname()
+  return os.tmpname()
+end
+
+return H

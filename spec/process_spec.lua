@@ -1,0 +1,296 @@
+-- Processes: spawn, run, wait, signals, pipes, errors and leaks, against real programs.
+local baton = require "baton"
+local H = require "helper"
+
+describe("baton.run", function()
+  H.guard()
+
+  it("returns the exit code and ok", function()
+    local r = baton.run { "true" }
+    assert.is_true(r.ok)
+    assert.are.equal(0, r.code)
+    assert.is_nil(r.signal)
+    r = baton.run { "sh", "-c", "exit 7", check = false }
+    assert.is_false(r.ok)
+    assert.are.equal(7, r.code)
+  end)
+
+  it("captures stdout and stderr separately", function()
+    local r = baton.run { "sh", "-c", "echo out; echo err >&2; printf tail", capture = true }
+    assert.are.equal("out\ntail", r.stdout)
+    assert.are.equal("err\n", r.stderr)
+    assert.is_true(r.duration >= 0)
+    assert.are.equal("number", type(r.pid))
+  end)
+
+  it("merges stderr into stdout with stderr = 'stdout'", function()
+    local r = baton.run { "sh", "-c", "echo a; echo b >&2; echo c", stdout = "pipe", stderr = "stdout" }
+    assert.are.equal("a\nb\nc\n", r.stdout)
+    assert.is_nil(r.stderr)
+  end)
+
+  it("feeds input to stdin", function()
+    local r = baton.run { "tr", "a-z", "A-Z", input = "hello\n", capture = true }
+    assert.are.equal("HELLO\n", r.stdout)
+  end)
+
+  it("moves a megabyte each way at once without deadlock", function()
+    local big = string.rep("0123456789abcdef", 65536) -- 1 MiB, far above a pipe buffer
+    local r = baton.run { "sh", "-c", "tee /dev/stderr", input = big, capture = true }
+    assert.are.equal(#big, #r.stdout)
+    assert.are.equal(big, r.stdout)
+    assert.are.equal(big, r.stderr)
+  end)
+
+  it("raises a baton.Error on failure by default, with the stderr tail", function()
+    local ok, err = pcall(baton.run, { "sh", "-c", "echo 'disk on fire' >&2; exit 3", capture = true })
+    assert.is_false(ok)
+    assert.are.equal(baton.Error, getmetatable(err))
+    assert.are.equal("exit", err.kind)
+    assert.are.equal(3, err.result.code)
+    assert.matches("exited with code 3", tostring(err))
+    assert.matches("disk on fire", tostring(err))
+  end)
+
+  it("reports a signal death", function()
+    local r = baton.run { "sh", "-c", "kill -TERM $$", check = false }
+    assert.is_false(r.ok)
+    assert.is_nil(r.code)
+    assert.are.equal(15, r.signal)
+    assert.are.equal("SIGTERM", r.signame)
+    local ok, err = pcall(baton.run, { "sh", "-c", "kill -KILL $$" })
+    assert.is_false(ok)
+    assert.matches("killed by SIGKILL", tostring(err))
+  end)
+
+  it("raises a spawn error naming program, PATH and cwd", function()
+    local ok, err = pcall(baton.run, { "baton-no-such-program", "x" })
+    assert.is_false(ok)
+    assert.are.equal("spawn", err.kind)
+    assert.are.equal("ENOENT", err.code)
+    assert.matches('cannot run "baton%-no%-such%-program": not found in PATH', err.msg)
+    assert.matches("cwd: /", err.msg)
+  end)
+
+  it("runs in cwd with extra and removed environment variables", function()
+    local r = baton.run { "sh", "-c", 'pwd; echo "$BATON_X"; echo "${HOME-unset}"', cwd = "/tmp",
+      env = { BATON_X = "42", HOME = false }, capture = true }
+    assert.are.equal("/tmp\n42\nunset\n", r.stdout)
+    r = baton.run { "/usr/bin/env", clearenv = true, env = { ONLY = "me" }, capture = true }
+    assert.are.equal("ONLY=me\n", r.stdout)
+  end)
+end)
+
+describe("baton.spawn", function()
+  H.guard()
+
+  it("gives a handle with pid, wait and status", function()
+    local p = assert(baton.spawn { "sh", "-c", "exit 5" })
+    assert.is_true(p.pid > 0)
+    assert.matches("sh$", p.path)
+    local st = p:wait()
+    assert.are.equal(5, st.code)
+    assert.is_false(st.ok)
+    assert.are.equal("exit 5", tostring(st))
+    assert.are.equal(st, p:wait()) -- a late wait returns at once
+    assert.are.equal(st, p:poll())
+  end)
+
+  it("signals by name and number, and refuses after reap (pid reuse safety)", function()
+    for _, sig in ipairs { "TERM", "SIGTERM", 15, "term" } do
+      local p = assert(baton.spawn { "sleep", "30" })
+      assert.is_nil(p:poll())
+      assert.is_true(p:signal(sig))
+      local st = p:wait()
+      assert.are.equal(15, st.signal)
+      local ok, msg, code = p:signal("KILL")
+      assert.is_nil(ok)
+      assert.are.equal("ESRCH", code)
+      assert.matches("already exited", msg)
+    end
+    local p = assert(baton.spawn { "sleep", "30" })
+    assert.is_true(p:kill())
+    assert.are.equal("SIGKILL", p:wait().signame)
+  end)
+
+  it("raises on a bad signal name", function()
+    local p = assert(baton.spawn { "sleep", "30" })
+    assert.has_error(function() p:signal("NOPE") end, "bad argument #1 to 'signal' (unknown signal \"NOPE\")")
+    assert.has_error(function() p:signal({}) end)
+    p:kill()
+    p:wait()
+  end)
+
+  it("returns nil, msg, code for operational failures", function()
+    local p, msg, code = baton.spawn { "baton-no-such-program" }
+    assert.is_nil(p)
+    assert.are.equal("ENOENT", code)
+    assert.matches("^ENOENT: ", msg)
+
+    p, msg, code = baton.spawn { "ls", cwd = "/nonexistent-dir" }
+    assert.is_nil(p)
+    assert.are.equal("ENOENT", code)
+    assert.matches('cannot change to cwd "/nonexistent%-dir"', msg)
+    assert.matches("path: /[%w/]*ls", msg)
+
+    p, msg, code = baton.spawn { "/etc/passwd" }
+    assert.is_nil(p)
+    assert.are.equal("EACCES", code)
+    assert.matches("exec /etc/passwd: permission denied", msg)
+
+    p, msg, code = baton.spawn { "/tmp" }
+    assert.is_nil(p)
+    assert.are.equal("EACCES", code)
+  end)
+
+  it("raises on misuse, naming the argument or option", function()
+    assert.has_error(function() baton.spawn(42) end, "bad argument #1 to 'spawn' (table expected, got number)")
+    assert.has_error(function() baton.spawn {} end)
+    assert.has_error(function() baton.spawn { "ls", cwd = 1 } end,
+      "bad argument #1 to 'spawn' (option 'cwd' must be a string, got number)")
+    assert.has_error(function() baton.spawn { "ls", colour = true } end,
+      "bad argument #1 to 'spawn' (unknown option 'colour')")
+    assert.has_error(function() baton.spawn { "ls", {} } end,
+      "bad argument #1 to 'spawn' (argv[2] must be a string, got table)")
+    assert.has_error(function() baton.spawn { "ls", stdout = "file.txt" } end)
+    assert.has_error(function() baton.spawn { "ls", env = { [1] = "x" } } end)
+  end)
+
+  it("reads lines, including a last line without newline and long lines", function()
+    local long = string.rep("x", 100000) -- one argv word may not exceed 128 KiB
+    local p = assert(baton.spawn { "sh", "-c", "echo one; echo; printf '%s\\n' \"$1\"; printf last", "sh", long,
+      stdout = "pipe" })
+    local lines = {}
+    for l in p.stdout:lines() do lines[#lines + 1] = l end
+    assert.are.equal(4, #lines)
+    assert.are.equal("one", lines[1])
+    assert.are.equal("", lines[2])
+    assert.are.equal(long, lines[3])
+    assert.are.equal("last", lines[4])
+    assert.is_true(p:wait().ok)
+    p.stdout:close()
+  end)
+
+  it("reads with io-style formats", function()
+    local p = assert(baton.spawn { "printf", "ab\\ncdefgh", stdout = "pipe" })
+    assert.are.equal("ab\n", p.stdout:read("L"))
+    assert.are.equal("cde", p.stdout:read(3))
+    assert.are.equal("fgh", p.stdout:read("a"))
+    assert.are.equal("", p.stdout:read("a"))
+    assert.is_nil(p.stdout:read("l"))
+    assert.is_nil(p.stdout:read(1))
+    assert.is_nil(p.stdout:read())
+    assert.has_error(function() p.stdout:read("x") end)
+    p:wait()
+    p:close()
+  end)
+
+  it("writes to stdin and reads the answer", function()
+    local p = assert(baton.spawn { "cat", stdin = "pipe", stdout = "pipe" })
+    assert.are.equal(p.stdin, p.stdin:write("hello ", "world", "\n"))
+    assert.are.equal("hello world", p.stdout:read("l"))
+    p.stdin:close()
+    assert.is_nil(p.stdout:read("l"))
+    assert.is_true(p:wait().ok)
+    p:close()
+  end)
+
+  it("returns EPIPE when writing to a child that has gone", function()
+    local p = assert(baton.spawn { "true", stdin = "pipe" })
+    p:wait()
+    local ok, msg, code = p.stdin:write(string.rep("x", 1 << 20))
+    assert.is_nil(ok)
+    assert.are.equal("EPIPE", code)
+    assert.matches("^EPIPE", msg)
+    p:close()
+  end)
+
+  it("sees EOF when the child is killed mid-read", function()
+    local p = assert(baton.spawn { "sh", "-c", "echo start; exec sleep 30", stdout = "pipe" })
+    assert.are.equal("start", p.stdout:read("l"))
+    p:signal("KILL")
+    assert.is_nil(p.stdout:read("l"))
+    assert.are.equal(9, p:wait().signal)
+    p:close()
+  end)
+
+  it("gives the child exactly stdin, stdout and stderr", function()
+    local f = io.open("/dev/null") -- an fd of ours, not for the child
+    local r = baton.run { "sh", "-c", "ls /proc/$$/fd", capture = true }
+    f:close()
+    local fds = {}
+    for fd in r.stdout:gmatch("%d+") do fds[#fds + 1] = tonumber(fd) end
+    table.sort(fds)
+    -- ls lists the fds of the shell, its parent: exactly 0, 1 and 2.
+    assert.are.same({ 0, 1, 2 }, fds)
+  end)
+
+  it("resets signal dispositions and mask in the child", function()
+    local r = baton.run { "sh", "-c", "grep -E '^Sig(Blk|Ign)' /proc/$$/status", capture = true }
+    assert.matches("SigBlk:%s+0+\n", r.stdout)
+    -- sh itself may ignore nothing at start; the parent (this process) ignores SIGPIPE.
+    assert.matches("SigIgn:%s+0+\n", r.stdout)
+  end)
+
+  it("redirects to files, fds and null", function()
+    local name = os.tmpname()
+    local f = assert(io.open(name, "w"))
+    baton.run { "echo", "to a file", stdout = f }
+    baton.run { "echo", "nothing", stdout = "null" }
+    f:close()
+    local g = assert(io.open(name))
+    assert.are.equal("to a file\n", g:read("a"))
+    g:close()
+    local fin = assert(io.open(name))
+    local r = baton.run { "cat", stdin = fin, capture = true }
+    fin:close()
+    assert.are.equal("to a file\n", r.stdout)
+    os.remove(name)
+  end)
+
+  it("can be closed with <close>, killing and reaping", function()
+    local pid
+    do
+      local p <close> = assert(baton.spawn { "sleep", "30", stdout = "pipe" })
+      pid = p.pid
+      assert.is_true(H.alive(pid))
+    end
+    assert.is_false(H.alive(pid))
+  end)
+
+  it("starts a new session or process group on request", function()
+    local r = baton.run { "sh", "-c", "ps -o sid= -o pgid= -p $$", setsid = true, capture = true }
+    local sid, pgid = r.stdout:match("(%d+)%s+(%d+)")
+    assert.are.equal(tostring(r.pid), sid)
+    assert.are.equal(tostring(r.pid), pgid)
+    r = baton.run { "sh", "-c", "ps -o pgid= -p $$", pgroup = true, capture = true }
+    assert.are.equal(tostring(r.pid), r.stdout:match("%d+"))
+  end)
+
+  it("leaks no fd and leaves no zombie after many spawns", function()
+    local before = H.fds()
+    for _ = 1, 300 do
+      local r = baton.run { "echo", "x", capture = true }
+      assert.are.equal("x\n", r.stdout)
+    end
+    for _ = 1, 50 do
+      local p = baton.spawn { "true", stdin = "pipe", stdout = "pipe", stderr = "pipe" }
+      p:wait()
+      p:close()
+    end
+    for _ = 1, 50 do assert.is_nil(baton.spawn { "baton-no-such-program" }) end
+    for _ = 1, 50 do assert.is_nil(baton.spawn { "ls", cwd = "/nonexistent", stdout = "pipe" }) end
+    if baton.core.alive() then baton.core.run("nowait") end
+    collectgarbage()
+    assert.are.equal(before, H.fds())
+    assert.are.same({}, H.children())
+  end)
+
+  it("which finds programs like the child will", function()
+    assert.matches("/sh$", baton.which("sh"))
+    local p, msg, code = baton.which("baton-no-such-program")
+    assert.is_nil(p)
+    assert.are.equal("ENOENT", code)
+    assert.is_nil((baton.which("sh", ".:bin")))
+  end)
+end)

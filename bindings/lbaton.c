@@ -19,7 +19,8 @@
 
 #include "lbaton.h"
 
-#define LB_RUNTIME "baton.runtime"
+#define LB_RUNTIME "baton.runtime"       /* registry: the runtime userdata */
+#define LB_RUNTIME_MT "baton.runtime.mt" /* registry: its metatable */
 #define LB_CBTHREAD "baton.cbthread"
 #define LB_ONERROR "baton.onerror"
 #define LB_HOSTLOOP "baton.hostloop"
@@ -27,7 +28,7 @@
 /* ---- runtime ---------------------------------------------------------------- */
 
 static int lb_runtime_gc(lua_State *L) {
-  lb_runtime *rt = luaL_checkudata(L, 1, LB_RUNTIME);
+  lb_runtime *rt = luaL_checkudata(L, 1, LB_RUNTIME_MT);
   if (rt->loop == NULL) return 0;
   /* Close what is still open; the close callbacks free the structs. */
   lb_handle *h = rt->handles;
@@ -57,7 +58,7 @@ lb_runtime *lb_runtime_get(lua_State *L) {
   lua_pop(L, 1);
   lb_runtime *rt = lua_newuserdatauv(L, sizeof *rt, 0);
   memset(rt, 0, sizeof *rt - sizeof rt->readbuf);
-  if (luaL_newmetatable(L, LB_RUNTIME)) {
+  if (luaL_newmetatable(L, LB_RUNTIME_MT)) {
     lua_pushcfunction(L, lb_runtime_gc);
     lua_setfield(L, -2, "__gc");
   }
@@ -334,7 +335,7 @@ static int l_handles(lua_State *L) {
   lb_runtime *rt = lb_runtime_get(L);
   int n = 0;
   for (lb_handle *h = rt->handles; h; h = h->next)
-    if (h->open) n++;
+    if (h->open && !h->closing) n++;
   lua_pushinteger(L, n);
   return 1;
 }

@@ -158,6 +158,13 @@ static int pmain(lua_State *L) {
   }
 
   luaL_openlibs(L);
+  /* os.exit closes the state by default here, so finalizers run and the loop
+   * is closed properly (`os.exit(code, false)` still skips that). */
+  luaL_dostring(L, "local exit = os.exit\n"
+                   "os.exit = function(code, close)\n"
+                   "  if close == nil then close = true end\n"
+                   "  return exit(code, close)\n"
+                   "end");
   lb_preload(L);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "baton");

@@ -51,18 +51,20 @@ end
 function H.guard()
   local before
   before_each(function()
+    baton.sleep(0) -- finish closes left by the previous test's own cleanup
     collectgarbage()
-    before = H.fds()
+    before, H.before_list = H.fds()
   end)
   after_each(function()
-    -- Let close callbacks of finished handles run.
-    if baton.core.alive() then baton.core.run("nowait") end
+    -- One loop turn, so that close callbacks of finished handles run.
+    baton.sleep(0)
     collectgarbage()
     collectgarbage()
     local kids = H.children()
     assert.are.same({}, kids, "children left behind: " .. table.concat(kids, " "))
     local now, list = H.fds()
-    assert.are.equal(before, now, "fds leaked; open now: " .. table.concat(list, " "))
+    assert.are.equal(before, now, "fds leaked; open now: " .. table.concat(list, " ") ..
+      "; before: " .. table.concat(H.before_list, " "))
     assert.are.equal(0, baton.core.handles(), "baton handles left open")
   end)
 end

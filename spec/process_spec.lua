@@ -280,7 +280,7 @@ describe("baton.spawn", function()
     end
     for _ = 1, 50 do assert.is_nil(baton.spawn { "baton-no-such-program" }) end
     for _ = 1, 50 do assert.is_nil(baton.spawn { "ls", cwd = "/nonexistent", stdout = "pipe" }) end
-    if baton.core.alive() then baton.core.run("nowait") end
+    baton.sleep(0)
     collectgarbage()
     assert.are.equal(before, H.fds())
     assert.are.same({}, H.children())

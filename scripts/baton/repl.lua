@@ -50,7 +50,9 @@ local function traceback(e)
     local mt = getmetatable(e)
     msg = (mt and mt.__tostring) and tostring(e) or ("(error object is a " .. type(e) .. " value)")
   end
-  return debug.traceback(msg, 2)
+  -- Stop at the entry itself: the REPL's own frames are noise to the user.
+  local tb = debug.traceback(msg, 2)
+  return (tb:gsub("\n\t%[C%]: in function 'xpcall'.*$", ""))
 end
 
 --- A task (not yet started) that runs `fn`, prints its results or its error,

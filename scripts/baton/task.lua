@@ -19,6 +19,7 @@ local cocreate, coresume, costatus, coyield, corunning =
 
 -- Resuming a task with this value makes its pending wait raise.
 local CANCEL = setmetatable({}, { __tostring = function() return "cancelled" end })
+local DEADLOCK = "baton: deadlock: waiting for an event that nothing in the loop can produce"
 
 local Task = {}
 Task.__index = Task
@@ -50,8 +51,9 @@ local function step(t, ...)
   else
     t.err = r[2]
     t.trace = debug.traceback(t.co, tostring(r[2]))
-    if not t.joiners or #t.joiners == 0 then
-      if t.err ~= CANCEL then M.on_uncaught(t, t.trace) end
+    local cancelled = t.cancelled and t.err == (t.cancel_msg or "cancelled") and t.err ~= DEADLOCK
+    if not cancelled and (not t.joiners or #t.joiners == 0) then
+      M.on_uncaught(t, t.trace)
     end
   end
   wake_joiners(t)
@@ -68,7 +70,9 @@ end
 function M.suspend(arm)
   local co = corunning()
   local t = tasks[co]
-  if t then
+  -- A task that cannot yield (inside require, a metamethod, a sort
+  -- comparator…) waits like code outside any task: by driving the loop.
+  if t and coroutine.isyieldable() then
     local token = {}
     local early
     t.token = token
@@ -83,6 +87,10 @@ function M.suspend(arm)
     return unpack(r, 1, r.n)
   end
   if core.running() then
+    if t then
+      error("baton: cannot wait here: a task cannot yield across this C call " ..
+        "(require, a metamethod, table.sort, pcall from C…); move the wait out of it", 3)
+    end
     error("baton: cannot wait here: the loop is running and this code is not in a task " ..
       "(a waiting call inside a plain coroutine or callback); wrap it in baton.go(fn)", 3)
   end
@@ -95,7 +103,7 @@ function M.suspend(arm)
       error(u.trace, 0)
     end
     if not alive and not res then
-      error("baton: deadlock: waiting for an event that nothing in the loop can produce", 3)
+      error(DEADLOCK, 3)
     end
   end
   return unpack(res, 1, res.n)
@@ -146,6 +154,7 @@ function Task:is_done() return self.done end
 function Task:cancel(msg)
   if self.done or not self.token or costatus(self.co) ~= "suspended" then return false end
   self.token = nil
+  self.cancelled = true
   self.cancel_msg = msg
   step(self, CANCEL)
   return true
@@ -162,12 +171,16 @@ function M.sleep(s)
       (type(s) == "number" and tostring(s) or type(s)) .. ")", 2)
   end
   local timer = core.timer()
-  M.suspend(function(wake)
+  local ok, err = pcall(M.suspend, function(wake)
     timer:start(math.floor(s * 1000 + 0.5), 0, function()
       timer:close()
       wake()
     end)
   end)
+  if not ok then
+    timer:close() -- cancelled or interrupted: the timer must not outlive the wait
+    error(err, 0)
+  end
 end
 
 --- Wait for every waitable (task or process) in `list`; returns a table with
@@ -191,8 +204,12 @@ end
 -- Returns true, or false and the traceback of the first uncaught error.
 function M.main(fn, ...)
   local t = M.go(fn, ...)
-  while #M.uncaught == 0 and core.alive() do
-    core.run("default")
+  while #M.uncaught == 0 do
+    if core.alive() then
+      core.run("default")
+    elseif t.done or not t:cancel(DEADLOCK) then
+      break -- finished, or stuck where it cannot be woken
+    end
   end
   if #M.uncaught > 0 then
     local u = table.remove(M.uncaught, 1)

@@ -1,0 +1,123 @@
+-- The baton executable: scripts, -e, -, options, exit statuses.
+local baton = require "baton"
+local H = require "helper"
+
+local BATON = os.getenv("BATON_EXE") or "./build/baton"
+
+local function sh(script, opts)
+  opts = opts or {}
+  local spec = { "sh", "-c", script, "sh", BATON, capture = true, check = false, input = opts.input }
+  return baton.run(spec)
+end
+
+local function exe(args, opts)
+  local spec = { BATON, capture = true, check = false, input = opts and opts.input }
+  for i = 1, #args do spec[i + 1] = args[i] end
+  return baton.run(spec)
+end
+
+describe("the baton executable", function()
+  H.guard()
+  local dir
+
+  before_each(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir))
+  end)
+  after_each(function() os.execute("rm -rf " .. dir) end)
+
+  local function write(name, text)
+    local f = assert(io.open(dir .. "/" .. name, "w"))
+    f:write(text)
+    f:close()
+    return dir .. "/" .. name
+  end
+
+  it("runs a script with its arguments in arg and ...", function()
+    local s = write("args.lua", [[
+      local a, b = ...
+      print(arg[0], arg[1], arg[2], #arg, a, b)
+      print(arg[-1] ~= nil)
+    ]])
+    local r = exe { s, "one", "two" }
+    assert.are.equal(0, r.code)
+    assert.are.equal(s .. "\tone\ttwo\t2\tone\ttwo\ntrue\n", r.stdout)
+  end)
+
+  it("runs the script as the main task, and waits for other tasks to finish", function()
+    local s = write("tasks.lua", [[
+      baton.go(function() baton.sleep(0.05); print("background done") end)
+      local r = baton.run{"echo", "child output", capture = true}
+      io.write(r.stdout)
+      print("main done")
+    ]])
+    local r = exe { s }
+    assert.are.equal("child output\nmain done\nbackground done\n", r.stdout)
+  end)
+
+  it("exits 1 with a traceback when the script fails", function()
+    local s = write("fail.lua", "local function f() error('kaboom') end\nf()\n")
+    local r = exe { s }
+    assert.are.equal(1, r.code)
+    assert.matches("fail.lua:1: kaboom", r.stderr)
+    assert.matches("stack traceback:", r.stderr)
+    assert.matches("fail.lua:2: in main chunk", r.stderr)
+  end)
+
+  it("exits 1 when a background task fails unobserved", function()
+    local r = exe { "-e", "baton.go(function() baton.sleep(0.01) error('bg failed') end) baton.sleep(1) print('not reached')" }
+    assert.are.equal(1, r.code)
+    assert.matches("bg failed", r.stderr)
+    assert.are.equal("", r.stdout)
+  end)
+
+  it("reports syntax errors and missing scripts", function()
+    local s = write("bad.lua", "local x = = 1\n")
+    local r = exe { s }
+    assert.are.equal(1, r.code)
+    assert.matches("bad.lua:1: unexpected symbol near '='", r.stderr)
+    r = exe { dir .. "/missing.lua" }
+    assert.are.equal(1, r.code)
+    assert.matches("cannot open .*missing.lua", r.stderr)
+  end)
+
+  it("runs -e code, several times, before the script", function()
+    local s = write("x.lua", "print('script', X)")
+    local r = exe { "-e", "X = 1", "-e", "X = X + 1", s }
+    assert.are.equal("script\t2\n", r.stdout)
+    r = exe { "-e", "print(baton.run{'sh','-c','exit 4', check=false}.code)" }
+    assert.are.equal("4\n", r.stdout)
+  end)
+
+  it("reads the script from stdin with - or without a terminal", function()
+    local r = exe({ "-", "a1" }, { input = "print('from stdin', ...)" })
+    assert.are.equal("from stdin\ta1\n", r.stdout)
+    r = exe({}, { input = "print(baton.run{'echo','piped',capture=true}.stdout)" })
+    assert.are.equal("piped\n\n", r.stdout)
+  end)
+
+  it("prints version and help, and rejects unknown options with status 100", function()
+    local r = exe { "-v" }
+    assert.matches("^baton %d+%.%d+%.%d+ %(Lua 5%.4", r.stdout)
+    r = exe { "--help" }
+    assert.are.equal(0, r.code)
+    assert.matches("usage: ", r.stdout)
+    r = exe { "--nope" }
+    assert.are.equal(100, r.code)
+    assert.matches("unrecognized option '%-%-nope'", r.stderr)
+    r = exe { "-e" }
+    assert.are.equal(100, r.code)
+  end)
+
+  it("handles a shebang line and os.exit codes", function()
+    local s = write("exit.lua", "#!/usr/bin/env baton\nos.exit(7)\n")
+    local r = exe { s }
+    assert.are.equal(7, r.code)
+  end)
+
+  it("finishes when its stdout reader goes away early", function()
+    local r = sh('"$1" -e "for i = 1, 200000 do print(i) end" | head -1')
+    assert.are.equal("1\n", r.stdout)
+  end)
+end)

@@ -1,0 +1,149 @@
+-- The REPL, driven through a real pseudo-terminal (tmux): typing, multi-line
+-- entries, errors, Ctrl-C, Ctrl-D, and a background task printing while a
+-- line is being edited. lua5.4's own REPL is the oracle for plain Lua entries.
+local baton = require "baton"
+local H = require "helper"
+
+local BATON = os.getenv("BATON_EXE") or "./build/baton"
+local SOCKET = "baton-spec-" .. baton.core.getpid()
+
+local function tmux(...)
+  local cmd = { "tmux", "-L", SOCKET, capture = true, check = false, stdin = "null" }
+  for i = 1, select("#", ...) do cmd[3 + i] = select(i, ...) end
+  return baton.run(cmd)
+end
+
+-- The screen text; tmux renders tabs as spaces, so runs of spaces become one.
+local function screen()
+  return (tmux("capture-pane", "-p", "-t", "repl").stdout:gsub(" +", " "))
+end
+
+-- Wait until the screen matches `pattern` (plain text); fail with the screen
+-- after a generous bound. This is a wait for an event, not a timing claim.
+local function expect(text, count)
+  count = count or 1
+  local s
+  for _ = 1, 200 do
+    s = screen()
+    local n = select(2, s:gsub(text:gsub("%p", "%%%0"), ""))
+    if n >= count then return s end
+    baton.sleep(0.025)
+  end
+  error(("screen never showed %q (x%d):\n%s"):format(text, count, s), 2)
+end
+
+local function type_line(text)
+  tmux("send-keys", "-t", "repl", "-l", text)
+  tmux("send-keys", "-t", "repl", "Enter")
+end
+
+local homes = {}
+
+local function start(cmd)
+  local home = os.tmpname()
+  os.remove(home)
+  os.execute("mkdir " .. home)
+  homes[#homes + 1] = home
+  local r = tmux("new-session", "-d", "-s", "repl", "-x", "120", "-y", "50",
+    "env HOME=" .. home .. " TERM=xterm " .. cmd)
+  assert.are.equal(0, r.code, r.stderr)
+  return home
+end
+
+local function stop()
+  tmux("kill-server")
+end
+
+describe("the REPL", function()
+  H.guard()
+  after_each(function()
+    stop()
+    for _, home in ipairs(homes) do os.execute("rm -rf " .. home) end
+    homes = {}
+  end)
+  assert(baton.which("tmux"), "tmux is needed for the REPL specs (apt-get install tmux)")
+
+  it("evaluates expressions, multi-line chunks and errors like lua5.4 does", function()
+    local entries = { "1 + 1", "function f(x)", "return x * 2", "end", "f(21)", "error('oops')", "x = {1, 2, 3}", "#x",
+      "'a', nil, 3" }
+    local function session(cmd)
+      start(cmd)
+      expect("\n>")
+      for _, e in ipairs(entries) do type_line(e) end
+      expect("a nil 3")
+      local s = screen()
+      stop()
+      return s
+    end
+    local ours = session(BATON)
+    local oracle = session("lua5.4 -i")
+    -- The lines that are not prompts or banners: results and error messages.
+    local function results(s)
+      local out = {}
+      for line in s:gmatch("[^\n]+") do
+        if not line:match("^>") and not line:match("^Lua 5") and not line:match("^baton %d")
+          and not line:match("^%s") and line ~= "stack traceback:" and line ~= "" then
+          out[#out + 1] = line
+        end
+      end
+      return out
+    end
+    assert.are.same(results(oracle), results(ours))
+    assert.are.same({ "2", "42", "stdin:1: oops", "3", "a nil 3" }, results(ours))
+    assert.matches(">> return x %* 2", ours) -- the continuation prompt
+  end)
+
+  it("keeps the loop running while the user types", function()
+    local home = start(BATON)
+    expect("\n>")
+    type_line("t = baton.go(function() for i = 1, 3 do baton.sleep(0.2) print('tick', i) end end)")
+    tmux("send-keys", "-t", "repl", "-l", "half = 'typed while")
+    local s = expect("tick 3")
+    -- The ticks appeared above; the half-typed line is intact on the prompt.
+    assert.matches("tick 1\ntick 2\ntick 3\n> half = 'typed while", s)
+    tmux("send-keys", "-t", "repl", "-l", " ticking'")
+    tmux("send-keys", "-t", "repl", "Enter")
+    type_line("half")
+    expect("typed while ticking")
+    type_line("baton.run{'echo', 'child says hi'}.ok")
+    expect("true")
+    assert.matches("child says hi\ntrue", screen())
+  end)
+
+  it("interrupts a busy entry and a waiting entry with Ctrl-C, drops a line, exits on Ctrl-D", function()
+    local home = start(BATON)
+    expect("\n>")
+    type_line("while true do end")
+    baton.sleep(0.2)
+    tmux("send-keys", "-t", "repl", "C-c")
+    expect("interrupted!")
+    -- In its own process group the child does not get the terminal's SIGINT:
+    -- Ctrl-C cancels the wait only, and the child is still running after.
+    type_line("p = baton.spawn{'sleep', '30', pgroup = true}; p:wait()")
+    baton.sleep(0.2)
+    tmux("send-keys", "-t", "repl", "C-c")
+    expect("interrupted!", 2)
+    type_line("p:poll() == nil")
+    expect("\ntrue\n")
+    type_line("p:kill(); print(p:wait())")
+    expect("killed by SIGKILL")
+    tmux("send-keys", "-t", "repl", "-l", "this line is dropped")
+    tmux("send-keys", "-t", "repl", "C-c")
+    expect("^C")
+    type_line("'still alive'")
+    expect("still alive")
+    assert.is_nil(screen():match("this line is dropped[^\n]*\n[^\n]*still alive\n> this"))
+    tmux("send-keys", "-t", "repl", "C-d")
+    local gone = false
+    for _ = 1, 200 do
+      if tmux("has-session", "-t", "repl").code ~= 0 then gone = true break end
+      baton.sleep(0.025)
+    end
+    assert.is_true(gone, "the REPL did not exit on Ctrl-D")
+    -- History was saved for the next session.
+    local f = io.open(home .. "/.baton_history")
+    assert.is_not_nil(f)
+    assert.matches("still.040alive", f:read("a")) -- libedit's history file escapes spaces
+    f:close()
+  end)
+end)

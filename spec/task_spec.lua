@@ -1,0 +1,134 @@
+-- Tasks: coroutines driven by the loop; waiting yields, errors are kept or reported.
+local baton = require "baton"
+local task = require "baton.task"
+local H = require "helper"
+
+describe("tasks", function()
+  H.guard()
+
+  it("run at once until their first wait and return results", function()
+    local log = {}
+    local t = baton.go(function(a, b)
+      log[#log + 1] = "start"
+      baton.sleep(0.01)
+      log[#log + 1] = "end"
+      return a + b, "x"
+    end, 1, 2)
+    assert.are.same({ "start" }, log)
+    assert.is_false(t:is_done())
+    local sum, x = t:wait()
+    assert.are.equal(3, sum)
+    assert.are.equal("x", x)
+    assert.are.same({ "start", "end" }, log)
+    assert.are.same({ 3, "x" }, { t:wait() }) -- a late wait returns at once
+  end)
+
+  it("interleave while waiting: the loop keeps running", function()
+    local order = {}
+    local a = baton.go(function()
+      for i = 1, 3 do
+        baton.sleep(0.02)
+        order[#order + 1] = "a" .. i
+      end
+    end)
+    local b = baton.go(function()
+      baton.sleep(0.01)
+      for i = 1, 3 do
+        order[#order + 1] = "b" .. i
+        baton.sleep(0.02)
+      end
+    end)
+    baton.all { a, b }
+    assert.are.same({ "b1", "a1", "b2", "a2", "b3", "a3" }, order)
+  end)
+
+  it("wait for processes concurrently from several tasks", function()
+    local t0 = baton.now()
+    local ts = {}
+    for i = 1, 4 do
+      ts[i] = baton.go(function()
+        return baton.run { "sh", "-c", "sleep 0.2; echo " .. i, capture = true }.stdout
+      end)
+    end
+    local outs = baton.all(ts)
+    assert.are.same({ "1\n", "2\n", "3\n", "4\n" }, outs)
+    -- Four 0.2 s sleeps in parallel, not in sequence (a loose bound: this is
+    -- about concurrency, not speed).
+    assert.is_true(baton.now() - t0 < 0.7)
+  end)
+
+  it("baton.all waits for processes too", function()
+    local p1 = baton.spawn { "sh", "-c", "exit 1" }
+    local p2 = baton.spawn { "true" }
+    local st = baton.all { p1, p2 }
+    assert.are.equal(1, st[1].code)
+    assert.are.equal(0, st[2].code)
+    assert.has_error(function() baton.all { 42 } end, "bad argument #1 to 'all' (item 1 cannot be waited for)")
+  end)
+
+  it("keep their error for whoever waits", function()
+    local t = baton.go(function()
+      baton.sleep(0.01)
+      error("task failed", 0)
+    end)
+    local ok, err = pcall(t.wait, t)
+    assert.is_false(ok)
+    assert.are.equal("task failed", err)
+    assert.matches("failed", tostring(t))
+  end)
+
+  it("report an error nobody waits for, from the blocking wait that drives the loop", function()
+    -- Under the baton runner the specs run inside the main task, where an
+    -- unobserved error ends the program instead (cli_spec covers that).
+    if baton.current() then return end
+    baton.go(function()
+      baton.sleep(0.01)
+      error("unobserved")
+    end)
+    local ok, err = pcall(baton.sleep, 0.05)
+    assert.is_false(ok)
+    assert.matches("unobserved", err)
+    assert.matches("stack traceback", err)
+  end)
+
+  it("can be cancelled while waiting", function()
+    local p = baton.spawn { "sleep", "30" }
+    local t = baton.go(function() return p:wait() end)
+    assert.is_true(t:cancel("stop waiting"))
+    assert.has_error(function() t:wait() end, "stop waiting")
+    assert.is_false(t:cancel())
+    p:kill()
+    p:wait()
+  end)
+
+  it("say what is wrong when a wait cannot work", function()
+    assert.has_error(function() baton.sleep(-1) end, "bad argument #1 to 'sleep' (non-negative number expected, got -1)")
+    assert.has_error(function() baton.sleep("1") end, "bad argument #1 to 'sleep' (non-negative number expected, got string)")
+    assert.has_error(function() baton.go(42) end, "bad argument #1 to 'go' (function expected, got number)")
+    -- A wait for something that can never happen is a deadlock, not a hang.
+    local never = baton.go(function() task.suspend(function() end) end)
+    assert.has_error(function() never:wait() end)
+    -- A waiting call inside a plain coroutine resumed from a loop callback.
+    local t = baton.go(function()
+      baton.sleep(0.01)
+      local co = coroutine.wrap(function() baton.sleep(0.01) end)
+      co()
+    end)
+    local ok, err = pcall(t.wait, t)
+    assert.is_false(ok)
+    assert.matches("cannot wait here", err)
+  end)
+
+  it("run as the main task with baton.main", function()
+    if baton.current() then return end -- under the runner, the specs already are the main task
+    local ok, t = baton.main(function()
+      baton.sleep(0.01)
+      return "done"
+    end)
+    assert.is_true(ok)
+    assert.are.equal("done", t:wait())
+    local ok2, trace = baton.main(function() error("main failed") end)
+    assert.is_false(ok2)
+    assert.matches("main failed", trace)
+  end)
+end)

@@ -7,6 +7,10 @@
  * complete entry runs as a task (scripts/baton/repl.lua); while it runs the
  * prompt is down and the terminal is in its normal mode, as in lua.c.
  *
+ * libedit is opened with dlopen when the REPL starts, so running scripts never
+ * pays for loading it (nor needs it installed). Without it the REPL still
+ * works, on the terminal's own line editing (canonical mode).
+ *
  * Ctrl-C: at the prompt it drops the line; while an entry runs Lua code it
  * stops it through a hook set from the signal handler (lua.c's method); while
  * an entry waits in the loop it cancels the wait. Ctrl-D at the prompt exits.
@@ -20,12 +24,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#ifdef BATON_GNU_READLINE
-#include <readline/history.h>
-#include <readline/readline.h>
-#else
-#include <editline/readline.h>
-#endif
+#include <dlfcn.h>
+
+#include <editline/readline.h> /* types only: libedit is loaded when the REPL starts */
 
 #include "lbaton.h"
 #include "repl.h"
@@ -49,6 +50,109 @@ static struct {
 
 static void repl_prompt(const char *prompt);
 static void repl_on_input(uv_poll_t *p, int status, int events);
+static void repl_line(char *line);
+
+/* ---- the line editor: libedit through dlopen, or the terminal's own ------------ */
+
+static struct {
+  int loaded;
+  void (*install)(const char *, rl_vcpfunc_t *);
+  void (*remove)(void);
+  void (*read_char)(void);
+  void (*redisplay)(void);
+  int (*delete_text)(int, int);
+  int (*add_history)(const char *);
+  int (*read_history)(const char *);
+  int (*write_history)(const char *);
+  void (*using_history)(void);
+  int *point, *end, *catch_signals;
+  const char **name;
+  /* the fallback: lines assembled from read(2) in canonical mode */
+  const char *prompt;
+  char buf[8192];
+  size_t len;
+} E;
+
+static int ed_load(void) {
+  void *h = dlopen("libedit.so.2", RTLD_NOW | RTLD_LOCAL);
+  if (h == NULL) return -1;
+#define SYM(field, name) \
+  if ((*(void **)&E.field = dlsym(h, name)) == NULL) return -1
+  SYM(install, "rl_callback_handler_install");
+  SYM(remove, "rl_callback_handler_remove");
+  SYM(read_char, "rl_callback_read_char");
+  SYM(redisplay, "rl_forced_update_display");
+  SYM(delete_text, "rl_delete_text");
+  SYM(add_history, "add_history");
+  SYM(read_history, "read_history");
+  SYM(write_history, "write_history");
+  SYM(using_history, "using_history");
+  SYM(point, "rl_point");
+  SYM(end, "rl_end");
+  SYM(catch_signals, "rl_catch_signals");
+  SYM(name, "rl_readline_name");
+#undef SYM
+  E.loaded = 1;
+  return 0;
+}
+
+static void ed_install(const char *prompt) {
+  if (E.loaded) {
+    E.install(prompt, repl_line);
+  } else {
+    E.prompt = prompt;
+    fputs(prompt, stdout);
+    fflush(stdout);
+  }
+}
+
+static void ed_remove(void) {
+  if (E.loaded) E.remove();
+}
+
+static void ed_clear(void) {
+  if (E.loaded) {
+    E.delete_text(0, *E.end);
+    *E.point = *E.end = 0;
+  }
+  E.len = 0;
+}
+
+static void ed_redisplay(void) {
+  if (E.loaded) E.redisplay();
+  else if (E.prompt) {
+    fputs(E.prompt, stdout);
+    fflush(stdout);
+  }
+}
+
+static void ed_history(const char *line) {
+  if (E.loaded) E.add_history(line);
+}
+
+/* Input is readable: feed the editor, or cut complete lines ourselves. */
+static void ed_read(void) {
+  if (E.loaded) {
+    E.read_char();
+    return;
+  }
+  ssize_t n = read(STDIN_FILENO, E.buf + E.len, sizeof E.buf - 1 - E.len);
+  if (n <= 0) {
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+    repl_line(NULL);
+    return;
+  }
+  E.len += (size_t)n;
+  char *nl;
+  while (R.prompt_up && (nl = memchr(E.buf, '\n', E.len)) != NULL) {
+    size_t linelen = (size_t)(nl - E.buf);
+    char *line = strndup(E.buf, linelen);
+    memmove(E.buf, nl + 1, E.len - linelen - 1);
+    E.len -= linelen + 1;
+    repl_line(line);
+  }
+  if (E.len == sizeof E.buf - 1) repl_line(strndup(E.buf, E.len)), E.len = 0;
+}
 
 /* ---- Ctrl-C ------------------------------------------------------------------ */
 
@@ -89,11 +193,10 @@ static void repl_on_intr(uv_async_t *a) {
     /* Drop the line and any incomplete entry, as a shell does. */
     free(R.pending);
     R.pending = NULL;
-    rl_delete_text(0, rl_end);
-    rl_point = rl_end = 0;
+    ed_clear();
     fputs("^C\n", stdout);
     fflush(stdout);
-    rl_callback_handler_remove();
+    ed_remove();
     repl_prompt(PROMPT);
   }
 }
@@ -111,7 +214,7 @@ static int repl_hide(lua_State *L) {
 
 static int repl_show(lua_State *L) {
   (void)L;
-  if (R.prompt_up) rl_forced_update_display();
+  if (R.prompt_up) ed_redisplay();
   return 0;
 }
 
@@ -128,7 +231,7 @@ static int repl_entry_done(lua_State *L) {
 
 static void repl_run(lua_State *L, int fn_index) {
   /* The prompt goes down: the entry (and its children) own the terminal. */
-  rl_callback_handler_remove();
+  ed_remove();
   R.prompt_up = 0;
   uv_poll_stop(&R.input);
 
@@ -156,7 +259,7 @@ static void repl_run(lua_State *L, int fn_index) {
 static void repl_line(char *line) {
   lua_State *L = R.L;
   if (line == NULL) { /* Ctrl-D */
-    rl_callback_handler_remove();
+    ed_remove();
     R.prompt_up = 0;
     fputs("\n", stdout);
     R.done = 1;
@@ -186,17 +289,17 @@ static void repl_line(char *line) {
     if (strcmp(err, "incomplete") == 0) {
       R.pending = src;
       lua_pop(L, 3);
-      rl_callback_handler_remove();
+      ed_remove();
       repl_prompt(PROMPT2);
       return;
     }
     fprintf(stderr, "%s\n", err);
-    if (src[strspn(src, " \t")] != '\0') add_history(src);
+    if (src[strspn(src, " \t")] != '\0') ed_history(src);
     free(src);
     lua_pop(L, 3);
     return; /* the prompt stays up */
   }
-  if (src[strspn(src, " \t")] != '\0') add_history(src);
+  if (src[strspn(src, " \t")] != '\0') ed_history(src);
   free(src);
   lua_pop(L, 1); /* the error slot */
   repl_run(L, lua_gettop(L));
@@ -204,8 +307,8 @@ static void repl_line(char *line) {
 }
 
 static void repl_prompt(const char *prompt) {
-  rl_callback_handler_install(prompt, repl_line);
   R.prompt_up = 1;
+  ed_install(prompt);
   uv_poll_start(&R.input, UV_READABLE, repl_on_input);
 }
 
@@ -217,7 +320,7 @@ static void repl_on_input(uv_poll_t *p, int status, int events) {
     uv_stop(R.rt->loop);
     return;
   }
-  if (R.prompt_up) rl_callback_read_char();
+  if (R.prompt_up) ed_read();
 }
 
 /* ---- setup ---------------------------------------------------------------------------- */
@@ -237,15 +340,21 @@ int lb_repl(lua_State *L) {
   lua_call(L, 2, 0);
   lua_setfield(L, LUA_REGISTRYINDEX, "baton.repl");
 
-  rl_readline_name = "baton";
-  rl_catch_signals = 0;
-  using_history();
-  const char *home = getenv("HOME");
-  if (home && snprintf(R.histfile, sizeof R.histfile, "%s/.baton_history", home) <
-                  (int)sizeof R.histfile) {
-    read_history(R.histfile);
-  } else {
-    R.histfile[0] = '\0';
+  memset(&E, 0, sizeof E);
+  /* BATON_REPL_PLAIN=1 forces the fallback (tests, dumb terminals). */
+  const char *plain = getenv("BATON_REPL_PLAIN");
+  if ((plain == NULL || strcmp(plain, "1") != 0) && ed_load() == 0) {
+    *E.name = "baton";
+    *E.catch_signals = 0;
+    E.using_history();
+    const char *home = getenv("HOME");
+    if (home && snprintf(R.histfile, sizeof R.histfile, "%s/.baton_history", home) <
+                    (int)sizeof R.histfile)
+      E.read_history(R.histfile);
+    else
+      R.histfile[0] = '\0';
+  } else if (plain == NULL) {
+    fprintf(stderr, "baton: libedit not found (apt-get install libedit2): no line editing\n");
   }
 
   uv_poll_init(R.rt->loop, &R.input, STDIN_FILENO);
@@ -263,8 +372,8 @@ int lb_repl(lua_State *L) {
   printf("baton %s (%s, libuv %s) — Ctrl-D exits, Ctrl-C interrupts\n", BATON_VERSION_STRING,
          LUA_RELEASE, uv_version_string());
   fflush(stdout);
-  rl_callback_handler_install(PROMPT, repl_line);
   R.prompt_up = 1;
+  ed_install(PROMPT);
   uv_poll_start(&R.input, UV_READABLE, repl_on_input);
 
   while (!R.done) {
@@ -273,12 +382,12 @@ int lb_repl(lua_State *L) {
     R.rt->running = 0;
   }
 
-  if (R.prompt_up) rl_callback_handler_remove();
+  if (R.prompt_up) ed_remove();
   sigaction(SIGINT, &old, NULL);
   uv_close((uv_handle_t *)&R.input, NULL);
   uv_close((uv_handle_t *)&R.intr, NULL);
   uv_run(R.rt->loop, UV_RUN_NOWAIT);
-  if (R.histfile[0]) write_history(R.histfile);
+  if (E.loaded && R.histfile[0]) E.write_history(R.histfile);
   free(R.pending);
   return 0;
 }

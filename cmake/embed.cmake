@@ -1,4 +1,4 @@
-# Turns the Lua layer into C arrays so that baton.so and the baton executable
+# Turns the Lua layer (bytecode or source) into C arrays so that baton.so and the baton executable
 # carry it inside: no search path to configure. Called with MODULES, SOURCES, OUT.
 string(REPLACE "|" ";" MODULES "${MODULES}")
 string(REPLACE "|" ";" SOURCES "${SOURCES}")
@@ -14,8 +14,12 @@ foreach(i RANGE ${last})
   math(EXPR len "${hexlen} / 2")
   string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
   string(APPEND out "static const unsigned char m${i}[] = {${bytes}0};\n")
-  file(RELATIVE_PATH rel ${ROOT} ${src})
-  string(APPEND table "  {\"${mod}\", \"@${rel}\", (const char *)m${i}, ${len}},\n")
+  # Bytecode carries its own source name; for source, name the module's file.
+  string(REPLACE "." "/" rel ${mod})
+  if(mod STREQUAL "baton")
+    set(rel "baton/init")
+  endif()
+  string(APPEND table "  {\"${mod}\", \"@scripts/${rel}.lua\", (const char *)m${i}, ${len}},\n")
 endforeach()
 string(APPEND out "struct lb_embedded { const char *name, *chunkname, *code; size_t len; };\n")
 string(APPEND out "const struct lb_embedded lb_embedded_lua[] = {\n${table}  {NULL, NULL, NULL, 0}\n};\n")

@@ -146,4 +146,24 @@ describe("the REPL", function()
     assert.matches("still.040alive", f:read("a")) -- libedit's history file escapes spaces
     f:close()
   end)
+
+  it("works without libedit, on the terminal's own line editing", function()
+    start("env BATON_REPL_PLAIN=1 " .. BATON)
+    expect("\n>")
+    type_line("function g(x)")
+    type_line("return x + 1 end")
+    type_line("g(41)")
+    expect("\n42\n")
+    type_line("baton.go(function() baton.sleep(0.1) print('later') end)")
+    expect("later")
+    type_line("'next'")
+    expect("\nnext\n")
+    tmux("send-keys", "-t", "repl", "C-d")
+    local gone = false
+    for _ = 1, 200 do
+      if tmux("has-session", "-t", "repl").code ~= 0 then gone = true break end
+      baton.sleep(0.025)
+    end
+    assert.is_true(gone, "the REPL did not exit on Ctrl-D")
+  end)
 end)

@@ -1,0 +1,56 @@
+-- demo.lua — a tour of what baton does today. Run: scripts/run-demo
+-- (or build/baton scripts/examples/demo.lua). Each step prints what it shows.
+local baton = require "baton"
+
+local function step(title) print(("\n\27[1m## %s\27[0m"):format(title)) end
+
+step("run a command and capture its output")
+local r = baton.run { "uname", "-sr", capture = true }
+print("kernel:", (r.stdout:gsub("\n$", "")), "| exit", r.code, ("| %.2f ms"):format(r.duration * 1000))
+
+step("feed stdin, read stdout line by line as it arrives")
+local p = baton.spawn { "sh", "-c", "while read -r l; do echo \"got: $l\"; done", stdin = "pipe", stdout = "pipe" }
+for _, word in ipairs { "alpha", "beta", "gamma" } do
+  p.stdin:write(word, "\n")
+  print(p.stdout:read("l"))
+end
+p.stdin:close()
+print("child:", p:wait())
+
+step("several processes at once, each in its own task")
+local t0 = baton.now()
+local tasks = {}
+for i = 1, 5 do
+  tasks[i] = baton.go(function()
+    local out = baton.run { "sh", "-c", "sleep 0.3; echo worker " .. i, capture = true }
+    return (out.stdout:gsub("\n", ""))
+  end)
+end
+print(table.concat(baton.all(tasks), ", "))
+print(("5 x 0.3 s of sleeping took %.2f s in parallel"):format(baton.now() - t0))
+
+step("signals: TERM a long sleep, see how it ended")
+local s = baton.spawn { "sleep", "60" }
+baton.sleep(0.05)
+s:signal("TERM")
+print("sleep 60 ->", s:wait())
+print("signal after reap:", select(2, s:signal("KILL"))) -- the pidfd knows it is gone
+
+step("failures are precise")
+print(select(2, baton.spawn { "no-such-program-anywhere" }))
+print(select(2, baton.spawn { "ls", cwd = "/does/not/exist" }))
+local ok, err = pcall(baton.run, { "sh", "-c", "echo 'something broke' >&2; exit 3", capture = true })
+print("run raised:", err)
+local soft = baton.run { "false", check = false }
+print("check = false gives a result instead:", soft.ok, soft.code)
+
+step("a background task keeps running while the main one waits")
+local ticker = baton.go(function()
+  for i = 1, 3 do
+    baton.sleep(0.1)
+    print("  tick", i)
+  end
+end)
+baton.run { "sleep", "0.35" }
+ticker:wait()
+print("\ndone. Try the REPL: build/baton")

@@ -1,0 +1,36 @@
+# scripts/lib/common.sh — shared by scripts/run-demo, scripts/run-tests and
+# bench/run: install what is missing (Debian 12, apt, sudo when not root) and
+# build baton with CMake. Sourced, not run.
+
+BATON_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# Debian packages baton needs to build and test.
+BATON_PACKAGES=(gcc libc6-dev make cmake pkg-config liblua5.4-dev lua5.4 libuv1-dev libedit-dev
+                lua-busted lua-filesystem tmux procps)
+
+baton_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Install the packages given (and BATON_PACKAGES) that are not installed yet.
+baton_ensure_packages() {
+  local missing=() p
+  for p in "${BATON_PACKAGES[@]}" "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "need root or sudo to install: ${missing[*]}" >&2; return 1; }
+    sudo=(sudo)
+  fi
+  baton_say "installing ${missing[*]}"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# baton_build DIR [cmake options…]: configure (once) and build into DIR.
+baton_build() {
+  local dir=$1; shift
+  baton_say "building in $dir"
+  cmake -S "$BATON_ROOT" -B "$BATON_ROOT/$dir" -DBATON_WERROR=ON "$@" >/dev/null
+  cmake --build "$BATON_ROOT/$dir" -j "$(nproc)"
+}

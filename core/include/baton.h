@@ -12,6 +12,7 @@
 #define BATON_H
 
 #include <stddef.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <uv.h>
 
@@ -37,7 +38,7 @@ typedef enum {
   BT_STDIO_FD,          /* the parent's fd `fd`, duplicated to this number */
   BT_STDIO_PIPE,        /* a new pipe; on success `fd` holds the parent's end */
   BT_STDIO_CLOSE,       /* nothing: the fd is closed in the child */
-  BT_STDIO_SAME         /* the same file as the child's fd `fd` (< this one): 2>&1 */
+  BT_STDIO_SAME         /* the same file as the child's fd `fd` (2>&1); not itself SAME */
 } bt_stdio_type;
 
 /* Direction of a BT_STDIO_PIPE, seen from the child. */
@@ -50,9 +51,20 @@ typedef struct {
 } bt_stdio_t;
 
 enum {
-  BT_SPAWN_SETSID = 1 << 0,  /* child becomes a session (and group) leader */
-  BT_SPAWN_SETPGID = 1 << 1, /* child joins group `pgid` (0: a new group of its own) */
+  BT_SPAWN_SETSID = 1 << 0,    /* child becomes a session (and group) leader */
+  BT_SPAWN_SETPGID = 1 << 1,   /* child joins group `pgid` (0: a new group of its own) */
+  BT_SPAWN_UMASK = 1 << 2,     /* set the umask to `umask` */
+  BT_SPAWN_SETUID = 1 << 3,    /* set real and effective uid to `uid` */
+  BT_SPAWN_SETGID = 1 << 4,    /* set real and effective gid to `gid` */
+  BT_SPAWN_SETGROUPS = 1 << 5, /* set supplementary groups to `groups` (may be empty) */
+  BT_SPAWN_NICE = 1 << 6,      /* set the nice value to `nice` */
 };
+
+/* One resource limit for the child (see setrlimit(2)). */
+typedef struct {
+  int resource; /* RLIMIT_* */
+  rlim_t cur, max;
+} bt_rlimit_t;
 
 /* Which step of a spawn failed; lets a caller say precisely what went wrong. */
 typedef enum {
@@ -60,7 +72,9 @@ typedef enum {
   BT_STAGE_LOOKUP, /* finding the program (PATH search, or the given path) */
   BT_STAGE_SETUP,  /* pipes, stack, clone in the parent */
   BT_STAGE_PGRP,   /* setsid / setpgid in the child */
+  BT_STAGE_LIMITS, /* parent-death signal, rlimits, nice, umask in the child */
   BT_STAGE_STDIO,  /* wiring fds in the child */
+  BT_STAGE_CREDS,  /* setgroups, setgid, setuid in the child */
   BT_STAGE_CHDIR,  /* changing to cwd in the child */
   BT_STAGE_EXEC    /* execve itself */
 } bt_stage;
@@ -74,7 +88,19 @@ typedef struct {
   int nstdio;         /* 0..BT_MAX_STDIO */
   unsigned flags;     /* BT_SPAWN_* */
   pid_t pgid;         /* with BT_SPAWN_SETPGID */
+  mode_t umask;       /* with BT_SPAWN_UMASK */
+  uid_t uid;          /* with BT_SPAWN_SETUID */
+  gid_t gid;          /* with BT_SPAWN_SETGID */
+  const gid_t *groups; /* with BT_SPAWN_SETGROUPS */
+  int ngroups;
+  int nice;           /* with BT_SPAWN_NICE: the absolute nice value, -20..19 */
+  const bt_rlimit_t *rlimits; /* applied in the child, in order */
+  int nrlimits;
+  int pdeathsig;      /* signal the child gets when baton's thread dies; 0: none */
 } bt_spawn_options_t;
+/* In the child, in this order: signals reset, setsid/setpgid, pdeathsig,
+ * rlimits, nice, umask, fds, setgroups, setgid, setuid, chdir, empty mask,
+ * execve. chdir comes after the credentials, so it is checked as the new user. */
 
 #define BT_MAX_STDIO 64
 
@@ -94,6 +120,8 @@ struct bt_process_s {
   int exit_code;      /* exit status, or -1 when killed by a signal */
   int term_signal;    /* the killing signal, or 0 */
   int core_dumped;    /* 1 when the signal dumped core */
+  int status_known;   /* 0 for an adopted process that is not our child: exit seen, status not */
+  struct rusage rusage; /* resources used, once reaped (zero when unknown) */
   bt_stage stage;     /* on spawn failure: the failing step */
   char path[4096];    /* the program's resolved path (also set when exec fails) */
   /* private */
@@ -119,6 +147,24 @@ BT_EXTERN int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_optio
                        bt_exit_cb exit_cb);
 
 /*
+ * Watch an existing process by pid (Go's os.FindProcess, done right): opens a
+ * pidfd, so later signals cannot hit a recycled pid. `exit_cb` fires when it
+ * exits; if it is our child it is reaped with its status, otherwise
+ * `status_known` stays 0. Returns -ESRCH if there is no such process.
+ */
+BT_EXTERN int bt_process_open(uv_loop_t *loop, bt_process_t *proc, pid_t pid, bt_exit_cb exit_cb);
+
+/*
+ * Replace the current process, with the same rules as bt_spawn (lookup,
+ * fds, signals, credentials, cwd). Returns only on failure, with a negative
+ * errno and `info->stage`/`info->path` set; BT_STDIO_PIPE is refused. The
+ * program is looked up and the cwd checked before anything changes; a
+ * failure after that (a rare exec error) leaves signal dispositions reset
+ * and fds rearranged.
+ */
+BT_EXTERN int bt_exec(const bt_spawn_options_t *opts, bt_process_t *info);
+
+/*
  * Send signal `sig` (0 probes) through the pidfd. Returns -ESRCH once the
  * process was reaped: a recycled pid is never hit.
  */
@@ -141,6 +187,29 @@ BT_EXTERN void bt_process_close(bt_process_t *proc, bt_close_cb close_cb);
  */
 BT_EXTERN int bt_lookpath(const char *file, const char *path_env, const char *cwd, char *out,
                           size_t outlen);
+
+/*
+ * Orphan reaping. With PR_SET_CHILD_SUBREAPER, orphaned descendants are
+ * re-parented to this process instead of init; someone must reap them. The
+ * reaper watches SIGCHLD and reaps every child that no bt_process_t owns,
+ * never one that does (those are reaped through their pidfd). `cb` (may be
+ * NULL) fires for each orphan reaped with its pid and wait status.
+ */
+typedef struct bt_reaper_s bt_reaper_t;
+typedef void (*bt_reap_cb)(bt_reaper_t *reaper, pid_t pid, int wstatus);
+struct bt_reaper_s {
+  void *data;
+  /* private */
+  uv_signal_t signal_;
+  bt_reap_cb cb_;
+  void (*close_cb_)(bt_reaper_t *);
+};
+/* Become a subreaper (if `subreaper`) and start reaping orphans. */
+BT_EXTERN int bt_reaper_start(uv_loop_t *loop, bt_reaper_t *reaper, int subreaper, bt_reap_cb cb);
+/* Reap what is pending now; returns how many were reaped. */
+BT_EXTERN int bt_reaper_reap(bt_reaper_t *reaper);
+/* Stop (the subreaper attribute stays); `close_cb` fires when `reaper` may be freed. */
+BT_EXTERN void bt_reaper_close(bt_reaper_t *reaper, void (*close_cb)(bt_reaper_t *));
 
 /* Signal number for "TERM", "SIGTERM", "term" or "15"; a negative errno if unknown. */
 BT_EXTERN int bt_signal_number(const char *name);

@@ -15,4 +15,13 @@ int bt__pidfd_send_signal(int pidfd, int sig);
 /* Start polling the pidfd of a freshly spawned child (spawn.c -> process.c). */
 int bt__process_watch(uv_loop_t *loop, bt_process_t *proc, bt_exit_cb exit_cb);
 
+/*
+ * Pids of the children that bt_process_t handles own (spawned, not yet
+ * reaped), process-wide like the subreaper attribute itself: the orphan
+ * reaper must never reap one of them. Thread-safe.
+ */
+void bt__owned_add(pid_t pid);
+void bt__owned_remove(pid_t pid);
+int bt__owned_has(pid_t pid);
+
 #endif

@@ -9,7 +9,10 @@
 #define _GNU_SOURCE
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +21,9 @@
 
 #ifndef SYS_pidfd_send_signal
 #define SYS_pidfd_send_signal 424
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
 #endif
 
 int bt__pidfd_send_signal(int pidfd, int sig) {
@@ -32,10 +38,13 @@ static void bt__on_pidfd(uv_poll_t *handle, int status, int events) {
   (void)events;
 
   si.si_pid = 0;
-  if (waitid(P_PIDFD, (id_t)proc->pidfd, &si, WEXITED | WNOHANG) < 0) {
+  /* The raw syscall takes a struct rusage, which glibc's waitid does not. */
+  if (syscall(SYS_waitid, P_PIDFD, proc->pidfd, &si, WEXITED | WNOHANG, &proc->rusage) < 0) {
     if (errno == EINTR || errno == EAGAIN) return;
-    /* ECHILD: someone else (a host's waitpid(-1)) reaped it; the status is lost. */
+    /* ECHILD: not our child (adopted), or someone else (a host's waitpid(-1))
+     * reaped it. It has exited — the pidfd said so — but its status is lost. */
     proc->exit_code = -1;
+    proc->status_known = 0;
   } else if (si.si_pid == 0) {
     return; /* spurious wakeup: still running */
   } else if (si.si_code == CLD_EXITED) {
@@ -46,6 +55,7 @@ static void bt__on_pidfd(uv_poll_t *handle, int status, int events) {
     proc->core_dumped = si.si_code == CLD_DUMPED;
   }
   proc->exited = 1;
+  bt__owned_remove(proc->pid);
   uv_poll_stop(handle);
   if (proc->exit_cb_) proc->exit_cb_(proc);
 }
@@ -59,6 +69,37 @@ int bt__process_watch(uv_loop_t *loop, bt_process_t *proc, bt_exit_cb exit_cb) {
   /* Starting only queues the fd for the next poll: it fails on bad arguments alone. */
   err = uv_poll_start(&proc->poll_, UV_READABLE, bt__on_pidfd);
   assert(err == 0);
+  return err;
+}
+
+int bt_process_open(uv_loop_t *loop, bt_process_t *proc, pid_t pid, bt_exit_cb exit_cb) {
+  proc->pid = 0;
+  proc->pidfd = -1;
+  proc->exited = 0;
+  proc->exit_code = -1;
+  proc->term_signal = 0;
+  proc->core_dumped = 0;
+  proc->status_known = 1;
+  memset(&proc->rusage, 0, sizeof proc->rusage);
+  proc->stage = BT_STAGE_NONE;
+  proc->path[0] = '\0';
+  proc->closing_ = 0;
+  if (pid <= 0) return -EINVAL;
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0) return -errno;
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  proc->pid = pid;
+  proc->pidfd = fd;
+  /* Best effort: name the program, for messages. */
+  char link[64];
+  snprintf(link, sizeof link, "/proc/%d/exe", (int)pid);
+  ssize_t n = readlink(link, proc->path, sizeof proc->path - 1);
+  proc->path[n > 0 ? n : 0] = '\0';
+  int err = bt__process_watch(loop, proc, exit_cb);
+  if (err < 0) {
+    close(fd);
+    proc->pidfd = -1;
+  }
   return err;
 }
 

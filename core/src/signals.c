@@ -60,6 +60,8 @@ const char *bt_stage_name(bt_stage stage) {
   case BT_STAGE_LOOKUP: return "lookup";
   case BT_STAGE_SETUP: return "setup";
   case BT_STAGE_PGRP: return "setsid";
+  case BT_STAGE_LIMITS: return "limits";
+  case BT_STAGE_CREDS: return "credentials";
   case BT_STAGE_STDIO: return "stdio";
   case BT_STAGE_CHDIR: return "chdir";
   case BT_STAGE_EXEC: return "exec";

@@ -1,12 +1,14 @@
 /*
- * spawn.c — start a child with clone(CLONE_VM|CLONE_VFORK) and execve.
+ * spawn.c — start a child with clone(CLONE_VM|CLONE_VFORK) and execve, or
+ * replace the current process (bt_exec) under the same rules.
  *
  * Why not fork or uv_spawn: fork copies the parent's page tables, so its cost
  * grows with the orchestrator's memory; CLONE_VM shares them and CLONE_VFORK
  * suspends the parent until the child has exec'd or exited. Because memory is
- * shared during that window, the child reports an exec failure by writing its
- * errno into the parent's `child_args` (the parent reads it once resumed),
- * which needs no extra pipe and no extra syscalls on the hot path.
+ * shared during that window, the child reports a failure by writing its errno
+ * and the failing step into the parent's `child_args` (the parent reads them
+ * once resumed): the same guarantee as a CLOEXEC error pipe, without the pipe
+ * and its syscalls on every spawn.
  *
  * Hazards of running on the parent's memory, and how they are handled:
  *  - signal handlers of the parent could run in the child and corrupt shared
@@ -21,9 +23,11 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -49,6 +53,7 @@ typedef struct {
   const bt_spawn_options_t *opts;
   const char *path;
   char *const *envp;
+  pid_t parent;
   int src[BT_MAX_STDIO]; /* parent fd for each child fd, or BT_SRC_* */
   int inherit[BT_MAX_STDIO];
   int err;               /* written by the child on failure */
@@ -61,9 +66,12 @@ typedef struct {
 #define BT_NO_SANITIZE
 #endif
 
-/* Runs in the child, on the parent's memory. Raw syscalls only; never returns. */
-BT_NO_SANITIZE static int child_main(void *arg) {
-  child_args *a = arg;
+/*
+ * Everything between clone (or the start of bt_exec) and execve. Raw
+ * syscalls only. Returns an errno with a->stage set; on success it does not
+ * return at all.
+ */
+BT_NO_SANITIZE static int bt__child_setup(child_args *a) {
   const bt_spawn_options_t *o = a->opts;
   int n = o->nstdio;
   int tmp[BT_MAX_STDIO];
@@ -76,25 +84,36 @@ BT_NO_SANITIZE static int child_main(void *arg) {
 
   a->stage = BT_STAGE_PGRP;
   if (o->flags & BT_SPAWN_SETSID) {
-    if (syscall(SYS_setsid) < 0) goto fail;
+    if (syscall(SYS_setsid) < 0) return errno;
   } else if (o->flags & BT_SPAWN_SETPGID) {
-    if (syscall(SYS_setpgid, 0, o->pgid) < 0) goto fail;
+    if (syscall(SYS_setpgid, 0, o->pgid) < 0) return errno;
   }
 
+  a->stage = BT_STAGE_LIMITS;
+  if (o->pdeathsig > 0) {
+    if (syscall(SYS_prctl, PR_SET_PDEATHSIG, o->pdeathsig, 0, 0, 0) < 0) return errno;
+    /* The parent may have died before the prctl: then act as if it just did. */
+    if (syscall(SYS_getppid) != a->parent) syscall(SYS_kill, syscall(SYS_getpid), o->pdeathsig);
+  }
+  for (int i = 0; i < o->nrlimits; i++) {
+    uint64_t lim[2] = {(uint64_t)o->rlimits[i].cur, (uint64_t)o->rlimits[i].max};
+    if (syscall(SYS_prlimit64, 0, o->rlimits[i].resource, lim, NULL) < 0) return errno;
+  }
+  if ((o->flags & BT_SPAWN_NICE) && syscall(SYS_setpriority, PRIO_PROCESS, 0, o->nice) < 0)
+    return errno;
+  if (o->flags & BT_SPAWN_UMASK) syscall(SYS_umask, o->umask & 0777);
+
   /* Move every source above the target range first, so that no dup2 below can
-   * clobber a source that another target still needs. */
+   * clobber a source that another target still needs; SAME entries follow
+   * the file their target got. */
   a->stage = BT_STAGE_STDIO;
   for (int i = 0; i < n; i++) {
     int src = a->src[i];
     tmp[i] = -1;
-    if (src == BT_SRC_CLOSE) continue;
-    if (src <= BT_SRC_SAME) {
-      int k = BT_SRC_SAME - src;
-      if (tmp[k] < 0) continue; /* same as a closed fd: closed */
-      r = syscall(SYS_fcntl, tmp[k], F_DUPFD_CLOEXEC, n);
-    } else if (src == BT_SRC_NULL) {
+    if (src == BT_SRC_CLOSE || src <= BT_SRC_SAME) continue;
+    if (src == BT_SRC_NULL) {
       r = syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC);
-      if (r < 0) goto fail;
+      if (r < 0) return errno;
       src = (int)r;
       r = syscall(SYS_fcntl, src, F_DUPFD_CLOEXEC, n);
       syscall(SYS_close, src);
@@ -102,32 +121,47 @@ BT_NO_SANITIZE static int child_main(void *arg) {
       r = syscall(SYS_fcntl, src, F_DUPFD_CLOEXEC, n);
       if (r < 0 && errno == EBADF && a->inherit[i]) continue; /* closed in the parent */
     }
-    if (r < 0) goto fail;
+    if (r < 0) return errno;
     tmp[i] = (int)r;
   }
   for (int i = 0; i < n; i++) {
-    if (tmp[i] < 0)
+    int src = a->src[i];
+    int from = src <= BT_SRC_SAME ? tmp[BT_SRC_SAME - src] : tmp[i];
+    if (from < 0)
       syscall(SYS_close, i);
-    else if (syscall(SYS_dup2, tmp[i], i) < 0) /* dup2 clears FD_CLOEXEC on i */
-      goto fail;
+    else if (syscall(SYS_dup2, from, i) < 0) /* dup2 clears FD_CLOEXEC on i */
+      return errno;
   }
   if (syscall(SYS_close_range, n, ~0U, 0) < 0) {
-    struct rlimit rl = {1024, 1024};
-    syscall(SYS_getrlimit, RLIMIT_NOFILE, &rl);
-    for (unsigned long fd = (unsigned long)n; fd < rl.rlim_cur && fd < 65536; fd++)
-      syscall(SYS_close, fd);
+    uint64_t rl[2] = {1024, 1024};
+    syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, rl);
+    for (uint64_t fd = (uint64_t)n; fd < rl[0] && fd < 65536; fd++) syscall(SYS_close, fd);
   }
 
+  /* Groups first: once the uid is dropped, setgroups is no longer allowed. */
+  a->stage = BT_STAGE_CREDS;
+  if ((o->flags & BT_SPAWN_SETGROUPS) && syscall(SYS_setgroups, o->ngroups, o->groups) < 0)
+    return errno;
+  if ((o->flags & BT_SPAWN_SETGID) && syscall(SYS_setresgid, o->gid, o->gid, o->gid) < 0)
+    return errno;
+  if ((o->flags & BT_SPAWN_SETUID) && syscall(SYS_setresuid, o->uid, o->uid, o->uid) < 0)
+    return errno;
+
   a->stage = BT_STAGE_CHDIR;
-  if (o->cwd && syscall(SYS_chdir, o->cwd) < 0) goto fail;
+  if (o->cwd && syscall(SYS_chdir, o->cwd) < 0) return errno;
 
   unsigned long empty = 0;
   syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, 8);
 
   a->stage = BT_STAGE_EXEC;
   syscall(SYS_execve, a->path, o->argv, a->envp);
-fail:
-  a->err = errno ? errno : EINVAL;
+  return errno ? errno : EINVAL;
+}
+
+/* Runs in the child, on the parent's memory; never returns. */
+BT_NO_SANITIZE static int child_main(void *arg) {
+  child_args *a = arg;
+  a->err = bt__child_setup(a);
   syscall(SYS_exit, 127);
   return 127;
 }
@@ -151,67 +185,86 @@ static void bt__close_pipes(const bt_spawn_options_t *o, child_args *a, int pare
   }
 }
 
-
-int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o,
-             bt_exit_cb exit_cb) {
-  child_args a;
-  int err;
-
+static void bt__proc_reset(bt_process_t *proc) {
   proc->pid = 0;
   proc->pidfd = -1;
   proc->exited = 0;
   proc->exit_code = -1;
   proc->term_signal = 0;
   proc->core_dumped = 0;
+  proc->status_known = 1;
+  memset(&proc->rusage, 0, sizeof proc->rusage);
   proc->stage = BT_STAGE_SETUP;
   proc->path[0] = '\0';
   proc->closing_ = 0;
+}
 
+/* Checks and lookups shared by bt_spawn and bt_exec; fills `a`. */
+static int bt__prepare(const bt_spawn_options_t *o, bt_process_t *proc, child_args *a) {
+  bt__proc_reset(proc);
   if (o == NULL || o->argv == NULL || o->argv[0] == NULL || o->nstdio < 0 ||
-      o->nstdio > BT_MAX_STDIO || (o->nstdio > 0 && o->stdio == NULL))
+      o->nstdio > BT_MAX_STDIO || (o->nstdio > 0 && o->stdio == NULL) || o->nrlimits < 0 ||
+      (o->nrlimits > 0 && o->rlimits == NULL) || o->ngroups < 0 ||
+      (o->ngroups > 0 && o->groups == NULL))
     return -EINVAL;
-
-  memset(&a, 0, sizeof a);
-  a.opts = o;
-  a.envp = o->env ? o->env : environ;
   for (int i = 0; i < o->nstdio; i++) {
-    a.src[i] = BT_SRC_CLOSE;
-    if (o->stdio[i].type == BT_STDIO_PIPE) o->stdio[i].fd = -1;
+    const bt_stdio_t *s = &o->stdio[i];
+    if (s->type == BT_STDIO_SAME &&
+        (s->fd < 0 || s->fd >= o->nstdio || s->fd == i || o->stdio[s->fd].type == BT_STDIO_SAME))
+      return -EINVAL;
+    if (s->type == BT_STDIO_FD && s->fd < 0) return -EBADF;
   }
 
-  proc->stage = BT_STAGE_LOOKUP;
-  err = bt_lookpath(o->file ? o->file : o->argv[0], bt__env_path(o->env), o->cwd, proc->path,
-                    sizeof proc->path);
-  if (err < 0) return err;
-  a.path = proc->path;
+  memset(a, 0, sizeof *a);
+  a->opts = o;
+  a->envp = o->env ? o->env : environ;
+  a->parent = getpid();
+  for (int i = 0; i < o->nstdio; i++) a->src[i] = BT_SRC_CLOSE;
 
+  proc->stage = BT_STAGE_LOOKUP;
+  int err = bt_lookpath(o->file ? o->file : o->argv[0], bt__env_path(o->env), o->cwd, proc->path,
+                        sizeof proc->path);
+  if (err < 0) return err;
+  a->path = proc->path;
   proc->stage = BT_STAGE_SETUP;
+  return 0;
+}
+
+/* Fill a->src from the stdio table; pipes are created here. */
+static int bt__stdio(const bt_spawn_options_t *o, child_args *a) {
   for (int i = 0; i < o->nstdio; i++) {
     bt_stdio_t *s = &o->stdio[i];
     switch (s->type) {
-    case BT_STDIO_INHERIT: a.src[i] = i; a.inherit[i] = 1; break;
-    case BT_STDIO_NULL: a.src[i] = BT_SRC_NULL; break;
-    case BT_STDIO_CLOSE: a.src[i] = BT_SRC_CLOSE; break;
-    case BT_STDIO_SAME:
-      if (s->fd < 0 || s->fd >= i) { err = -EINVAL; goto fail_pipes; }
-      a.src[i] = BT_SRC_SAME - s->fd;
-      break;
-    case BT_STDIO_FD:
-      if (s->fd < 0) { err = -EBADF; goto fail_pipes; }
-      a.src[i] = s->fd;
-      break;
+    case BT_STDIO_INHERIT: a->src[i] = i; a->inherit[i] = 1; break;
+    case BT_STDIO_NULL: a->src[i] = BT_SRC_NULL; break;
+    case BT_STDIO_CLOSE: a->src[i] = BT_SRC_CLOSE; break;
+    case BT_STDIO_SAME: a->src[i] = BT_SRC_SAME - s->fd; break;
+    case BT_STDIO_FD: a->src[i] = s->fd; break;
     case BT_STDIO_PIPE: {
       int fds[2];
       int child_reads = s->flags ? (s->flags & BT_PIPE_CHILD_READS) != 0 : i == 0;
-      if (pipe2(fds, O_CLOEXEC) < 0) { err = -errno; goto fail_pipes; }
-      a.src[i] = child_reads ? fds[0] : fds[1];
+      if (pipe2(fds, O_CLOEXEC) < 0) return -errno;
+      a->src[i] = child_reads ? fds[0] : fds[1];
       s->fd = child_reads ? fds[1] : fds[0];
       fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) | O_NONBLOCK);
       break;
     }
-    default: err = -EINVAL; goto fail_pipes;
+    default: return -EINVAL;
     }
   }
+  return 0;
+}
+
+int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o,
+             bt_exit_cb exit_cb) {
+  child_args a;
+  if (o && o->stdio)
+    for (int i = 0; i < o->nstdio && i < BT_MAX_STDIO; i++)
+      if (o->stdio[i].type == BT_STDIO_PIPE) o->stdio[i].fd = -1;
+  int err = bt__prepare(o, proc, &a);
+  if (err < 0) return err;
+  err = bt__stdio(o, &a);
+  if (err < 0) goto fail;
 
   /* The child's stack is only in use while this thread waits in clone(), so
    * one per thread serves every spawn; mapping and unmapping it each time
@@ -220,7 +273,7 @@ int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o,
   if (stack == NULL) {
     void *m = mmap(NULL, BT_CHILD_STACK, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (m == MAP_FAILED) { err = -errno; goto fail_pipes; }
+    if (m == MAP_FAILED) { err = -errno; goto fail; }
     stack = m;
   }
 
@@ -231,6 +284,7 @@ int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o,
   pid_t pid = clone(child_main, (char *)stack + BT_CHILD_STACK,
                     CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &a, &pidfd);
   err = pid < 0 ? -errno : 0;
+  if (pid > 0) bt__owned_add(pid); /* before any SIGCHLD can be handled */
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   bt__close_pipes(o, &a, 0); /* the child's ends: the child has its own copies now */
 
@@ -239,6 +293,7 @@ int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o,
     /* The child reported and exited: reap it now, it is already gone. */
     siginfo_t si;
     while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR) {}
+    bt__owned_remove(pid);
     close(pidfd);
     proc->stage = a.stage;
     err = -a.err;
@@ -253,6 +308,7 @@ int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o,
     siginfo_t si;
     bt__pidfd_send_signal(pidfd, SIGKILL);
     while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR) {}
+    bt__owned_remove(pid);
     close(pidfd);
     proc->pidfd = -1;
     proc->pid = 0;
@@ -261,9 +317,35 @@ int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o,
   }
   return 0;
 
-fail_pipes:
+fail:
   proc->stage = BT_STAGE_SETUP;
 fail_parent:
   bt__close_pipes(o, &a, 1);
   return err;
+}
+
+int bt_exec(const bt_spawn_options_t *o, bt_process_t *info) {
+  child_args a;
+  int err = bt__prepare(o, info, &a);
+  if (err < 0) return err;
+  for (int i = 0; i < o->nstdio; i++)
+    if (o->stdio[i].type == BT_STDIO_PIPE) return -EINVAL;
+  /* Fail early on what can be known without changing anything. */
+  if (access(a.path, X_OK) < 0) {
+    info->stage = BT_STAGE_EXEC;
+    return -errno;
+  }
+  if (o->cwd && access(o->cwd, X_OK) < 0 && !(o->flags & BT_SPAWN_SETUID)) {
+    info->stage = BT_STAGE_CHDIR;
+    return -errno;
+  }
+  err = bt__stdio(o, &a);
+  if (err < 0) return err;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  err = bt__child_setup(&a);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  info->stage = a.stage;
+  return -err;
 }

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -61,6 +62,50 @@ static int child_sigs(void) {
     if (!strncmp(line, "SigBlk:", 7) || !strncmp(line, "SigIgn:", 7)) fputs(line, stdout);
   fclose(f);
   return 0;
+}
+
+/* Spawn `sleep 30` that dies with its parent (this helper), print its pid, exit. */
+static int child_pdeath(void) {
+  uv_loop_t loop;
+  bt_process_t p;
+  char *argv[] = {"sleep", "30", NULL};
+  bt_spawn_options_t o = {.argv = argv, .pdeathsig = SIGKILL};
+  uv_loop_init(&loop);
+  if (bt_spawn(&loop, &p, &o, NULL) != 0) return 1;
+  printf("%d\n", (int)p.pid);
+  fflush(stdout);
+  _exit(0); /* the thread that spawned it dies: SIGKILL for the grandchild */
+}
+
+/* Leave an orphan (reparented to init or a subreaper), print its pid. */
+static int child_orphan(void) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    execlp("sleep", "sleep", "30", (char *)NULL);
+    _exit(127);
+  }
+  /* Report it once it runs sleep, so the adopter sees the right program. */
+  char link[64], exe[4096];
+  snprintf(link, sizeof link, "/proc/%d/exe", (int)pid);
+  for (int i = 0; i < 1000; i++) {
+    ssize_t n = readlink(link, exe, sizeof exe - 1);
+    if (n > 0 && (exe[n] = '\0', strstr(exe, "sleep"))) break;
+    usleep(1000);
+  }
+  printf("%d\n", (int)pid);
+  return 0;
+}
+
+/* Replace this process with sh; if that fails, say so. */
+static int child_exec(const char *what) {
+  bt_process_t info;
+  char *ok[] = {"sh", "-c", "echo exec worked: $0", "sh-by-exec", NULL};
+  char *missing[] = {"baton-no-such-program", NULL};
+  bt_stdio_t io[] = {{BT_STDIO_INHERIT, -1, 0}, {BT_STDIO_INHERIT, -1, 0}, {BT_STDIO_INHERIT, -1, 0}};
+  bt_spawn_options_t o = {.argv = strcmp(what, "ok") == 0 ? ok : missing, .stdio = io, .nstdio = 3};
+  int err = bt_exec(&o, &info);
+  printf("exec failed: %d %s\n", err, bt_stage_name(info.stage));
+  return 3;
 }
 
 /* ---- helpers ------------------------------------------------------------------- */
@@ -258,6 +303,184 @@ static void test_stdio_same(void) {
   CHECK_EQ(run_proc(&p, &o), -EINVAL);
 }
 
+/* Run `argv` with stdout on a pipe; returns its output in buf. */
+static int capture(char **argv, bt_spawn_options_t *base, char *buf, size_t cap) {
+  bt_process_t p;
+  bt_stdio_t io[] = {{BT_STDIO_NULL, -1, 0}, {BT_STDIO_PIPE, -1, 0}, {BT_STDIO_INHERIT, -1, 0}};
+  bt_spawn_options_t o = *base;
+  o.argv = argv;
+  o.stdio = io;
+  o.nstdio = 3;
+  int r = run_proc(&p, &o);
+  buf[0] = '\0';
+  if (r == 0) {
+    drain(io[1].fd, buf, cap);
+    close(io[1].fd);
+  }
+  return r;
+}
+
+static void test_limits_umask_nice(void) {
+  char buf[256];
+  char *argv[] = {"sh", "-c", "umask; ulimit -n; nice", NULL};
+  bt_rlimit_t rl[] = {{RLIMIT_NOFILE, 100, 100}};
+  bt_spawn_options_t o = {.flags = BT_SPAWN_UMASK | BT_SPAWN_NICE, .umask = 027, .nice = 5,
+                          .rlimits = rl, .nrlimits = 1};
+  CHECK_EQ(capture(argv, &o, buf, sizeof buf), 0);
+  CHECK(strcmp(buf, "0027\n100\n5\n") == 0);
+  if (strcmp(buf, "0027\n100\n5\n") != 0) fprintf(stderr, "got: %s", buf);
+  /* A limit above the hard limit of an unprivileged process, or a bad resource. */
+  bt_rlimit_t bad[] = {{9999, 1, 1}};
+  o.rlimits = bad;
+  bt_process_t p;
+  o.argv = argv;
+  CHECK_EQ(run_proc(&p, &o), -EINVAL);
+  CHECK_EQ(p.stage, BT_STAGE_LIMITS);
+}
+
+static void test_credentials(void) {
+  if (geteuid() != 0) {
+    fprintf(stderr, "test_credentials: not root, skipped\n");
+    return;
+  }
+  char buf[256];
+  char *argv[] = {"sh", "-c", "id -u; id -g; id -G", NULL};
+  gid_t groups[] = {65534};
+  bt_spawn_options_t o = {.flags = BT_SPAWN_SETUID | BT_SPAWN_SETGID | BT_SPAWN_SETGROUPS,
+                          .uid = 65534, .gid = 65534, .groups = groups, .ngroups = 1};
+  CHECK_EQ(capture(argv, &o, buf, sizeof buf), 0);
+  CHECK(strcmp(buf, "65534\n65534\n65534\n") == 0);
+  /* chdir happens as the new user: /root is not open to nobody. */
+  bt_process_t p;
+  o.argv = argv;
+  o.cwd = "/root";
+  if (access("/root", F_OK) == 0) {
+    chmod("/root", 0700);
+    CHECK_EQ(run_proc(&p, &o), -EACCES);
+    CHECK_EQ(p.stage, BT_STAGE_CHDIR);
+  }
+}
+
+static void on_orphan(bt_reaper_t *r, pid_t pid, int st) {
+  int *out = r->data;
+  out[0] = (int)pid;
+  out[1] = st;
+}
+static void on_tick(uv_timer_t *t) { uv_stop(t->loop); }
+
+static void test_pdeathsig_and_reaper(void) {
+  /* As a subreaper, the orphaned grandchild comes to us, killed by its
+   * parent-death signal, and the reaper reaps it (not an owned child). */
+  uv_loop_t loop;
+  bt_reaper_t reaper;
+  int got[2] = {0, 0};
+  char buf[64];
+  uv_loop_init(&loop);
+  reaper.data = got;
+  CHECK_EQ(bt_reaper_start(&loop, &reaper, 1, on_orphan), 0);
+  char *argv[] = {(char *)self, "--child", "pdeath", NULL};
+  bt_spawn_options_t o = {0};
+  CHECK_EQ(capture(argv, &o, buf, sizeof buf), 0);
+  int grandchild = atoi(buf);
+  CHECK(grandchild > 0);
+  uv_timer_t t;
+  uv_timer_init(&loop, &t);
+  for (int i = 0; i < 500 && got[0] == 0; i++) { /* up to 5 s, for the event */
+    uv_timer_start(&t, on_tick, 10, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  CHECK_EQ(got[0], grandchild);
+  CHECK(WIFSIGNALED(got[1]) && WTERMSIG(got[1]) == SIGKILL);
+  uv_close((uv_handle_t *)&t, NULL);
+  bt_reaper_close(&reaper, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(uv_loop_close(&loop), 0);
+  prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+}
+
+static void test_reaper_spares_owned(void) {
+  /* A reaper running while owned children exit must leave them to their pidfd. */
+  uv_loop_t loop;
+  bt_reaper_t reaper;
+  int got[2] = {0, 0};
+  bt_process_t p;
+  int exits = 0;
+  char *argv[] = {"sh", "-c", "exit 7", NULL};
+  bt_spawn_options_t o = {.argv = argv};
+  uv_loop_init(&loop);
+  reaper.data = got;
+  CHECK_EQ(bt_reaper_start(&loop, &reaper, 0, on_orphan), 0);
+  p.data = &exits;
+  CHECK_EQ(bt_spawn(&loop, &p, &o, on_exit_count), 0);
+  usleep(50 * 1000); /* let it exit before anyone looks: the race the reaper must lose */
+  CHECK_EQ(bt_reaper_reap(&reaper), 0);
+  uv_run(&loop, UV_RUN_ONCE);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  CHECK_EQ(exits, 1);
+  CHECK_EQ(p.exit_code, 7);
+  CHECK(p.status_known);
+  CHECK(p.rusage.ru_maxrss > 0);
+  CHECK_EQ(got[0], 0);
+  bt_process_close(&p, NULL);
+  bt_reaper_close(&reaper, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+static void test_adopt(void) {
+  uv_loop_t loop;
+  bt_process_t p;
+  int exits = 0;
+  char buf[64];
+  uv_loop_init(&loop);
+  /* Not our child: an orphan re-parented to init. Exit seen, status unknown. */
+  char *argv[] = {(char *)self, "--child", "orphan", NULL};
+  bt_spawn_options_t o = {0};
+  CHECK_EQ(capture(argv, &o, buf, sizeof buf), 0);
+  pid_t orphan = (pid_t)atoi(buf);
+  p.data = &exits;
+  CHECK_EQ(bt_process_open(&loop, &p, orphan, on_exit_count), 0);
+  CHECK(strstr(p.path, "sleep") != NULL);
+  CHECK_EQ(bt_process_kill(&p, SIGTERM), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(exits, 1);
+  CHECK_EQ(p.status_known, 0);
+  CHECK_EQ(bt_process_kill(&p, SIGTERM), -ESRCH);
+  bt_process_close(&p, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(bt_process_open(&loop, &p, 0, on_exit_count), -EINVAL);
+  CHECK_EQ(bt_process_open(&loop, &p, 4194303, on_exit_count), -ESRCH);
+  CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+static void test_exec(void) {
+  char buf[256];
+  bt_spawn_options_t o = {0};
+  char *ok[] = {(char *)self, "--child", "exec-ok", NULL};
+  CHECK_EQ(capture(ok, &o, buf, sizeof buf), 0);
+  CHECK(strcmp(buf, "exec worked: sh-by-exec\n") == 0);
+  char *missing[] = {(char *)self, "--child", "exec-missing", NULL};
+  CHECK_EQ(capture(missing, &o, buf, sizeof buf), 0);
+  CHECK(strcmp(buf, "exec failed: -2 lookup\n") == 0);
+}
+
+static void test_stdio_forward_same(void) {
+  /* fd 1 follows fd 2, declared after it: both land on fd 2's pipe. */
+  bt_process_t p;
+  char buf[128];
+  char *argv[] = {"sh", "-c", "echo one; echo two >&2", NULL};
+  bt_stdio_t io[] = {{BT_STDIO_NULL, -1, 0}, {BT_STDIO_SAME, 2, 0}, {BT_STDIO_PIPE, -1, 0}};
+  bt_spawn_options_t o = {.argv = argv, .stdio = io, .nstdio = 3};
+  CHECK_EQ(run_proc(&p, &o), 0);
+  drain(io[2].fd, buf, sizeof buf);
+  close(io[2].fd);
+  CHECK(strcmp(buf, "one\ntwo\n") == 0);
+  /* SAME of a SAME, or of itself, is refused. */
+  bt_stdio_t bad[] = {{BT_STDIO_NULL, -1, 0}, {BT_STDIO_SAME, 2, 0}, {BT_STDIO_SAME, 1, 0}};
+  o.stdio = bad;
+  CHECK_EQ(run_proc(&p, &o), -EINVAL);
+}
+
 static void test_signal_state(void) {
   bt_process_t p;
   char buf[512];
@@ -348,6 +571,10 @@ int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "--child") == 0) {
     if (strcmp(argv[2], "fds") == 0) return child_fds();
     if (strcmp(argv[2], "sigs") == 0) return child_sigs();
+    if (strcmp(argv[2], "pdeath") == 0) return child_pdeath();
+    if (strcmp(argv[2], "orphan") == 0) return child_orphan();
+    if (strcmp(argv[2], "exec-ok") == 0) return child_exec("ok");
+    if (strcmp(argv[2], "exec-missing") == 0) return child_exec("missing");
     return 2;
   }
   self = "/proc/self/exe";
@@ -366,6 +593,13 @@ int main(int argc, char **argv) {
   test_pipe_and_fds();
   test_fd_swap();
   test_stdio_same();
+  test_stdio_forward_same();
+  test_limits_umask_nice();
+  test_credentials();
+  test_pdeathsig_and_reaper();
+  test_reaper_spares_owned();
+  test_adopt();
+  test_exec();
   test_signal_state();
   test_env_cwd_pgrp();
   test_lookpath();

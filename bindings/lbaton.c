@@ -384,6 +384,7 @@ LB_EXPORT int luaopen_baton_core(lua_State *L) {
   lb_open_process(L);
   lb_open_stream(L);
   lb_open_timer(L);
+  lb_open_sys(L);
   return 1;
 }
 

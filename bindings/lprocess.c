@@ -8,6 +8,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -32,12 +34,13 @@ static void lb_on_exit(bt_process_t *p) {
   if (rt == NULL) return;
   lua_State *T = lb_push_cb(&lp->h);
   if (T) {
-    if (p->term_signal) lua_pushnil(T);
+    if (p->term_signal || !p->status_known) lua_pushnil(T);
     else lua_pushinteger(T, p->exit_code);
     if (p->term_signal) lua_pushinteger(T, p->term_signal);
     else lua_pushnil(T);
     lua_pushboolean(T, p->core_dumped);
-    lb_call(rt, T, 3);
+    lua_pushboolean(T, p->status_known);
+    lb_call(rt, T, 4);
   }
   luaL_unref(rt->cbL, LUA_REGISTRYINDEX, lp->h.cb_ref);
   lp->h.cb_ref = LUA_NOREF;
@@ -58,100 +61,202 @@ static char **lb_strv(lua_State *L, int idx, const char *what) {
   return v;
 }
 
+/* Storage for one options table's arrays, on the C stack of the caller. */
+typedef struct {
+  bt_stdio_t stdio[BT_MAX_STDIO];
+  bt_rlimit_t rlimits[16];
+  gid_t groups[64];
+} lb_spawn_storage;
+
+static lua_Integer lb_optint(lua_State *L, int t, const char *key, int *present) {
+  lua_getfield(L, t, key);
+  *present = lua_isinteger(L, -1);
+  lua_Integer v = *present ? lua_tointeger(L, -1) : 0;
+  if (!*present && !lua_isnil(L, -1)) luaL_error(L, "baton: option '%s' must be an integer", key);
+  lua_pop(L, 1);
+  return v;
+}
+
 /*
- * core.spawn{argv=, file=, env=, cwd=, stdio={spec for fd 0, fd 1, ...},
- *            setsid=, pgid=}
- * -> proc, {[fd] = stream} | nil, errname, message, stage, path
- * A stdio spec is "inherit", "null", "close", "pipe" or an fd number.
+ * Read the normalized options table at `t` into `o`: argv=, file=, env=,
+ * cwd=, stdio={spec for fd 0, fd 1, ...}, setsid=, pgid=, umask=, uid=, gid=,
+ * groups={...}, nice=, rlimits={{res, cur, max}, ...}, pdeathsig=.
+ * A stdio spec is "inherit", "null", "close", "pipe", an fd number or
+ * {same = k}. Strings stay owned by the table; arrays go to `st` and to
+ * userdata pushed on the stack (the caller keeps the stack until done).
  */
-static int l_spawn(lua_State *L) {
+static void lb_spawn_options(lua_State *L, int t, bt_spawn_options_t *o, lb_spawn_storage *st) {
   static const char *const kinds[] = {"inherit", "null", "close", "pipe", NULL};
   static const bt_stdio_type map[] = {BT_STDIO_INHERIT, BT_STDIO_NULL, BT_STDIO_CLOSE,
                                       BT_STDIO_PIPE};
-  bt_stdio_t stdio[BT_MAX_STDIO];
-  bt_spawn_options_t o;
-  memset(&o, 0, sizeof o);
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
+  int present;
+  memset(o, 0, sizeof *o);
+  luaL_checktype(L, t, LUA_TTABLE);
 
-  lua_getfield(L, 1, "argv"); /* 2 */
-  luaL_argcheck(L, lua_istable(L, 2), 1, "argv must be a table");
-  o.argv = lb_strv(L, 2, "argv"); /* 3 */
-  luaL_argcheck(L, o.argv[0] != NULL, 1, "argv is empty");
-  lua_getfield(L, 1, "file"); /* 4 */
-  o.file = lua_tostring(L, 4);
-  lua_getfield(L, 1, "env"); /* 5 */
-  if (lua_istable(L, 5)) o.env = lb_strv(L, 5, "env");
-  else lua_pushnil(L); /* 6 */
-  lua_getfield(L, 1, "cwd"); /* 7 */
-  o.cwd = lua_tostring(L, 7);
-  lua_getfield(L, 1, "setsid");
-  if (lua_toboolean(L, -1)) o.flags |= BT_SPAWN_SETSID;
-  lua_getfield(L, 1, "pgid");
-  if (lua_isinteger(L, -1)) {
-    o.flags |= BT_SPAWN_SETPGID;
-    o.pgid = (pid_t)lua_tointeger(L, -1);
+  lua_getfield(L, t, "argv");
+  luaL_argcheck(L, lua_istable(L, -1), 1, "argv must be a table");
+  o->argv = lb_strv(L, lua_gettop(L), "argv"); /* pushes the vector */
+  luaL_argcheck(L, o->argv[0] != NULL, 1, "argv is empty");
+  lua_getfield(L, t, "file");
+  o->file = lua_tostring(L, -1);
+  lua_getfield(L, t, "env");
+  if (lua_istable(L, -1)) o->env = lb_strv(L, lua_gettop(L), "env");
+  lua_getfield(L, t, "cwd");
+  o->cwd = lua_tostring(L, -1);
+
+  lua_getfield(L, t, "setsid");
+  if (lua_toboolean(L, -1)) o->flags |= BT_SPAWN_SETSID;
+  lua_pop(L, 1);
+  o->pgid = (pid_t)lb_optint(L, t, "pgid", &present);
+  if (present) o->flags |= BT_SPAWN_SETPGID;
+  o->umask = (mode_t)lb_optint(L, t, "umask", &present);
+  if (present) o->flags |= BT_SPAWN_UMASK;
+  o->uid = (uid_t)lb_optint(L, t, "uid", &present);
+  if (present) o->flags |= BT_SPAWN_SETUID;
+  o->gid = (gid_t)lb_optint(L, t, "gid", &present);
+  if (present) o->flags |= BT_SPAWN_SETGID;
+  o->nice = (int)lb_optint(L, t, "nice", &present);
+  if (present) o->flags |= BT_SPAWN_NICE;
+  o->pdeathsig = (int)lb_optint(L, t, "pdeathsig", &present);
+
+  if (lua_getfield(L, t, "groups") == LUA_TTABLE) {
+    int n = (int)luaL_len(L, -1);
+    luaL_argcheck(L, n <= 64, 1, "too many groups (64 at most)");
+    for (int i = 0; i < n; i++) {
+      lua_geti(L, -1, i + 1);
+      st->groups[i] = (gid_t)luaL_checkinteger(L, -1);
+      lua_pop(L, 1);
+    }
+    o->groups = st->groups;
+    o->ngroups = n;
+    o->flags |= BT_SPAWN_SETGROUPS;
   }
-  lua_pop(L, 2);
+  lua_pop(L, 1);
 
-  lua_getfield(L, 1, "stdio"); /* 8 */
-  int n = lua_istable(L, 8) ? (int)luaL_len(L, 8) : 0;
-  luaL_argcheck(L, n <= BT_MAX_STDIO, 1, "too many stdio entries");
+  if (lua_getfield(L, t, "rlimits") == LUA_TTABLE) {
+    int n = (int)luaL_len(L, -1);
+    luaL_argcheck(L, n <= 16, 1, "too many rlimits");
+    for (int i = 0; i < n; i++) {
+      lua_geti(L, -1, i + 1);
+      lua_geti(L, -1, 1);
+      lua_geti(L, -2, 2);
+      lua_geti(L, -3, 3);
+      st->rlimits[i].resource = (int)luaL_checkinteger(L, -3);
+      st->rlimits[i].cur = lua_tointeger(L, -2) < 0 ? RLIM_INFINITY : (rlim_t)lua_tointeger(L, -2);
+      st->rlimits[i].max = lua_tointeger(L, -1) < 0 ? RLIM_INFINITY : (rlim_t)lua_tointeger(L, -1);
+      lua_pop(L, 4);
+    }
+    o->rlimits = st->rlimits;
+    o->nrlimits = n;
+  }
+  lua_pop(L, 1);
+
+  lua_getfield(L, t, "stdio");
+  int n = lua_istable(L, -1) ? (int)luaL_len(L, -1) : 0;
+  luaL_argcheck(L, n <= BT_MAX_STDIO, 1, "too many fds (64 at most)");
   for (int i = 0; i < n; i++) {
-    lua_geti(L, 8, i + 1);
-    stdio[i].flags = 0;
-    stdio[i].fd = -1;
+    lua_geti(L, -1, i + 1);
+    st->stdio[i].flags = 0;
+    st->stdio[i].fd = -1;
     if (lua_isinteger(L, -1)) {
-      stdio[i].type = BT_STDIO_FD;
-      stdio[i].fd = (int)lua_tointeger(L, -1);
-    } else if (lua_istable(L, -1)) { /* {same = k}: the child's fd k (2>&1) */
+      st->stdio[i].type = BT_STDIO_FD;
+      st->stdio[i].fd = (int)lua_tointeger(L, -1);
+    } else if (lua_istable(L, -1)) {
       lua_getfield(L, -1, "same");
-      stdio[i].type = BT_STDIO_SAME;
-      stdio[i].fd = (int)luaL_checkinteger(L, -1);
+      st->stdio[i].type = BT_STDIO_SAME;
+      st->stdio[i].fd = (int)luaL_checkinteger(L, -1);
       lua_pop(L, 1);
     } else {
-      stdio[i].type = map[luaL_checkoption(L, -1, NULL, kinds)];
+      st->stdio[i].type = map[luaL_checkoption(L, -1, NULL, kinds)];
+      /* Pipes at fds above 2 carry data out of the child unless asked otherwise. */
+      if (st->stdio[i].type == BT_STDIO_PIPE && i > 2) st->stdio[i].flags = BT_PIPE_CHILD_WRITES;
     }
     lua_pop(L, 1);
   }
-  o.stdio = stdio;
-  o.nstdio = n;
+  o->stdio = st->stdio;
+  o->nstdio = n;
+}
 
-  lb_process *lp = lb_new(L, sizeof *lp, LB_PROCESS, lb_process_close); /* 9 */
+static int lb_spawn_fail(lua_State *L, int err, bt_process_t *p) {
+  lua_pushnil(L);
+  lua_pushstring(L, uv_err_name(err));
+  lua_pushstring(L, uv_strerror(err));
+  lua_pushstring(L, bt_stage_name(p->stage));
+  lua_pushstring(L, p->path);
+  return 5;
+}
+
+/*
+ * core.spawn(options) -> proc, {[fd] = stream} | nil, errname, message, stage, path
+ */
+static int l_spawn(lua_State *L) {
+  bt_spawn_options_t o;
+  lb_spawn_storage st;
+  lua_settop(L, 1);
+  lb_spawn_options(L, 1, &o, &st);
+
+  lb_process *lp = lb_new(L, sizeof *lp, LB_PROCESS, lb_process_close);
+  int ud = lua_gettop(L);
   lp->p.data = lp;
   int err = bt_spawn(lp->h.rt->loop, &lp->p, &o, lb_on_exit);
-  if (err < 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, uv_err_name(err));
-    lua_pushstring(L, uv_strerror(err));
-    lua_pushstring(L, bt_stage_name(lp->p.stage));
-    lua_pushstring(L, lp->p.path);
-    return 5;
-  }
+  if (err < 0) return lb_spawn_fail(L, err, &lp->p);
   lp->h.open = 1;
-  lb_handle_anchor(L, &lp->h, 9);
+  lb_handle_anchor(L, &lp->h, ud);
 
-  lua_createtable(L, 0, 3); /* 10: the parent's pipe ends */
-  for (int i = 0; i < n; i++) {
-    if (stdio[i].type != BT_STDIO_PIPE) continue;
-    err = lb_stream_new(L, stdio[i].fd);
+  lua_createtable(L, 0, 3); /* the parent's pipe ends, by child fd */
+  int pipes = lua_gettop(L);
+  for (int i = 0; i < o.nstdio; i++) {
+    if (st.stdio[i].type != BT_STDIO_PIPE) continue;
+    err = lb_stream_new(L, st.stdio[i].fd);
     if (err < 0) {
       /* The child runs; the caller sees an error and must not lose it. */
-      for (int j = i + 1; j < n; j++)
-        if (stdio[j].type == BT_STDIO_PIPE) close(stdio[j].fd);
+      for (int j = i + 1; j < o.nstdio; j++)
+        if (st.stdio[j].type == BT_STDIO_PIPE) close(st.stdio[j].fd);
       bt_process_kill(&lp->p, SIGKILL);
-      lua_pushnil(L);
-      lua_pushstring(L, uv_err_name(err));
-      lua_pushstring(L, uv_strerror(err));
-      lua_pushstring(L, "setup");
-      lua_pushstring(L, lp->p.path);
-      return 5;
+      lp->p.stage = BT_STAGE_SETUP;
+      return lb_spawn_fail(L, err, &lp->p);
     }
-    lua_seti(L, 10, i);
+    lua_seti(L, pipes, i);
   }
-  lua_pushvalue(L, 9);
-  lua_pushvalue(L, 10);
+  lua_pushvalue(L, ud);
+  lua_pushvalue(L, pipes);
   return 2;
+}
+
+/* core.exec(options): returns only on failure, as core.spawn does. */
+static int l_exec(lua_State *L) {
+  bt_spawn_options_t o;
+  lb_spawn_storage st;
+  bt_process_t info;
+  lua_settop(L, 1);
+  lb_spawn_options(L, 1, &o, &st);
+  fflush(NULL); /* what Lua buffered must not be lost with the process image */
+  int err = bt_exec(&o, &info);
+  return lb_spawn_fail(L, err, &info);
+}
+
+/* core.adopt(pid) -> proc | nil, msg, code */
+static int l_adopt(lua_State *L) {
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  lb_process *lp = lb_new(L, sizeof *lp, LB_PROCESS, lb_process_close);
+  int ud = lua_gettop(L);
+  lp->p.data = lp;
+  int err = bt_process_open(lp->h.rt->loop, &lp->p, (pid_t)pid, lb_on_exit);
+  if (err < 0) return lb_error(L, err, "pidfd_open");
+  lp->h.open = 1;
+  lb_handle_anchor(L, &lp->h, ud);
+  lua_pushvalue(L, ud);
+  return 1;
+}
+
+/* core.killpg(pgid, sig) -> true | nil, msg, code */
+static int l_killpg(lua_State *L) {
+  lua_Integer pgid = luaL_checkinteger(L, 1);
+  int sig = (int)luaL_checkinteger(L, 2);
+  luaL_argcheck(L, pgid > 1, 1, "invalid process group");
+  if (kill(-(pid_t)pgid, sig) < 0) return lb_error(L, -errno, "killpg");
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int l_proc_pid(lua_State *L) {
@@ -176,20 +281,22 @@ static int l_proc_kill(lua_State *L) {
   return 1;
 }
 
-/* p:status() -> exited, code, signal, core */
-static int l_proc_status(lua_State *L) {
+/* p:rusage() -> {maxrss = KiB, utime = s, stime = s} | nil (not reaped, or unknown) */
+static int l_proc_rusage(lua_State *L) {
   lb_process *lp = lb_check(L, 1, LB_PROCESS);
-  lua_pushboolean(L, lp->p.exited);
-  if (!lp->p.exited) return 1;
-  if (lp->p.term_signal) lua_pushnil(L);
-  else lua_pushinteger(L, lp->p.exit_code);
-  if (lp->p.term_signal) lua_pushinteger(L, lp->p.term_signal);
-  else lua_pushnil(L);
-  lua_pushboolean(L, lp->p.core_dumped);
-  return 4;
+  if (!lp->p.exited || !lp->p.status_known) return 0;
+  const struct rusage *ru = &lp->p.rusage;
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, ru->ru_maxrss);
+  lua_setfield(L, -2, "maxrss");
+  lua_pushnumber(L, (lua_Number)ru->ru_utime.tv_sec + ru->ru_utime.tv_usec / 1e6);
+  lua_setfield(L, -2, "utime");
+  lua_pushnumber(L, (lua_Number)ru->ru_stime.tv_sec + ru->ru_stime.tv_usec / 1e6);
+  lua_setfield(L, -2, "stime");
+  return 1;
 }
 
-/* p:on_exit(fn): fn(code, signal, core) once, from the loop. */
+/* p:on_exit(fn): fn(code, signal, core, status_known) once, from the loop. */
 static int l_proc_on_exit(lua_State *L) {
   lb_process *lp = lb_check(L, 1, LB_PROCESS);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -201,7 +308,7 @@ static int l_proc_gc(lua_State *L) { return lb_handle_gc(L, LB_PROCESS); }
 
 void lb_open_process(lua_State *L) {
   static const luaL_Reg methods[] = {{"pid", l_proc_pid},         {"path", l_proc_path},
-                                     {"kill", l_proc_kill},       {"status", l_proc_status},
+                                     {"kill", l_proc_kill},       {"rusage", l_proc_rusage},
                                      {"on_exit", l_proc_on_exit}, {NULL, NULL}};
   luaL_newmetatable(L, LB_PROCESS);
   luaL_newlib(L, methods);
@@ -209,6 +316,7 @@ void lb_open_process(lua_State *L) {
   lua_pushcfunction(L, l_proc_gc);
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
-  lua_pushcfunction(L, l_spawn);
-  lua_setfield(L, -2, "spawn");
+  static const luaL_Reg funcs[] = {
+      {"spawn", l_spawn}, {"exec", l_exec}, {"adopt", l_adopt}, {"killpg", l_killpg}, {NULL, NULL}};
+  luaL_setfuncs(L, funcs, 0);
 }

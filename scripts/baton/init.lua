@@ -7,6 +7,8 @@
 local core = require "baton.core"
 local task = require "baton.task"
 local process = require "baton.process"
+local command = require "baton.command"
+local scope = require "baton.scope"
 
 local M = {
   version = core.version,
@@ -19,10 +21,23 @@ local M = {
   main = task.main,
   -- processes
   spawn = process.spawn,
-  run = process.run,
+  run = function(spec) return process.run(spec, 2) end,
+  output = process.output,
+  lines = process.lines,
+  ok = process.ok,
+  wait_any = process.wait_any,
+  adopt = process.adopt,
+  exec = process.exec,
   which = process.which,
   signum = process.signum,
+  quote = process.quote,
   Error = process.Error,
+  -- commands as values
+  cmd = command.cmd,
+  sh = command.sh,
+  -- lifetimes
+  scope = scope.scope,
+  subreaper = scope.subreaper,
   --- Seconds since an arbitrary point, monotonic, sub-microsecond resolution.
   now = core.now,
 }

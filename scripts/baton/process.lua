@@ -1,4 +1,4 @@
---- baton.process — spawn, run, wait for and signal processes; read and write their pipes.
+--- baton.process — spawn, run, wait for and signal processes.
 --
 -- Error convention (the same everywhere in baton):
 --  * misuse — a wrong argument type, an unknown option, a bad signal name —
@@ -6,22 +6,26 @@
 --  * an operational failure of a primitive — program not found, bad cwd,
 --    a signal to a process already reaped, a write to a closed pipe —
 --    returns `nil, "ENAME: message (context)", "ENAME"`;
---  * `run` is the raising convenience: it raises a `baton.Error` when the
---    program cannot start or (unless `check = false`) does not succeed.
+--  * `run`, `output`, `lines` are the raising conveniences: they raise a
+--    `baton.Error` when the program cannot start or (unless `check = false`)
+--    does not succeed.
 -- @module baton.process
 local core = require "baton.core"
 local task = require "baton.task"
+local Stream = require "baton.stream"
 local suspend = task.suspend
 
 local M = {}
 local concat, pack, unpack = table.concat, table.pack, table.unpack
 local fmt = string.format
 
+M.Stream = Stream
+
 -- ---- errors ------------------------------------------------------------------
 
---- Raised by `run` (and later conveniences). Fields: `kind` ("spawn" or
--- "exit"), `msg`, `code` (an errno name, for "spawn"), `result` (for "exit"),
--- `argv`. `tostring(err)` is the message.
+--- Raised by `run` and the other conveniences. Fields: `kind` ("spawn",
+-- "exit"), `msg`, `code` (an errno name, for "spawn"), `result` (for
+-- "exit"), `argv`. `tostring(err)` is the message.
 local Error = { __name = "baton.Error" }
 Error.__index = Error
 Error.__tostring = function(e) return e.msg end
@@ -31,17 +35,26 @@ local function argerror(fname, n, msg, level)
   error(fmt("bad argument #%d to '%s' (%s)", n, fname, msg), (level or 2) + 1)
 end
 
+--- Quote a string as one word for POSIX sh.
+function M.quote(s)
+  if type(s) == "number" then s = tostring(s) end
+  if type(s) ~= "string" then argerror("quote", 1, "string expected, got " .. type(s)) end
+  if s:match("^[%w%-%./_=:,+@%%^]+$") then return s end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
 -- argv as a shell-like line for messages; long words and long lists are cut.
 local function quote_argv(argv)
   local out = {}
   for i = 1, math.min(#argv, 20) do
     local a = argv[i]
     if #a > 80 then a = a:sub(1, 60) .. fmt("…(%d bytes)", #a) end
-    out[i] = a:match("^[%w%-%./_=:,+@%%]+$") and a or fmt("%q", a):gsub("\\\n", "\\n")
+    out[i] = M.quote(a):gsub("\n", "\\n")
   end
   if #argv > 20 then out[#out + 1] = fmt("…(%d more)", #argv - 20) end
   return concat(out, " ")
 end
+M.quote_argv = quote_argv
 
 -- ---- signals -------------------------------------------------------------------
 
@@ -61,293 +74,53 @@ end
 local Status = { __name = "baton.status" }
 Status.__index = Status
 Status.__tostring = function(s)
+  local t
   if s.signal then
-    return fmt("killed by %s%s", s.signame or ("signal " .. s.signal), s.core and " (core dumped)" or "")
-  end
-  return "exit " .. tostring(s.code)
-end
-
-local function make_status(code, sig, coredump)
-  return setmetatable({
-    ok = code == 0, code = code, signal = sig,
-    signame = sig and core.signame(sig) or nil, core = coredump or false,
-  }, Status)
-end
-
--- ---- streams -----------------------------------------------------------------------
-
-local HIGH_WATER = 256 * 1024 -- stop reading from the pipe above this much unread data
-
---- A pipe to or from a child. Reading follows Lua's io library: `read()` (the
--- next chunk), `read("a")`, `read("l")`, `read("L")`, `read(n)`, `lines()`.
--- @type Stream
-local Stream = { __name = "baton.stream" }
-Stream.__index = Stream
-M.Stream = Stream
-
-local function new_stream(ud, name)
-  return setmetatable({ _ud = ud, name = name, _q = {}, _qh = 1, _qt = 0, _off = 0, _n = 0,
-    _eof = false, _reading = false, closed = false }, Stream)
-end
-
-function Stream:_start()
-  self._reading = true
-  local ok, msg, code = self._ud:read_start(function(data, emsg, ecode)
-    if data then
-      local t = self._qt + 1
-      self._qt = t
-      self._q[t] = data
-      self._n = self._n + #data
-      if self._n >= HIGH_WATER and self._reading then
-        self._ud:read_stop()
-        self._reading = false
-      end
-    else
-      self._eof = true
-      self._reading = false
-      if emsg then self._err, self._errcode = emsg, ecode end
-    end
-    local w = self._waker
-    if w then
-      self._waker = nil
-      w()
-    end
-  end)
-  if not ok then
-    self._eof, self._reading, self._err, self._errcode = true, false, msg, code
-  end
-end
-
--- Wait until more data is queued or the stream ended. False at end of stream.
-function Stream:_fill()
-  if self._eof or self.closed then return false end
-  suspend(function(wake)
-    self._waker = wake
-    if not self._reading then self:_start() end
-  end)
-  return self._qh <= self._qt or not self._eof
-end
-
--- Remove and return the rest of the head chunk.
-function Stream:_take()
-  local qh = self._qh
-  local s = self._q[qh]
-  self._q[qh] = nil
-  self._qh = qh + 1
-  if self._off > 0 then
-    s = s:sub(self._off + 1)
-    self._off = 0
-  end
-  self._n = self._n - #s
-  return s
-end
-
-function Stream:_line(keep)
-  local parts, np = {}, 0
-  while true do
-    if self._qh > self._qt then
-      if not self:_fill() then break end
-    else
-      local s = self._q[self._qh]
-      local i = s:find("\n", self._off + 1, true)
-      if i then
-        np = np + 1
-        parts[np] = s:sub(self._off + 1, keep and i or i - 1)
-        self._n = self._n - (i - self._off)
-        self._off = i
-        if i == #s then
-          self._q[self._qh] = nil
-          self._qh = self._qh + 1
-          self._off = 0
-        end
-        return concat(parts)
-      end
-      np = np + 1
-      parts[np] = self:_take()
-    end
-  end
-  if np == 0 then return nil end
-  return concat(parts)
-end
-
-function Stream:_bytes(n)
-  local parts, np, got = {}, 0, 0
-  while got < n do
-    if self._qh > self._qt then
-      if not self:_fill() then break end
-    else
-      local s = self._q[self._qh]
-      local avail = #s - self._off
-      if avail <= n - got then
-        np = np + 1
-        parts[np] = self:_take()
-        got = got + avail
-      else
-        local want = n - got
-        np = np + 1
-        parts[np] = s:sub(self._off + 1, self._off + want)
-        self._off = self._off + want
-        self._n = self._n - want
-        got = n
-      end
-    end
-  end
-  if np == 0 and n > 0 then return nil end
-  return concat(parts)
-end
-
---- Read from the stream. `what`: nil for the next chunk as it arrives, "a" for
--- everything up to end of stream, "l" / "L" for a line without / with its
--- newline, a number for that many bytes (fewer only at end of stream).
--- At end of stream returns nil ("" for "a"); on a read error nil, msg, code.
-function Stream:read(what)
-  local r
-  if what == nil then
-    if self._qh > self._qt then self:_fill() end
-    if self._qh <= self._qt then
-      r = self:_take()
-    end
-  elseif what == "a" or what == "*a" then
-    local parts, np = {}, 0
-    repeat
-      while self._qh <= self._qt do
-        np = np + 1
-        parts[np] = self:_take()
-      end
-    until not self:_fill()
-    r = concat(parts)
-  elseif what == "l" or what == "*l" then
-    r = self:_line(false)
-  elseif what == "L" or what == "*L" then
-    r = self:_line(true)
-  elseif math.type(what) == "integer" and what >= 0 then
-    r = self:_bytes(what)
-    if r == nil and what == 0 and not (self._eof and self._qh > self._qt) then r = "" end
+    t = fmt("killed by %s%s", s.signame or ("signal " .. s.signal), s.core and " (core dumped)" or "")
+  elseif s.known == false then
+    t = "exited (status unknown: not our child)"
   else
-    argerror("read", 1, fmt("invalid format %q", tostring(what)))
+    t = "exit " .. tostring(s.code)
   end
-  if r == nil and self._err then return nil, self._err, self._errcode end
-  return r
+  return s.timed_out and (t .. " (timed out)") or t
 end
 
---- Iterate over lines (`what` as for read, default "l").
-function Stream:lines(what)
-  what = what or "l"
-  return function() return self:read(what) end
-end
+-- ---- options ------------------------------------------------------------------------
 
---- Write strings (or numbers); waits until the data is in the pipe.
--- Returns the stream, or nil, msg, code (EPIPE when the reader has gone).
-function Stream:write(...)
-  local n = select("#", ...)
-  local data = n == 1 and ... or concat({ ... })
-  if type(data) ~= "string" then
-    if type(data) == "number" then data = tostring(data)
-    else argerror("write", 1, "string expected, got " .. type(data)) end
-  end
-  if self.closed then return nil, "EBADF: bad file descriptor (stream is closed)", "EBADF" end
-  local wrote, msg, code = self._ud:try_write(data)
-  if not wrote then return nil, msg, code end
-  if wrote == #data then return self end
-  if wrote > 0 then data = data:sub(wrote + 1) end
-  local ok, emsg, ecode = suspend(function(wake)
-    local queued, m, c = self._ud:write(data, wake)
-    if not queued then wake(nil, m, c) end
-  end)
-  if not ok then return nil, emsg, ecode end
-  return self
-end
-
---- Close the stream (idempotent). A reader waiting on it sees end of stream.
-function Stream:close()
-  if self.closed then return end
-  self.closed = true
-  self._eof = true
-  self._ud:close()
-  local w = self._waker
-  if w then
-    self._waker = nil
-    w()
-  end
-end
-Stream.__close = Stream.close
-
---- The underlying fd (for wiring it to another process).
-function Stream:fileno() return self._ud:fileno() end
-
-function Stream:__tostring()
-  return fmt("baton.stream (%s%s)", self.name or "pipe", self.closed and ", closed" or "")
-end
-
--- ---- option checking ------------------------------------------------------------------
-
+-- Option name -> checker kind. Keys of `run` add to those of `spawn`.
 local SPAWN_KEYS = {
-  cwd = "string", env = "table", clearenv = "boolean", stdin = "stdio", stdout = "stdio",
-  stderr = "stdio", setsid = "boolean", pgroup = "boolean",
+  cwd = "string", env = "table", clearenv = "boolean", argv0 = "string",
+  stdin = "redir", stdout = "redir", stderr = "redir", fds = "table", input = "string",
+  setsid = "boolean", pgroup = "boolean", umask = "integer", nice = "integer",
+  user = "id", group = "id", groups = "table", rlimits = "table", pdeathsig = "signal",
+  timeout = "number", kill_signal = "signal", grace = "number", wait_delay = "number",
+  detach = "boolean",
 }
-local RUN_KEYS = setmetatable({ input = "string", capture = "boolean", check = "boolean" },
-  { __index = SPAWN_KEYS })
+local RUN_KEYS = setmetatable({ capture = "boolean", check = "boolean" }, { __index = SPAWN_KEYS })
+M.SPAWN_KEYS, M.RUN_KEYS = SPAWN_KEYS, RUN_KEYS
 
-local STDIO_WORDS = { inherit = true, null = true, pipe = true }
-
--- Turn a stdio option into what core.spawn takes, for child fd `fd`.
-local function stdio_spec(v, fd, key, fname)
+local function check_value(fname, k, want, v)
   local t = type(v)
-  if v == nil then return "inherit" end
-  if t == "string" then
-    if STDIO_WORDS[v] then return v end
-    if fd == 2 and v == "stdout" then return { same = 1 } end
-    argerror(fname, 1, fmt("option '%s': unknown redirection %q (inherit, null, pipe%s, an fd, a file or a stream)",
-      key, v, fd == 2 and ", stdout" or ""), 3)
-  elseif math.type(v) == "integer" then
-    if v < 0 then argerror(fname, 1, fmt("option '%s': negative fd %d", key, v), 3) end
-    return v
-  elseif t == "userdata" then
-    local fdn = core.fileno(v)
-    if fdn then return fdn end
-  elseif t == "table" and getmetatable(v) == Stream then
-    if v.closed then argerror(fname, 1, fmt("option '%s': stream is closed", key), 3) end
-    return v:fileno()
+  if want == "redir" or want == "table" and t == "table" then return end
+  if want == "integer" then
+    if math.type(v) ~= "integer" then argerror(fname, 1, fmt("option '%s' must be an integer, got %s", k, t), 4) end
+  elseif want == "number" then
+    if t ~= "number" or v < 0 or v ~= v then argerror(fname, 1, fmt("option '%s' must be a non-negative number", k), 4) end
+  elseif want == "id" then
+    if t ~= "string" and math.type(v) ~= "integer" then
+      argerror(fname, 1, fmt("option '%s' must be a name or an integer id, got %s", k, t), 4)
+    end
+  elseif want == "signal" then
+    M.signum(v, fname, 1)
+  elseif t ~= want then
+    argerror(fname, 1, fmt("option '%s' must be a %s, got %s", k, want, t), 4)
   end
-  argerror(fname, 1, fmt("option '%s': cannot redirect to a %s", key, t), 3)
 end
 
-local function build_env(env, clear)
-  local list, n = {}, 0
-  local seen = {}
-  if env then
-    for k, v in pairs(env) do
-      if type(k) ~= "string" or k == "" or k:find("=", 1, true) then
-        error(fmt("bad option 'env': invalid variable name %q", tostring(k)), 4)
-      end
-      local tv = type(v)
-      if tv ~= "string" and tv ~= "number" and v ~= false then
-        error(fmt("bad option 'env': value of %s must be a string, a number or false, got %s", k, tv), 4)
-      end
-      seen[k] = true
-      if v ~= false then
-        n = n + 1
-        list[n] = k .. "=" .. tostring(v)
-      end
-    end
-  end
-  if not clear then
-    local parent = core.environ()
-    for i = 1, #parent do
-      local kv = parent[i]
-      local k = kv:match("^([^=]*)")
-      if not seen[k] then
-        n = n + 1
-        list[n] = kv
-      end
-    end
-  end
-  return list
-end
-
--- Validate a command table; returns argv and the options for core.spawn.
+-- Validate a command table: returns argv and the table itself.
 local function parse(spec, keys, fname)
   if type(spec) == "string" then spec = { spec } end
+  if type(spec) == "table" and spec.__command then spec = spec.__command end
   if type(spec) ~= "table" then argerror(fname, 1, "table expected, got " .. type(spec), 3) end
   local argv = {}
   local n = #spec
@@ -366,46 +139,241 @@ local function parse(spec, keys, fname)
       if not want then
         argerror(fname, 1, fmt("unknown option %s", type(k) == "string" and fmt("'%s'", k) or tostring(k)), 3)
       end
-      if want ~= "stdio" and type(v) ~= want then
-        argerror(fname, 1, fmt("option '%s' must be a %s, got %s", k, want, type(v)), 3)
+      check_value(fname, k, want, v)
+    end
+  end
+  return argv, spec
+end
+M.parse = parse
+
+local function build_env(env, clear, fname)
+  local list, n, seen = {}, 0, {}
+  if env then
+    for k, v in pairs(env) do
+      if type(k) ~= "string" or k == "" or k:find("=", 1, true) then
+        argerror(fname, 1, fmt("option 'env': invalid variable name %q", tostring(k)), 4)
+      end
+      local tv = type(v)
+      if tv ~= "string" and tv ~= "number" and v ~= false then
+        argerror(fname, 1, fmt("option 'env': value of %s must be a string, a number or false, got %s", k, tv), 4)
+      end
+      seen[k] = true
+      if v ~= false then
+        n = n + 1
+        list[n] = k .. "=" .. tostring(v)
       end
     end
   end
-  local o = { argv = argv, cwd = spec.cwd, setsid = spec.setsid }
-  if spec.pgroup and not spec.setsid then o.pgid = 0 end
-  if spec.env or spec.clearenv then o.env = build_env(spec.env, spec.clearenv) end
-  return argv, o, spec
+  if not clear then
+    local parent = core.environ()
+    for i = 1, #parent do
+      local kv = parent[i]
+      if not seen[kv:match("^([^=]*)")] then
+        n = n + 1
+        list[n] = kv
+      end
+    end
+  end
+  return list
+end
+
+local function rlimits(t, fname)
+  local out = {}
+  for name, v in pairs(t) do
+    local res = core.RLIMIT[name]
+    if not res then argerror(fname, 1, fmt("option 'rlimits': unknown limit %q", tostring(name)), 4) end
+    local cur, max
+    if type(v) == "table" then cur, max = v[1], v[2] or v[1] else cur, max = v, v end
+    local function num(x)
+      if x == "unlimited" or x == math.huge then return -1 end
+      if math.type(x) ~= "integer" or x < 0 then
+        argerror(fname, 1, fmt("option 'rlimits': %s must be a non-negative integer or 'unlimited'", name), 5)
+      end
+      return x
+    end
+    out[#out + 1] = { res, num(cur), num(max) }
+  end
+  return out
+end
+
+-- uid, gid and groups for user=/group=/groups=, like su: a user name brings
+-- its primary group and supplementary groups unless given.
+local function credentials(s, o, fname)
+  if s.user ~= nil then
+    local u, msg = core.user(s.user)
+    if not u then
+      if math.type(s.user) == "integer" then u = { uid = s.user }
+      else argerror(fname, 1, fmt("option 'user': no such user %q", s.user), 4) end
+    end
+    o.uid = u.uid
+    if s.group == nil and u.gid then o.gid = u.gid end
+    if s.groups == nil and u.groups then o.groups = u.groups end
+  end
+  if s.group ~= nil then
+    local g = core.group(s.group)
+    if not g then
+      if math.type(s.group) == "integer" then g = s.group
+      else argerror(fname, 1, fmt("option 'group': no such group %q", s.group), 4) end
+    end
+    o.gid = g
+  end
+  if s.groups ~= nil then
+    local list = {}
+    for i, g in ipairs(s.groups) do
+      local id = core.group(g) or (math.type(g) == "integer" and g)
+      if not id then argerror(fname, 1, fmt("option 'groups': no such group %q", tostring(g)), 4) end
+      list[i] = id
+    end
+    o.groups = list
+  end
+end
+
+local STDIO_WORDS = { inherit = true, null = true, pipe = true }
+
+-- Turn one redirection into what core.spawn takes for child fd `fd`.
+-- `ctx` collects files to close after the spawn and sinks to start.
+local function redirection(v, fd, key, fname, ctx)
+  local t = type(v)
+  if v == nil then return "inherit" end
+  if t == "string" then
+    if STDIO_WORDS[v] then return v end
+    if fd == 2 and v == "stdout" then return { same = 1 } end
+    if fd == 1 and v == "stderr" then return { same = 2 } end
+    argerror(fname, 1, fmt("option '%s': unknown redirection %q (inherit, null, pipe%s, an fd, a file, {path=…}, a stream%s)",
+      key, v, fd == 2 and ", stdout" or fd == 1 and ", stderr" or "", fd > 0 and ", a function" or ""), 4)
+  elseif math.type(v) == "integer" then
+    if v < 0 then argerror(fname, 1, fmt("option '%s': negative fd %d", key, v), 4) end
+    return v
+  elseif t == "userdata" then
+    local fdn = core.fileno(v)
+    if fdn then return fdn end
+  elseif t == "function" then
+    if fd == 0 then argerror(fname, 1, "option 'stdin': a function cannot be read from (use input = …)", 4) end
+    ctx.sinks[fd] = v
+    return "pipe"
+  elseif t == "table" and getmetatable(v) == Stream then
+    if v.closed then argerror(fname, 1, fmt("option '%s': stream is closed", key), 4) end
+    return v:fileno()
+  elseif t == "table" and type(v.path) == "string" then
+    local mode = fd == 0 and "r" or (v.append and "a" or "w")
+    local f, msg = io.open(v.path, mode .. "b")
+    if not f then
+      ctx.err = msg
+      return "close"
+    end
+    ctx.files[#ctx.files + 1] = f
+    return core.fileno(f)
+  end
+  argerror(fname, 1, fmt("option '%s': cannot redirect to a %s", key, t), 4)
+end
+
+-- Build the options table for core.spawn / core.exec.
+local function build(argv, s, fname, defaults)
+  local ctx = { files = {}, sinks = {} }
+  local o = { argv = argv, cwd = s.cwd, setsid = s.setsid, umask = s.umask, nice = s.nice }
+  if s.argv0 then
+    o.file = argv[1]
+    o.argv = { s.argv0, unpack(argv, 2) }
+  end
+  local pgroup = s.pgroup
+  if pgroup == nil and s.timeout then pgroup = true end -- a timeout reaches the whole group
+  if pgroup and not s.setsid then o.pgid = 0 end
+  if s.env or s.clearenv then o.env = build_env(s.env, s.clearenv, fname) end
+  if s.rlimits then o.rlimits = rlimits(s.rlimits, fname) end
+  if s.pdeathsig then o.pdeathsig = M.signum(s.pdeathsig, fname, 1) end
+  credentials(s, o, fname)
+
+  local stdin, stdout, stderr = s.stdin, s.stdout, s.stderr
+  if defaults then
+    if stdin == nil then stdin = defaults.stdin end
+    if stdout == nil then stdout = defaults.stdout end
+    if stderr == nil then stderr = defaults.stderr end
+  end
+  if s.input ~= nil then
+    if stdin ~= nil and stdin ~= "pipe" then argerror(fname, 1, "options 'input' and 'stdin' exclude each other", 3) end
+    stdin = "pipe"
+  end
+  local stdio = {}
+  if stdout == "stderr" and stderr == "stdout" then
+    -- A swap: each gets what the parent has on the other.
+    stdio[1], stdio[2], stdio[3] = redirection(stdin, 0, "stdin", fname, ctx), 2, 1
+  else
+    stdio[1] = redirection(stdin, 0, "stdin", fname, ctx)
+    stdio[2] = redirection(stdout, 1, "stdout", fname, ctx)
+    stdio[3] = redirection(stderr, 2, "stderr", fname, ctx)
+  end
+  if s.fds then
+    for fd, v in pairs(s.fds) do
+      if math.type(fd) ~= "integer" or fd < 3 or fd > 63 then
+        argerror(fname, 1, fmt("option 'fds': keys must be fd numbers 3..63, got %s", tostring(fd)), 3)
+      end
+      stdio[fd + 1] = redirection(v, fd, "fds[" .. fd .. "]", fname, ctx)
+    end
+    -- Fds not named between 3 and the highest one named are closed.
+    local top = 0
+    for k in pairs(stdio) do if k > top then top = k end end
+    for i = 1, top do stdio[i] = stdio[i] or "close" end
+  end
+  o.stdio = stdio
+  return o, ctx
 end
 
 -- ---- processes ----------------------------------------------------------------------
 
 --- A running or finished child.
--- Fields: `pid`, `argv`, `path` (resolved program), `stdin`, `stdout`,
--- `stderr` (streams, for "pipe" redirections), `status` (nil until it exited).
+-- Fields: `pid`, `pgid` (when it leads a group), `argv`, `path`, `cwd`,
+-- `stdin`, `stdout`, `stderr` and `fds[n]` (streams, for "pipe"),
+-- `status` (nil until done), `timed_out`.
 -- @type Process
 local Process = { __name = "baton.process" }
 Process.__index = Process
 M.Process = Process
+
+local function envpath(o)
+  if o.env then
+    for i = 1, #o.env do
+      local p = o.env[i]:match("^PATH=(.*)")
+      if p then return p end
+    end
+    return nil
+  end
+  return os.getenv("PATH")
+end
 
 local function spawn_error(argv, o, code, strerr, stage, path)
   local prog = argv[1]
   local cwd = o.cwd or core.cwd() or "?"
   local detail
   if stage == "lookup" then
-    local p
-    if o.env then
-      for i = 1, #o.env do
-        p = o.env[i]:match("^PATH=(.*)") or p
+    local p = envpath(o)
+    if code == "ENOENT" then
+      detail = fmt("not found in PATH (PATH=%s)", p or "")
+      -- Go's ErrDot lesson: say why a program in a relative PATH entry was not used.
+      for dir in (p or ""):gmatch("[^:]*") do
+        if dir:sub(1, 1) ~= "/" then
+          local cand = (dir == "" and "." or dir) .. "/" .. prog
+          local f = io.open(cand)
+          if f then
+            f:close()
+            detail = detail .. fmt("; %s exists, but relative PATH entries are not searched: use ./%s or a full path",
+              cand, cand:gsub("^%./", ""))
+            break
+          end
+        end
       end
     else
-      p = os.getenv("PATH")
+      detail = fmt("%s (PATH=%s)", strerr, p or "")
     end
-    detail = code == "ENOENT" and fmt("not found in PATH (PATH=%s)", p or "")
-      or fmt("%s (PATH=%s)", strerr, p or "")
   elseif stage == "chdir" then
     detail = fmt("cannot change to cwd %q: %s", cwd, strerr)
   elseif stage == "exec" then
     detail = fmt("exec %s: %s", path, strerr)
+  elseif stage == "credentials" then
+    detail = fmt("cannot switch user or groups: %s", strerr)
+  elseif stage == "limits" then
+    detail = fmt("cannot apply limits (rlimits, nice, pdeathsig): %s", strerr)
+  elseif stage == "stdio" then
+    detail = fmt("cannot set up fds: %s", strerr)
   else
     detail = fmt("%s failed: %s", stage, strerr)
   end
@@ -413,58 +381,173 @@ local function spawn_error(argv, o, code, strerr, stage, path)
   return fmt("%s: cannot run %q: %s (argv: %s%s; cwd: %s)", code, prog, detail, quote_argv(argv), where, cwd)
 end
 
+local function close_files(ctx)
+  for _, f in ipairs(ctx.files) do f:close() end
+end
+
+-- The group or the process: where timeouts and terminate send signals.
+local function send(p, sig)
+  if p.pgid then
+    local ok, msg, code = core.killpg(p.pgid, sig)
+    if ok or code ~= "ESRCH" then return ok, msg, code end
+  end
+  return p._ud:kill(sig)
+end
+
 local function start(spec, keys, fname, defaults)
-  local argv, o, s = parse(spec, keys, fname)
-  o.stdio = {
-    stdio_spec(s.stdin or defaults and defaults.stdin, 0, "stdin", fname),
-    stdio_spec(s.stdout or defaults and defaults.stdout, 1, "stdout", fname),
-    stdio_spec(s.stderr or defaults and defaults.stderr, 2, "stderr", fname),
-  }
+  local argv, s = parse(spec, keys, fname)
+  local o, ctx = build(argv, s, fname, defaults)
+  if ctx.err then
+    close_files(ctx)
+    local code = ctx.err:match("No such file") and "ENOENT" or ctx.err:match("Permission denied") and "EACCES" or "EIO"
+    return nil, fmt("%s: cannot run %q: cannot open a redirection: %s (argv: %s)", code, argv[1], ctx.err, quote_argv(argv)), code
+  end
   local ud, pipes, strerr, stage, path = core.spawn(o)
+  close_files(ctx)
   if not ud then
     local code = pipes
     return nil, spawn_error(argv, o, code, strerr, stage, path), code
   end
   local p = setmetatable({
     pid = ud:pid(), argv = argv, path = ud:path(), cwd = o.cwd, _ud = ud, _waiters = {},
-    started = core.now(),
+    _drains = {}, started = core.now(), fds = {}, timed_out = false,
   }, Process)
-  if pipes[0] then p.stdin = new_stream(pipes[0], "stdin") end
-  if pipes[1] then p.stdout = new_stream(pipes[1], "stdout") end
-  if pipes[2] then p.stderr = new_stream(pipes[2], "stderr") end
-  ud:on_exit(function(code, sig, coredump)
-    p.status = make_status(code, sig, coredump)
-    p.ended = core.now()
-    local ws = p._waiters
-    p._waiters = nil
-    for i = 1, #ws do ws[i](p.status) end
+  if o.setsid or o.pgid == 0 then p.pgid = p.pid end
+  for fd, st in pairs(pipes) do
+    local name = fd == 0 and "stdin" or fd == 1 and "stdout" or fd == 2 and "stderr" or ("fd " .. fd)
+    local stream = Stream.new(st, name)
+    if fd <= 2 then p[name] = stream end
+    p.fds[fd] = stream
+  end
+  for fd, fn in pairs(ctx.sinks) do
+    local stream = p.fds[fd]
+    if fd == 1 then p.stdout = nil elseif fd == 2 then p.stderr = nil end
+    p._drains[#p._drains + 1] = { stream = stream, task = task.go(function()
+      for chunk in function() return stream:read() end do fn(chunk) end
+      fn(nil)
+      stream:close()
+    end) }
+  end
+  if s.input ~= nil then
+    local input = s.input
+    local stdin = p.stdin
+    p.stdin = nil
+    task.go(function()
+      stdin:write(input) -- EPIPE (the child did not read it all) is not an error here
+      stdin:close()
+    end)
+  end
+  p._timeout, p._kill_signal, p._grace, p._wait_delay = s.timeout, s.kill_signal or "TERM", s.grace or 1, s.wait_delay
+  ud:on_exit(function(code, sig, coredump, known)
+    p:_exited(code, sig, coredump, known)
   end)
+  if s.timeout then p:_arm_timeout(s.timeout) end
+  if not s.detach then
+    local scope = task.scope()
+    if scope then scope:_add(p) end
+  end
   return p
 end
+M.start = start
 
---- Start a process. `spec` is `{prog, args…, option = value…}` (or a program
--- name). Options: `cwd`, `env` (merged into the parent's; `false` removes a
--- variable), `clearenv` (start from an empty environment), `stdin`, `stdout`,
--- `stderr` ("inherit" default, "null", "pipe", an fd, a Lua file, a stream;
--- `stderr = "stdout"` merges), `setsid`, `pgroup` (own process group).
+function Process:_arm_timeout(secs)
+  local timer = core.timer()
+  self._timer = timer
+  timer:start(math.floor(secs * 1000 + 0.5), 0, function()
+    if self._exit then return end
+    self.timed_out = true
+    send(self, M.signum(self._kill_signal, "spawn", 1))
+    if self._kill_signal ~= "KILL" and self._kill_signal ~= 9 and self._kill_signal ~= "SIGKILL" then
+      timer:start(math.floor(self._grace * 1000 + 0.5), 0, function()
+        if not self._exit then send(self, 9) end
+      end)
+    end
+  end)
+end
+
+-- Called once from the loop when the child has been reaped.
+function Process:_exited(code, sig, coredump, known)
+  if self._timer then
+    self._timer:close()
+    self._timer = nil
+  end
+  self.ended = core.now()
+  local st = setmetatable({
+    ok = code == 0, code = code, signal = sig, signame = sig and core.signame(sig) or nil,
+    core = coredump or false, known = known ~= false, timed_out = self.timed_out,
+    rusage = self._ud:rusage(),
+  }, Status)
+  self._exit = st
+  if #self._drains == 0 then return self:_done() end
+  -- Done only when the pipes baton reads (sinks, captures) reached their end,
+  -- or the drain bound passed: by default unbounded, 1 s after a timeout kill.
+  local bound = self._wait_delay or (self.timed_out and 1 or nil)
+  local timer
+  if bound then
+    timer = core.timer()
+    timer:start(math.floor(bound * 1000 + 0.5), 0, function()
+      timer:close()
+      timer = nil
+      for _, d in ipairs(self._drains) do d.stream:close() end
+    end)
+  end
+  task.go(function()
+    for _, d in ipairs(self._drains) do pcall(d.task.wait, d.task) end
+    if timer then timer:close() end
+    self:_done()
+  end)
+end
+
+function Process:_done()
+  self.status = self._exit
+  local ws = self._waiters
+  self._waiters = {}
+  for i = 1, #ws do ws[i](self.status) end
+end
+
+--- Call `fn(status)` once the process is done (at once if it is).
+function Process:_subscribe(fn)
+  if self.status then return fn(self.status) end
+  local ws = self._waiters
+  ws[#ws + 1] = fn
+end
+
+--- Start a process: `{prog, args…, option = value…}`, a program name, or a
+-- command from `baton.cmd`. See docs/reference.md for every option.
 -- @return a Process, or nil, msg, code when it cannot start
 function M.spawn(spec)
   return start(spec, SPAWN_KEYS, "spawn")
 end
 
---- Wait for the process to exit; returns its status (`ok`, `code`, `signal`,
--- `signame`, `core`). Returns at once if it already exited.
-function Process:wait()
-  if not self.status then
-    suspend(function(wake)
-      local ws = self._waiters
-      ws[#ws + 1] = wake
-    end)
+local function timeout_arg(fname, timeout)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0 or timeout ~= timeout) then
+    argerror(fname, 1, "timeout must be a non-negative number of seconds", 3)
   end
-  return self.status
 end
 
---- The status if the process exited, else nil; never waits.
+--- Wait until the process is done: exited and, for pipes baton reads itself
+-- (sinks, captures), drained. Returns the status (`ok`, `code`, `signal`,
+-- `signame`, `core`, `timed_out`, `rusage`), or with a `timeout` in seconds
+-- `nil, "ETIMEDOUT: …", "ETIMEDOUT"` if it is not done by then.
+function Process:wait(timeout)
+  timeout_arg("wait", timeout)
+  if self.status then return self.status end
+  if timeout then
+    local timer = core.timer()
+    local st = suspend(function(wake)
+      self:_subscribe(wake)
+      timer:start(math.floor(timeout * 1000 + 0.5), 0, function() wake(false) end)
+    end)
+    timer:close()
+    if not st then
+      return nil, fmt("ETIMEDOUT: process %d still running after %gs", self.pid, timeout), "ETIMEDOUT"
+    end
+    return st
+  end
+  return suspend(function(wake) self:_subscribe(wake) end)
+end
+
+--- The status if the process is done, else nil; never waits.
 function Process:poll() return self.status end
 
 --- Send a signal (name or number) through the pidfd.
@@ -473,78 +556,211 @@ function Process:signal(sig)
   return self._ud:kill(M.signum(sig, "signal", 1))
 end
 
+--- Send a signal to the process group the process leads (pgroup/setsid).
+function Process:signal_group(sig)
+  local n = M.signum(sig, "signal_group", 1)
+  if not self.pgid then
+    error("baton: process " .. self.pid .. " does not lead a process group (spawn it with pgroup = true)", 2)
+  end
+  return core.killpg(self.pgid, n)
+end
+
 --- Send SIGKILL.
 function Process:kill() return self._ud:kill(9) end
+
+--- TERM (the group, if it leads one), wait up to `grace` seconds (default
+-- 5), then KILL; returns the status.
+function Process:terminate(grace)
+  timeout_arg("terminate", grace)
+  if not self._exit then
+    send(self, 15)
+    if not self:wait(grace or 5) then
+      send(self, 9)
+    end
+  end
+  return self:wait()
+end
 
 --- Close the pipes; kill and reap the process if it still runs. For
 -- `local p <close> = baton.spawn{…}`.
 function Process:close()
-  if not self.status then
-    self._ud:kill(9)
-    self:wait()
+  if not self._exit then
+    send(self, 9)
   end
-  for _, name in ipairs { "stdin", "stdout", "stderr" } do
-    if self[name] then self[name]:close() end
-  end
+  self:wait()
+  for _, s in pairs(self.fds) do s:close() end
 end
 Process.__close = Process.close
+
+--- Leave the enclosing scope: the process is not terminated when it ends.
+function Process:detach()
+  if self._scope then self._scope:_remove(self) end
+  return self
+end
 
 function Process:__tostring()
   return fmt("baton.process %d (%s)", self.pid, self.status and tostring(self.status) or "running")
 end
 
---- Run a command to completion. Options of `spawn`, plus `input` (a string
--- written to stdin), `capture` (pipe stdout and stderr into the result) and
--- `check` (default true: raise a baton.Error unless it exits 0).
--- @return result: `ok`, `code`, `signal`, `signame`, `core`, `stdout`,
--- `stderr`, `pid`, `argv`, `duration` (seconds)
-function M.run(spec)
+-- ---- run and friends ----------------------------------------------------------------
+
+local function raise_spawn(spec, msg, code, level)
+  local argv = type(spec) == "table" and (spec.__command or spec) or { spec }
+  error(setmetatable({ kind = "spawn", msg = msg, code = code, argv = { unpack(argv) } }, Error), level + 1)
+end
+
+local function failure_message(r)
+  local what
+  if r.timed_out then
+    what = fmt("timed out and was %s", r.signal and ("killed by " .. (r.signame or r.signal)) or "stopped")
+  elseif r.signal then
+    what = "was killed by " .. (r.signame or r.signal)
+  elseif r.code == nil then
+    what = "exited with an unknown status"
+  else
+    what = "exited with code " .. r.code
+  end
+  local m = fmt("command %s %s", quote_argv(r.argv), what)
+  if r.stderr and #r.stderr > 0 then
+    m = m .. ": " .. r.stderr:sub(-400):gsub("%s+$", "")
+  end
+  return m
+end
+
+--- Run a command to completion. Options of `spawn`, plus `capture` (pipe
+-- stdout and stderr into the result) and `check` (default true: raise a
+-- baton.Error unless it exits 0).
+-- @return result: `ok`, `code`, `signal`, `signame`, `core`, `timed_out`,
+-- `stdout`, `stderr`, `pid`, `argv`, `duration`, `rusage`
+function M.run(spec, level)
+  level = level or 1
+  local s = type(spec) == "table" and (spec.__command or spec) or nil
   local defaults
-  if type(spec) == "table" then
-    if spec.capture then defaults = { stdout = "pipe", stderr = "pipe" } end
-    if spec.input ~= nil then
-      defaults = defaults or {}
-      defaults.stdin = "pipe"
-    end
-  end
+  if s and s.capture then defaults = { stdout = "pipe", stderr = "pipe" } end
   local p, msg, code = start(spec, RUN_KEYS, "run", defaults)
-  if not p then
-    error(setmetatable({ kind = "spawn", msg = msg, code = code, argv = spec[1] and { table.unpack(spec) } }, Error), 2)
-  end
-  local readers = {}
+  if not p then raise_spawn(spec, msg, code, level + 1) end
+  local captured = {}
   for _, name in ipairs { "stdout", "stderr" } do
-    local s = p[name]
-    if s then
-      readers[name] = task.go(function()
-        local data = s:read("a")
-        s:close()
-        return data
-      end)
+    local stream = p[name]
+    if stream then
+      local chunks = {}
+      captured[name] = chunks
+      p._drains[#p._drains + 1] = { stream = stream, task = task.go(function()
+        for chunk in function() return stream:read() end do chunks[#chunks + 1] = chunk end
+        stream:close()
+      end) }
     end
-  end
-  if p.stdin then
-    local input = spec.input or ""
-    task.go(function()
-      p.stdin:write(input) -- EPIPE (the child did not read it all) is not an error of run
-      p.stdin:close()
-    end)
   end
   local st = p:wait()
   local r = {
     ok = st.ok, code = st.code, signal = st.signal, signame = st.signame, core = st.core,
-    pid = p.pid, argv = p.argv, duration = p.ended - p.started,
+    timed_out = st.timed_out, rusage = st.rusage, pid = p.pid, argv = p.argv,
+    duration = p.ended - p.started,
   }
-  for name, t in pairs(readers) do r[name] = t:wait() end
-  if spec.check ~= false and not r.ok then
-    local what = r.signal and ("was killed by " .. (r.signame or r.signal)) or ("exited with code " .. r.code)
-    local m = fmt("command %s %s", quote_argv(p.argv), what)
-    if r.stderr and #r.stderr > 0 then
-      local tail = r.stderr:sub(-400):gsub("%s+$", "")
-      m = m .. ": " .. tail
+  for name, chunks in pairs(captured) do r[name] = concat(chunks) end
+  if s and s.check == false or r.ok then return r end
+  error(setmetatable({ kind = "exit", msg = failure_message(r), result = r, argv = p.argv }, Error), level + 1)
+end
+
+--- Run and return stdout, trailing newlines removed (like `$(…)` in sh).
+-- Raises like `run`.
+function M.output(spec)
+  local s = type(spec) == "table" and (spec.__command or spec) or { spec }
+  local copy = {}
+  for k, v in pairs(s) do copy[k] = v end
+  if copy.stdout == nil then copy.stdout = "pipe" end
+  if copy.stderr == nil and copy.capture == nil then copy.stderr = "pipe" end
+  local r = M.run(copy, 2)
+  return (r.stdout:gsub("\n+$", "")), r
+end
+
+--- Did the command succeed (exit 0)? Never raises for a failed exit; raises
+-- when it cannot start.
+function M.ok(spec)
+  local s = type(spec) == "table" and (spec.__command or spec) or { spec }
+  local copy = {}
+  for k, v in pairs(s) do copy[k] = v end
+  copy.check = false
+  return M.run(copy, 2).ok
+end
+
+--- Iterate over the lines of a command's stdout, as they come:
+-- `for line in baton.lines{…} do … end`. Leaving the loop early (break,
+-- error) kills and reaps the process. At the end, a failed exit raises
+-- unless `check = false`.
+function M.lines(spec)
+  local s = type(spec) == "table" and (spec.__command or spec) or { spec }
+  local copy = {}
+  for k, v in pairs(s) do copy[k] = v end
+  local check = copy.check
+  copy.check, copy.capture = nil, nil
+  copy.stdout = "pipe"
+  local p, msg, code = start(copy, SPAWN_KEYS, "lines")
+  if not p then raise_spawn(spec, msg, code, 2) end
+  local out = p.stdout
+  local closer = setmetatable({}, {
+    __close = function()
+      if not p._exit then
+        send(p, 9)
+      end
+      p:wait()
+      out:close()
+    end,
+  })
+  local function iter()
+    local line = out:read("l")
+    if line then return line end
+    out:close()
+    local st = p:wait()
+    if check ~= false and not st.ok then
+      local r = { argv = p.argv, code = st.code, signal = st.signal, signame = st.signame, timed_out = st.timed_out }
+      error(setmetatable({ kind = "exit", msg = failure_message(r), result = r, argv = p.argv }, Error), 2)
     end
-    error(setmetatable({ kind = "exit", msg = m, result = r, argv = p.argv }, Error), 2)
+    return nil
   end
-  return r
+  return iter, nil, nil, closer
+end
+
+--- Wait until one of several tasks or processes is done; returns its index
+-- and the waitable itself.
+function M.wait_any(list)
+  if type(list) ~= "table" or #list == 0 then argerror("wait_any", 1, "non-empty list of tasks or processes expected") end
+  for i, w in ipairs(list) do
+    if type(w) ~= "table" or type(w._subscribe) ~= "function" then
+      argerror("wait_any", 1, fmt("item %d cannot be waited for", i))
+    end
+    if w.status or w.done then return i, w end
+  end
+  local i = suspend(function(wake)
+    for j, w in ipairs(list) do w:_subscribe(function() wake(j) end) end
+  end)
+  return i, list[i]
+end
+
+--- Watch a process that exists already (Go's os.FindProcess, through a
+-- pidfd): signal it, wait for it. Its exit status is known only if it is our
+-- child. Returns a Process, or nil, msg, code (ESRCH: no such process).
+function M.adopt(pid)
+  if math.type(pid) ~= "integer" or pid <= 0 then argerror("adopt", 1, "positive integer pid expected") end
+  local ud, msg, code = core.adopt(pid)
+  if not ud then return nil, msg, code end
+  local p = setmetatable({ pid = pid, argv = {}, path = ud:path(), _ud = ud, _waiters = {}, _drains = {},
+    started = core.now(), fds = {}, timed_out = false, adopted = true }, Process)
+  ud:on_exit(function(code2, sig, coredump, known) p:_exited(code2, sig, coredump, known) end)
+  return p
+end
+
+--- Replace the current process with the command (same options as spawn,
+-- minus pipes). Returns only on failure: nil, msg, code.
+function M.exec(spec)
+  local argv, s = parse(spec, SPAWN_KEYS, "exec")
+  if s.input or s.timeout or s.stdin == "pipe" or s.stdout == "pipe" or s.stderr == "pipe" then
+    argerror("exec", 1, "exec cannot use pipes, input or a timeout: nothing would be left to serve them")
+  end
+  local o, ctx = build(argv, s, "exec")
+  local _, code, strerr, stage, path = core.exec(o)
+  close_files(ctx)
+  return nil, spawn_error(argv, o, code, strerr, stage, path), code
 end
 
 --- Find a program in PATH like the child will (absolute entries only).

@@ -109,12 +109,36 @@ function M.suspend(arm)
   return unpack(res, 1, res.n)
 end
 
---- Create a task for `fn` without starting it; `t:start(...)` does.
+-- ---- scopes: where processes spawned now are recorded (see baton.scope) ----
+
+local outer_scope -- the scope of code running outside any task
+
+--- The innermost open scope of the running code, or nil.
+function M.scope()
+  local t = tasks[corunning()]
+  if t then return t.scope end
+  return outer_scope
+end
+
+--- Make `s` the innermost scope of the running code; returns the previous one.
+function M.set_scope(s)
+  local t = tasks[corunning()]
+  local prev
+  if t then
+    prev, t.scope = t.scope, s
+  else
+    prev, outer_scope = outer_scope, s
+  end
+  return prev
+end
+
+--- Create a task for `fn` without starting it; `t:start(...)` does. The task
+-- belongs to the scope its creator is in.
 function M.new(fn)
   if type(fn) ~= "function" then
     error("bad argument #1 to 'go' (function expected, got " .. type(fn) .. ")", 3)
   end
-  local t = setmetatable({ co = cocreate(fn), done = false }, Task)
+  local t = setmetatable({ co = cocreate(fn), done = false, scope = M.scope() }, Task)
   tasks[t.co] = t
   return t
 end
@@ -144,6 +168,13 @@ function Task:wait()
   end
   if self.err ~= nil then error(self.err, 0) end
   return unpack(self.results, 1, self.results.n)
+end
+
+--- Call `fn()` once the task is done (at once if it is). For wait_any.
+function Task:_subscribe(fn)
+  if self.done then return fn() end
+  self.joiners = self.joiners or {}
+  self.joiners[#self.joiners + 1] = fn
 end
 
 --- Is the task finished (returned or failed)?

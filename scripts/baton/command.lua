@@ -1,0 +1,126 @@
+--- baton.command — commands as values: build once, run many times, derive
+-- variants. Nothing runs until asked.
+--
+--     local git = baton.cmd{"git", cwd = repo}
+--     local head = git:with{"rev-parse", "HEAD"}:output()
+--     for line in git("log", "--oneline"):lines() do … end
+-- @module baton.command
+local process = require "baton.process"
+
+local M = {}
+local fmt = string.format
+
+local Command = { __name = "baton.command" }
+M.Command = Command
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+local function freeze(spec)
+  local c = copy(spec)
+  for _, k in ipairs { "env", "fds", "rlimits", "groups" } do
+    if type(c[k]) == "table" then c[k] = copy(c[k]) end
+  end
+  return setmetatable({ __command = c }, Command)
+end
+
+--- Make a command from `{prog, args…, option = value…}` (or a program
+-- name). The options are checked now; the table is copied, so changing it
+-- later does not change the command.
+function M.cmd(spec)
+  if type(spec) == "string" then spec = { spec } end
+  if getmetatable(spec) == Command then return spec end
+  if type(spec) ~= "table" then
+    error(fmt("bad argument #1 to 'cmd' (table expected, got %s)", type(spec)), 2)
+  end
+  process.parse(spec, process.RUN_KEYS, "cmd")
+  return freeze(spec)
+end
+
+--- A new command: positional values of `t` are appended to the arguments,
+-- options replace this command's (`env` is merged: `false` removes).
+function Command:with(t)
+  if type(t) == "string" then t = { t } end
+  if type(t) ~= "table" then
+    error(fmt("bad argument #1 to 'with' (table expected, got %s)", type(t)), 2)
+  end
+  local spec = copy(self.__command)
+  local n = #spec
+  for i = 1, #t do spec[n + i] = t[i] end
+  for k, v in pairs(t) do
+    if math.type(k) ~= "integer" then
+      if k == "env" and type(v) == "table" and type(spec.env) == "table" then
+        local env = copy(spec.env)
+        for ek, ev in pairs(v) do env[ek] = ev end
+        spec.env = env
+      else
+        spec[k] = v
+      end
+    end
+  end
+  process.parse(spec, process.RUN_KEYS, "with")
+  return freeze(spec)
+end
+
+--- `cmd(a, b)` is `cmd:with{a, b}`.
+function Command:__call(...)
+  return self:with { ... }
+end
+
+function Command:spawn() return process.spawn(self) end
+function Command:run() return process.run(self, 2) end
+function Command:output() return process.output(self) end
+function Command:ok() return process.ok(self) end
+function Command:lines() return process.lines(self) end
+function Command:exec() return process.exec(self) end
+
+--- A copy of the argument vector.
+function Command:argv()
+  local c = self.__command
+  return { table.unpack(c, 1, #c) }
+end
+
+function Command:__tostring()
+  return process.quote_argv(self:argv())
+end
+
+Command.__index = function(self, k)
+  local v = rawget(Command, k)
+  if v ~= nil then return v end
+  local spec = rawget(self, "__command")
+  return spec and spec[k] -- options read through: cmd.cwd
+end
+Command.__newindex = function()
+  error("baton: a command is immutable; derive a new one with cmd:with{…}", 2)
+end
+
+--- A command running `sh -c` on `template`, where each `%s` becomes one
+-- value quoted as a single word for POSIX sh (a table: each item a word),
+-- and `%%` a `%`. Only the template is shell syntax; values never are.
+function M.sh(template, ...)
+  if type(template) ~= "string" then
+    error(fmt("bad argument #1 to 'sh' (string expected, got %s)", type(template)), 2)
+  end
+  local args, i = { ... }, 0
+  local n = select("#", ...)
+  local script = template:gsub("%%(.)", function(c)
+    if c == "%" then return "%" end
+    if c ~= "s" then error(fmt("bad argument #1 to 'sh' (unknown directive %%%s; only %%s and %%%%)", c), 4) end
+    i = i + 1
+    if i > n then error(fmt("bad argument #1 to 'sh' (more %%s than values: %d)", n), 4) end
+    local v = args[i]
+    if type(v) == "table" then
+      local words = {}
+      for j, w in ipairs(v) do words[j] = process.quote(w) end
+      return table.concat(words, " ")
+    end
+    return process.quote(v)
+  end)
+  if i < n then error(fmt("bad argument #1 to 'sh' (%d values for %d %%s)", n, i), 2) end
+  return freeze { "sh", "-c", script }
+end
+
+return M

@@ -1,0 +1,90 @@
+--- baton.scope — structured lifetimes for processes: everything spawned
+-- inside a scope (by its code and by tasks started in it) is terminated and
+-- reaped when the scope ends, normally or by an error, unless detached.
+--
+--     baton.scope(function()
+--       baton.spawn{"server"}        -- stopped when the scope ends
+--       baton.run{"client", "--test"}
+--     end)
+--     do local s <close> = baton.scope() … end
+-- @module baton.scope
+local task = require "baton.task"
+
+local M = {}
+local pack, unpack = table.pack, table.unpack
+
+local Scope = { __name = "baton.scope" }
+Scope.__index = Scope
+
+function Scope:_add(p)
+  local s = self
+  while s and s.closed do s = s.prev end -- a scope that ended hands over to its parent
+  if not s then return end
+  s.procs[p] = true
+  p._scope = s
+end
+
+function Scope:_remove(p)
+  self.procs[p] = nil
+  p._scope = nil
+end
+
+--- End the scope: TERM (then KILL after `grace`) what still runs, wait for all.
+function Scope:close()
+  if self.closed then return end
+  self.closed = true
+  if task.scope() == self then task.set_scope(self.prev) end
+  for p in pairs(self.procs) do
+    if not p._exit then p:terminate(self.grace) else p:wait() end
+  end
+  self.procs = {}
+end
+Scope.__close = Scope.close
+
+--- The processes still recorded in the scope.
+function Scope:processes()
+  local out = {}
+  for p in pairs(self.procs) do out[#out + 1] = p end
+  return out
+end
+
+local function open(opts)
+  local grace = opts and opts.grace or 5
+  if type(grace) ~= "number" or grace < 0 then error("bad argument to 'scope' (grace must be a non-negative number)", 3) end
+  local s = setmetatable({ procs = {}, grace = grace, closed = false }, Scope)
+  s.prev = task.set_scope(s)
+  return s
+end
+
+--- `baton.scope(fn, opts)` runs `fn(scope)` inside a new scope and returns
+-- its results; `baton.scope(opts)` returns an open scope for `<close>`.
+-- opts: `grace` (seconds between TERM and KILL, default 5).
+function M.scope(fn, opts)
+  if type(fn) ~= "function" then return open(fn) end
+  local s = open(opts)
+  local r = pack(pcall(fn, s))
+  s:close()
+  if not r[1] then error(r[2], 0) end
+  return unpack(r, 2, r.n)
+end
+
+local reaper
+
+--- Become (or stop being) a subreaper: orphaned descendants are re-parented
+-- to baton instead of init, and reaped. `on_reap(pid, code, signal)` is
+-- called for each. Returns true or nil, msg, code.
+function M.subreaper(on, on_reap)
+  local core = require "baton.core"
+  if on == false then
+    if reaper then reaper:close() end
+    reaper = nil
+    return true
+  end
+  if reaper then return true end
+  local r, msg, code = core.reaper(true, on_reap)
+  if not r then return nil, msg, code end
+  reaper = r
+  return true
+end
+
+return M

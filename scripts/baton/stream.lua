@@ -1,0 +1,219 @@
+--- baton.stream — byte streams over pipes to and from children.
+--
+-- Reading follows Lua's io library: `read()` (the next chunk), `read("a")`,
+-- `read("l")`, `read("L")`, `read(n)`, `lines()`. The C side only delivers
+-- chunks; buffering, line splitting and backpressure are here.
+-- @module baton.stream
+local task = require "baton.task"
+local suspend = task.suspend
+
+local concat, fmt = table.concat, string.format
+
+local function argerror(fname, n, msg)
+  error(fmt("bad argument #%d to '%s' (%s)", n, fname, msg), 3)
+end
+
+local HIGH_WATER = 256 * 1024 -- stop reading from the pipe above this much unread data
+
+--- A pipe to or from a child. Reading follows Lua's io library: `read()` (the
+-- next chunk), `read("a")`, `read("l")`, `read("L")`, `read(n)`, `lines()`.
+-- @type Stream
+local Stream = { __name = "baton.stream" }
+Stream.__index = Stream
+
+--- Wrap a C stream userdata.
+function Stream.new(ud, name)
+  return setmetatable({ _ud = ud, name = name, _q = {}, _qh = 1, _qt = 0, _off = 0, _n = 0,
+    _eof = false, _reading = false, closed = false }, Stream)
+end
+
+function Stream:_start()
+  self._reading = true
+  local ok, msg, code = self._ud:read_start(function(data, emsg, ecode)
+    if data then
+      local t = self._qt + 1
+      self._qt = t
+      self._q[t] = data
+      self._n = self._n + #data
+      if self._n >= HIGH_WATER and self._reading then
+        self._ud:read_stop()
+        self._reading = false
+      end
+    else
+      self._eof = true
+      self._reading = false
+      if emsg then self._err, self._errcode = emsg, ecode end
+    end
+    local w = self._waker
+    if w then
+      self._waker = nil
+      w()
+    end
+  end)
+  if not ok then
+    self._eof, self._reading, self._err, self._errcode = true, false, msg, code
+  end
+end
+
+-- Wait until more data is queued or the stream ended. False at end of stream.
+function Stream:_fill()
+  if self._eof or self.closed then return false end
+  suspend(function(wake)
+    self._waker = wake
+    if not self._reading then self:_start() end
+  end)
+  return self._qh <= self._qt or not self._eof
+end
+
+-- Remove and return the rest of the head chunk.
+function Stream:_take()
+  local qh = self._qh
+  local s = self._q[qh]
+  self._q[qh] = nil
+  self._qh = qh + 1
+  if self._off > 0 then
+    s = s:sub(self._off + 1)
+    self._off = 0
+  end
+  self._n = self._n - #s
+  return s
+end
+
+function Stream:_line(keep)
+  local parts, np = {}, 0
+  while true do
+    if self._qh > self._qt then
+      if not self:_fill() then break end
+    else
+      local s = self._q[self._qh]
+      local i = s:find("\n", self._off + 1, true)
+      if i then
+        np = np + 1
+        parts[np] = s:sub(self._off + 1, keep and i or i - 1)
+        self._n = self._n - (i - self._off)
+        self._off = i
+        if i == #s then
+          self._q[self._qh] = nil
+          self._qh = self._qh + 1
+          self._off = 0
+        end
+        return concat(parts)
+      end
+      np = np + 1
+      parts[np] = self:_take()
+    end
+  end
+  if np == 0 then return nil end
+  return concat(parts)
+end
+
+function Stream:_bytes(n)
+  local parts, np, got = {}, 0, 0
+  while got < n do
+    if self._qh > self._qt then
+      if not self:_fill() then break end
+    else
+      local s = self._q[self._qh]
+      local avail = #s - self._off
+      if avail <= n - got then
+        np = np + 1
+        parts[np] = self:_take()
+        got = got + avail
+      else
+        local want = n - got
+        np = np + 1
+        parts[np] = s:sub(self._off + 1, self._off + want)
+        self._off = self._off + want
+        self._n = self._n - want
+        got = n
+      end
+    end
+  end
+  if np == 0 and n > 0 then return nil end
+  return concat(parts)
+end
+
+--- Read from the stream. `what`: nil for the next chunk as it arrives, "a" for
+-- everything up to end of stream, "l" / "L" for a line without / with its
+-- newline, a number for that many bytes (fewer only at end of stream).
+-- At end of stream returns nil ("" for "a"); on a read error nil, msg, code.
+function Stream:read(what)
+  local r
+  if what == nil then
+    if self._qh > self._qt then self:_fill() end
+    if self._qh <= self._qt then
+      r = self:_take()
+    end
+  elseif what == "a" or what == "*a" then
+    local parts, np = {}, 0
+    repeat
+      while self._qh <= self._qt do
+        np = np + 1
+        parts[np] = self:_take()
+      end
+    until not self:_fill()
+    r = concat(parts)
+  elseif what == "l" or what == "*l" then
+    r = self:_line(false)
+  elseif what == "L" or what == "*L" then
+    r = self:_line(true)
+  elseif math.type(what) == "integer" and what >= 0 then
+    r = self:_bytes(what)
+    if r == nil and what == 0 and not (self._eof and self._qh > self._qt) then r = "" end
+  else
+    argerror("read", 1, fmt("invalid format %q", tostring(what)))
+  end
+  if r == nil and self._err then return nil, self._err, self._errcode end
+  return r
+end
+
+--- Iterate over lines (`what` as for read, default "l").
+function Stream:lines(what)
+  what = what or "l"
+  return function() return self:read(what) end
+end
+
+--- Write strings (or numbers); waits until the data is in the pipe.
+-- Returns the stream, or nil, msg, code (EPIPE when the reader has gone).
+function Stream:write(...)
+  local n = select("#", ...)
+  local data = n == 1 and ... or concat({ ... })
+  if type(data) ~= "string" then
+    if type(data) == "number" then data = tostring(data)
+    else argerror("write", 1, "string expected, got " .. type(data)) end
+  end
+  if self.closed then return nil, "EBADF: bad file descriptor (stream is closed)", "EBADF" end
+  local wrote, msg, code = self._ud:try_write(data)
+  if not wrote then return nil, msg, code end
+  if wrote == #data then return self end
+  if wrote > 0 then data = data:sub(wrote + 1) end
+  local ok, emsg, ecode = suspend(function(wake)
+    local queued, m, c = self._ud:write(data, wake)
+    if not queued then wake(nil, m, c) end
+  end)
+  if not ok then return nil, emsg, ecode end
+  return self
+end
+
+--- Close the stream (idempotent). A reader waiting on it sees end of stream.
+function Stream:close()
+  if self.closed then return end
+  self.closed = true
+  self._eof = true
+  self._ud:close()
+  local w = self._waker
+  if w then
+    self._waker = nil
+    w()
+  end
+end
+Stream.__close = Stream.close
+
+--- The underlying fd (for wiring it to another process).
+function Stream:fileno() return self._ud:fileno() end
+
+function Stream:__tostring()
+  return fmt("baton.stream (%s%s)", self.name or "pipe", self.closed and ", closed" or "")
+end
+
+return Stream

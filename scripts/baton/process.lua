@@ -351,12 +351,11 @@ local function spawn_error(argv, o, code, strerr, stage, path)
       -- Go's ErrDot lesson: say why a program in a relative PATH entry was not used.
       for dir in (p or ""):gmatch("[^:]*") do
         if dir:sub(1, 1) ~= "/" then
-          local cand = (dir == "" and "." or dir) .. "/" .. prog
-          local f = io.open(cand)
+          local rel = (dir == "" and "." or dir) .. "/" .. prog
+          local f = io.open(o.cwd and (o.cwd .. "/" .. rel) or rel) -- relative to the child's cwd
           if f then
             f:close()
-            detail = detail .. fmt("; %s exists, but relative PATH entries are not searched: use ./%s or a full path",
-              cand, cand:gsub("^%./", ""))
+            detail = detail .. fmt("; %s exists, but relative PATH entries are not searched: name it with a '/'", rel)
             break
           end
         end
@@ -671,7 +670,7 @@ function M.output(spec)
   if copy.stdout == nil then copy.stdout = "pipe" end
   if copy.stderr == nil and copy.capture == nil then copy.stderr = "pipe" end
   local r = M.run(copy, 2)
-  return (r.stdout:gsub("\n+$", "")), r
+  return (r.stdout:gsub("\n+$", ""))
 end
 
 --- Did the command succeed (exit 0)? Never raises for a failed exit; raises

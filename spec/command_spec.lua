@@ -1,0 +1,194 @@
+-- Commands as values, the conveniences, waiting for several, adopting,
+-- scopes, the subreaper and exec.
+local baton = require "baton"
+local H = require "helper"
+
+local BATON = os.getenv("BATON_EXE") or "./build/baton"
+
+describe("commands", function()
+  H.guard()
+
+  it("are reusable values; nothing runs until asked", function()
+    local name = os.tmpname()
+    os.remove(name)
+    local touch = baton.cmd { "touch", name }
+    assert.is_nil(io.open(name)) -- built, not run
+    assert.is_true(touch:run().ok)
+    assert.is_not_nil(io.open(name))
+    os.remove(name)
+    assert.is_true(touch:run().ok) -- and again
+    os.remove(name)
+  end)
+
+  it("derive variants without changing the original", function()
+    local echo = baton.cmd { "sh", "-c", "echo $0 $@ $V", "x", env = { V = "1" } }
+    local more = echo:with { "a", "b", env = { W = "2" } }
+    assert.are.equal("x 1", echo:output())
+    assert.are.equal("x a b 1", more:output())
+    assert.are.equal("x c 1", echo("c"):output())
+    assert.are.equal("x 1", echo:output())
+    assert.has_error(function() echo.cwd = "/" end, "baton: a command is immutable; derive a new one with cmd:with{…}")
+    assert.has_error(function() baton.cmd { "ls", bogus = 1 } end, "bad argument #1 to 'cmd' (unknown option 'bogus')")
+    local spec = { "echo", "one" }
+    local c = baton.cmd(spec)
+    spec[2] = "two" -- the command took a copy
+    assert.are.equal("one", c:output())
+    assert.are.equal("sh -c 'echo $0 $@ $V' x", tostring(echo))
+  end)
+
+  it("output trims trailing newlines, ok answers, lines iterate", function()
+    assert.are.equal("a\nb", baton.output { "printf", "a\\nb\\n\\n" })
+    assert.is_true(baton.ok { "true" })
+    assert.is_false(baton.ok { "false" })
+    local lines = {}
+    for l in baton.lines { "printf", "x\\ny\\nz" } do lines[#lines + 1] = l end
+    assert.are.same({ "x", "y", "z" }, lines)
+    assert.has_error(function() for _ in baton.lines { "sh", "-c", "echo a; exit 3" } do end end)
+    for _ in baton.lines { "sh", "-c", "echo a; exit 3", check = false } do end
+  end)
+
+  it("lines: breaking out early kills and reaps the producer", function()
+    local seen = 0
+    for _ in baton.lines { "yes" } do
+      seen = seen + 1
+      if seen == 1000 then break end
+    end
+    assert.are.equal(1000, seen)
+    -- the guard checks that `yes` is gone and reaped
+  end)
+
+  it("sh quotes every value as one word", function()
+    local nasty = { "it's", "a b", "$HOME", "`id`", "; rm -rf /", "*", "", "\n" }
+    for _, v in ipairs(nasty) do
+      assert.are.equal(v, baton.sh("printf %%s %s", v):with { capture = true }:run().stdout)
+    end
+    local words = baton.sh("for w in %s; do echo \"[$w]\"; done", { "one two", "three" }):output()
+    assert.are.equal("[one two]\n[three]", words)
+    assert.are.equal("'it'\\''s'", baton.quote("it's"))
+    assert.has_error(function() baton.sh("echo %d", 1) end)
+    assert.has_error(function() baton.sh("echo %s %s", 1) end)
+  end)
+
+  it("say when a program is only in a relative PATH entry", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir " .. dir .. " && printf '#!/bin/sh\\necho local\\n' > " .. dir .. "/localprog && chmod +x " .. dir .. "/localprog")
+    local p, msg, code = baton.spawn { "localprog", cwd = dir, env = { PATH = ".:/usr/bin:/bin" } }
+    assert.is_nil(p)
+    assert.are.equal("ENOENT", code)
+    assert.matches("not found in PATH %(PATH=%.:/usr/bin:/bin%); %./localprog exists, but relative PATH entries are not searched", msg)
+    local r = baton.run { "./localprog", cwd = dir, capture = true }
+    assert.are.equal("local\n", r.stdout)
+    os.execute("rm -rf " .. dir)
+  end)
+end)
+
+describe("waiting for several", function()
+  H.guard()
+
+  it("wait_any returns the first done", function()
+    local slow = assert(baton.spawn { "sleep", "5" })
+    local fast = assert(baton.spawn { "sh", "-c", "sleep 0.05; exit 4" })
+    local t = baton.go(function() baton.sleep(2) end)
+    local i, w = baton.wait_any { slow, fast, t }
+    assert.are.equal(2, i)
+    assert.are.equal(fast, w)
+    assert.are.equal(4, w:wait().code)
+    slow:kill()
+    slow:wait()
+    t:cancel()
+    local i2 = baton.wait_any { slow, t }
+    assert.are.equal(1, i2)
+    assert.has_error(function() baton.wait_any {} end)
+  end)
+end)
+
+describe("adopt", function()
+  H.guard()
+
+  it("watches and signals a process that is not our child", function()
+    -- `sleep` started by an intermediate shell that exits: re-parented away from us.
+    local pid = tonumber(baton.output { "sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!" })
+    local p = assert(baton.adopt(pid))
+    assert.matches("sleep", p.path)
+    assert.is_true(p:signal("TERM"))
+    local st = p:wait()
+    assert.is_false(st.known)
+    assert.are.equal("exited (status unknown: not our child)", tostring(st))
+    local q, msg, code = baton.adopt(4194303)
+    assert.is_nil(q)
+    assert.are.equal("ESRCH", code)
+    assert.has_error(function() baton.adopt("1") end)
+  end)
+end)
+
+describe("scopes", function()
+  H.guard()
+
+  it("terminate and reap what was spawned inside, also on error", function()
+    local pids = {}
+    local ok, err = pcall(baton.scope, function()
+      pids[1] = baton.spawn { "sleep", "30" }.pid
+      baton.go(function() pids[2] = baton.spawn { "sleep", "30" }.pid end)
+      error("boom")
+    end, { grace = 1 })
+    assert.is_false(ok)
+    assert.matches("boom", err)
+    assert.is_false(H.alive(pids[1]))
+    assert.is_false(H.alive(pids[2]))
+  end)
+
+  it("return the function's results and leave detached processes alone", function()
+    local detached
+    local a, b = baton.scope(function()
+      detached = baton.spawn { "sleep", "30" }:detach()
+      baton.spawn { "sleep", "30", detach = true }:kill()
+      return 1, 2
+    end)
+    assert.are.same({ 1, 2 }, { a, b })
+    assert.is_true(H.alive(detached.pid))
+    detached:kill()
+    detached:wait()
+  end)
+
+  it("work as to-be-closed variables, escalating to KILL after the grace", function()
+    local p
+    do
+      local s <close> = baton.scope { grace = 0.1 }
+      p = baton.spawn { "sh", "-c", "trap '' TERM; while :; do sleep 0.05; done" }
+      baton.sleep(0.05)
+    end
+    assert.are.equal("SIGKILL", p:wait().signame)
+  end)
+end)
+
+describe("the subreaper", function()
+  H.guard()
+
+  it("reaps orphaned grandchildren, and leaves our children to their owners", function()
+    local reaped = {}
+    assert.is_true(baton.subreaper(true, function(pid, code) reaped[pid] = code end))
+    local p = assert(baton.spawn { "sh", "-c", "(sleep 0.1; exit 5) & echo $!", stdout = "pipe" })
+    local orphan = tonumber(p.stdout:read("l"))
+    assert.are.equal(0, p:wait().code)
+    for _ = 1, 300 do
+      if reaped[orphan] then break end
+      baton.sleep(0.01)
+    end
+    assert.are.equal(5, reaped[orphan])
+    assert.is_true(baton.subreaper(false))
+    p:close()
+  end)
+end)
+
+describe("exec", function()
+  H.guard()
+
+  it("replaces the process, or returns an error it can report", function()
+    local r = baton.run { BATON, "-e", "baton.exec{'sh', '-c', 'echo replaced $0', argv0 = 'me'} print('not reached')", capture = true }
+    assert.are.equal("replaced me\n", r.stdout)
+    r = baton.run { BATON, "-e", "print(baton.exec{'baton-no-such-program'})", capture = true }
+    assert.matches("^nil\tENOENT: cannot run", r.stdout)
+    assert.has_error(function() baton.exec { "cat", stdin = "pipe" } end)
+  end)
+end)

@@ -1,21 +1,28 @@
 -- bench/run.lua — runs each benchmark and its peers side by side, alternating,
--- several rounds, and prints medians and ratios. Started by bench/run.
+-- several rounds, and prints medians and ratios. Started by bench/run, which
+-- builds everything first. Sizes: BENCH_ROUNDS, BENCH_SPAWNS, BENCH_STARTS,
+-- BENCH_HOLD_MIB, BENCH_CAPTURE; BENCH_ONLY=spawn,hold,startup,capture picks.
 local baton = require "baton"
 
 local ROOT = arg[1]
 local BUILD = ROOT .. "/build-bench"
 local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 5
 local N = tonumber(os.getenv("BENCH_SPAWNS")) or 2000
+local HOLD = tonumber(os.getenv("BENCH_HOLD_MIB")) or 1024
+local CAPTURE = os.getenv("BENCH_CAPTURE") or "1G"
+local ONLY = os.getenv("BENCH_ONLY")
+
+local function wanted(name) return not ONLY or ONLY:find(name, 1, true) end
 
 local function median(t)
-  local s = {}
-  for i, v in ipairs(t) do s[i] = v end
+  local s = { table.unpack(t) }
   table.sort(s)
   local n = #s
   return n % 2 == 1 and s[(n + 1) / 2] or (s[n / 2] + s[n / 2 + 1]) / 2
 end
 
-local function timed(cmd)
+-- Run a peer that prints "<count> <seconds>"; returns count per second.
+local function rate(cmd)
   local spec = { table.unpack(cmd) }
   spec.capture = true
   local r = baton.run(spec)
@@ -23,50 +30,72 @@ local function timed(cmd)
   return tonumber(n) / tonumber(secs)
 end
 
-local function section(title) print(("\n== %s"):format(title)) end
-
-local function report(rows, base)
-  local b = median(rows[base].v)
-  for _, name in ipairs(rows.order) do
-    local m = median(rows[name].v)
-    print(("  %-34s %10.1f %s   %5.2fx %s   (runs: %s)"):format(name, m, rows.unit, m / b, base,
-      table.concat((function()
-        local o = {}
-        for i, v in ipairs(rows[name].v) do o[i] = ("%.0f"):format(v) end
-        return o
-      end)(), " ")))
+-- Run every peer once per round, alternating; report medians and ratios to `base`.
+local function compare(title, unit, scale, peers, base)
+  print(("\n== %s"):format(title))
+  for _ = 1, ROUNDS do
+    for _, p in ipairs(peers) do
+      p.v = p.v or {}
+      p.v[#p.v + 1] = rate(p.cmd) / scale
+    end
   end
-end
-
--- 1. spawn + wait of /bin/true, sequential.
-section(("spawn+wait of /bin/true, %d sequential, median of %d alternating rounds"):format(N, ROUNDS))
-local peers = {
-  order = { "C posix_spawn loop", "baton.run (script)", "python3 subprocess.run" },
-  unit = "spawns/s",
-  ["C posix_spawn loop"] = { cmd = { BUILD .. "/spawn_posix", tostring(N) }, v = {} },
-  ["baton.run (script)"] = { cmd = { BUILD .. "/baton", ROOT .. "/bench/spawn.lua", tostring(N) }, v = {} },
-  ["python3 subprocess.run"] = { cmd = { "python3", ROOT .. "/bench/spawn.py", tostring(N) }, v = {} },
-}
-for _ = 1, ROUNDS do
-  for _, name in ipairs(peers.order) do
-    local p = peers[name]
-    p.v[#p.v + 1] = timed(p.cmd)
+  local b
+  for _, p in ipairs(peers) do
+    p.m = median(p.v)
+    if p.name == base then b = p.m end
   end
+  for _, p in ipairs(peers) do
+    local runs = {}
+    for i, v in ipairs(p.v) do runs[i] = ("%.0f"):format(v) end
+    print(("  %-40s %9.1f %s  %5.2fx   (runs: %s)"):format(p.name, p.m, unit, p.m / b, table.concat(runs, " ")))
+  end
+  local by = {}
+  for _, p in ipairs(peers) do by[p.name] = p.m end
+  return by
 end
-report(peers, "C posix_spawn loop")
-local ratio_c = median(peers["baton.run (script)"].v) / median(peers["C posix_spawn loop"].v)
-local ratio_py = median(peers["baton.run (script)"].v) / median(peers["python3 subprocess.run"].v)
-print(("  baton / C = %.2f (target >= 0.90)   baton / python = %.2f (target >= 1.00)"):format(ratio_c, ratio_py))
 
--- 2. startup: baton -e '' against lua5.4 -e ''.
-local STARTS = tonumber(os.getenv("BENCH_STARTS")) or 200
-section(("startup, %d runs each of `baton -e ''` and `lua5.4 -e ''`, alternating"):format(STARTS))
-local times = { baton = {}, lua = {} }
-for _ = 1, STARTS do
-  times.baton[#times.baton + 1] = baton.run { BUILD .. "/baton", "-e", "" }.duration
-  times.lua[#times.lua + 1] = baton.run { "lua5.4", "-e", "" }.duration
+print(("baton benchmarks — %d rounds, alternating peers, medians (%s)"):format(ROUNDS, os.date("!%Y-%m-%d %H:%M UTC")))
+
+if wanted("spawn") then
+  local m = compare(("spawn+wait of /bin/true, %d sequential"):format(N), "spawns/s", 1, {
+    { name = "C posix_spawn loop", cmd = { BUILD .. "/spawn_posix", tostring(N) } },
+    { name = "baton.run (script)", cmd = { BUILD .. "/baton", ROOT .. "/bench/spawn.lua", tostring(N) } },
+    { name = "python3 subprocess.run", cmd = { "python3", ROOT .. "/bench/spawn.py", tostring(N) } },
+  }, "C posix_spawn loop")
+  print(("  baton/C = %.2f (target >= 0.90); baton/python = %.2f (target >= 1.00)"):format(
+    m["baton.run (script)"] / m["C posix_spawn loop"], m["baton.run (script)"] / m["python3 subprocess.run"]))
 end
-local mb, ml = median(times.baton), median(times.lua)
-print(("  baton -e ''   %7.3f ms (median)"):format(mb * 1000))
-print(("  lua5.4 -e ''  %7.3f ms (median)"):format(ml * 1000))
-print(("  baton / lua5.4 = %.2f (target <= 1.50)"):format(mb / ml))
+
+if wanted("hold") then
+  local n_uv = math.max(20, N // 20) -- uv_spawn with a big parent is slow: fewer spawns
+  local m = compare(("spawn rate while the parent holds %d MiB (N=%d; uv_spawn N=%d)"):format(HOLD, N, n_uv), "spawns/s", 1, {
+    { name = "baton.run, empty parent", cmd = { BUILD .. "/baton", ROOT .. "/bench/spawn.lua", tostring(N), "0" } },
+    { name = ("baton.run, %d MiB resident"):format(HOLD), cmd = { BUILD .. "/baton", ROOT .. "/bench/spawn.lua", tostring(N), tostring(HOLD) } },
+    { name = "libuv uv_spawn, empty parent", cmd = { BUILD .. "/spawn_uv", tostring(n_uv), "0" } },
+    { name = ("libuv uv_spawn, %d MiB resident"):format(HOLD), cmd = { BUILD .. "/spawn_uv", tostring(n_uv), tostring(HOLD) } },
+  }, "baton.run, empty parent")
+  print(("  baton %d MiB / baton empty = %.2f (target >= 0.90)"):format(HOLD,
+    m[("baton.run, %d MiB resident"):format(HOLD)] / m["baton.run, empty parent"]))
+end
+
+if wanted("startup") then
+  local STARTS = tonumber(os.getenv("BENCH_STARTS")) or 200
+  print(("\n== startup, %d runs each of `baton -e ''` and `lua5.4 -e ''`, alternating"):format(STARTS))
+  local tb, tl = {}, {}
+  for _ = 1, STARTS do
+    tb[#tb + 1] = baton.run { BUILD .. "/baton", "-e", "" }.duration
+    tl[#tl + 1] = baton.run { "lua5.4", "-e", "" }.duration
+  end
+  local mb, ml = median(tb), median(tl)
+  print(("  baton -e ''    %7.3f ms\n  lua5.4 -e ''   %7.3f ms\n  baton/lua5.4 = %.2f (target <= 1.50)"):format(
+    mb * 1000, ml * 1000, mb / ml))
+end
+
+if wanted("capture") then
+  local m = compare(("capture %s of a child's stdout, discarded"):format(CAPTURE), "MB/s", 1e6, {
+    { name = "baton.run, Lua function sink", cmd = { BUILD .. "/baton", ROOT .. "/bench/capture.lua", CAPTURE } },
+    { name = "python3 Popen + read(65536) loop", cmd = { "python3", ROOT .. "/bench/capture.py", CAPTURE } },
+  }, "python3 Popen + read(65536) loop")
+  print(("  baton/python = %.2f (target >= 1.00)"):format(
+    m["baton.run, Lua function sink"] / m["python3 Popen + read(65536) loop"]))
+end

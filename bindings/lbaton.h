@@ -25,6 +25,10 @@
 #define LB_EXPORT
 #endif
 
+#ifndef LB_READBUF_SIZE
+#define LB_READBUF_SIZE (1024 * 1024) /* reads of 1 MiB: fewer, larger chunks for Lua */
+#endif
+
 typedef struct lb_handle lb_handle;
 typedef struct lb_runtime lb_runtime;
 
@@ -35,7 +39,7 @@ struct lb_runtime {
   int running;        /* inside uv_run */
   lua_State *cbL;     /* the thread callbacks run on */
   lb_handle *handles; /* every open handle, for closing at state close */
-  char readbuf[64 * 1024];
+  char readbuf[LB_READBUF_SIZE]; /* one read of a full output pipe */
   int readbuf_busy;
 };
 

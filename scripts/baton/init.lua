@@ -7,8 +7,6 @@
 local core = require "baton.core"
 local task = require "baton.task"
 local process = require "baton.process"
-local command = require "baton.command"
-local scope = require "baton.scope"
 
 local M = {
   version = core.version,
@@ -32,12 +30,7 @@ local M = {
   signum = process.signum,
   quote = process.quote,
   Error = process.Error,
-  -- commands as values
-  cmd = command.cmd,
-  sh = command.sh,
-  -- lifetimes
-  scope = scope.scope,
-  subreaper = scope.subreaper,
+
   --- Seconds since an arbitrary point, monotonic, sub-microsecond resolution.
   now = core.now,
 }
@@ -49,5 +42,20 @@ M.signals = setmetatable({}, {
 
 --- The C layer, for hosts and advanced scripts.
 M.core = core
+
+-- Loaded on first use, to keep `baton -e ''` quick: name -> {module, field}.
+local lazy = {
+  cmd = { "baton.command", "cmd" }, sh = { "baton.command", "sh" },
+  scope = { "baton.scope", "scope" }, subreaper = { "baton.scope", "subreaper" },
+}
+setmetatable(M, {
+  __index = function(t, k)
+    local l = lazy[k]
+    if not l then return nil end
+    local v = require(l[1])[l[2]]
+    rawset(t, k, v)
+    return v
+  end,
+})
 
 return M

@@ -206,6 +206,7 @@ function Stream:close()
     self._waker = nil
     w()
   end
+  if self.on_close then self.on_close() end
 end
 Stream.__close = Stream.close
 

@@ -44,6 +44,30 @@ print("run raised:", err)
 local soft = baton.run { "false", check = false }
 print("check = false gives a result instead:", soft.ok, soft.code)
 
+step("commands are values: build once, derive, run many times")
+local git_like = baton.cmd { "sh", "-c", 'echo "$0: $*"', "tool" }
+print(git_like("status"):output())
+print(git_like:with { "log", "--oneline" }:output())
+print("quoted safely:", baton.sh("printf '%%s\\n' %s", "it's; rm -rf / `id`"):output())
+
+step("timeouts: TERM the group, then KILL after the grace")
+local r2 = baton.run { "sh", "-c", "trap '' TERM; sleep 30", timeout = 0.2, grace = 0.2, check = false }
+print("stubborn sleeper:", r2.signame, "timed out:", r2.timed_out)
+
+step("scopes: whatever was started inside is stopped when it ends")
+local pids = {}
+baton.scope(function()
+  for i = 1, 3 do pids[i] = baton.spawn { "sleep", "60" }.pid end
+  print("started", table.concat(pids, " "))
+end, { grace = 1 })
+local alive = 0
+for _, pid in ipairs(pids) do if baton.ok { "kill", "-0", tostring(pid), stderr = "null" } then alive = alive + 1 end end
+print("still alive after the scope:", alive)
+
+step("resource use comes with every result")
+local r3 = baton.run { "sh", "-c", "head -c 50000000 /dev/zero | md5sum", capture = true }
+print(("md5 of 50 MB of zeros in %.0f ms, max RSS %d KiB"):format(r3.duration * 1000, r3.rusage.maxrss))
+
 step("a background task keeps running while the main one waits")
 local ticker = baton.go(function()
   for i = 1, 3 do

@@ -142,7 +142,9 @@ describe("scopes", function()
     local detached
     local a, b = baton.scope(function()
       detached = baton.spawn { "sleep", "30" }:detach()
-      baton.spawn { "sleep", "30", detach = true }:kill()
+      local q = baton.spawn { "sleep", "30", detach = true }
+      q:kill()
+      q:wait()
       return 1, 2
     end)
     assert.are.same({ 1, 2 }, { a, b })

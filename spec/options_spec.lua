@@ -69,15 +69,30 @@ describe("spawn options", function()
   end)
 
   it("extra fds land at the numbers asked for, and only those", function()
+    local lfs = require "lfs"
     local a, b = tmpfile("from fd 3\n"), tmpfile()
     local fa = assert(io.open(a))
     local fb = assert(io.open(b, "w"))
-    local got = out { "sh", "-c", "cat <&3; echo to fd 5 >&5; ls /proc/$$/fd | tr '\\n' ' '",
-      fds = { [3] = fa, [5] = fb } }
+    -- The data goes where asked...
+    assert.are.equal("from fd 3\n", out { "sh", "-c", "cat <&3; /bin/echo to fd 5 >&5", fds = { [3] = fa, [5] = fb } })
+    assert.are.equal("to fd 5\n", slurp(b))
+    -- ...and the child has exactly those fds.
+    -- A shell that printed "ready" is done starting up; waiting in `read` (a
+    -- builtin) it opens nothing, so the listing sees exactly what it got.
+    local p = assert(baton.spawn { "sh", "-c", "echo ready; read x", fds = { [3] = fa, [5] = fb },
+      stdin = "pipe", stdout = "pipe" })
     fa:close()
     fb:close()
-    assert.are.equal("from fd 3\n0 1 2 3 5 ", got)
-    assert.are.equal("to fd 5\n", slurp(b))
+    assert.are.equal("ready", p.stdout:read("l"))
+    local fds = {}
+    for name in lfs.dir("/proc/" .. p.pid .. "/fd") do
+      if name:match("^%d+$") then fds[#fds + 1] = tonumber(name) end
+    end
+    table.sort(fds)
+    p.stdin:write("\n")
+    p:wait()
+    p:close()
+    assert.are.same({ 0, 1, 2, 3, 5 }, fds)
     os.remove(a)
     os.remove(b)
     assert.has_error(function() baton.run { "true", fds = { [2] = 1 } } end)

@@ -5,7 +5,11 @@ local baton = require "baton"
 local H = require "helper"
 
 local BATON = os.getenv("BATON_EXE") or "./build/baton"
-local SOCKET = "baton-spec-" .. baton.core.getpid()
+-- One tmux server per session: a new server on a name whose old server is
+-- still shutting down fails with "server exited unexpectedly".
+local SOCKET_BASE = "baton-spec-" .. baton.core.getpid()
+local sessions = 0
+local SOCKET = SOCKET_BASE
 
 local function tmux(...)
   local cmd = { "tmux", "-L", SOCKET, capture = true, check = false, stdin = "null" }
@@ -40,6 +44,8 @@ end
 local homes = {}
 
 local function start(cmd)
+  sessions = sessions + 1
+  SOCKET = SOCKET_BASE .. "-" .. sessions
   local home = os.tmpname()
   os.remove(home)
   os.execute("mkdir " .. home)

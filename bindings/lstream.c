@@ -201,6 +201,15 @@ static int l_stream_closed(lua_State *L) {
 
 static int l_stream_gc(lua_State *L) { return lb_handle_gc(L, LB_STREAM); }
 
+/* core.stream_open(fd) -> stream | nil, msg, code: take over a pipe fd. */
+static int l_stream_open(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd > 2, 1, "refusing to take over stdin, stdout or stderr");
+  int err = lb_stream_new(L, fd);
+  if (err < 0) return lb_error(L, err, "stream_open");
+  return 1;
+}
+
 void lb_open_stream(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"read_start", l_read_start}, {"read_stop", l_read_stop}, {"write", l_write},
@@ -212,4 +221,6 @@ void lb_open_stream(lua_State *L) {
   lua_pushcfunction(L, l_stream_gc);
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
+  lua_pushcfunction(L, l_stream_open);
+  lua_setfield(L, -2, "stream_open");
 }

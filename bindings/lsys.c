@@ -4,6 +4,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <grp.h>
 #include <pwd.h>
 #include <sys/resource.h>
@@ -57,6 +59,31 @@ static int l_group(lua_State *L) {
     err = getgrnam_r(luaL_checkstring(L, 1), &gr, buf, sizeof buf, &res);
   if (res == NULL) return lb_error(L, err ? -err : UV_ENOENT, "no such group");
   lua_pushinteger(L, gr.gr_gid);
+  return 1;
+}
+
+/* core.pipe() -> rfd, wfd (both O_CLOEXEC) | nil, msg, code. For wiring
+ * processes to each other: the fds go to children, then core.close. */
+static int l_pipe(lua_State *L) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) < 0) return lb_error(L, -errno, "pipe");
+  lua_pushinteger(L, fds[0]);
+  lua_pushinteger(L, fds[1]);
+  return 2;
+}
+
+static int l_close(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd > 2, 1, "refusing to close stdin, stdout or stderr");
+  close(fd);
+  return 0;
+}
+
+/* core.maxrss() -> peak resident set of this process, KiB */
+static int l_maxrss(lua_State *L) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  lua_pushinteger(L, ru.ru_maxrss);
   return 1;
 }
 
@@ -120,7 +147,9 @@ void lb_open_sys(lua_State *L) {
   lua_pushcfunction(L, l_reaper_gc);
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
-  static const luaL_Reg funcs[] = {{"user", l_user}, {"group", l_group}, {"reaper", l_reaper}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"user", l_user},   {"group", l_group}, {"reaper", l_reaper},
+                                   {"pipe", l_pipe},   {"close", l_close}, {"maxrss", l_maxrss},
+                                   {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
   static const struct {
     const char *name;

@@ -65,6 +65,11 @@ function Command:with(t)
   return freeze(spec)
 end
 
+--- `a | b`: a pipeline (baton.pipeline), loaded on first use.
+function Command.__bor(a, b)
+  return require("baton.pipeline").bor(a, b)
+end
+
 --- `cmd(a, b)` is `cmd:with{a, b}`.
 function Command:__call(...)
   return self:with { ... }

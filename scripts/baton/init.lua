@@ -27,6 +27,7 @@ local M = {
   adopt = process.adopt,
   exec = process.exec,
   which = process.which,
+  from = process.from,
   signum = process.signum,
   quote = process.quote,
   Error = process.Error,
@@ -47,6 +48,7 @@ M.core = core
 local lazy = {
   cmd = { "baton.command", "cmd" }, sh = { "baton.command", "sh" },
   scope = { "baton.scope", "scope" }, subreaper = { "baton.scope", "subreaper" },
+  pipeline = { "baton.pipeline", "pipeline" },
 }
 setmetatable(M, {
   __index = function(t, k)

@@ -125,10 +125,15 @@ local function parse(spec, keys, fname)
   local argv = {}
   local n = #spec
   if n == 0 then argerror(fname, 1, "no program: the command table needs argv strings at [1], [2], …", 3) end
+  local subs
   for i = 1, n do
     local a = spec[i]
     local t = type(a)
     if t == "number" then a = tostring(a)
+    elseif t == "table" and a.__from then
+      subs = subs or {}
+      subs[i] = a.__from -- process substitution: replaced by /dev/fd/N at spawn
+      a = "/dev/fd/?"
     elseif t ~= "string" then argerror(fname, 1, fmt("argv[%d] must be a string, got %s", i, t), 3) end
     if a:find("\0", 1, true) then argerror(fname, 1, fmt("argv[%d] contains a NUL byte", i), 3) end
     argv[i] = a
@@ -142,9 +147,16 @@ local function parse(spec, keys, fname)
       check_value(fname, k, want, v)
     end
   end
-  return argv, spec
+  return argv, spec, subs
 end
 M.parse = parse
+
+--- `baton.from(cmd)` as an argument: the command's output, as a path
+-- (`/dev/fd/N`) the program can open — bash's `<(cmd)`.
+function M.from(cmd)
+  if type(cmd) ~= "table" and type(cmd) ~= "string" then argerror("from", 1, "command expected, got " .. type(cmd)) end
+  return { __from = cmd }
+end
 
 local function build_env(env, clear, fname)
   local list, n, seen = {}, 0, {}
@@ -267,8 +279,9 @@ local function redirection(v, fd, key, fname, ctx)
   argerror(fname, 1, fmt("option '%s': cannot redirect to a %s", key, t), 4)
 end
 
--- Build the options table for core.spawn / core.exec.
-local function build(argv, s, fname, defaults)
+-- Build the options table for core.spawn / core.exec. `over` (from
+-- pipelines) sets stdin/stdout/stderr to wired fds and joins a process group.
+local function build(argv, s, fname, defaults, over)
   local ctx = { files = {}, sinks = {} }
   local o = { argv = argv, cwd = s.cwd, setsid = s.setsid, umask = s.umask, nice = s.nice }
   if s.argv0 then
@@ -278,12 +291,18 @@ local function build(argv, s, fname, defaults)
   local pgroup = s.pgroup
   if pgroup == nil and s.timeout then pgroup = true end -- a timeout reaches the whole group
   if pgroup and not s.setsid then o.pgid = 0 end
+  if over and over.pgid then o.pgid = over.pgid end
   if s.env or s.clearenv then o.env = build_env(s.env, s.clearenv, fname) end
   if s.rlimits then o.rlimits = rlimits(s.rlimits, fname) end
   if s.pdeathsig then o.pdeathsig = M.signum(s.pdeathsig, fname, 1) end
   credentials(s, o, fname)
 
   local stdin, stdout, stderr = s.stdin, s.stdout, s.stderr
+  if over then
+    if over.stdin ~= nil then stdin = over.stdin end
+    if over.stdout ~= nil then stdout = over.stdout end
+    if over.stderr ~= nil and stderr == nil then stderr = over.stderr end
+  end
   if defaults then
     if stdin == nil then stdin = defaults.stdin end
     if stdout == nil then stdout = defaults.stdout end
@@ -302,8 +321,14 @@ local function build(argv, s, fname, defaults)
     stdio[2] = redirection(stdout, 1, "stdout", fname, ctx)
     stdio[3] = redirection(stderr, 2, "stderr", fname, ctx)
   end
-  if s.fds then
-    for fd, v in pairs(s.fds) do
+  local fds = s.fds
+  if over and over.fds then
+    fds = {}
+    for k, v in pairs(s.fds or {}) do fds[k] = v end
+    for k, v in pairs(over.fds) do fds[k] = v end
+  end
+  if fds then
+    for fd, v in pairs(fds) do
       if math.type(fd) ~= "integer" or fd < 3 or fd > 63 then
         argerror(fname, 1, fmt("option 'fds': keys must be fd numbers 3..63, got %s", tostring(fd)), 3)
       end
@@ -388,14 +413,58 @@ end
 local function send(p, sig)
   if p.pgid then
     local ok, msg, code = core.killpg(p.pgid, sig)
-    if ok or code ~= "ESRCH" then return ok, msg, code end
+    if ok or code ~= "ESRCH" or not p._ud then return ok, msg, code end
   end
   return p._ud:kill(sig)
 end
 
-local function start(spec, keys, fname, defaults)
-  local argv, s = parse(spec, keys, fname)
-  local o, ctx = build(argv, s, fname, defaults)
+local start
+
+-- Start the `baton.from` commands of an argv: each writes into a pipe whose
+-- read end the main process gets at a free fd; argv names it /dev/fd/N.
+local function start_subs(argv, s, subs, fname, over)
+  over = over or {}
+  local fds = {}
+  over.fds = over.fds or {}
+  local used = {}
+  for k in pairs(s.fds or {}) do used[k] = true end
+  local fd = 3
+  local inner, held = {}, {}
+  for i, sub in pairs(subs) do
+    while used[fd] or over.fds[fd] do fd = fd + 1 end
+    local r, w = core.pipe()
+    local p, msg, code = start(M.with_options(sub, { stdout = w }, true), RUN_KEYS, fname)
+    core.close(w)
+    if not p then
+      core.close(r)
+      for _, q in ipairs(inner) do q:close() end
+      for _, h in ipairs(held) do core.close(h) end
+      return nil, msg, code
+    end
+    if p.detach then p:detach() end
+    inner[#inner + 1] = p
+    held[#held + 1] = r
+    over.fds[fd] = r
+    argv[i] = "/dev/fd/" .. fd
+    fds[#fds + 1] = fd
+    fd = fd + 1
+  end
+  return over, inner, held
+end
+
+function start(spec, keys, fname, defaults, over)
+  if type(spec) == "table" and spec.__start then return spec:__start(keys, fname, defaults) end
+  local argv, s, subs = parse(spec, keys, fname)
+  local inner, held
+  if subs then
+    over, inner, held = start_subs(argv, s, subs, fname, over)
+    if not over then return nil, inner, held end
+  end
+  local o, ctx = build(argv, s, fname, defaults, over)
+  if held then
+    -- the raw read ends are handed to the child by core.spawn below; close after
+    for _, h in ipairs(held) do ctx.files[#ctx.files + 1] = { close = function() core.close(h) end } end
+  end
   if ctx.err then
     close_files(ctx)
     local code = ctx.err:match("No such file") and "ENOENT" or ctx.err:match("Permission denied") and "EACCES" or "EIO"
@@ -405,6 +474,7 @@ local function start(spec, keys, fname, defaults)
   close_files(ctx)
   if not ud then
     local code = pipes
+    for _, q in ipairs(inner or {}) do q:close() end
     return nil, spawn_error(argv, o, code, strerr, stage, path), code
   end
   local p = setmetatable({
@@ -437,6 +507,13 @@ local function start(spec, keys, fname, defaults)
     p:_exited(code, sig, coredump, known)
   end)
   if s.timeout then p:_arm_timeout(s.timeout) end
+  if inner then
+    -- Done only when the substituted commands are done too.
+    p.inputs = inner
+    for _, q in ipairs(inner) do
+      p._drains[#p._drains + 1] = { wait = function() q:wait() end }
+    end
+  end
   if not s.detach then
     local scope = task.scope()
     if scope then scope:_add(p) end
@@ -444,6 +521,10 @@ local function start(spec, keys, fname, defaults)
   return p
 end
 M.start = start
+M.build = build
+M.spawn_error = spawn_error
+M.close_files = close_files
+M.Status = Status
 
 -- Read `stream` to its end straight from the loop's read callback, handing
 -- each chunk to `fn` (then nil at the end): no task switch per chunk, which
@@ -462,8 +543,10 @@ function Process:_drain(stream, fn)
     if not d.done then suspend(function(wake) d.wake = wake end) end
   end
   stream.on_close = finish -- closed early (the drain bound): done here
+  local tee = stream.tee
   local ok = stream._ud:read_start(function(data)
     if data then
+      if tee then tee:write(data) end
       local good, err = pcall(fn, data)
       if not good then
         d.err = err
@@ -474,6 +557,13 @@ function Process:_drain(stream, fn)
     pcall(fn, nil)
     stream:close()
   end)
+  if tee then
+    local prev = stream.on_close
+    stream.on_close = function()
+      tee:close()
+      prev()
+    end
+  end
   if not ok then stream:close() end
   self._drains[#self._drains + 1] = d
   return d
@@ -517,7 +607,7 @@ function Process:_exited(code, sig, coredump, known)
     timer:start(math.floor(bound * 1000 + 0.5), 0, function()
       timer:close()
       timer = nil
-      for _, d in ipairs(self._drains) do d.stream:close() end
+      for _, d in ipairs(self._drains) do if d.stream then d.stream:close() end end
     end)
   end
   task.go(function()
@@ -640,7 +730,9 @@ end
 
 local function failure_message(r)
   local what
-  if r.timed_out then
+  if r.failure then
+    what = r.failure
+  elseif r.timed_out then
     what = fmt("timed out and was %s", r.signal and ("killed by " .. (r.signame or r.signal)) or "stopped")
   elseif r.signal then
     what = "was killed by " .. (r.signame or r.signal)
@@ -649,12 +741,14 @@ local function failure_message(r)
   else
     what = "exited with code " .. r.code
   end
-  local m = fmt("command %s %s", quote_argv(r.argv), what)
+  local m = fmt("command %s %s", r.command or quote_argv(r.argv), what)
   if r.stderr and #r.stderr > 0 then
     m = m .. ": " .. r.stderr:sub(-400):gsub("%s+$", "")
   end
   return m
 end
+
+M.failure_message = failure_message
 
 --- Run a command to completion. Options of `spawn`, plus `capture` (pipe
 -- stdout and stderr into the result) and `check` (default true: raise a
@@ -663,7 +757,7 @@ end
 -- `stdout`, `stderr`, `pid`, `argv`, `duration`, `rusage`
 function M.run(spec, level)
   level = level or 1
-  local s = type(spec) == "table" and (spec.__command or spec) or nil
+  local s = type(spec) == "table" and (spec.__command or spec.__options or spec) or nil
   local defaults
   if s and s.capture then defaults = { stdout = "pipe", stderr = "pipe" } end
   local p, msg, code = start(spec, RUN_KEYS, "run", defaults)
@@ -682,32 +776,42 @@ function M.run(spec, level)
     ok = st.ok, code = st.code, signal = st.signal, signame = st.signame, core = st.core,
     timed_out = st.timed_out, rusage = st.rusage, pid = p.pid, argv = p.argv,
     duration = p.ended - p.started,
+    -- pipelines: per-stage statuses (bash's PIPESTATUS) and the failing stage
+    stages = st.stages, statuses = st.statuses, failed_stage = st.failed_stage,
+    command = p.command, failure = st.failure,
   }
   for name, chunks in pairs(captured) do r[name] = concat(chunks) end
   if s and s.check == false or r.ok then return r end
   error(setmetatable({ kind = "exit", msg = failure_message(r), result = r, argv = p.argv }, Error), level + 1)
 end
 
---- Run and return stdout, trailing newlines removed (like `$(…)` in sh).
--- Raises like `run`.
-function M.output(spec)
+-- The spec with `extra` options added where it has none (`force`: replaced).
+local function with_options(spec, extra, force)
+  if type(spec) == "table" and spec.__with_options then return spec:__with_options(extra, force) end
   local s = type(spec) == "table" and (spec.__command or spec) or { spec }
   local copy = {}
   for k, v in pairs(s) do copy[k] = v end
-  if copy.stdout == nil then copy.stdout = "pipe" end
-  if copy.stderr == nil and copy.capture == nil then copy.stderr = "pipe" end
-  local r = M.run(copy, 2)
+  for k, v in pairs(extra) do
+    if force or copy[k] == nil then copy[k] = v end
+  end
+  return copy
+end
+M.with_options = with_options
+
+--- Run and return stdout, trailing newlines removed (like `$(…)` in sh).
+-- Raises like `run`.
+function M.output(spec)
+  local capture = type(spec) == "table" and (spec.__command or spec.__options or spec).capture
+  local extra = { stdout = "pipe" }
+  if capture == nil then extra.stderr = "pipe" end
+  local r = M.run(with_options(spec, extra), 2)
   return (r.stdout:gsub("\n+$", ""))
 end
 
 --- Did the command succeed (exit 0)? Never raises for a failed exit; raises
 -- when it cannot start.
 function M.ok(spec)
-  local s = type(spec) == "table" and (spec.__command or spec) or { spec }
-  local copy = {}
-  for k, v in pairs(s) do copy[k] = v end
-  copy.check = false
-  return M.run(copy, 2).ok
+  return M.run(with_options(spec, { check = false }, true), 2).ok
 end
 
 --- Iterate over the lines of a command's stdout, as they come:
@@ -715,13 +819,9 @@ end
 -- error) kills and reaps the process. At the end, a failed exit raises
 -- unless `check = false`.
 function M.lines(spec)
-  local s = type(spec) == "table" and (spec.__command or spec) or { spec }
-  local copy = {}
-  for k, v in pairs(s) do copy[k] = v end
-  local check = copy.check
-  copy.check, copy.capture = nil, nil
-  copy.stdout = "pipe"
-  local p, msg, code = start(copy, SPAWN_KEYS, "lines")
+  local check = type(spec) == "table" and (spec.__command or spec.__options or spec).check
+  local copy = with_options(spec, { stdout = "pipe", check = false, capture = false }, true)
+  local p, msg, code = start(copy, RUN_KEYS, "lines")
   if not p then raise_spawn(spec, msg, code, 2) end
   local out = p.stdout
   local closer = setmetatable({}, {
@@ -739,7 +839,8 @@ function M.lines(spec)
     out:close()
     local st = p:wait()
     if check ~= false and not st.ok then
-      local r = { argv = p.argv, code = st.code, signal = st.signal, signame = st.signame, timed_out = st.timed_out }
+      local r = { argv = p.argv, code = st.code, signal = st.signal, signame = st.signame, timed_out = st.timed_out,
+        command = p.command, failure = st.failure }
       error(setmetatable({ kind = "exit", msg = failure_message(r), result = r, argv = p.argv }, Error), 2)
     end
     return nil

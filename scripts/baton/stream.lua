@@ -31,6 +31,7 @@ function Stream:_start()
   self._reading = true
   local ok, msg, code = self._ud:read_start(function(data, emsg, ecode)
     if data then
+      if self.tee then self.tee:write(data) end
       local t = self._qt + 1
       self._qt = t
       self._q[t] = data
@@ -207,6 +208,7 @@ function Stream:close()
     w()
   end
   if self.on_close then self.on_close() end
+  if self.tee and io.type(self.tee) == "file" then self.tee:close() end
 end
 Stream.__close = Stream.close
 

@@ -1,0 +1,449 @@
+--- baton.pipeline — `a | b | c`: processes wired fd to fd by the kernel.
+--
+-- No byte passes through baton between two processes: each pair shares a
+-- pipe created here and handed to both children. Bytes reach Lua only where
+-- the script asks: the first stdin (`input`, a stream), the last stdout
+-- (`capture`, a sink, `lines`), a stage's stderr, or a Lua function placed
+-- as a stage. All processes of a pipeline share one process group, so a
+-- timeout, `signal` or `terminate` reaches every stage.
+--
+-- The verdict follows bash's `pipefail`, with SIGPIPE forgiven: a stage
+-- killed by SIGPIPE (or exiting 141) is not a failure when everything after
+-- it succeeded — `yes | head -1` succeeds.
+-- @module baton.pipeline
+local core = require "baton.core"
+local task = require "baton.task"
+local process = require "baton.process"
+local command = require "baton.command"
+local suspend = task.suspend
+
+local M = {}
+local fmt, concat = string.format, table.concat
+
+local Command = command.Command
+
+-- Options of the pipeline as a whole.
+local KEYS = {
+  stdin = true, stdout = true, stderr = true, input = true, capture = true, check = true,
+  timeout = true, kill_signal = true, grace = true, wait_delay = true, tee = true,
+}
+
+local Pipeline = { __name = "baton.pipeline" }
+Pipeline.__index = Pipeline
+M.Pipeline = Pipeline
+
+local function argerror(fname, msg, level)
+  error(fmt("bad argument #1 to '%s' (%s)", fname, msg), (level or 2) + 1)
+end
+
+-- One stage from a user value: a command, a command table, or a function.
+local function stage_of(v, i, fname)
+  if type(v) == "function" then return { fn = v } end
+  if getmetatable(v) == Pipeline then return nil, v end
+  local c = command.cmd(v) -- checks the table, raises naming the problem
+  return { cmd = c }
+end
+
+local function new(stages, opts)
+  for i = 2, #stages do
+    if stages[i].fn and stages[i - 1].fn then
+      argerror("pipeline", fmt("stages %d and %d are both functions: join them into one", i - 1, i), 3)
+    end
+  end
+  return setmetatable({ stages = stages, __options = opts or {} }, Pipeline)
+end
+
+local function append(list, v, fname)
+  local st, pl = stage_of(v, #list + 1, fname)
+  if pl then
+    for _, s in ipairs(pl.stages) do list[#list + 1] = s end
+  else
+    list[#list + 1] = st
+  end
+end
+
+--- `baton.pipeline{a, b, c, option = value…}`: stages are commands, command
+-- tables or functions `fn(input, output)`; options apply to the pipeline.
+function M.pipeline(t)
+  if type(t) ~= "table" then argerror("pipeline", "table expected, got " .. type(t)) end
+  local stages, opts = {}, {}
+  for i = 1, #t do append(stages, t[i], "pipeline") end
+  for k, v in pairs(t) do
+    if math.type(k) ~= "integer" or k < 1 or k > #t then
+      if not KEYS[k] then argerror("pipeline", fmt("unknown option %s", type(k) == "string" and ("'" .. k .. "'") or tostring(k))) end
+      opts[k] = v
+    end
+  end
+  if #stages == 0 then argerror("pipeline", "no stages") end
+  return new(stages, opts)
+end
+
+-- a | b for commands, pipelines and functions, in any order.
+local function bor(a, b)
+  local stages = {}
+  local opts = getmetatable(a) == Pipeline and a.__options or {}
+  append(stages, a, "|")
+  append(stages, b, "|")
+  return new(stages, opts)
+end
+Pipeline.__bor = bor
+M.bor = bor
+
+--- A copy with options added (or replaced with `force`).
+function Pipeline:__with_options(extra, force)
+  local opts = {}
+  for k, v in pairs(self.__options) do opts[k] = v end
+  for k, v in pairs(extra) do
+    if force or opts[k] == nil then opts[k] = v end
+  end
+  return new(self.stages, opts)
+end
+
+--- A new pipeline with these options.
+function Pipeline:with(opts)
+  for k in pairs(opts) do
+    if not KEYS[k] then argerror("with", fmt("unknown pipeline option '%s'", tostring(k))) end
+  end
+  return self:__with_options(opts, true)
+end
+
+function Pipeline:__tostring()
+  local parts = {}
+  for i, s in ipairs(self.stages) do parts[i] = s.fn and "<lua function>" or tostring(s.cmd) end
+  return concat(parts, " | ")
+end
+
+function Pipeline:run() return process.run(self, 2) end
+function Pipeline:output() return process.output(self) end
+function Pipeline:ok() return process.ok(self) end
+function Pipeline:lines() return process.lines(self) end
+function Pipeline:spawn() return process.start(self, process.RUN_KEYS, "spawn") end
+
+-- ---- a running pipeline ---------------------------------------------------------
+
+--- A running pipeline: `stdin` (first stage, when piped), `stdout` (last
+-- stage, when piped), `processes` (by stage; nil for function stages),
+-- `pgid`, `status` once done.
+local Run = { __name = "baton.pipeline.run" }
+Run.__index = Run
+M.Run = Run
+
+-- Reuse the Process machinery that does not depend on being one process.
+Run._drain = process.Process._drain
+Run._subscribe = process.Process._subscribe
+Run.poll = process.Process.poll
+Run.wait = process.Process.wait
+
+local function sigpipe(st)
+  return st.signal == 13 or st.code == 141
+end
+
+-- The verdict: failures are stages not ok, but a SIGPIPE death upstream of
+-- stages that all succeeded is forgiven.
+local function verdict(stages)
+  local n = #stages
+  local downstream_ok = true
+  local failed
+  for i = n, 1, -1 do
+    local st = stages[i]
+    local ok = st.ok or (i < n and downstream_ok and sigpipe(st))
+    downstream_ok = downstream_ok and ok
+    if not ok and not failed then failed = i end -- the rightmost failure, as pipefail
+  end
+  return failed
+end
+
+local function describe(st)
+  if st.error then return "failed: " .. tostring(st.error) end
+  if st.signal then return "was killed by " .. (st.signame or st.signal) end
+  if st.code == nil then return "exited with an unknown status" end
+  return "exited with code " .. st.code
+end
+
+function Run:_stage_done()
+  self._pending = self._pending - 1
+  if self._pending > 0 then return end
+  if self._timer then
+    self._timer:close()
+    self._timer = nil
+  end
+  self.ended = core.now()
+  local stages, statuses = {}, {}
+  for i, s in ipairs(self._stages) do
+    stages[i] = s.status
+    statuses[i] = s.status.code or (s.status.signal and 128 + s.status.signal) or (s.status.error and 1) or 255
+  end
+  local failed = verdict(stages)
+  local last = stages[#stages]
+  local st = setmetatable({
+    ok = failed == nil, stages = stages, statuses = statuses, failed_stage = failed,
+    code = last.code, signal = last.signal, signame = last.signame, core = last.core or false,
+    timed_out = self.timed_out, known = true,
+  }, process.Status)
+  if failed then
+    local f = stages[failed]
+    st.failure = fmt("failed at stage %d (%s): it %s", failed, self._names[failed], describe(f))
+    if self.timed_out then st.failure = st.failure .. " (timed out)" end
+  end
+  self._exit = st
+  if #self._drains == 0 then return self:_done() end
+  local bound = self._wait_delay or (self.timed_out and 1 or nil)
+  local timer
+  if bound then
+    timer = core.timer()
+    timer:start(math.floor(bound * 1000 + 0.5), 0, function()
+      timer:close()
+      timer = nil
+      for _, d in ipairs(self._drains) do if d.stream then d.stream:close() end end
+    end)
+  end
+  task.go(function()
+    for _, d in ipairs(self._drains) do d.wait() end
+    if timer then timer:close() end
+    self:_done()
+  end)
+end
+
+Run._done = process.Process._done
+
+--- Send a signal to every stage (the process group).
+function Run:signal(sig)
+  local n = process.signum(sig, "signal", 1)
+  if not self.pgid then return nil, "ESRCH: no process in the pipeline", "ESRCH" end
+  return core.killpg(self.pgid, n)
+end
+Run.signal_group = Run.signal
+
+function Run:kill() return self:signal(9) end
+
+--- TERM every stage, wait up to `grace` seconds (default 5), then KILL.
+function Run:terminate(grace)
+  if not self._exit then
+    self:signal(15)
+    if not self:wait(grace or 5) then self:signal(9) end
+  end
+  return self:wait()
+end
+
+--- Kill what still runs, wait, close the pipes.
+function Run:close()
+  if not self._exit then self:signal(9) end
+  self:wait()
+  for _, name in ipairs { "stdin", "stdout", "stderr" } do
+    if self[name] then self[name]:close() end
+  end
+end
+Run.__close = Run.close
+
+function Run:__tostring()
+  return fmt("baton.pipeline (%s)", self.status and tostring(self.status) or "running")
+end
+
+-- Close every fd in a list (raw pipe ends the parent holds).
+local function close_all(fds)
+  for fd in pairs(fds) do core.close(fd) end
+end
+
+-- Undo a partial start: kill what runs, wait, close what is open.
+local function abort(run, held)
+  close_all(held)
+  if run.pgid then core.killpg(run.pgid, 9) end
+  for _, s in ipairs(run._stages) do
+    if s.proc then
+      s.proc:wait()
+      s.proc:close()
+    end
+  end
+  for _, name in ipairs { "stdin", "stdout", "stderr" } do
+    if run[name] then run[name]:close() end
+  end
+end
+
+--- Start the pipeline (what spawn/run/lines/output call).
+function Pipeline:__start(_, fname, defaults)
+  local o = self.__options
+  fname = fname or "spawn"
+  local n = #self.stages
+  local run = setmetatable({ _stages = {}, _names = {}, _waiters = {}, _drains = {}, processes = {},
+    started = core.now(), timed_out = false, command = tostring(self), argv = {} }, Run)
+  run._wait_delay = o.wait_delay
+
+  -- Check every program before anything starts: a missing stage leaves
+  -- nothing running.
+  for i, s in ipairs(self.stages) do
+    if s.cmd then
+      local spec = s.cmd.__command
+      local argv, so = process.parse(spec, process.SPAWN_KEYS, fname)
+      if i > 1 and so.stdin ~= nil then argerror(fname, fmt("stage %d: only the first stage may set stdin", i), 3) end
+      if i < n and so.stdout ~= nil then argerror(fname, fmt("stage %d: only the last stage may set stdout", i), 3) end
+      if i < n and so.input ~= nil then argerror(fname, fmt("stage %d: only the first stage may take input", i), 3) end
+      local oo, ctx = process.build(argv, so, fname)
+      process.close_files(ctx)
+      local env_path
+      if oo.env then
+        for _, kv in ipairs(oo.env) do env_path = kv:match("^PATH=(.*)") or env_path end
+      end
+      local found, lmsg, code = core.lookpath(argv[1], env_path or os.getenv("PATH"), so.cwd)
+      if not found then
+        local strerr = lmsg:match("^%u+: (.-) %(") or lmsg
+        local msg = process.spawn_error(argv, oo, code, strerr, "lookup", "")
+        return nil, fmt("%s (pipeline stage %d)", msg, i), code
+      end
+      run._names[i] = tostring(s.cmd)
+    else
+      run._names[i] = "lua function"
+    end
+  end
+
+  local held = {}      -- raw fds the parent still holds
+  local shared_err     -- capture: every stage's stderr goes to one pipe
+  if defaults and defaults.stderr == "pipe" and o.stderr == nil then
+    local r, w = core.pipe()
+    held[w] = true
+    shared_err = w
+    run._err_fd = r
+  end
+
+  local prev_out -- what the next stage reads: an fd, or "stream" (a function reads it)
+  local stdin_first = o.stdin
+  local input = o.input
+  if input ~= nil then stdin_first = "pipe" end
+  if defaults and defaults.stdout and o.stdout == nil then o = setmetatable({ stdout = defaults.stdout }, { __index = o }) end
+
+  for i, s in ipairs(self.stages) do
+    local rec = { index = i }
+    run._stages[i] = rec
+    if s.cmd then
+      local over = {}
+      if i == 1 then
+        over.stdin = stdin_first
+      elseif self.stages[i - 1].fn then
+        over.stdin = "pipe"
+      else
+        over.stdin = prev_out
+      end
+      local w
+      if i == n then
+        over.stdout = o.stdout
+        if o.tee and (o.stdout == nil or o.stdout == "inherit") then over.stdout = "pipe" end
+      elseif self.stages[i + 1].fn then
+        over.stdout = "pipe"
+      else
+        local r
+        r, w = core.pipe()
+        held[r], held[w] = true, true
+        over.stdout = w
+        prev_out = r
+      end
+      over.stderr = shared_err or o.stderr
+      over.pgid = run.pgid or 0
+      local p, msg, code = process.start(s.cmd.__command, process.SPAWN_KEYS, fname, nil, over)
+      if w then
+        core.close(w)
+        held[w] = nil
+      end
+      if i > 1 and not self.stages[i - 1].fn and type(over.stdin) == "number" then
+        core.close(over.stdin)
+        held[over.stdin] = nil
+      end
+      if not p then
+        abort(run, held)
+        return nil, fmt("%s (pipeline stage %d)", msg, i), code
+      end
+      p:detach() -- the pipeline is the unit its scope manages
+      run.pgid = run.pgid or p.pid
+      run.pid = run.pid or p.pid
+      rec.proc = p
+      run.processes[i] = p
+      run.argv[#run.argv + 1] = p.argv[1]
+    end
+  end
+  if shared_err then
+    core.close(shared_err)
+    held[shared_err] = nil
+  end
+
+  -- Streams at the ends, and the function stages between processes.
+  local first, last = run._stages[1], run._stages[n]
+  if first.proc and first.proc.stdin then
+    run.stdin = first.proc.stdin
+    first.proc.stdin = nil
+  end
+  if last.proc and last.proc.stdout then
+    run.stdout = last.proc.stdout
+    last.proc.stdout = nil
+  end
+  if run._err_fd then
+    local ud = core.stream_open(run._err_fd)
+    run.stderr = process.Stream.new(ud, "stderr")
+  end
+  if o.tee and run.stdout then
+    local f, msg = io.open(type(o.tee) == "table" and o.tee.path or o.tee, (type(o.tee) == "table" and o.tee.append) and "ab" or "wb")
+    if not f then
+      abort(run, held)
+      return nil, "ENOENT: cannot open the tee file: " .. tostring(msg), "ENOENT"
+    end
+    run.stdout.tee = f
+  end
+  if input ~= nil and run.stdin then
+    local stdin = run.stdin
+    run.stdin = nil
+    task.go(function()
+      stdin:write(input)
+      stdin:close()
+    end)
+  end
+
+  run._pending = n
+  for i, rec in ipairs(run._stages) do
+    local s = self.stages[i]
+    if rec.proc then
+      rec.proc:_subscribe(function(st)
+        rec.status = st
+        run:_stage_done()
+      end)
+    else
+      local inp = i > 1 and run._stages[i - 1].proc.stdout or nil
+      local out = i < n and run._stages[i + 1].proc.stdin or nil
+      if inp then run._stages[i - 1].proc.stdout = nil end
+      if out then run._stages[i + 1].proc.stdin = nil end
+      task.go(function()
+        local ok, err = pcall(s.fn, inp, out)
+        if out then out:close() end
+        if inp then inp:close() end -- unread data upstream: SIGPIPE, forgiven when all after succeeds
+        rec.status = ok and { ok = true, code = 0 } or { ok = false, error = err }
+        run:_stage_done()
+      end)
+    end
+  end
+
+  if o.timeout then
+    run.timed_out = false
+    local timer = core.timer()
+    run._timer = timer
+    local ks = process.signum(o.kill_signal or "TERM", fname, 1)
+    timer:start(math.floor(o.timeout * 1000 + 0.5), 0, function()
+      if run._exit then return end
+      run.timed_out = true
+      core.killpg(run.pgid, ks)
+      if ks ~= 9 then
+        timer:start(math.floor((o.grace or 1) * 1000 + 0.5), 0, function()
+          if not run._exit then core.killpg(run.pgid, 9) end
+        end)
+      end
+    end)
+  end
+  if not o.detach then
+    local scope = task.scope()
+    if scope then scope:_add(run) end
+  end
+  return run
+end
+
+--- Leave the enclosing scope.
+function Run:detach()
+  if self._scope then self._scope:_remove(self) end
+  return self
+end
+
+return M

@@ -45,9 +45,16 @@ local function stage_of(v, i, fname)
 end
 
 local function new(stages, opts)
-  for i = 2, #stages do
-    if stages[i].fn and stages[i - 1].fn then
+  local n = #stages
+  for i = 1, n do
+    if i > 1 and stages[i].fn and stages[i - 1].fn then
       argerror("pipeline", fmt("stages %d and %d are both functions: join them into one", i - 1, i), 3)
+    end
+    local spec = stages[i].cmd and stages[i].cmd.__command
+    if spec then
+      if i > 1 and spec.stdin ~= nil then argerror("pipeline", fmt("stage %d: only the first stage may set stdin", i), 3) end
+      if i > 1 and spec.input ~= nil then argerror("pipeline", fmt("stage %d: only the first stage may take input", i), 3) end
+      if i < n and spec.stdout ~= nil then argerror("pipeline", fmt("stage %d: only the last stage may set stdout", i), 3) end
     end
   end
   return setmetatable({ stages = stages, __options = opts or {} }, Pipeline)
@@ -274,9 +281,6 @@ function Pipeline:__start(_, fname, defaults)
     if s.cmd then
       local spec = s.cmd.__command
       local argv, so = process.parse(spec, process.SPAWN_KEYS, fname)
-      if i > 1 and so.stdin ~= nil then argerror(fname, fmt("stage %d: only the first stage may set stdin", i), 3) end
-      if i < n and so.stdout ~= nil then argerror(fname, fmt("stage %d: only the last stage may set stdout", i), 3) end
-      if i < n and so.input ~= nil then argerror(fname, fmt("stage %d: only the first stage may take input", i), 3) end
       local oo, ctx = process.build(argv, so, fname)
       process.close_files(ctx)
       local env_path

@@ -1,7 +1,8 @@
 -- bench/run.lua — runs each benchmark and its peers side by side, alternating,
 -- several rounds, and prints medians and ratios. Started by bench/run, which
 -- builds everything first. Sizes: BENCH_ROUNDS, BENCH_SPAWNS, BENCH_STARTS,
--- BENCH_HOLD_MIB, BENCH_CAPTURE; BENCH_ONLY=spawn,hold,startup,capture picks.
+-- BENCH_HOLD_MIB, BENCH_CAPTURE, BENCH_WIRE;
+-- BENCH_ONLY=spawn,hold,startup,capture,pipeline picks.
 local baton = require "baton"
 
 local ROOT = arg[1]
@@ -10,6 +11,7 @@ local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 5
 local N = tonumber(os.getenv("BENCH_SPAWNS")) or 2000
 local HOLD = tonumber(os.getenv("BENCH_HOLD_MIB")) or 1024
 local CAPTURE = os.getenv("BENCH_CAPTURE") or "1G"
+local WIRE = os.getenv("BENCH_WIRE") or "4G"
 local ONLY = os.getenv("BENCH_ONLY")
 
 local function wanted(name) return not ONLY or ONLY:find(name, 1, true) end
@@ -21,12 +23,15 @@ local function median(t)
   return n % 2 == 1 and s[(n + 1) / 2] or (s[n / 2] + s[n / 2 + 1]) / 2
 end
 
--- Run a peer that prints "<count> <seconds>"; returns count per second.
-local function rate(cmd)
+-- Run a peer that prints "<count> <seconds> [peak RSS KiB]"; returns count
+-- per second (and records the largest RSS a peer reported).
+local peak_rss = {}
+local function rate(cmd, name)
   local spec = { table.unpack(cmd) }
   spec.capture = true
   local r = baton.run(spec)
-  local n, secs = r.stdout:match("(%d+)%s+([%d.]+)")
+  local n, secs, rss = r.stdout:match("(%d+)%s+([%d.]+)%s*(%d*)")
+  if rss ~= "" and name then peak_rss[name] = math.max(peak_rss[name] or 0, tonumber(rss)) end
   return tonumber(n) / tonumber(secs)
 end
 
@@ -36,7 +41,7 @@ local function compare(title, unit, scale, peers, base)
   for _ = 1, ROUNDS do
     for _, p in ipairs(peers) do
       p.v = p.v or {}
-      p.v[#p.v + 1] = rate(p.cmd) / scale
+      p.v[#p.v + 1] = rate(p.cmd, p.name) / scale
     end
   end
   local b
@@ -98,4 +103,20 @@ if wanted("capture") then
   }, "python3 Popen + read(65536) loop")
   print(("  baton/python = %.2f (target >= 1.00)"):format(
     m["baton.run, Lua function sink"] / m["python3 Popen + read(65536) loop"]))
+end
+
+if wanted("pipeline") then
+  local m = compare(("pipeline: head -c %s /dev/zero | cat | cat > /dev/null"):format(WIRE), "MB/s", 1e6, {
+    { name = "baton pipeline (fd to fd)", cmd = { BUILD .. "/baton", ROOT .. "/bench/pipe.lua", "wire", WIRE } },
+    { name = "bash pipeline", cmd = { "bash", ROOT .. "/bench/pipe.sh", WIRE } },
+  }, "bash pipeline")
+  print(("  baton/bash = %.2f (target >= 0.95); baton peak RSS %d KiB"):format(
+    m["baton pipeline (fd to fd)"] / m["bash pipeline"], peak_rss["baton pipeline (fd to fd)"] or -1))
+  local m2 = compare(("pipeline capture: head -c %s /dev/zero | cat, into a Lua sink / read loop"):format(CAPTURE), "MB/s", 1e6, {
+    { name = "baton pipeline, Lua function sink", cmd = { BUILD .. "/baton", ROOT .. "/bench/pipe.lua", "capture", CAPTURE } },
+    { name = "python3 Popen chain + read(65536)", cmd = { "python3", ROOT .. "/bench/pipe.py", CAPTURE } },
+  }, "python3 Popen chain + read(65536)")
+  print(("  baton/python = %.2f (target >= 1.00); baton peak RSS %d KiB"):format(
+    m2["baton pipeline, Lua function sink"] / m2["python3 Popen chain + read(65536)"],
+    peak_rss["baton pipeline, Lua function sink"] or -1))
 end

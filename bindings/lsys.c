@@ -62,11 +62,13 @@ static int l_group(lua_State *L) {
   return 1;
 }
 
-/* core.pipe() -> rfd, wfd (both O_CLOEXEC) | nil, msg, code. For wiring
+/* core.pipe([size]) -> rfd, wfd (both O_CLOEXEC) | nil, msg, code. For wiring
  * processes to each other: the fds go to children, then core.close. */
 static int l_pipe(lua_State *L) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) < 0) return lb_error(L, -errno, "pipe");
+  lua_Integer size = luaL_optinteger(L, 1, 0);
+  if (size > 0) fcntl(fds[1], F_SETPIPE_SZ, (int)size); /* best effort, as in spawn */
   lua_pushinteger(L, fds[0]);
   lua_pushinteger(L, fds[1]);
   return 2;

@@ -334,7 +334,7 @@ function Pipeline:__start(_, fname, defaults)
         over.stdout = "pipe"
       else
         local r
-        r, w = core.pipe()
+        r, w = core.pipe(256 * 1024) -- as large as the pipes baton reads: fewer wakeups per byte
         held[r], held[w] = true, true
         over.stdout = w
         prev_out = r

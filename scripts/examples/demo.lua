@@ -44,6 +44,17 @@ print("run raised:", err)
 local soft = baton.run { "false", check = false }
 print("check = false gives a result instead:", soft.ok, soft.code)
 
+step("pipelines: wired fd to fd, every stage's status, pipefail without the SIGPIPE noise")
+local c = baton.cmd
+local words = c { "printf", "to be or not to be\n" } | c { "tr", " ", "\n" } | c { "sort" } | c { "uniq", "-c" } | c { "sort", "-rn" }
+io.write(words:output(), "\n")
+local r4 = (c { "yes" } | c { "head", "-3" }):with { capture = true }:run()
+print("yes | head -3:", r4.ok and "ok" or "failed", "PIPESTATUS", table.concat(r4.statuses, " "))
+local shout = function(input, output) for l in input:lines() do output:write(l:upper(), "!\n") end end
+print((c { "printf", "a\nb\n" } | shout | c { "tac" }):output())
+local ok4, err4 = pcall(baton.run, (c { "seq", "3" } | c { "sh", "-c", "cat >/dev/null; echo 'no space left' >&2; exit 28" } | c { "cat" }):with { capture = true })
+print("a failing stage is named:", err4)
+
 step("commands are values: build once, derive, run many times")
 local git_like = baton.cmd { "sh", "-c", 'echo "$0: $*"', "tool" }
 print(git_like("status"):output())

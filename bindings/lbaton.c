@@ -100,7 +100,9 @@ void lb_handle_init(lua_State *L, lb_handle *h, void (*close)(lb_handle *)) {
 }
 
 static void lb_handle_unlink(lb_handle *h) {
-  if (h->rt == NULL) return;
+  /* Unlinked already (closed, then collected): a second unlink must not touch
+   * the list, whose head it would otherwise reset. */
+  if (h->rt == NULL || (h->prev == NULL && h->rt->handles != h)) return;
   if (h->prev) h->prev->next = h->next;
   else h->rt->handles = h->next;
   if (h->next) h->next->prev = h->prev;
@@ -385,6 +387,7 @@ LB_EXPORT int luaopen_baton_core(lua_State *L) {
   lb_open_stream(L);
   lb_open_timer(L);
   lb_open_sys(L);
+  lb_open_signal(L);
   return 1;
 }
 

@@ -81,6 +81,7 @@ void lb_open_process(lua_State *L);
 void lb_open_stream(lua_State *L);
 void lb_open_timer(lua_State *L);
 void lb_open_sys(lua_State *L);
+void lb_open_signal(lua_State *L);
 
 /* A stream userdata over `fd` (taken over: closed with the stream); pushed. */
 int lb_stream_new(lua_State *L, int fd);

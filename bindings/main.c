@@ -8,6 +8,7 @@
  * or 100 for a usage error.
  */
 #define _GNU_SOURCE
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #define EXIT_USAGE 100
 
 static const char *progname = "baton";
+static int exit_status = 1; /* for a failed script: 1, or 128 + the signal that stopped it */
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -60,6 +62,94 @@ static int report(lua_State *L, int status) {
   return status;
 }
 
+/* ---- signals: SIGINT, SIGTERM, SIGHUP stop a script cleanly --------------------
+ * A real handler (libuv's would only run when the loop does, never during a
+ * busy loop) sets a hook on the main task's coroutine, as lua.c does, and wakes
+ * the loop; from the loop, baton.interrupt cancels the main task's wait, and
+ * baton.main then stops the processes left. A second signal kills baton at
+ * once with the default action. */
+
+static volatile sig_atomic_t got_signal;
+static lua_State *volatile main_co;
+static uv_async_t sig_async;
+static lua_State *sig_L;
+
+static void call_interrupt(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "baton");
+  lua_getfield(L, -1, "interrupt");
+  lua_pushinteger(L, got_signal);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+}
+
+/* Busy Lua code in the main task: stop it where it runs. */
+static void sig_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  call_interrupt(L); /* so that baton.main stops the processes left */
+  const char *name = bt_signal_name(got_signal);
+  luaL_error(L, "interrupted by %s", name ? name : "a signal");
+}
+
+static void on_signal(int sig) {
+  if (got_signal) {
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return;
+  }
+  got_signal = sig;
+  lua_State *co = main_co;
+  if (co) lua_sethook(co, sig_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  uv_async_send(&sig_async);
+}
+
+static void on_sig_async(uv_async_t *a) {
+  (void)a;
+  if (!got_signal) return;
+  lua_State *co = main_co;
+  if (co) lua_sethook(co, NULL, 0, 0); /* waiting, not running: cancel it instead */
+  call_interrupt(sig_L);
+}
+
+/* baton.task.on_main: remember the main task's coroutine for the hook. */
+static int set_main_co(lua_State *L) {
+  lua_getfield(L, 1, "co");
+  main_co = lua_tothread(L, -1);
+  return 0;
+}
+
+static void install_signals(lua_State *L) {
+  lb_runtime *rt = lb_runtime_get(L);
+  sig_L = lua_newthread(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, "baton.runner.thread");
+  uv_async_init(rt->loop, &sig_async, on_sig_async);
+  uv_unref((uv_handle_t *)&sig_async);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "baton.task");
+  lua_pushcfunction(L, set_main_co);
+  lua_setfield(L, -2, "on_main");
+  lua_pop(L, 2);
+}
+
+static void remove_signals(void) {
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  signal(SIGHUP, SIG_DFL);
+  main_co = NULL;
+  if (!uv_is_closing((uv_handle_t *)&sig_async)) uv_close((uv_handle_t *)&sig_async, NULL);
+}
+
 /* Run the function on top of the stack (with nargs arguments below... above it)
  * as the main task: baton.main(fn, args...) drives the loop until all is done. */
 static int run_main(lua_State *L, int nargs) {
@@ -72,13 +162,15 @@ static int run_main(lua_State *L, int nargs) {
   lua_remove(L, -2);
   /* stack: fn args... msgh main */
   lua_rotate(L, fn, 2); /* msgh main fn args... */
-  int status = lua_pcall(L, nargs + 1, 3, fn);
+  int status = lua_pcall(L, nargs + 1, 4, fn);
   if (status != LUA_OK) {
     lua_remove(L, fn); /* the handler */
     return report(L, status);
   }
-  if (!lua_toboolean(L, -3)) {
-    lua_pushvalue(L, -2); /* the traceback */
+  if (!lua_toboolean(L, -4)) {
+    /* A fourth result is the exit status to use (128 + signal when stopped by one). */
+    if (lua_isinteger(L, -1)) exit_status = (int)lua_tointeger(L, -1);
+    lua_pushvalue(L, -3); /* the traceback */
     lua_remove(L, fn);
     return report(L, LUA_ERRRUN);
   }
@@ -171,22 +263,24 @@ static int pmain(lua_State *L) {
   lua_call(L, 1, 1);
   lua_setglobal(L, "baton");
   createargtable(L, argv, argc, script);
+  install_signals(L);
 
   /* -e chunks in order, then the script. */
   for (int i = 1; i < (script ? script : argc); i++) {
     if (strcmp(argv[i], "-e") == 0) {
       if (run_code(L, argv[++i]) != LUA_OK) {
-        lua_pushinteger(L, 1);
+        lua_pushinteger(L, exit_status);
         return 1;
       }
     }
   }
   if (script && run_script(L, argv, argc, script) != LUA_OK) {
-    lua_pushinteger(L, 1);
+    lua_pushinteger(L, exit_status);
     return 1;
   }
   if (interactive || (!script && !has_e)) {
     if (isatty(STDIN_FILENO)) {
+      remove_signals(); /* the REPL handles Ctrl-C its own way */
       lua_pushinteger(L, lb_repl(L));
       return 1;
     }

@@ -120,4 +120,27 @@ describe("the baton executable", function()
     local r = sh('"$1" -e "for i = 1, 200000 do print(i) end" | head -1')
     assert.are.equal("1\n", r.stdout)
   end)
+
+  it("stops what it started, pipelines included, on SIGTERM and SIGINT", function()
+    for _, case in ipairs { { "TERM", 143 }, { "INT", 130 } } do
+      local p = assert(baton.spawn { BATON, "-e", [[
+        local c = baton.cmd
+        local pl = (c{"sleep", "30"} | c{"cat"}):spawn()
+        print(pl.pgid)
+        io.stdout:flush()
+        pl:wait()
+        print("not reached")]], stdout = "pipe", stderr = "pipe" })
+      local pgid = tonumber(p.stdout:read("l"))
+      assert.is_true(baton.core.killpg(pgid, 0)) -- the pipeline runs
+      p:signal(case[1])
+      local st = p:wait()
+      assert.are.equal(case[2], st.code)
+      assert.matches("interrupted by SIG" .. case[1], p.stderr:read("a"))
+      assert.is_nil(p.stdout:read("l"))
+      local alive, _, code = baton.core.killpg(pgid, 0)
+      assert.is_nil(alive)
+      assert.are.equal("ESRCH", code) -- the whole group is gone
+      p:close()
+    end
+  end)
 end)

@@ -36,9 +36,25 @@ local function expect(text, count)
   error(("screen never showed %q (x%d):\n%s"):format(text, count, s), 2)
 end
 
-local function type_line(text)
+-- Wait until the REPL shows an empty prompt (">" or ">>") on its last line.
+local function expect_prompt()
+  local s
+  for _ = 1, 200 do
+    s = screen()
+    local last = s:gsub("%s+$", ""):match("([^\n]*)$")
+    if last == ">" or last == ">>" then return s end
+    baton.sleep(0.025)
+  end
+  error("no prompt:\n" .. s, 2)
+end
+
+-- Type a line and press Enter; unless `busy`, wait for the next prompt, as
+-- a person does (type-ahead in cooked mode is echoed out of order, which
+-- makes screens unreadable, not the REPL wrong).
+local function type_line(text, busy)
   tmux("send-keys", "-t", "repl", "-l", text)
   tmux("send-keys", "-t", "repl", "Enter")
+  if not busy then expect_prompt() end
 end
 
 local homes = {}
@@ -119,13 +135,13 @@ describe("the REPL", function()
   it("interrupts a busy entry and a waiting entry with Ctrl-C, drops a line, exits on Ctrl-D", function()
     local home = start(BATON)
     expect("\n>")
-    type_line("while true do end")
+    type_line("while true do end", true)
     baton.sleep(0.2)
     tmux("send-keys", "-t", "repl", "C-c")
     expect("interrupted!")
     -- In its own process group the child does not get the terminal's SIGINT:
     -- Ctrl-C cancels the wait only, and the child is still running after.
-    type_line("p = baton.spawn{'sleep', '30', pgroup = true}; p:wait()")
+    type_line("p = baton.spawn{'sleep', '30', pgroup = true}; p:wait()", true)
     baton.sleep(0.2)
     tmux("send-keys", "-t", "repl", "C-c")
     expect("interrupted!", 2)
@@ -156,8 +172,11 @@ describe("the REPL", function()
   it("works without libedit, on the terminal's own line editing", function()
     start("env BATON_REPL_PLAIN=1 " .. BATON)
     expect("\n>")
+    -- The terminal echoes what is typed ahead of a prompt: type after each prompt.
     type_line("function g(x)")
+    expect(">>")
     type_line("return x + 1 end")
+    expect("end\n>")
     type_line("g(41)")
     expect("\n42\n")
     type_line("baton.go(function() baton.sleep(0.1) print('later') end)")

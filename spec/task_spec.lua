@@ -131,4 +131,30 @@ describe("tasks", function()
     assert.is_false(ok2)
     assert.matches("main failed", trace)
   end)
+
+  it("keep track of every open handle through closes and collections", function()
+    local base = baton.core.handles()
+    local keep = baton.on_signal("USR2", function() end)
+    assert.are.equal(base + 1, baton.core.handles())
+    for _ = 1, 5 do baton.run { "echo", "x", capture = true } end
+    baton.sleep(0)
+    collectgarbage()
+    collectgarbage()
+    assert.are.equal(base + 1, baton.core.handles())
+    keep:close()
+    assert.are.equal(base, baton.core.handles())
+  end)
+
+  it("on_signal calls back from the loop", function()
+    local got
+    local w = baton.on_signal("USR1", function(sig) got = sig end)
+    baton.run { "kill", "-USR1", tostring(baton.core.getpid()) }
+    for _ = 1, 100 do
+      if got then break end
+      baton.sleep(0.01)
+    end
+    w:close()
+    assert.are.equal(baton.signals.USR1, got)
+    assert.has_error(function() baton.on_signal("NOPE", print) end)
+  end)
 end)

@@ -16,7 +16,7 @@ local M = {
   sleep = task.sleep,
   all = task.all,
   current = task.current,
-  main = task.main,
+
   -- processes
   spawn = process.spawn,
   run = function(spec) return process.run(spec, 2) end,
@@ -43,6 +43,49 @@ M.signals = setmetatable({}, {
 
 --- The C layer, for hosts and advanced scripts.
 M.core = core
+
+--- Call `fn(signum)` each time signal `sig` arrives (from the loop, not
+-- from the signal handler). Returns a watcher with `close()`.
+function M.on_signal(sig, fn)
+  if type(fn) ~= "function" then
+    error("bad argument #2 to 'on_signal' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  local w, msg = core.signal_watch(process.signum(sig, "on_signal", 1), fn)
+  if not w then error("baton: " .. msg, 2) end
+  return w
+end
+
+--- Run `fn(...)` as the main task and drive the loop until nothing is left:
+-- what `baton script.lua` does. Returns true, task | false, traceback,
+-- error, exit status. When the runner delivers a signal (`interrupt`), the
+-- main task's wait raises "interrupted by SIGINT" (scopes unwind), then
+-- every process still running that was not detached gets TERM, 2 s, KILL.
+local caught
+
+function M.main(fn, ...)
+  caught = nil
+  local ok, a, b = task.main(fn, ...)
+  if caught then
+    local stoppers = {}
+    for p in pairs(process.live) do
+      stoppers[#stoppers + 1] = task.go(function() pcall(p.terminate, p, 2) end)
+    end
+    for _, t in ipairs(stoppers) do pcall(t.wait, t) end
+    return false, a or ("interrupted by " .. core.signame(caught)), b, 128 + caught
+  end
+  return ok, a, b
+end
+
+--- Called by the runner, from the loop, when SIGINT, SIGTERM or SIGHUP
+-- arrived: cancel the main task's wait and stop waiting for the rest.
+function M.interrupt(sig)
+  if caught then return end
+  caught = sig
+  local t = task.main_task
+  if t and not t.done then t:cancel("interrupted by " .. (core.signame(sig) or sig)) end
+  task.stopping = true
+  core.stop()
+end
 
 -- Loaded on first use, to keep `baton -e ''` quick: name -> {module, field}.
 local lazy = {

@@ -211,7 +211,10 @@ function Run:_stage_done()
   end)
 end
 
-Run._done = process.Process._done
+function Run:_done()
+  process.live[self] = nil
+  return process.Process._done(self)
+end
 
 --- Send a signal to every stage (the process group).
 function Run:signal(sig)
@@ -440,6 +443,7 @@ function Pipeline:__start(_, fname, defaults)
   if not o.detach then
     local scope = task.scope()
     if scope then scope:_add(run) end
+    process.live[run] = true
   end
   return run
 end
@@ -447,6 +451,7 @@ end
 --- Leave the enclosing scope.
 function Run:detach()
   if self._scope then self._scope:_remove(self) end
+  process.live[self] = nil
   return self
 end
 

@@ -17,6 +17,10 @@ local suspend = task.suspend
 
 local M = {}
 local concat, pack, unpack = table.concat, table.pack, table.unpack
+
+--- Processes started and not detached, while they run (weak: a process
+-- nobody refers to is still anchored by its handle until it exits).
+M.live = setmetatable({}, { __mode = "k" })
 local fmt = string.format
 
 M.Stream = Stream
@@ -517,6 +521,7 @@ function start(spec, keys, fname, defaults, over)
   if not s.detach then
     local scope = task.scope()
     if scope then scope:_add(p) end
+    M.live[p] = true
   end
   return p
 end
@@ -618,6 +623,7 @@ function Process:_exited(code, sig, coredump, known)
 end
 
 function Process:_done()
+  M.live[self] = nil
   self.status = self._exit
   local ws = self._waiters
   self._waiters = {}
@@ -714,6 +720,7 @@ Process.__close = Process.close
 --- Leave the enclosing scope: the process is not terminated when it ends.
 function Process:detach()
   if self._scope then self._scope:_remove(self) end
+  M.live[self] = nil
   return self
 end
 

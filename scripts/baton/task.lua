@@ -231,11 +231,18 @@ function M.all(list)
   return out
 end
 
+--- Set to stop `main` from waiting for what is left (an interrupt).
+M.stopping = false
+
 --- Run `fn` as the main task and drive the loop until nothing is left to do.
 -- Returns true, or false and the traceback of the first uncaught error.
 function M.main(fn, ...)
-  local t = M.go(fn, ...)
-  while #M.uncaught == 0 do
+  local t = M.new(fn)
+  M.main_task = t
+  if M.on_main then M.on_main(t) end
+  t:start(...)
+  M.stopping = false
+  while #M.uncaught == 0 and not M.stopping do
     if core.alive() then
       core.run("default")
     elseif t.done or not t:cancel(DEADLOCK) then
@@ -250,6 +257,7 @@ function M.main(fn, ...)
     local msg = "baton: deadlock: the main task waits for an event that nothing can produce"
     return false, debug.traceback(t.co, msg), msg
   end
+  if t.err ~= nil then return false, t.trace, t.err end -- e.g. cancelled by a signal
   return true, t
 end
 

@@ -27,6 +27,11 @@
 
 /* ---- runtime ---------------------------------------------------------------- */
 
+static void lb_close_any(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
 static int lb_runtime_gc(lua_State *L) {
   lb_runtime *rt = luaL_checkudata(L, 1, LB_RUNTIME_MT);
   if (rt->loop == NULL) return 0;
@@ -42,6 +47,9 @@ static int lb_runtime_gc(lua_State *L) {
     h = next;
   }
   if (rt->owns_loop) {
+    /* The loop is ours: whatever else is still open on it (the runner's
+     * signal wakeup, say) is closed too, or the loop could not be. */
+    uv_walk(rt->loop, lb_close_any, NULL);
     uv_run(rt->loop, UV_RUN_DEFAULT);
     uv_loop_close(rt->loop);
   }

@@ -75,7 +75,7 @@ lb_runtime *lb_runtime_get(lua_State *L) {
     rt->loop = lua_touserdata(L, -1);
   } else {
     int err = uv_loop_init(&rt->own_loop);
-    if (err < 0) luaL_error(L, "baton: cannot create the event loop: %s", uv_strerror(err));
+    if (err < 0) luaL_error(L, "baton: cannot create the event loop: %s", bt_strerror(err));
     rt->loop = &rt->own_loop;
     rt->owns_loop = 1;
   }
@@ -232,10 +232,10 @@ void lb_call(lb_runtime *rt, lua_State *T, int nargs) {
 int lb_error(lua_State *L, int err, const char *what) {
   lua_pushnil(L);
   if (what)
-    lua_pushfstring(L, "%s: %s (%s)", uv_err_name(err), uv_strerror(err), what);
+    lua_pushfstring(L, "%s: %s (%s)", bt_err_name(err), bt_strerror(err), what);
   else
-    lua_pushfstring(L, "%s: %s", uv_err_name(err), uv_strerror(err));
-  lua_pushstring(L, uv_err_name(err));
+    lua_pushfstring(L, "%s: %s", bt_err_name(err), bt_strerror(err));
+  lua_pushstring(L, bt_err_name(err));
   return 3;
 }
 
@@ -307,8 +307,8 @@ static int l_signame(lua_State *L) {
 static int l_errname(lua_State *L) {
   int err = (int)luaL_checkinteger(L, 1);
   if (err > 0) err = -err;
-  lua_pushstring(L, uv_err_name(err));
-  lua_pushstring(L, uv_strerror(err));
+  lua_pushstring(L, bt_err_name(err));
+  lua_pushstring(L, bt_strerror(err));
   return 2;
 }
 

@@ -179,8 +179,8 @@ static void lb_spawn_options(lua_State *L, int t, bt_spawn_options_t *o, lb_spaw
 
 static int lb_spawn_fail(lua_State *L, int err, bt_process_t *p) {
   lua_pushnil(L);
-  lua_pushstring(L, uv_err_name(err));
-  lua_pushstring(L, uv_strerror(err));
+  lua_pushstring(L, bt_err_name(err));
+  lua_pushstring(L, bt_strerror(err));
   lua_pushstring(L, bt_stage_name(p->stage));
   lua_pushstring(L, p->path);
   return 5;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <stdlib.h>
@@ -74,11 +75,27 @@ static int l_pipe(lua_State *L) {
   return 2;
 }
 
+/* core.setblocking(fd): clear O_NONBLOCK (an fd handed to a child). */
+static int l_setblocking(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  return 0;
+}
+
 static int l_close(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1);
   luaL_argcheck(L, fd > 2, 1, "refusing to close stdin, stdout or stderr");
   close(fd);
   return 0;
+}
+
+/* core.set_subreaper(on) -> true | nil, msg, code */
+static int l_set_subreaper(lua_State *L) {
+  if (prctl(PR_SET_CHILD_SUBREAPER, lua_toboolean(L, 1) ? 1 : 0, 0, 0, 0) < 0)
+    return lb_error(L, -errno, "prctl");
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 /* core.maxrss() -> peak resident set of this process, KiB */
@@ -151,6 +168,7 @@ void lb_open_sys(lua_State *L) {
   lua_pop(L, 1);
   static const luaL_Reg funcs[] = {{"user", l_user},   {"group", l_group}, {"reaper", l_reaper},
                                    {"pipe", l_pipe},   {"close", l_close}, {"maxrss", l_maxrss},
+                                   {"setblocking", l_setblocking}, {"set_subreaper", l_set_subreaper},
                                    {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
   static const struct {

@@ -164,7 +164,13 @@ static void repl_hook(lua_State *L, lua_Debug *ar) {
 }
 
 static void repl_on_sigint(int sig) {
-  (void)sig;
+  if (R.sigint) {
+    /* The first one was never handled (busy code the hook cannot reach, or
+     * a blocked C call): a second Ctrl-C ends the REPL, as in lua.c. */
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return;
+  }
   R.sigint = 1;
   lua_State *e = R.entry;
   /* Setting a hook is async-signal-safe in Lua (lua.c does the same). */

@@ -193,4 +193,82 @@ describe("exec", function()
     assert.matches("^nil\tENOENT: cannot run", r.stdout)
     assert.has_error(function() baton.exec { "cat", stdin = "pipe" } end)
   end)
+
+end)
+
+describe("regressions from review", function()
+  H.guard()
+
+  it("the owned-pid table survives many spawns, then adopts and reaps (no hang)", function()
+    -- Run in a child baton with a timeout: a hang fails instead of blocking the suite.
+    local r = baton.run { BATON, "-e", [[
+      for _ = 1, 300 do baton.run{"true"} end
+      local pid = tonumber(baton.output{"sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!"})
+      local p = assert(baton.adopt(pid))
+      p:signal("KILL")
+      p:wait()
+      baton.subreaper(true)
+      for _ = 1, 100 do baton.run{"sh", "-c", "true &"} end
+      baton.subreaper(false)
+      print("done")]], capture = true, timeout = 20, check = false }
+    assert.is_false(r.timed_out)
+    assert.are.equal("done\n", r.stdout)
+  end)
+
+  it("a stream handed to another process is its own, blocking, and let go of", function()
+    local producer = assert(baton.spawn { "yes", stdout = "pipe" })
+    local head = assert(baton.spawn { "head", "-1", stdin = producer.stdout, stdout = "pipe" })
+    assert.is_true(producer.stdout.closed) -- baton no longer holds the pipe
+    assert.are.equal("y", head.stdout:read("l"))
+    assert.is_true(head:wait().ok)
+    local st = producer:wait(5) -- SIGPIPE, as in a shell pipeline
+    assert.is_not_nil(st)
+    assert.are.equal("SIGPIPE", st.signame)
+    head:close()
+    producer:close()
+    -- a slow producer: the consumer blocks, it does not fail with EAGAIN
+    local slow = assert(baton.spawn { "sh", "-c", "sleep 0.2; echo late", stdout = "pipe" })
+    assert.are.equal("late\n", baton.run { "cat", stdin = slow.stdout, capture = true }.stdout)
+    slow:wait()
+  end)
+
+  it("a timed wait that is cancelled leaves no timer and no waiter", function()
+    local p = assert(baton.spawn { "sleep", "30" })
+    local base = baton.core.handles()
+    local t = baton.go(function() return p:wait(5) end)
+    t:cancel("stop")
+    baton.sleep(0)
+    assert.are.equal(base, baton.core.handles())
+    for _ = 1, 20 do assert.is_nil(p:wait(0.001)) end
+    assert.is_nil(next(p._waiters))
+    p:kill()
+    p:wait()
+  end)
+
+  it("wait_any does not hide a later error of a task it watched", function()
+    local r = baton.run { BATON, "-e", [[
+      local t1 = baton.go(function() end)
+      local t2 = baton.go(function() baton.sleep(0.05) error("late boom") end)
+      baton.wait_any{t1, t2}
+      baton.sleep(0.3)]], capture = true, check = false }
+    assert.are.equal(1, r.code)
+    assert.matches("late boom", r.stderr)
+  end)
+
+  it("a failed exec leaves baton working", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir " .. dir .. " && printf 'echo no shebang\n' > " .. dir .. "/s && chmod +x " .. dir .. "/s")
+    local r = baton.run { BATON, "-e", "print(select(3, baton.exec{'" .. dir .. "/s'})) print(baton.output{'echo', 'still here'})",
+      capture = true }
+    assert.are.equal("ENOEXEC\nstill here\n", r.stdout)
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("baton.from leaves nothing behind when the outer command cannot start", function()
+    assert.has_error(function() baton.run { "cat", baton.from { "sleep", "7" }, stdin = "bogus" } end)
+    local ok = pcall(baton.run, { "cat", baton.from { "sleep", "7" }, stdout = { path = "/nonexistent/x" } })
+    assert.is_false(ok)
+    -- the guard checks that no sleep and no fd is left
+  end)
 end)

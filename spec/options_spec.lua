@@ -246,4 +246,17 @@ describe("timeouts", function()
     assert.has_error(function() q:signal_group("TERM") end)
     q:wait()
   end)
+
+end)
+
+describe("limits regressions from review", function()
+  H.guard()
+
+  it("a low nofile limit still lets the child start", function()
+    assert.are.equal("4\n", out { "sh", "-c", "ulimit -n", rlimits = { nofile = 4 } })
+    local keep = {}
+    for i = 1, 60 do keep[i] = io.open("/dev/null") end -- a parent holding many fds
+    assert.are.equal("16\n", out { "sh", "-c", "ulimit -n", rlimits = { nofile = 16 } })
+    for _, f in ipairs(keep) do f:close() end
+  end)
 end)

@@ -243,4 +243,23 @@ describe("pipelines going wrong", function()
     assert.is_true(p.stdout._n <= 256 * 1024 + 1024 * 1024, "buffered " .. p.stdout._n)
     p:close()
   end)
+
+end)
+
+describe("pipeline regressions from review", function()
+  H.guard()
+
+  it("output() reads every stage's stderr: a chatty stage cannot block it", function()
+    local out = (c { "sh", "-c", "head -c 1000000 /dev/zero >&2; echo hi" } | c { "cat" }):output()
+    assert.are.equal("hi", out)
+    local ok, err = pcall(baton.output, c { "sh", "-c", "echo 'disk full' >&2; exit 3" } | c { "cat" })
+    assert.is_false(ok)
+    assert.matches("disk full", tostring(err))
+  end)
+
+  it("a pipeline that fails to start with capture leaks no fd", function()
+    local ok = pcall(baton.run, (c { "echo", "hi" } | c { "cat", cwd = "/nonexistent" }):with { capture = true })
+    assert.is_false(ok)
+    -- the guard checks the fds
+  end)
 end)

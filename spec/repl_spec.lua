@@ -191,4 +191,20 @@ describe("the REPL", function()
     end
     assert.is_true(gone, "the REPL did not exit on Ctrl-D")
   end)
+
+  it("a second Ctrl-C ends the REPL when busy code in a task cannot be reached", function()
+    start(BATON)
+    expect("\n>")
+    type_line("baton.go(function() while true do end end)", true)
+    baton.sleep(0.2)
+    tmux("send-keys", "-t", "repl", "C-c")
+    baton.sleep(0.2)
+    tmux("send-keys", "-t", "repl", "C-c")
+    local gone = false
+    for _ = 1, 200 do
+      if tmux("has-session", "-t", "repl").code ~= 0 then gone = true break end
+      baton.sleep(0.025)
+    end
+    assert.is_true(gone, "the REPL did not end on a second Ctrl-C")
+  end)
 end)

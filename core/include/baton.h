@@ -99,8 +99,9 @@ typedef struct {
   int pdeathsig;      /* signal the child gets when baton's thread dies; 0: none */
 } bt_spawn_options_t;
 /* In the child, in this order: signals reset, setsid/setpgid, pdeathsig,
- * rlimits, nice, umask, fds, setgroups, setgid, setuid, chdir, empty mask,
- * execve. chdir comes after the credentials, so it is checked as the new user. */
+ * fds, rlimits, nice, umask, setgroups, setgid, setuid, chdir, empty mask,
+ * execve. Limits come after the fds (a low RLIMIT_NOFILE must not stop the
+ * rearranging), chdir after the credentials (checked as the new user). */
 
 #define BT_MAX_STDIO 64
 
@@ -158,9 +159,10 @@ BT_EXTERN int bt_process_open(uv_loop_t *loop, bt_process_t *proc, pid_t pid, bt
  * Replace the current process, with the same rules as bt_spawn (lookup,
  * fds, signals, credentials, cwd). Returns only on failure, with a negative
  * errno and `info->stage`/`info->path` set; BT_STDIO_PIPE is refused. The
- * program is looked up and the cwd checked before anything changes; a
- * failure after that (a rare exec error) leaves signal dispositions reset
- * and fds rearranged.
+ * program is looked up and the cwd checked before anything changes; when
+ * execve itself fails (ENOEXEC: a script without #!), signal dispositions,
+ * mask, umask and fds 0..nstdio-1 are put back, other fds are left open
+ * (marked close-on-exec). Limits, credentials and cwd, once changed, stay.
  */
 BT_EXTERN int bt_exec(const bt_spawn_options_t *opts, bt_process_t *info);
 
@@ -215,6 +217,12 @@ BT_EXTERN void bt_reaper_close(bt_reaper_t *reaper, void (*close_cb)(bt_reaper_t
 BT_EXTERN int bt_signal_number(const char *name);
 /* "SIGTERM" for 15, or NULL if unknown. */
 BT_EXTERN const char *bt_signal_name(int sig);
+
+/* The errno name of a negative error, "ENOEXEC" for -ENOEXEC: libuv's
+ * uv_err_name does not know every errno. */
+BT_EXTERN const char *bt_err_name(int err);
+/* Its message, lower-case like libuv's ("exec format error"). */
+BT_EXTERN const char *bt_strerror(int err);
 
 /* A static name for a bt_stage ("exec", "chdir", …). */
 BT_EXTERN const char *bt_stage_name(bt_stage stage);

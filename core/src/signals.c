@@ -1,5 +1,5 @@
 /*
- * signals.c — signal names and numbers, both ways ("TERM", "SIGTERM", 15).
+ * signals.c — names: signals both ways ("TERM", "SIGTERM", 15), errno names, stages.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -67,4 +67,26 @@ const char *bt_stage_name(bt_stage stage) {
   case BT_STAGE_EXEC: return "exec";
   }
   return "unknown";
+}
+
+/* libuv's own codes (UV_EOF, UV_EAI_*, …) are below -3000; above is errno.
+ * For an errno libuv does not know, uv_err_name and uv_strerror allocate a
+ * string they never free: ask glibc instead. */
+#define BT_IS_ERRNO(err) ((err) < 0 && (err) > -3000)
+
+const char *bt_err_name(int err) {
+  if (!BT_IS_ERRNO(err)) return uv_err_name(err);
+  const char *name = strerrorname_np(-err);
+  return name ? name : "EUNKNOWN";
+}
+
+const char *bt_strerror(int err) {
+  if (!BT_IS_ERRNO(err)) return uv_strerror(err);
+  /* glibc's message, lower-cased like libuv's, in a per-thread buffer. */
+  static _Thread_local char buf[128];
+  const char *m = strerror(-err);
+  size_t i = 0;
+  for (; m[i] && i < sizeof buf - 1; i++) buf[i] = (char)tolower((unsigned char)m[i]);
+  buf[i] = '\0';
+  return buf;
 }

@@ -41,6 +41,7 @@
 #ifndef SYS_close_range
 #define SYS_close_range 436
 #endif
+#define BT_CLOSE_RANGE_CLOEXEC (1U << 2) /* Linux 5.11 */
 
 #define BT_CHILD_STACK (64 * 1024)
 #ifndef BT_PIPE_SIZE
@@ -59,6 +60,8 @@ typedef struct {
   pid_t parent;
   int src[BT_MAX_STDIO]; /* parent fd for each child fd, or BT_SRC_* */
   int inherit[BT_MAX_STDIO];
+  int tmp[BT_MAX_STDIO]; /* temporary copies of the sources (closed by exec) */
+  int exec_mode;         /* bt_exec: mark other fds close-on-exec, do not close them */
   int err;               /* written by the child on failure */
   bt_stage stage;
 } child_args;
@@ -77,7 +80,7 @@ typedef struct {
 BT_NO_SANITIZE static int bt__child_setup(child_args *a) {
   const bt_spawn_options_t *o = a->opts;
   int n = o->nstdio;
-  int tmp[BT_MAX_STDIO];
+  int *tmp = a->tmp;
   long r;
 
   /* A zeroed kernel sigaction is SIG_DFL with no flags and an empty mask. */
@@ -98,21 +101,14 @@ BT_NO_SANITIZE static int bt__child_setup(child_args *a) {
     /* The parent may have died before the prctl: then act as if it just did. */
     if (syscall(SYS_getppid) != a->parent) syscall(SYS_kill, syscall(SYS_getpid), o->pdeathsig);
   }
-  for (int i = 0; i < o->nrlimits; i++) {
-    uint64_t lim[2] = {(uint64_t)o->rlimits[i].cur, (uint64_t)o->rlimits[i].max};
-    if (syscall(SYS_prlimit64, 0, o->rlimits[i].resource, lim, NULL) < 0) return errno;
-  }
-  if ((o->flags & BT_SPAWN_NICE) && syscall(SYS_setpriority, PRIO_PROCESS, 0, o->nice) < 0)
-    return errno;
-  if (o->flags & BT_SPAWN_UMASK) syscall(SYS_umask, o->umask & 0777);
 
   /* Move every source above the target range first, so that no dup2 below can
    * clobber a source that another target still needs; SAME entries follow
    * the file their target got. */
   a->stage = BT_STAGE_STDIO;
+  for (int i = 0; i < n; i++) tmp[i] = -1;
   for (int i = 0; i < n; i++) {
     int src = a->src[i];
-    tmp[i] = -1;
     if (src == BT_SRC_CLOSE || src <= BT_SRC_SAME) continue;
     if (src == BT_SRC_NULL) {
       r = syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC);
@@ -135,11 +131,33 @@ BT_NO_SANITIZE static int bt__child_setup(child_args *a) {
     else if (syscall(SYS_dup2, from, i) < 0) /* dup2 clears FD_CLOEXEC on i */
       return errno;
   }
-  if (syscall(SYS_close_range, n, ~0U, 0) < 0) {
+  if (a->exec_mode) {
+    /* Replacing this process: fds close only if exec succeeds. */
+    if (syscall(SYS_close_range, n, ~0U, BT_CLOSE_RANGE_CLOEXEC) < 0) {
+      uint64_t rl[2] = {1024, 1024};
+      syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, rl);
+      for (uint64_t fd = (uint64_t)n; fd < rl[0] && fd < 65536; fd++)
+        syscall(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC);
+    }
+  } else if (syscall(SYS_close_range, n, ~0U, 0) < 0) {
     uint64_t rl[2] = {1024, 1024};
     syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, rl);
     for (uint64_t fd = (uint64_t)n; fd < rl[0] && fd < 65536; fd++) syscall(SYS_close, fd);
   }
+  if (!a->exec_mode)
+    for (int i = 0; i < n; i++) tmp[i] = -1; /* closed by close_range */
+
+  /* Limits after the fds: RLIMIT_NOFILE may be lower than the fds the
+   * rearranging above needed. Before the credentials: raising a hard limit
+   * needs the privilege the uid switch drops. */
+  a->stage = BT_STAGE_LIMITS;
+  for (int i = 0; i < o->nrlimits; i++) {
+    uint64_t lim[2] = {(uint64_t)o->rlimits[i].cur, (uint64_t)o->rlimits[i].max};
+    if (syscall(SYS_prlimit64, 0, o->rlimits[i].resource, lim, NULL) < 0) return errno;
+  }
+  if ((o->flags & BT_SPAWN_NICE) && syscall(SYS_setpriority, PRIO_PROCESS, 0, o->nice) < 0)
+    return errno;
+  if (o->flags & BT_SPAWN_UMASK) syscall(SYS_umask, o->umask & 0777);
 
   /* Groups first: once the uid is dropped, setgroups is no longer allowed. */
   a->stage = BT_STAGE_CREDS;
@@ -348,11 +366,37 @@ int bt_exec(const bt_spawn_options_t *o, bt_process_t *info) {
   }
   err = bt__stdio(o, &a);
   if (err < 0) return err;
+  a.exec_mode = 1;
+
+  /* What the setup changes in this process, to put back if exec fails: the
+   * signal dispositions and mask, umask, and the stdio fds (saved as dups).
+   * Other fds are only marked close-on-exec. */
+  static struct sigaction saved[65];
+  for (int sig = 1; sig < 65; sig++) sigaction(sig, NULL, &saved[sig]);
+  int saved_fd[BT_MAX_STDIO];
+  for (int i = 0; i < o->nstdio; i++) saved_fd[i] = fcntl(i, F_DUPFD_CLOEXEC, BT_MAX_STDIO);
+  mode_t saved_umask = umask(0);
+  umask(saved_umask);
+
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
   err = bt__child_setup(&a);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
   info->stage = a.stage;
+
+  /* Still here: exec failed. Undo. */
+  for (int i = 0; i < o->nstdio; i++) {
+    if (a.tmp[i] >= 0) close(a.tmp[i]);
+    if (saved_fd[i] >= 0) {
+      dup2(saved_fd[i], i);
+      close(saved_fd[i]);
+    } else {
+      close(i);
+    }
+  }
+  umask(saved_umask);
+  for (int sig = 1; sig < 65; sig++)
+    if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &saved[sig], NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
   return -err;
 }

@@ -453,6 +453,37 @@ static void test_adopt(void) {
   CHECK_EQ(uv_loop_close(&loop), 0);
 }
 
+static void test_owned_churn(void) {
+  /* Hundreds of pids come and go through the owned table; then lookups of
+   * pids that were never in it (an adopted orphan, the reaper's scan) must
+   * still end. This hung once: tombstones filled the table. */
+  bt_process_t p;
+  char *t[] = {"true", NULL};
+  bt_spawn_options_t o = {.argv = t};
+  for (int i = 0; i < 300; i++) CHECK_EQ(run_proc(&p, &o), 0);
+  uv_loop_t loop;
+  bt_reaper_t reaper;
+  int got[2] = {0, 0};
+  uv_loop_init(&loop);
+  reaper.data = got;
+  CHECK_EQ(bt_reaper_start(&loop, &reaper, 0, on_orphan), 0);
+  CHECK_EQ(bt_reaper_reap(&reaper), 0);
+  char buf[64];
+  char *argv[] = {(char *)self, "--child", "orphan", NULL};
+  bt_spawn_options_t oo = {0};
+  CHECK_EQ(capture(argv, &oo, buf, sizeof buf), 0);
+  int exits = 0;
+  bt_process_t a;
+  a.data = &exits;
+  CHECK_EQ(bt_process_open(&loop, &a, (pid_t)atoi(buf), on_exit_count), 0);
+  CHECK_EQ(bt_process_kill(&a, SIGKILL), 0);
+  while (!exits) uv_run(&loop, UV_RUN_ONCE);
+  bt_process_close(&a, NULL);
+  bt_reaper_close(&reaper, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
 static void test_exec(void) {
   char buf[256];
   bt_spawn_options_t o = {0};
@@ -599,6 +630,7 @@ int main(int argc, char **argv) {
   test_pdeathsig_and_reaper();
   test_reaper_spares_owned();
   test_adopt();
+  test_owned_churn();
   test_exec();
   test_signal_state();
   test_env_cwd_pgrp();

@@ -257,6 +257,10 @@ end
 -- Undo a partial start: kill what runs, wait, close what is open.
 local function abort(run, held)
   close_all(held)
+  if run._err_fd then
+    core.close(run._err_fd)
+    run._err_fd = nil
+  end
   if run.pgid then core.killpg(run.pgid, 9) end
   for _, s in ipairs(run._stages) do
     if s.proc then
@@ -304,7 +308,8 @@ function Pipeline:__start(_, fname, defaults)
 
   local held = {}      -- raw fds the parent still holds
   local shared_err     -- capture: every stage's stderr goes to one pipe
-  if defaults and defaults.stderr == "pipe" and o.stderr == nil then
+  if (defaults and defaults.stderr == "pipe" and o.stderr == nil) or o.stderr == "pipe" then
+    -- capture (or output): every stage's stderr into one pipe baton reads
     local r, w = core.pipe()
     held[w] = true
     shared_err = w

@@ -269,7 +269,14 @@ local function redirection(v, fd, key, fname, ctx)
     return "pipe"
   elseif t == "table" and getmetatable(v) == Stream then
     if v.closed then argerror(fname, 1, fmt("option '%s': stream is closed", key), 4) end
-    return v:fileno()
+    -- Handed over: the child gets the pipe as a plain blocking fd, and baton
+    -- lets go of its end after the spawn (or a reader would never see EOF,
+    -- a writer never SIGPIPE).
+    v._ud:read_stop()
+    local fdn = v:fileno()
+    core.setblocking(fdn)
+    ctx.handoff[#ctx.handoff + 1] = v
+    return fdn
   elseif t == "table" and type(v.path) == "string" then
     local mode = fd == 0 and "r" or (v.append and "a" or "w")
     local f, msg = io.open(v.path, mode .. "b")
@@ -286,7 +293,7 @@ end
 -- Build the options table for core.spawn / core.exec. `over` (from
 -- pipelines) sets stdin/stdout/stderr to wired fds and joins a process group.
 local function build(argv, s, fname, defaults, over)
-  local ctx = { files = {}, sinks = {} }
+  local ctx = { files = {}, sinks = {}, handoff = {} }
   local o = { argv = argv, cwd = s.cwd, setsid = s.setsid, umask = s.umask, nice = s.nice }
   if s.argv0 then
     o.file = argv[1]
@@ -411,6 +418,7 @@ end
 
 local function close_files(ctx)
   for _, f in ipairs(ctx.files) do f:close() end
+  for _, st in ipairs(ctx.handoff or {}) do st:close() end
 end
 
 -- The group or the process: where timeouts and terminate send signals.
@@ -464,13 +472,19 @@ function start(spec, keys, fname, defaults, over)
     over, inner, held = start_subs(argv, s, subs, fname, over)
     if not over then return nil, inner, held end
   end
-  local o, ctx = build(argv, s, fname, defaults, over)
+  local built, o, ctx = pcall(build, argv, s, fname, defaults, over)
+  if not built then
+    for _, q in ipairs(inner or {}) do q:close() end
+    for _, h in ipairs(held or {}) do core.close(h) end
+    error(o, 0)
+  end
   if held then
     -- the raw read ends are handed to the child by core.spawn below; close after
     for _, h in ipairs(held) do ctx.files[#ctx.files + 1] = { close = function() core.close(h) end } end
   end
   if ctx.err then
     close_files(ctx)
+    for _, q in ipairs(inner or {}) do q:close() end
     local code = ctx.err:match("No such file") and "ENOENT" or ctx.err:match("Permission denied") and "EACCES" or "EIO"
     return nil, fmt("%s: cannot run %q: cannot open a redirection: %s (argv: %s)", code, argv[1], ctx.err, quote_argv(argv)), code
   end
@@ -627,14 +641,18 @@ function Process:_done()
   self.status = self._exit
   local ws = self._waiters
   self._waiters = {}
-  for i = 1, #ws do ws[i](self.status) end
+  for fn in pairs(ws) do fn(self.status) end
 end
 
---- Call `fn(status)` once the process is done (at once if it is).
+--- Call `fn(status)` once the process is done (at once if it is). Returns a
+-- function that cancels the subscription.
 function Process:_subscribe(fn)
-  if self.status then return fn(self.status) end
-  local ws = self._waiters
-  ws[#ws + 1] = fn
+  if self.status then
+    fn(self.status)
+    return function() end
+  end
+  self._waiters[fn] = true
+  return function() self._waiters[fn] = nil end
 end
 
 --- Start a process: `{prog, args…, option = value…}`, a program name, or a
@@ -657,19 +675,21 @@ end
 function Process:wait(timeout)
   timeout_arg("wait", timeout)
   if self.status then return self.status end
-  if timeout then
-    local timer = core.timer()
-    local st = suspend(function(wake)
-      self:_subscribe(wake)
-      timer:start(math.floor(timeout * 1000 + 0.5), 0, function() wake(false) end)
-    end)
-    timer:close()
-    if not st then
-      return nil, fmt("ETIMEDOUT: process %d still running after %gs", self.pid, timeout), "ETIMEDOUT"
-    end
-    return st
+  local timer = timeout and core.timer()
+  local unsubscribe
+  local ok, st = pcall(suspend, function(wake)
+    unsubscribe = self:_subscribe(wake)
+    if timer then timer:start(math.floor(timeout * 1000 + 0.5), 0, function() wake(false) end) end
+  end)
+  -- Whatever ended the wait (done, timeout, cancel), leave nothing behind.
+  if timer then timer:close() end
+  if unsubscribe then unsubscribe() end
+  if not ok then error(st, 0) end
+  if not st then
+    return nil, fmt("ETIMEDOUT: %s still running after %gs", self.pid and ("process " .. self.pid) or "it",
+      timeout), "ETIMEDOUT"
   end
-  return suspend(function(wake) self:_subscribe(wake) end)
+  return st
 end
 
 --- The status if the process is done, else nil; never waits.
@@ -865,9 +885,12 @@ function M.wait_any(list)
     end
     if w.status or w.done then return i, w end
   end
-  local i = suspend(function(wake)
-    for j, w in ipairs(list) do w:_subscribe(function() wake(j) end) end
+  local subs = {}
+  local ok, i = pcall(suspend, function(wake)
+    for j, w in ipairs(list) do subs[#subs + 1] = w:_subscribe(function() wake(j) end) end
   end)
+  for _, unsubscribe in ipairs(subs) do unsubscribe() end
+  if not ok then error(i, 0) end
   return i, list[i]
 end
 

@@ -76,9 +76,13 @@ local reaper
 function M.subreaper(on, on_reap)
   local core = require "baton.core"
   if on == false then
-    if reaper then reaper:close() end
+    if reaper then
+      reaper:reap() -- what is pending now
+      reaper:close()
+    end
     reaper = nil
-    return true
+    -- Orphans go to init again, not to a process that no longer reaps them.
+    return core.set_subreaper(false)
   end
   if reaper then return true end
   local r, msg, code = core.reaper(true, on_reap)

@@ -36,9 +36,10 @@ function M.on_uncaught(t, trace)
 end
 
 local function wake_joiners(t)
-  local js = t.joiners
-  t.joiners = nil
+  local js, ws = t.joiners, t.watchers
+  t.joiners, t.watchers = nil, nil
   if js then for i = 1, #js do js[i]() end end
+  if ws then for fn in pairs(ws) do fn() end end
 end
 
 local function step(t, ...)
@@ -170,11 +171,17 @@ function Task:wait()
   return unpack(self.results, 1, self.results.n)
 end
 
---- Call `fn()` once the task is done (at once if it is). For wait_any.
+--- Call `fn()` once the task is done (at once if it is). For wait_any: an
+-- observer, not a joiner, so an error still counts as uncaught. Returns a
+-- function that cancels the subscription.
 function Task:_subscribe(fn)
-  if self.done then return fn() end
-  self.joiners = self.joiners or {}
-  self.joiners[#self.joiners + 1] = fn
+  if self.done then
+    fn()
+    return function() end
+  end
+  self.watchers = self.watchers or {}
+  self.watchers[fn] = true
+  return function() if self.watchers then self.watchers[fn] = nil end end
 end
 
 --- Is the task finished (returned or failed)?

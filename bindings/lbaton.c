@@ -198,7 +198,7 @@ lua_State *lb_push_cb(lb_handle *h) {
   return T;
 }
 
-static int lb_traceback(lua_State *L) {
+int lb_traceback(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;

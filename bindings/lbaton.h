@@ -72,6 +72,8 @@ void *lb_new(lua_State *L, size_t size, const char *tname, void (*close)(lb_hand
  * when there is no callback. Then push arguments and call lb_call. */
 lua_State *lb_push_cb(lb_handle *h);
 void lb_call(lb_runtime *rt, lua_State *T, int nargs);
+/* Message handler for lua_pcall: the error (or its __tostring) with a traceback. */
+int lb_traceback(lua_State *L);
 
 /* Push nil, "ENAME: message", "ENAME" and return 3 (err is a negative errno). */
 int lb_error(lua_State *L, int err, const char *what);

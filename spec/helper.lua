@@ -24,6 +24,16 @@ function H.fds()
   return #list - 1, list
 end
 
+-- The fd numbers process `pid` has open, sorted.
+function H.fds_of(pid)
+  local fds = {}
+  for name in lfs.dir("/proc/" .. pid .. "/fd") do
+    if name:match("^%d+$") then fds[#fds + 1] = tonumber(name) end
+  end
+  table.sort(fds)
+  return fds
+end
+
 -- Child pids of this process, alive or zombie, from every thread's list.
 function H.children()
   local out = {}

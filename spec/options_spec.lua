@@ -69,7 +69,6 @@ describe("spawn options", function()
   end)
 
   it("extra fds land at the numbers asked for, and only those", function()
-    local lfs = require "lfs"
     local a, b = tmpfile("from fd 3\n"), tmpfile()
     local fa = assert(io.open(a))
     local fb = assert(io.open(b, "w"))
@@ -84,11 +83,7 @@ describe("spawn options", function()
     fa:close()
     fb:close()
     assert.are.equal("ready", p.stdout:read("l"))
-    local fds = {}
-    for name in lfs.dir("/proc/" .. p.pid .. "/fd") do
-      if name:match("^%d+$") then fds[#fds + 1] = tonumber(name) end
-    end
-    table.sort(fds)
+    local fds = H.fds_of(p.pid)
     p.stdin:write("\n")
     p:wait()
     p:close()

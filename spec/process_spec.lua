@@ -215,18 +215,13 @@ describe("baton.spawn", function()
   end)
 
   it("gives the child exactly stdin, stdout and stderr", function()
-    local lfs = require "lfs"
     local f = io.open("/dev/null") -- an fd of ours, not for the child
     -- A shell that printed "ready" is done starting up; waiting in `read` (a
     -- builtin) it opens nothing, so the listing sees exactly what it got.
     local p = assert(baton.spawn { "sh", "-c", "echo ready; read x", stdin = "pipe", stdout = "pipe" })
     f:close()
     assert.are.equal("ready", p.stdout:read("l"))
-    local fds = {}
-    for name in lfs.dir("/proc/" .. p.pid .. "/fd") do
-      if name:match("^%d+$") then fds[#fds + 1] = tonumber(name) end
-    end
-    table.sort(fds)
+    local fds = H.fds_of(p.pid)
     p.stdin:write("\n")
     p:wait()
     p:close()

@@ -57,6 +57,15 @@ local function type_line(text, busy)
   if not busy then expect_prompt() end
 end
 
+-- Did the REPL's session end (the REPL exited)? Waits for it, boundedly.
+local function session_gone()
+  for _ = 1, 200 do
+    if tmux("has-session", "-t", "repl").code ~= 0 then return true end
+    baton.sleep(0.025)
+  end
+  return false
+end
+
 local homes = {}
 
 local function start(cmd)
@@ -156,11 +165,7 @@ describe("the REPL", function()
     expect("still alive")
     assert.is_nil(screen():match("this line is dropped[^\n]*\n[^\n]*still alive\n> this"))
     tmux("send-keys", "-t", "repl", "C-d")
-    local gone = false
-    for _ = 1, 200 do
-      if tmux("has-session", "-t", "repl").code ~= 0 then gone = true break end
-      baton.sleep(0.025)
-    end
+    local gone = session_gone()
     assert.is_true(gone, "the REPL did not exit on Ctrl-D")
     -- History was saved for the next session.
     local f = io.open(home .. "/.baton_history")
@@ -184,11 +189,7 @@ describe("the REPL", function()
     type_line("'next'")
     expect("\nnext\n")
     tmux("send-keys", "-t", "repl", "C-d")
-    local gone = false
-    for _ = 1, 200 do
-      if tmux("has-session", "-t", "repl").code ~= 0 then gone = true break end
-      baton.sleep(0.025)
-    end
+    local gone = session_gone()
     assert.is_true(gone, "the REPL did not exit on Ctrl-D")
   end)
 
@@ -200,11 +201,7 @@ describe("the REPL", function()
     tmux("send-keys", "-t", "repl", "C-c")
     baton.sleep(0.2)
     tmux("send-keys", "-t", "repl", "C-c")
-    local gone = false
-    for _ = 1, 200 do
-      if tmux("has-session", "-t", "repl").code ~= 0 then gone = true break end
-      baton.sleep(0.025)
-    end
+    local gone = session_gone()
     assert.is_true(gone, "the REPL did not end on a second Ctrl-C")
   end)
 end)

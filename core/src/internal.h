@@ -12,6 +12,8 @@
 
 /* Raw system calls the core makes without relying on a recent glibc. */
 int bt__pidfd_send_signal(int pidfd, int sig);
+/* Put `proc` in its initial state (no pid, no pidfd, status unknown yet). */
+void bt__proc_reset(bt_process_t *proc);
 /* Start polling the pidfd of a freshly spawned child (spawn.c -> process.c). */
 int bt__process_watch(uv_loop_t *loop, bt_process_t *proc, bt_exit_cb exit_cb);
 

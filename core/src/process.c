@@ -73,17 +73,8 @@ int bt__process_watch(uv_loop_t *loop, bt_process_t *proc, bt_exit_cb exit_cb) {
 }
 
 int bt_process_open(uv_loop_t *loop, bt_process_t *proc, pid_t pid, bt_exit_cb exit_cb) {
-  proc->pid = 0;
-  proc->pidfd = -1;
-  proc->exited = 0;
-  proc->exit_code = -1;
-  proc->term_signal = 0;
-  proc->core_dumped = 0;
-  proc->status_known = 1;
-  memset(&proc->rusage, 0, sizeof proc->rusage);
+  bt__proc_reset(proc);
   proc->stage = BT_STAGE_NONE;
-  proc->path[0] = '\0';
-  proc->closing_ = 0;
   if (pid <= 0) return -EINVAL;
   int fd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (fd < 0) return -errno;

@@ -206,7 +206,7 @@ static void bt__close_pipes(const bt_spawn_options_t *o, child_args *a, int pare
   }
 }
 
-static void bt__proc_reset(bt_process_t *proc) {
+void bt__proc_reset(bt_process_t *proc) {
   proc->pid = 0;
   proc->pidfd = -1;
   proc->exited = 0;

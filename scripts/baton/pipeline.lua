@@ -193,23 +193,10 @@ function Run:_stage_done()
     if self.timed_out then st.failure = st.failure .. " (timed out)" end
   end
   self._exit = st
-  if #self._drains == 0 then return self:_done() end
-  local bound = self._wait_delay or (self.timed_out and 1 or nil)
-  local timer
-  if bound then
-    timer = core.timer()
-    timer:start(math.floor(bound * 1000 + 0.5), 0, function()
-      timer:close()
-      timer = nil
-      for _, d in ipairs(self._drains) do if d.stream then d.stream:close() end end
-    end)
-  end
-  task.go(function()
-    for _, d in ipairs(self._drains) do d.wait() end
-    if timer then timer:close() end
-    self:_done()
-  end)
+  self:_finish()
 end
+
+Run._finish = process.Process._finish
 
 function Run:_done()
   process.live[self] = nil

@@ -616,9 +616,15 @@ function Process:_exited(code, sig, coredump, known)
     rusage = self._ud:rusage(),
   }, Status)
   self._exit = st
+  self:_finish()
+end
+
+-- The exit status is known (self._exit): done once the pipes baton reads
+-- (sinks, captures, substitutions) reached their end, or the drain bound
+-- passed: by default unbounded, 1 s after a timeout kill. Shared with
+-- pipelines.
+function Process:_finish()
   if #self._drains == 0 then return self:_done() end
-  -- Done only when the pipes baton reads (sinks, captures) reached their end,
-  -- or the drain bound passed: by default unbounded, 1 s after a timeout kill.
   local bound = self._wait_delay or (self.timed_out and 1 or nil)
   local timer
   if bound then

@@ -40,7 +40,6 @@ struct lb_runtime {
   lua_State *cbL;     /* the thread callbacks run on */
   lb_handle *handles; /* every open handle, for closing at state close */
   char readbuf[LB_READBUF_SIZE]; /* one read of a full output pipe */
-  int readbuf_busy;
 };
 
 struct lb_handle {

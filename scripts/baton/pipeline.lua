@@ -197,6 +197,7 @@ function Run:_stage_done()
 end
 
 Run._finish = process.Process._finish
+Run._arm_timeout = process.Process._arm_timeout
 
 function Run:_done()
   process.live[self] = nil
@@ -417,20 +418,8 @@ function Pipeline:__start(_, fname, defaults)
   end
 
   if o.timeout then
-    run.timed_out = false
-    local timer = core.timer()
-    run._timer = timer
-    local ks = process.signum(o.kill_signal or "TERM", fname, 1)
-    timer:start(math.floor(o.timeout * 1000 + 0.5), 0, function()
-      if run._exit then return end
-      run.timed_out = true
-      core.killpg(run.pgid, ks)
-      if ks ~= 9 then
-        timer:start(math.floor((o.grace or 1) * 1000 + 0.5), 0, function()
-          if not run._exit then core.killpg(run.pgid, 9) end
-        end)
-      end
-    end)
+    run._kill_signal, run._grace = o.kill_signal or "TERM", o.grace or 1
+    run:_arm_timeout(o.timeout)
   end
   if not o.detach then
     local scope = task.scope()

@@ -588,14 +588,17 @@ function Process:_drain(stream, fn)
   return d
 end
 
+-- After `secs`, `_kill_signal` to the group (or the process), then KILL after
+-- `_grace` seconds. Shared with pipelines (a Run has a pgid and no _ud).
 function Process:_arm_timeout(secs)
   local timer = core.timer()
   self._timer = timer
+  local sig = M.signum(self._kill_signal, "spawn", 1)
   timer:start(math.floor(secs * 1000 + 0.5), 0, function()
     if self._exit then return end
     self.timed_out = true
-    send(self, M.signum(self._kill_signal, "spawn", 1))
-    if self._kill_signal ~= "KILL" and self._kill_signal ~= 9 and self._kill_signal ~= "SIGKILL" then
+    send(self, sig)
+    if sig ~= 9 then
       timer:start(math.floor(self._grace * 1000 + 0.5), 0, function()
         if not self._exit then send(self, 9) end
       end)

@@ -32,8 +32,8 @@ local Pipeline = { __name = "baton.pipeline" }
 Pipeline.__index = Pipeline
 M.Pipeline = Pipeline
 
-local function argerror(fname, msg, level)
-  error(fmt("bad argument #1 to '%s' (%s)", fname, msg), (level or 2) + 1)
+local function argerror(fname, msg)
+  error(fmt("bad argument #1 to '%s' (%s)", fname, msg), process.user_level())
 end
 
 -- One stage from a user value: a command, a command table, or a function.

@@ -35,8 +35,21 @@ Error.__index = Error
 Error.__tostring = function(e) return e.msg end
 M.Error = Error
 
-local function argerror(fname, n, msg, level)
-  error(fmt("bad argument #%d to '%s' (%s)", n, fname, msg), (level or 2) + 1)
+-- The stack level of the first caller outside baton's own Lua modules: where
+-- a misuse error should point, however deep inside baton it was found.
+local function user_level()
+  local level = 3
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info then return 1 end
+    if not info.source:match("^@scripts/baton/") and info.what ~= "C" then return level - 1 end
+    level = level + 1
+  end
+end
+M.user_level = user_level
+
+local function argerror(fname, n, msg)
+  error(fmt("bad argument #%d to '%s' (%s)", n, fname, msg), user_level())
 end
 
 --- Quote a string as one word for POSIX sh.

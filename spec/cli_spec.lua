@@ -72,6 +72,16 @@ describe("the baton executable", function()
     assert.are.equal("", r.stdout)
   end)
 
+  it("points misuse errors at the script's line, not inside baton", function()
+    local s = write("misuse.lua", "local function f()\n  baton.output{'ls', colour = true}\nend\nf()\n")
+    local r = exe { s }
+    assert.are.equal(1, r.code)
+    assert.matches("misuse.lua:2: bad argument #1 to 'run' %(unknown option 'colour'%)", r.stderr)
+    s = write("misuse2.lua", "local c = baton.cmd\nlocal p = c{'ls'} | c{'cat', stdin = 'null'}\n")
+    r = exe { s }
+    assert.matches("misuse2.lua:2: bad argument #1 to 'pipeline'", r.stderr)
+  end)
+
   it("reports syntax errors and missing scripts", function()
     local s = write("bad.lua", "local x = = 1\n")
     local r = exe { s }

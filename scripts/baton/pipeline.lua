@@ -421,19 +421,11 @@ function Pipeline:__start(_, fname, defaults)
     run._kill_signal, run._grace = o.kill_signal or "TERM", o.grace or 1
     run:_arm_timeout(o.timeout)
   end
-  if not o.detach then
-    local scope = task.scope()
-    if scope then scope:_add(run) end
-    process.live[run] = true
-  end
+  if not o.detach then process.track(run) end
   return run
 end
 
 --- Leave the enclosing scope.
-function Run:detach()
-  if self._scope then self._scope:_remove(self) end
-  process.live[self] = nil
-  return self
-end
+Run.detach = process.Process.detach
 
 return M

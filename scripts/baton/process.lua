@@ -545,14 +545,18 @@ function start(spec, keys, fname, defaults, over)
       p._drains[#p._drains + 1] = { wait = function() q:wait() end }
     end
   end
-  if not s.detach then
-    local scope = task.scope()
-    if scope then scope:_add(p) end
-    M.live[p] = true
-  end
+  if not s.detach then M.track(p) end
   return p
 end
 M.start = start
+
+--- Record a process or pipeline in the enclosing scope and among the live
+-- ones the runner stops on a signal (undone by `detach`).
+function M.track(p)
+  local scope = task.scope()
+  if scope then scope:_add(p) end
+  M.live[p] = true
+end
 M.build = build
 M.spawn_error = spawn_error
 M.close_files = close_files

@@ -36,6 +36,8 @@ static int lb_runtime_gc(lua_State *L) {
   lb_runtime *rt = luaL_checkudata(L, 1, LB_RUNTIME_MT);
   if (rt->loop == NULL) return 0;
   /* Close what is still open; the close callbacks free the structs. */
+  if (rt->spin) uv_close((uv_handle_t *)rt->spin, (uv_close_cb)free);
+  rt->spin = NULL;
   lb_handle *h = rt->handles;
   rt->handles = NULL;
   while (h) {

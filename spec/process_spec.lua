@@ -2,8 +2,34 @@
 local baton = require "baton"
 local H = require "helper"
 
+-- CPU seconds this process has used (user + system), from /proc/self/stat.
+local CLK_TCK = tonumber(baton.output { "getconf", "CLK_TCK" })
+local function cpu_seconds()
+  local f = assert(io.open("/proc/self/stat"))
+  local stat = f:read("a")
+  f:close()
+  local fields = {}
+  for w in stat:match("%) (.*)"):gmatch("%S+") do fields[#fields + 1] = w end
+  return (tonumber(fields[12]) + tonumber(fields[13])) / CLK_TCK -- utime, stime
+end
+
 describe("baton.run", function()
   H.guard()
+
+  it("reads a fast stream whole, then stops polling once it goes quiet", function()
+    -- Reads in quick succession make the loop poll instead of sleeping; that
+    -- must end with the burst, or the quiet second below would burn a CPU.
+    local size, n, at_end = 50 * 1000 * 1000, 0, nil
+    baton.run { "sh", "-c", ("head -c %d /dev/zero; sleep 1"):format(size), stdout = function(c)
+      if c then
+        n = n + #c
+        if n == size then at_end = cpu_seconds() end
+      end
+    end }
+    assert.are.equal(size, n)
+    local quiet = cpu_seconds() - at_end
+    assert.is_true(quiet < 0.3, ("%.2f s of CPU while the child slept"):format(quiet))
+  end)
 
   it("returns the exit code and ok", function()
     local r = baton.run { "true" }

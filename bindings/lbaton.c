@@ -271,6 +271,12 @@ static int l_running(lua_State *L) {
   return 1;
 }
 
+/* core.host_loop(): true when a host runs the loop (lb_set_loop), not baton. */
+static int l_host_loop(lua_State *L) {
+  lua_pushboolean(L, !lb_runtime_get(L)->owns_loop);
+  return 1;
+}
+
 static int l_alive(lua_State *L) {
   lua_pushboolean(L, uv_loop_alive(lb_runtime_get(L)->loop));
   return 1;
@@ -380,7 +386,7 @@ static int l_getpid(lua_State *L) {
 
 LB_EXPORT int luaopen_baton_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
-      {"run", l_run},         {"stop", l_stop},         {"running", l_running},
+      {"run", l_run},         {"stop", l_stop},         {"running", l_running}, {"host_loop", l_host_loop},
       {"alive", l_alive},     {"now", l_now},           {"signum", l_signum},
       {"signame", l_signame}, {"errname", l_errname},   {"lookpath", l_lookpath},
       {"fileno", l_fileno},   {"handles", l_handles},   {"getpid", l_getpid},

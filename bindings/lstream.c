@@ -223,6 +223,10 @@ static int l_stream_close(lua_State *L) {
   lb_stream *s = lb_check(L, 1, LB_STREAM);
   s->reading = 0;
   lb_handle_close(&s->h);
+  /* No callback can come any more: drop it (it may hold a lot of Lua data)
+   * and the anchor, unless a cancelled write still has to report. */
+  lb_handle_set_cb(L, &s->h, lua_gettop(L) + 1); /* none: clears it */
+  lb_stream_maybe_unanchor(s);
   return 0;
 }
 

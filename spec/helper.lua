@@ -58,6 +58,17 @@ function H.alive(pid)
   return stat:match("^%d+ %b() (%a)") ~= "Z"
 end
 
+-- Whether `pid` is gone (exited) within `secs` seconds: a killed process
+-- closes its fds a moment before it is a zombie.
+function H.gone_within(pid, secs)
+  local deadline = baton.now() + secs
+  while H.alive(pid) do
+    if baton.now() > deadline then return false end
+    baton.sleep(0.01)
+  end
+  return true
+end
+
 function H.guard()
   local before
   before_each(function()

@@ -262,4 +262,35 @@ describe("pipeline regressions from review", function()
     assert.is_false(ok)
     -- the guard checks the fds
   end)
+
+  it("a stage's own timeout stops that stage only", function()
+    local r = (c { "sh", "-c", "echo x; exec sleep 5", timeout = 0.3 } | c { "sh", "-c", "cat; echo downstream-finished" })
+      :with { capture = true, check = false }:run()
+    assert.are.same({ 143, 0 }, r.statuses)
+    assert.are.equal("x\ndownstream-finished\n", r.stdout)
+    assert.are.equal(1, r.failed_stage)
+  end)
+
+  it("refuses a process group or session of a stage's own", function()
+    local ok, err = pcall(function() return c { "true", pgroup = true } | c { "cat" } end)
+    assert.is_false(ok)
+    assert.matches("stage 1: 'pgroup' cannot be set on a stage", err)
+    ok, err = pcall(baton.pipeline, { c { "true" }, c { "cat", setsid = true } })
+    assert.matches("stage 2: 'setsid' cannot be set", err)
+  end)
+
+  it("a tee file that cannot be opened starts nothing", function()
+    local p, msg, code = (c { "echo", "hi" } | c { "cat" }):with { tee = "/nonexistent/dir/tee", stdout = "pipe",
+      stderr = "pipe" }:spawn()
+    assert.is_nil(p)
+    assert.are.equal("ENOENT", code)
+    assert.matches("cannot open the tee file: /nonexistent/dir/tee", msg)
+    -- the guard checks that no child and no fd is left
+  end)
+
+  it("a stage may take another command's output as a path", function()
+    local pl = c { "cat", baton.from { "echo", "sub" } } | c { "tr", "a-z", "A-Z" }
+    assert.are.equal("SUB", pl:output())
+    assert.are.equal("cat <(echo sub) | tr a-z A-Z", tostring(pl))
+  end)
 end)

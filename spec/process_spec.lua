@@ -325,3 +325,81 @@ describe("baton.spawn", function()
     assert.is_nil((baton.which("sh", ".:bin")))
   end)
 end)
+
+describe("process regressions from review", function()
+  H.guard()
+
+  it("a closed stream lets go of its reader and data while the child runs", function()
+    local p = baton.spawn { "sh", "-c", "echo first; head -c 100000 /dev/zero; exec sleep 5", stdout = "pipe" }
+    local weak = setmetatable({}, { __mode = "k" })
+    assert.are.equal("first", p.stdout:read("l"))
+    baton.sleep(0.05) -- the rest arrives in the stream's queue
+    weak[p.stdout] = true
+    p.stdout:close()
+    p.stdout, p.fds[1] = nil, nil
+    collectgarbage()
+    collectgarbage()
+    assert.is_nil(next(weak))
+    p:kill()
+    p:wait()
+  end)
+
+  it("a sink that raises fails the run with its message", function()
+    local ok, err = pcall(baton.run, { "sh", "-c", "echo hi", stdout = function(chunk)
+      if chunk then error("sink bug") end
+    end })
+    assert.is_false(ok)
+    assert.matches("its stdout sink raised: .*sink bug", tostring(err))
+    local p = baton.spawn { "seq", "1", "200000", stdout = function(chunk) if chunk then error("x") end end }
+    local st = p:wait()
+    assert.is_false(st.ok)
+    assert.matches("x$", tostring(st.sink_error))
+  end)
+
+  it("a stream read ahead can still be given to a child: nothing is lost", function()
+    local a = baton.spawn { "printf", "header\\nline1\\nline2\\n", stdout = "pipe" }
+    assert.are.equal("header", a.stdout:read("l"))
+    local r = baton.run { "cat", stdin = a.stdout, capture = true }
+    assert.are.equal("line1\nline2\n", r.stdout)
+    assert.is_true(a:wait().ok)
+  end)
+
+  it("two tasks reading one stream both finish", function()
+    local p = baton.spawn { "sh", "-c", "echo one; sleep 0.1; echo two", stdout = "pipe" }
+    local got = {}
+    local function reader()
+      local line = p.stdout:read("l")
+      got[#got + 1] = line or "eof"
+    end
+    local t1, t2 = baton.go(reader), baton.go(reader)
+    t1:wait()
+    t2:wait()
+    table.sort(got)
+    assert.are.same({ "one", "two" }, got)
+    p:close()
+  end)
+
+  it("terminate reaches the group when the leader is gone but its children hold the pipe", function()
+    local out = {}
+    local p = baton.spawn { "sh", "-c", "sleep 30 & echo $!", pgroup = true,
+      stdout = function(chunk) out[#out + 1] = chunk end }
+    baton.sleep(0.2) -- sh has exited; sleep still holds stdout
+    local sleeper = tonumber(table.concat(out):match("%d+"))
+    assert.is_true(H.alive(sleeper))
+    local st = p:terminate(0.5)
+    assert.is_true(st.ok) -- sh itself exited 0
+    assert.is_true(H.gone_within(sleeper, 2))
+  end)
+
+  it("a scope ends a process whose children still hold its pipe", function()
+    local out, p = {}, nil
+    baton.scope(function()
+      p = baton.spawn { "sh", "-c", "sleep 30 & echo $!", pgroup = true,
+        stdout = function(chunk) out[#out + 1] = chunk end }
+      baton.sleep(0.2)
+    end, { grace = 0.5 })
+    assert.is_not_nil(p:poll())
+    assert.is_true(H.gone_within(tonumber(table.concat(out):match("%d+")), 2))
+  end)
+end)
+

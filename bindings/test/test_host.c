@@ -4,8 +4,11 @@
  * runs the loop itself. Script code then runs in tasks; a waiting call outside
  * a task is refused with a clear error instead of running the host's loop.
  */
+#define _GNU_SOURCE
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -20,6 +23,11 @@ static int failures;
       failures++;                                                             \
     }                                                                         \
   } while (0)
+
+static int ticks;
+static void on_tick(uv_timer_t *t) {
+  if (++ticks == 10) uv_close((uv_handle_t *)t, NULL);
+}
 
 static const char *global_string(lua_State *L, const char *expr) {
   lua_settop(L, 0);
@@ -61,6 +69,27 @@ int main(void) {
   CHECK(strcmp(global_string(L, "results.out"), "from host\n3") == 0);
   CHECK(strcmp(global_string(L, "results.pipe"), "a\nb") == 0);
   CHECK(strcmp(global_string(L, "results.done"), "yes") == 0);
+
+  /* A task's uncaught error is reported on stderr and does not stop the
+   * host's loop: its own timer still gets all its ticks. */
+  char errpath[] = "/tmp/baton-host-XXXXXX";
+  int errfd = mkstemp(errpath), saved = dup(2);
+  CHECK(errfd >= 0 && saved >= 0);
+  dup2(errfd, 2);
+  CHECK(luaL_dostring(L, "baton.go(function() baton.sleep(0.005); error('task failed on purpose') end)") == LUA_OK);
+  uv_timer_t tick;
+  uv_timer_init(&loop, &tick);
+  uv_timer_start(&tick, on_tick, 2, 2);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  dup2(saved, 2);
+  close(saved);
+  CHECK(ticks == 10);
+  char report[4096] = "";
+  ssize_t got = pread(errfd, report, sizeof report - 1, 0);
+  report[got > 0 ? got : 0] = 0;
+  CHECK(strstr(report, "uncaught error in task") && strstr(report, "task failed on purpose"));
+  close(errfd);
+  unlink(errpath);
 
   /* Outside a task, a wait cannot run the host's loop: a clear error. */
   const char *err = global_string(L, "select(2, pcall(baton.sleep, 0.01))");

@@ -75,12 +75,13 @@ function Command:__call(...)
   return self:with { ... }
 end
 
-function Command:spawn() return process.spawn(self) end
-function Command:run() return process.run(self, 2) end
-function Command:output() return process.output(self) end
-function Command:ok() return process.ok(self) end
-function Command:lines() return process.lines(self) end
-function Command:exec() return process.exec(self) end
+-- Each takes optional options, as `cmd:with(opts):run()`.
+function Command:spawn(opts) return process.spawn(opts and self:with(opts) or self) end
+function Command:run(opts) return process.run(opts and self:with(opts) or self, 2) end
+function Command:output(opts) return process.output(opts and self:with(opts) or self) end
+function Command:ok(opts) return process.ok(opts and self:with(opts) or self) end
+function Command:lines(opts) return process.lines(opts and self:with(opts) or self) end
+function Command:exec(opts) return process.exec(opts and self:with(opts) or self) end
 
 --- A copy of the argument vector.
 function Command:argv()

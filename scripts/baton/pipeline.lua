@@ -55,6 +55,10 @@ local function new(stages, opts)
       if i > 1 and spec.stdin ~= nil then argerror("pipeline", fmt("stage %d: only the first stage may set stdin", i), 3) end
       if i > 1 and spec.input ~= nil then argerror("pipeline", fmt("stage %d: only the first stage may take input", i), 3) end
       if i < n and spec.stdout ~= nil then argerror("pipeline", fmt("stage %d: only the last stage may set stdout", i), 3) end
+      if spec.pgroup ~= nil or spec.setsid ~= nil then
+        argerror("pipeline", fmt("stage %d: '%s' cannot be set on a stage: the stages share the pipeline's process group", i,
+          spec.pgroup ~= nil and "pgroup" or "setsid"), 3)
+      end
     end
   end
   return setmetatable({ stages = stages, __options = opts or {} }, Pipeline)
@@ -120,11 +124,12 @@ function Pipeline:__tostring()
   return concat(parts, " | ")
 end
 
-function Pipeline:run() return process.run(self, 2) end
-function Pipeline:output() return process.output(self) end
-function Pipeline:ok() return process.ok(self) end
-function Pipeline:lines() return process.lines(self) end
-function Pipeline:spawn() return process.start(self, process.RUN_KEYS, "spawn") end
+-- Each takes optional pipeline options, as `p:with(opts):run()`.
+function Pipeline:run(opts) return process.run(opts and self:with(opts) or self, 2) end
+function Pipeline:output(opts) return process.output(opts and self:with(opts) or self) end
+function Pipeline:ok(opts) return process.ok(opts and self:with(opts) or self) end
+function Pipeline:lines(opts) return process.lines(opts and self:with(opts) or self) end
+function Pipeline:spawn(opts) return process.start(opts and self:with(opts) or self, process.RUN_KEYS, "spawn") end
 
 -- ---- a running pipeline ---------------------------------------------------------
 
@@ -214,19 +219,19 @@ Run.signal_group = Run.signal
 
 function Run:kill() return self:signal(9) end
 
+Run._send = Run.signal
+
 --- TERM every stage, wait up to `grace` seconds (default 5), then KILL.
 function Run:terminate(grace)
-  if not self._exit then
-    self:signal(15)
-    if not self:wait(grace or 5) then self:signal(9) end
+  if grace ~= nil and (type(grace) ~= "number" or grace < 0 or grace ~= grace) then
+    error("bad argument #1 to 'terminate' (grace must be a non-negative number of seconds)", 2)
   end
-  return self:wait()
+  return process.stop(self, grace or 5)
 end
 
 --- Kill what still runs, wait, close the pipes.
 function Run:close()
-  if not self._exit then self:signal(9) end
-  self:wait()
+  process.stop(self, 0)
   for _, name in ipairs { "stdin", "stdout", "stderr" } do
     if self[name] then self[name]:close() end
   end
@@ -294,6 +299,19 @@ function Pipeline:__start(_, fname, defaults)
     end
   end
 
+  -- The tee file is opened before anything starts.
+  local tee
+  if o.tee then
+    local f, msg = io.open(type(o.tee) == "table" and o.tee.path or o.tee,
+      (type(o.tee) == "table" and o.tee.append) and "ab" or "wb")
+    if not f then
+      local code = msg:match("No such file") and "ENOENT" or msg:match("Permission denied") and "EACCES"
+        or msg:match("Is a directory") and "EISDIR" or "EIO"
+      return nil, fmt("%s: cannot open the tee file: %s", code, msg), code
+    end
+    tee = f
+  end
+
   local held = {}      -- raw fds the parent still holds
   local shared_err     -- capture: every stage's stderr goes to one pipe
   if (defaults and defaults.stderr == "pipe" and o.stderr == nil) or o.stderr == "pipe" then
@@ -348,6 +366,7 @@ function Pipeline:__start(_, fname, defaults)
       end
       if not p then
         abort(run, held)
+        if tee then tee:close() end
         return nil, fmt("%s (pipeline stage %d)", msg, i), code
       end
       p:detach() -- the pipeline is the unit its scope manages
@@ -374,16 +393,17 @@ function Pipeline:__start(_, fname, defaults)
     last.proc.stdout = nil
   end
   if run._err_fd then
-    local ud = core.stream_open(run._err_fd)
+    local ud, msg, code = core.stream_open(run._err_fd)
+    run._err_fd = nil -- the stream owns it now (or closed it on failure)
+    if not ud then
+      abort(run, held)
+      if tee then tee:close() end
+      return nil, msg, code
+    end
     run.stderr = process.Stream.new(ud, "stderr")
   end
-  if o.tee and run.stdout then
-    local f, msg = io.open(type(o.tee) == "table" and o.tee.path or o.tee, (type(o.tee) == "table" and o.tee.append) and "ab" or "wb")
-    if not f then
-      abort(run, held)
-      return nil, "ENOENT: cannot open the tee file: " .. tostring(msg), "ENOENT"
-    end
-    run.stdout.tee = f
+  if tee then
+    if run.stdout then run.stdout.tee = tee else tee:close() end
   end
   if input ~= nil and run.stdin then
     local stdin = run.stdin

@@ -61,12 +61,19 @@ function M.quote(s)
 end
 
 -- argv as a shell-like line for messages; long words and long lists are cut.
-local function quote_argv(argv)
+local quote_argv
+function quote_argv(argv)
   local out = {}
   for i = 1, math.min(#argv, 20) do
-    local a = argv[i]
+    local a, sub = argv[i], nil
+    if type(a) == "table" and a.__from then -- baton.from: shown as bash shows <(cmd)
+      local c = a.__from
+      a, sub = type(c) == "string" and c or tostring(getmetatable(c) and c or quote_argv(c)), true
+    elseif type(a) ~= "string" then
+      a = tostring(a)
+    end
     if #a > 80 then a = a:sub(1, 60) .. fmt("…(%d bytes)", #a) end
-    out[i] = M.quote(a):gsub("\n", "\\n")
+    out[i] = (sub and "<(" .. a .. ")" or M.quote(a)):gsub("\n", "\\n")
   end
   if #argv > 20 then out[#out + 1] = fmt("…(%d more)", #argv - 20) end
   return concat(out, " ")
@@ -282,6 +289,13 @@ local function redirection(v, fd, key, fname, ctx)
     return "pipe"
   elseif t == "table" and getmetatable(v) == Stream then
     if v.closed then argerror(fname, 1, fmt("option '%s': stream is closed", key), 4) end
+    if v._qh <= v._qt then
+      -- Already read ahead (a header line, say): the child could not see
+      -- those bytes in the fd, so baton feeds it through a pipe instead.
+      if fd ~= 0 then argerror(fname, 1, fmt("option '%s': the stream holds unread input", key), 4) end
+      ctx.pump = v
+      return "pipe"
+    end
     -- Handed over: the child gets the pipe as a plain blocking fd, and baton
     -- lets go of its end after the spawn (or a reader would never see EOF,
     -- a writer never SIGPIPE).
@@ -512,7 +526,9 @@ function start(spec, keys, fname, defaults, over)
     pid = ud:pid(), argv = argv, path = ud:path(), cwd = o.cwd, _ud = ud, _waiters = {},
     _drains = {}, started = core.now(), fds = {}, timed_out = false,
   }, Process)
-  if o.setsid or o.pgid == 0 then p.pgid = p.pid end
+  -- A pipeline stage does not lead a group of its own: the pipeline's group is
+  -- the Run's, and a stage's own timeout must reach only that stage.
+  if (o.setsid or o.pgid == 0) and not (over and over.pgid) then p.pgid = p.pid end
   for fd, st in pairs(pipes) do
     local name = fd == 0 and "stdin" or fd == 1 and "stdout" or fd == 2 and "stderr" or ("fd " .. fd)
     local stream = Stream.new(st, name)
@@ -532,6 +548,20 @@ function start(spec, keys, fname, defaults, over)
       stdin:write(input) -- EPIPE (the child did not read it all) is not an error here
       stdin:close()
     end)
+  elseif ctx.pump then
+    -- stdin = a stream that was read ahead: copy it, buffered bytes first.
+    local src, stdin = ctx.pump, p.stdin
+    p.stdin = nil
+    task.go(function()
+      while true do
+        local chunk = src:read()
+        -- at the end, or EPIPE: the child stopped reading
+        if not chunk or not stdin:write(chunk) then break end
+      end
+      stdin:close()
+      src:close()
+    end)
+    p:_subscribe(function() src:close() end) -- the child is done: so is the copy
   end
   p._timeout, p._kill_signal, p._grace, p._wait_delay = s.timeout, s.kill_signal or "TERM", s.grace or 1, s.wait_delay
   ud:on_exit(function(code, sig, coredump, known)
@@ -590,7 +620,8 @@ function Process:_drain(stream, fn)
       end
       return
     end
-    pcall(fn, nil)
+    local good, err = pcall(fn, nil)
+    if not good then d.err = err end
     stream:close()
   end)
   if tee then
@@ -664,7 +695,17 @@ end
 
 function Process:_done()
   M.live[self] = nil
-  self.status = self._exit
+  local st = self._exit
+  -- A sink that raised fails the process, whatever its exit: the error is
+  -- the cause (the child may then have died of SIGPIPE).
+  for _, d in ipairs(self._drains) do
+    if d.err ~= nil and st.sink_error == nil then
+      st.ok, st.sink_error = false, d.err
+      local f = fmt("failed: its %s sink raised: %s", d.stream.name or "output", tostring(d.err))
+      st.failure = st.failure and (f .. "; " .. st.failure) or f
+    end
+  end
+  self.status = st
   local ws = self._waiters
   self._waiters = {}
   for fn in pairs(ws) do fn(self.status) end
@@ -739,26 +780,42 @@ end
 --- Send SIGKILL.
 function Process:kill() return self._ud:kill(9) end
 
+-- Stop `p` (a process or a pipeline run) and return its status: TERM, up to
+-- `grace` seconds (none: straight to KILL), KILL, and after one more second
+-- stop waiting for pipes that something else still holds open. Signals go
+-- to the group when there is one, also after the leader exited: its children
+-- may be what holds the pipes.
+function M.stop(p, grace)
+  if p.status then return p.status end
+  local function signal(sig)
+    if not p._exit or p.pgid then p:_send(sig) end
+  end
+  if grace > 0 then
+    signal(15)
+    p:wait(grace)
+  end
+  if not p.status then
+    signal(9)
+    if not p:wait(1) then
+      for _, d in ipairs(p._drains) do if d.stream then d.stream:close() end end
+    end
+  end
+  return p:wait()
+end
+
+Process._send = send
+
 --- TERM (the group, if it leads one), wait up to `grace` seconds (default
 -- 5), then KILL; returns the status.
 function Process:terminate(grace)
   timeout_arg("terminate", grace)
-  if not self._exit then
-    send(self, 15)
-    if not self:wait(grace or 5) then
-      send(self, 9)
-    end
-  end
-  return self:wait()
+  return M.stop(self, grace or 5)
 end
 
 --- Close the pipes; kill and reap the process if it still runs. For
 -- `local p <close> = baton.spawn{…}`.
 function Process:close()
-  if not self._exit then
-    send(self, 9)
-  end
-  self:wait()
+  M.stop(self, 0)
   for _, s in pairs(self.fds) do s:close() end
 end
 Process.__close = Process.close

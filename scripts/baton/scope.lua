@@ -35,7 +35,7 @@ function Scope:close()
   self.closed = true
   if task.scope() == self then task.set_scope(self.prev) end
   for p in pairs(self.procs) do
-    if not p._exit then p:terminate(self.grace) else p:wait() end
+    p:terminate(self.grace)
   end
   self.procs = {}
 end

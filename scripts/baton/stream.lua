@@ -45,14 +45,19 @@ function Stream:_start()
       self._reading = false
       if emsg then self._err, self._errcode = emsg, ecode end
     end
-    local w = self._waker
-    if w then
-      self._waker = nil
-      w()
-    end
+    self:_wake()
   end)
   if not ok then
     self._eof, self._reading, self._err, self._errcode = true, false, msg, code
+  end
+end
+
+-- Wake every task waiting for data (each re-checks the queue).
+function Stream:_wake()
+  local ws = self._wakers
+  if ws then
+    self._wakers = nil
+    for i = 1, #ws do ws[i]() end
   end
 end
 
@@ -60,7 +65,8 @@ end
 function Stream:_fill()
   if self._eof or self.closed then return false end
   suspend(function(wake)
-    self._waker = wake
+    local ws = self._wakers
+    if ws then ws[#ws + 1] = wake else self._wakers = { wake } end
     if not self._reading then self:_start() end
   end)
   return self._qh <= self._qt or not self._eof
@@ -141,7 +147,7 @@ end
 function Stream:read(what)
   local r
   if what == nil then
-    if self._qh > self._qt then self:_fill() end
+    while self._qh > self._qt and self:_fill() do end -- another reader may take it first
     if self._qh <= self._qt then
       r = self:_take()
     end
@@ -153,6 +159,7 @@ function Stream:read(what)
         parts[np] = self:_take()
       end
     until not self:_fill()
+    if self._err then return nil, self._err, self._errcode end
     r = concat(parts)
   elseif what == "l" or what == "*l" then
     r = self:_line(false)
@@ -202,11 +209,7 @@ function Stream:close()
   self.closed = true
   self._eof = true
   self._ud:close()
-  local w = self._waker
-  if w then
-    self._waker = nil
-    w()
-  end
+  self:_wake()
   if self.on_close then self.on_close() end
   if self.tee and io.type(self.tee) == "file" then self.tee:close() end
 end

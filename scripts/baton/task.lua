@@ -29,8 +29,14 @@ Task.__name = "baton.task"
 M.uncaught = {}
 
 --- Called with (task, traceback) for an uncaught error. Default: remember it
--- and stop the loop so the code driving it can raise.
+-- and stop the loop so the code driving it can raise; when a host runs the
+-- loop (not baton), print it to stderr and leave the host's loop alone.
+-- Hosts and the REPL replace it.
 function M.on_uncaught(t, trace)
+  if core.host_loop() then
+    io.stderr:write("baton: uncaught error in task: ", trace, "\n")
+    return
+  end
   M.uncaught[#M.uncaught + 1] = { task = t, err = t.err, trace = trace }
   core.stop()
 end

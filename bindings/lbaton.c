@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 
 #include <lualib.h>
 
@@ -326,6 +328,14 @@ static int l_lookpath(lua_State *L) {
   const char *cwd = luaL_optstring(L, 3, NULL);
   char out[4096];
   int err = bt_lookpath(file, path, cwd, out, sizeof out);
+  if (err == 0 && lua_toboolean(L, 4) && strchr(file, '/')) {
+    /* A path is taken as is by the lookup (the child resolves it after its
+     * chdir); `which` checks it names an executable file, as LookPath does. */
+    struct stat st;
+    if (stat(out, &st) < 0) err = -errno;
+    else if (!S_ISREG(st.st_mode)) err = -EACCES;
+    else if (faccessat(AT_FDCWD, out, X_OK, AT_EACCESS) < 0) err = -errno;
+  }
   if (err < 0) return lb_error(L, err, file);
   lua_pushstring(L, out);
   return 1;

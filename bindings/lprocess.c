@@ -68,6 +68,12 @@ typedef struct {
   gid_t groups[64];
 } lb_spawn_storage;
 
+/* A uid or gid the kernel takes as such: not -1 ("unchanged"), no wrap-around. */
+static lua_Integer lb_checkid(lua_State *L, lua_Integer id, const char *key) {
+  if (id < 0 || id >= 0xffffffffLL) luaL_error(L, "baton: option '%s': id out of range", key);
+  return id;
+}
+
 static lua_Integer lb_optint(lua_State *L, int t, const char *key, int *present) {
   lua_getfield(L, t, key);
   *present = lua_isinteger(L, -1);
@@ -111,10 +117,10 @@ static void lb_spawn_options(lua_State *L, int t, bt_spawn_options_t *o, lb_spaw
   if (present) o->flags |= BT_SPAWN_SETPGID;
   o->umask = (mode_t)lb_optint(L, t, "umask", &present);
   if (present) o->flags |= BT_SPAWN_UMASK;
-  o->uid = (uid_t)lb_optint(L, t, "uid", &present);
-  if (present) o->flags |= BT_SPAWN_SETUID;
-  o->gid = (gid_t)lb_optint(L, t, "gid", &present);
-  if (present) o->flags |= BT_SPAWN_SETGID;
+  lua_Integer id = lb_optint(L, t, "uid", &present);
+  if (present) o->uid = (uid_t)lb_checkid(L, id, "uid"), o->flags |= BT_SPAWN_SETUID;
+  id = lb_optint(L, t, "gid", &present);
+  if (present) o->gid = (gid_t)lb_checkid(L, id, "gid"), o->flags |= BT_SPAWN_SETGID;
   o->nice = (int)lb_optint(L, t, "nice", &present);
   if (present) o->flags |= BT_SPAWN_NICE;
   o->pdeathsig = (int)lb_optint(L, t, "pdeathsig", &present);
@@ -124,7 +130,7 @@ static void lb_spawn_options(lua_State *L, int t, bt_spawn_options_t *o, lb_spaw
     luaL_argcheck(L, n <= 64, 1, "too many groups (64 at most)");
     for (int i = 0; i < n; i++) {
       lua_geti(L, -1, i + 1);
-      st->groups[i] = (gid_t)luaL_checkinteger(L, -1);
+      st->groups[i] = (gid_t)lb_checkid(L, luaL_checkinteger(L, -1), "groups");
       lua_pop(L, 1);
     }
     o->groups = st->groups;
@@ -281,6 +287,22 @@ static int l_proc_kill(lua_State *L) {
   return 1;
 }
 
+/* p:ref(on): whether watching the process keeps the loop running. */
+static int l_proc_ref(lua_State *L) {
+  lb_process *lp = lb_check(L, 1, LB_PROCESS);
+  bt_process_ref(&lp->p, lua_toboolean(L, 2));
+  return 0;
+}
+
+/* p:release(): stop watching; the process itself is left alone. */
+static int l_proc_release(lua_State *L) {
+  lb_process *lp = lb_check(L, 1, LB_PROCESS);
+  lb_handle_close(&lp->h);
+  lb_handle_set_cb(L, &lp->h, lua_gettop(L) + 1); /* no exit callback will come */
+  lb_handle_unanchor(L, &lp->h);
+  return 0;
+}
+
 /* p:rusage() -> {maxrss = KiB, utime = s, stime = s} | nil (not reaped, or unknown) */
 static int l_proc_rusage(lua_State *L) {
   lb_process *lp = lb_check(L, 1, LB_PROCESS);
@@ -309,7 +331,8 @@ static int l_proc_gc(lua_State *L) { return lb_handle_gc(L, LB_PROCESS); }
 void lb_open_process(lua_State *L) {
   static const luaL_Reg methods[] = {{"pid", l_proc_pid},         {"path", l_proc_path},
                                      {"kill", l_proc_kill},       {"rusage", l_proc_rusage},
-                                     {"on_exit", l_proc_on_exit}, {NULL, NULL}};
+                                     {"on_exit", l_proc_on_exit}, {"ref", l_proc_ref},
+                                     {"release", l_proc_release}, {NULL, NULL}};
   luaL_newmetatable(L, LB_PROCESS);
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");

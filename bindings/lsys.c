@@ -23,9 +23,11 @@ static int l_user(lua_State *L) {
   struct passwd pw, *res = NULL;
   char buf[4096];
   int err;
-  if (lua_type(L, 1) == LUA_TNUMBER)
-    err = getpwuid_r((uid_t)luaL_checkinteger(L, 1), &pw, buf, sizeof buf, &res);
-  else
+  if (lua_type(L, 1) == LUA_TNUMBER) {
+    lua_Integer id = luaL_checkinteger(L, 1);
+    if (id < 0 || id >= 0xffffffffLL) return lb_error(L, UV_EINVAL, "id out of range");
+    err = getpwuid_r((uid_t)id, &pw, buf, sizeof buf, &res);
+  } else
     err = getpwnam_r(luaL_checkstring(L, 1), &pw, buf, sizeof buf, &res);
   if (res == NULL) return lb_error(L, err ? -err : UV_ENOENT, "no such user");
   lua_createtable(L, 0, 5);
@@ -54,9 +56,11 @@ static int l_group(lua_State *L) {
   struct group gr, *res = NULL;
   char buf[8192];
   int err;
-  if (lua_type(L, 1) == LUA_TNUMBER)
-    err = getgrgid_r((gid_t)luaL_checkinteger(L, 1), &gr, buf, sizeof buf, &res);
-  else
+  if (lua_type(L, 1) == LUA_TNUMBER) {
+    lua_Integer id = luaL_checkinteger(L, 1);
+    if (id < 0 || id >= 0xffffffffLL) return lb_error(L, UV_EINVAL, "id out of range");
+    err = getgrgid_r((gid_t)id, &gr, buf, sizeof buf, &res);
+  } else
     err = getgrnam_r(luaL_checkstring(L, 1), &gr, buf, sizeof buf, &res);
   if (res == NULL) return lb_error(L, err ? -err : UV_ENOENT, "no such group");
   lua_pushinteger(L, gr.gr_gid);

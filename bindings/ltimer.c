@@ -45,6 +45,9 @@ static int l_timer_start(lua_State *L) {
   if (t->h.closing) return luaL_error(L, "baton: timer used after close");
   lb_handle_set_cb(L, &t->h, 4);
   lb_handle_anchor(L, &t->h, 1);
+  /* The loop's clock was read when it last polled; Lua may have been busy
+   * since. Count from now, not from then. */
+  uv_update_time(t->h.rt->loop);
   uv_timer_start(&t->timer, lb_on_timer, (uint64_t)ms, (uint64_t)rep);
   return 0;
 }

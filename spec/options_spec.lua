@@ -35,7 +35,7 @@ describe("spawn options", function()
     assert.has_error(function() baton.run { "true", rlimits = { bogus = 1 } } end,
       "bad argument #1 to 'run' (option 'rlimits': unknown limit \"bogus\")")
     assert.has_error(function() baton.run { "true", umask = "027" } end,
-      "bad argument #1 to 'run' (option 'umask' must be an integer, got string)")
+      "bad argument #1 to 'run' (option 'umask' must be an integer from 0 to 0777 (511), got string)")
   end)
 
   it("a limit the child may not raise is a spawn error naming the step", function()

@@ -401,5 +401,109 @@ describe("process regressions from review", function()
     assert.is_not_nil(p:poll())
     assert.is_true(H.gone_within(tonumber(table.concat(out):match("%d+")), 2))
   end)
+
+  it("timers count from when they start, however long Lua was busy before", function()
+    baton.sleep(0) -- the loop's clock is read here
+    local t = baton.now()
+    while baton.now() - t < 0.3 do end -- busy: the loop's clock goes stale
+    local t0 = baton.now()
+    local r = baton.run { "sleep", "5", timeout = 0.4, check = false }
+    assert.is_true(r.timed_out)
+    assert.is_true(baton.now() - t0 >= 0.35)
+  end)
+
+  it("a stream read to its end lets go of its fd without close or collection", function()
+    collectgarbage("stop")
+    local before = H.fds()
+    for _ = 1, 40 do
+      local p = baton.spawn { "echo", "hi", stdout = "pipe" }
+      assert.are.equal("hi\n", p.stdout:read("a"))
+      p:wait()
+    end
+    local after = H.fds()
+    collectgarbage("restart")
+    collectgarbage()
+    assert.is_true(after <= before + 2, ("fds: %d before, %d after"):format(before, after))
+  end)
+
+  it("refuses out-of-range numbers before anything runs", function()
+    for _, spec in ipairs {
+      { "true", timeout = math.huge }, { "true", grace = 1e300 }, { "true", wait_delay = -1 },
+      { "id", user = 1 << 32 }, { "id", user = -1 }, { "id", group = -1 }, { "id", groups = { 1 << 32 } },
+      { "true", umask = -1 }, { "true", umask = 1 << 40 }, { "true", nice = 1 << 33 },
+      { "true", cwd = "/tmp\0x" }, { "true", env = { X = "a\0b" } },
+    } do
+      local ok, err = pcall(baton.run, spec)
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to 'run' %(option '", err)
+    end
+    assert.has_error(function() baton.sleep(math.huge) end)
+    local p = baton.spawn { "true" }
+    assert.has_error(function() p:wait(math.huge) end)
+    p:wait()
+  end)
+
+  it("exec with a redirection it cannot open runs nothing and says why", function()
+    local ok, msg, code = baton.exec { "true", stdin = { path = "/nonexistent/in" } }
+    assert.is_nil(ok)
+    assert.are.equal("ENOENT", code)
+    assert.matches("cannot open a redirection: /nonexistent/in", msg)
+    local _, msg2, code2 = baton.exec { "true", stdout = { path = "/tmp" } }
+    assert.are.equal("EISDIR", code2)
+    assert.matches("cwd: ", msg2)
+  end)
+
+  it("a path for an extra fd is opened for reading unless a mode says otherwise", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write("kept\n")
+    f:close()
+    assert.are.equal("kept", baton.output { "sh", "-c", "cat <&3", fds = { [3] = { path = path } } })
+    baton.run { "sh", "-c", "echo more >&3", fds = { [3] = { path = path, mode = "a" } } }
+    assert.are.equal("kept\nmore", baton.output { "cat", path })
+    os.remove(path)
+  end)
+
+  it("output() refuses a stdout that goes elsewhere, before running", function()
+    local path = os.tmpname()
+    os.remove(path)
+    assert.has_error(function() baton.output { "sh", "-c", "echo x > " .. path, stdout = "null" } end)
+    assert.is_nil(io.open(path))
+  end)
+
+  it("a timeout also bounds output held open by a child after the process exited", function()
+    local r = baton.run { "sh", "-c", "sleep 30 & echo $!", timeout = 0.3, capture = true, check = false }
+    assert.is_true(r.timed_out)
+    assert.is_false(r.ok)
+    assert.are.equal(0, r.code)
+    assert.is_true(H.gone_within(tonumber(r.stdout:match("%d+")), 2))
+  end)
+
+  it("adopting our own child gives its handle back", function()
+    local p = baton.spawn { "sh", "-c", "sleep 0.1; exit 3" }
+    local a = baton.adopt(p.pid)
+    assert.are.equal(p, a)
+    assert.are.equal(3, p:wait().code)
+  end)
+
+  it("closing an adopted process releases it without killing it", function()
+    local r = baton.run { "sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!", capture = true }
+    local pid = tonumber(r.stdout:match("%d+"))
+    do
+      local a <close> = assert(baton.adopt(pid))
+    end
+    assert.is_true(H.alive(pid))
+    local a = assert(baton.adopt(pid))
+    assert.is_true(a:signal("KILL"))
+    assert.is_false(a:wait().known) -- not our child: exit seen, status not
+  end)
+
+  it("which checks a path it is given", function()
+    local missing, _, code = baton.which("./baton-no-such-file")
+    assert.is_nil(missing)
+    assert.are.equal("ENOENT", code)
+    assert.are.equal("EACCES", select(3, baton.which("/etc/passwd")))
+    assert.are.equal("/bin/sh", baton.which("/bin/sh"))
+  end)
 end)
 

@@ -102,8 +102,8 @@ describe("tasks", function()
   end)
 
   it("say what is wrong when a wait cannot work", function()
-    assert.has_error(function() baton.sleep(-1) end, "bad argument #1 to 'sleep' (non-negative number expected, got -1)")
-    assert.has_error(function() baton.sleep("1") end, "bad argument #1 to 'sleep' (non-negative number expected, got string)")
+    assert.has_error(function() baton.sleep(-1) end, "bad argument #1 to 'sleep' (a number of seconds from 0 to 1e9 expected, got -1)")
+    assert.has_error(function() baton.sleep("1") end, "bad argument #1 to 'sleep' (a number of seconds from 0 to 1e9 expected, got string)")
     assert.has_error(function() baton.go(42) end, "bad argument #1 to 'go' (function expected, got number)")
     -- A wait for something that can never happen is a deadlock, not a hang.
     local never = baton.go(function() task.suspend(function() end) end)

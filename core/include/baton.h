@@ -180,6 +180,12 @@ BT_EXTERN int bt_process_kill(bt_process_t *proc, int sig);
 BT_EXTERN void bt_process_close(bt_process_t *proc, bt_close_cb close_cb);
 
 /*
+ * Whether watching `proc` keeps the loop alive (it does by default, like any
+ * libuv handle). A host watching a process it did not start may not want to.
+ */
+BT_EXTERN void bt_process_ref(bt_process_t *proc, int ref);
+
+/*
  * Find `file` the way the child will: a name containing '/' is taken as is
  * (relative to `cwd` when given); otherwise each absolute entry of `path_env`
  * (NULL: "/usr/local/bin:/usr/bin:/bin") is tried for an executable regular

@@ -118,6 +118,10 @@ function M.sh(template, ...)
     i = i + 1
     if i > n then error(fmt("bad argument #1 to 'sh' (more %%s than values: %d)", n), 4) end
     local v = args[i]
+    if type(v) ~= "table" and type(v) ~= "string" and type(v) ~= "number" then
+      error(fmt("bad argument #%d to 'sh' (string, number or list expected for %%s number %d, got %s)", i + 1, i,
+        type(v)), 4)
+    end
     if type(v) == "table" then
       local words = {}
       for j, w in ipairs(v) do words[j] = process.quote(w) end

@@ -71,7 +71,7 @@ function M.main(fn, ...)
       stoppers[#stoppers + 1] = task.go(function() pcall(p.terminate, p, 2) end)
     end
     for _, t in ipairs(stoppers) do pcall(t.wait, t) end
-    return false, a or ("interrupted by " .. core.signame(caught)), b, 128 + caught
+    return false, (not ok and a) or ("interrupted by " .. core.signame(caught)), b, 128 + caught
   end
   return ok, a, b
 end

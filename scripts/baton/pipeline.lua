@@ -24,9 +24,26 @@ local Command = command.Command
 
 -- Options of the pipeline as a whole.
 local KEYS = {
-  stdin = true, stdout = true, stderr = true, input = true, capture = true, check = true,
-  timeout = true, kill_signal = true, grace = true, wait_delay = true, tee = true,
+  stdin = "redir", stdout = "redir", stderr = "redir", input = "string", capture = "boolean", check = "boolean",
+  timeout = "seconds", kill_signal = "signal", grace = "seconds", wait_delay = "seconds", tee = "tee",
 }
+
+-- Raise naming the option when a pipeline option has the wrong kind of value.
+local function check_option(fname, k, v)
+  local want = KEYS[k]
+  if not want then
+    error(fmt("bad argument #1 to '%s' (unknown pipeline option %s)", fname,
+      type(k) == "string" and ("'" .. k .. "'") or tostring(k)), process.user_level())
+  end
+  if want == "tee" then
+    if type(v) ~= "string" and not (type(v) == "table" and type(v.path) == "string") then
+      error(fmt("bad argument #1 to '%s' (option 'tee' must be a path or {path = …, append = true})", fname),
+        process.user_level())
+    end
+    return
+  end
+  process.check_value(fname, k, want, v)
+end
 
 local Pipeline = { __name = "baton.pipeline" }
 Pipeline.__index = Pipeline
@@ -81,7 +98,7 @@ function M.pipeline(t)
   for i = 1, #t do append(stages, t[i], "pipeline") end
   for k, v in pairs(t) do
     if math.type(k) ~= "integer" or k < 1 or k > #t then
-      if not KEYS[k] then argerror("pipeline", fmt("unknown option %s", type(k) == "string" and ("'" .. k .. "'") or tostring(k))) end
+      check_option("pipeline", k, v)
       opts[k] = v
     end
   end
@@ -112,9 +129,7 @@ end
 
 --- A new pipeline with these options.
 function Pipeline:with(opts)
-  for k in pairs(opts) do
-    if not KEYS[k] then argerror("with", fmt("unknown pipeline option '%s'", tostring(k))) end
-  end
+  for k, v in pairs(opts) do check_option("with", k, v) end
   return self:__with_options(opts, true)
 end
 
@@ -175,10 +190,6 @@ end
 function Run:_stage_done()
   self._pending = self._pending - 1
   if self._pending > 0 then return end
-  if self._timer then
-    self._timer:close()
-    self._timer = nil
-  end
   self.ended = core.now()
   local stages, statuses = {}, {}
   for i, s in ipairs(self._stages) do
@@ -203,6 +214,7 @@ end
 
 Run._finish = process.Process._finish
 Run._arm_timeout = process.Process._arm_timeout
+Run._bound_drains = process.Process._bound_drains
 
 function Run:_done()
   process.live[self] = nil
@@ -223,8 +235,8 @@ Run._send = Run.signal
 
 --- TERM every stage, wait up to `grace` seconds (default 5), then KILL.
 function Run:terminate(grace)
-  if grace ~= nil and (type(grace) ~= "number" or grace < 0 or grace ~= grace) then
-    error("bad argument #1 to 'terminate' (grace must be a non-negative number of seconds)", 2)
+  if grace ~= nil and not process.is_seconds(grace) then
+    error(fmt("bad argument #1 to 'terminate' (grace must be a number of seconds from 0 to %g)", process.MAX_SECONDS), 2)
   end
   return process.stop(self, grace or 5)
 end

@@ -115,31 +115,63 @@ end
 local SPAWN_KEYS = {
   cwd = "string", env = "table", clearenv = "boolean", argv0 = "string",
   stdin = "redir", stdout = "redir", stderr = "redir", fds = "table", input = "string",
-  setsid = "boolean", pgroup = "boolean", umask = "integer", nice = "integer",
+  setsid = "boolean", pgroup = "boolean", umask = "umask", nice = "nice",
   user = "id", group = "id", groups = "table", rlimits = "table", pdeathsig = "signal",
-  timeout = "number", kill_signal = "signal", grace = "number", wait_delay = "number",
+  timeout = "seconds", kill_signal = "signal", grace = "seconds", wait_delay = "seconds",
   detach = "boolean",
 }
 local RUN_KEYS = setmetatable({ capture = "boolean", check = "boolean" }, { __index = SPAWN_KEYS })
 M.SPAWN_KEYS, M.RUN_KEYS = SPAWN_KEYS, RUN_KEYS
+
+M.MAX_SECONDS = 1e9 -- about 31 years: longer is a mistake, and would not fit a timer
+
+--- Whether `v` is a number of seconds baton can wait (0 … MAX_SECONDS).
+function M.is_seconds(v)
+  return type(v) == "number" and v >= 0 and v <= M.MAX_SECONDS
+end
+
+-- An id (uid or gid) the kernel can take: -1 would mean "unchanged" and
+-- larger values wrap around, to root among others.
+function M.is_id(v)
+  return math.type(v) == "integer" and v >= 0 and v < 0xffffffff
+end
 
 local function check_value(fname, k, want, v)
   local t = type(v)
   if want == "redir" or want == "table" and t == "table" then return end
   if want == "integer" then
     if math.type(v) ~= "integer" then argerror(fname, 1, fmt("option '%s' must be an integer, got %s", k, t), 4) end
-  elseif want == "number" then
-    if t ~= "number" or v < 0 or v ~= v then argerror(fname, 1, fmt("option '%s' must be a non-negative number", k), 4) end
-  elseif want == "id" then
-    if t ~= "string" and math.type(v) ~= "integer" then
-      argerror(fname, 1, fmt("option '%s' must be a name or an integer id, got %s", k, t), 4)
+  elseif want == "seconds" then
+    if not M.is_seconds(v) then
+      argerror(fname, 1, fmt("option '%s' must be a number of seconds from 0 to %g, got %s", k, M.MAX_SECONDS,
+        t == "number" and tostring(v) or t), 4)
     end
+  elseif want == "umask" then
+    if math.type(v) ~= "integer" or v < 0 or v > 511 then
+      argerror(fname, 1, fmt("option 'umask' must be an integer from 0 to 0777 (511), got %s",
+        math.type(v) == "integer" and tostring(v) or type(v)), 4)
+    end
+  elseif want == "nice" then
+    if math.type(v) ~= "integer" or v < -20 or v > 19 then
+      argerror(fname, 1, fmt("option 'nice' must be an integer from -20 to 19, got %s",
+        math.type(v) == "integer" and tostring(v) or type(v)), 4)
+    end
+  elseif want == "id" then
+    if t ~= "string" and not M.is_id(v) then
+      argerror(fname, 1, fmt("option '%s' must be a name or an id from 0 to 4294967294, got %s", k,
+        t == "number" and tostring(v) or t), 4)
+    end
+    if t == "string" and v:find("\0", 1, true) then argerror(fname, 1, fmt("option '%s' contains a NUL byte", k), 4) end
+  elseif want == "string" and t == "string" then
+    if k ~= "input" and v:find("\0", 1, true) then argerror(fname, 1, fmt("option '%s' contains a NUL byte", k), 4) end
   elseif want == "signal" then
     M.signum(v, fname, 1)
   elseif t ~= want then
     argerror(fname, 1, fmt("option '%s' must be a %s, got %s", k, want, t), 4)
   end
 end
+
+M.check_value = check_value
 
 -- Validate a command table: returns argv and the table itself.
 local function parse(spec, keys, fname)
@@ -186,12 +218,15 @@ local function build_env(env, clear, fname)
   local list, n, seen = {}, 0, {}
   if env then
     for k, v in pairs(env) do
-      if type(k) ~= "string" or k == "" or k:find("=", 1, true) then
+      if type(k) ~= "string" or k == "" or k:find("[=%z]") then
         argerror(fname, 1, fmt("option 'env': invalid variable name %q", tostring(k)), 4)
       end
       local tv = type(v)
       if tv ~= "string" and tv ~= "number" and v ~= false then
         argerror(fname, 1, fmt("option 'env': value of %s must be a string, a number or false, got %s", k, tv), 4)
+      end
+      if tv == "string" and v:find("\0", 1, true) then
+        argerror(fname, 1, fmt("option 'env': value of %s contains a NUL byte", k), 4)
       end
       seen[k] = true
       if v ~= false then
@@ -256,6 +291,10 @@ local function credentials(s, o, fname)
   if s.groups ~= nil then
     local list = {}
     for i, g in ipairs(s.groups) do
+      if not (type(g) == "string" and not g:find("\0", 1, true)) and not M.is_id(g) then
+        argerror(fname, 1, fmt("option 'groups': entry %d must be a group name or an id from 0 to 4294967294, got %s",
+          i, type(g) == "number" and tostring(g) or type(g)), 4)
+      end
       local id = core.group(g) or (math.type(g) == "integer" and g)
       if not id then argerror(fname, 1, fmt("option 'groups': no such group %q", tostring(g)), 4) end
       list[i] = id
@@ -305,10 +344,15 @@ local function redirection(v, fd, key, fname, ctx)
     ctx.handoff[#ctx.handoff + 1] = v
     return fdn
   elseif t == "table" and type(v.path) == "string" then
-    local mode = fd == 0 and "r" or (v.append and "a" or "w")
-    local f, msg = io.open(v.path, mode .. "b")
+    -- stdin and extra fds read unless told; stdout and stderr write
+    -- (truncate, or append). An extra fd never truncates by default.
+    local mode = v.mode or ((fd == 1 or fd == 2) and (v.append and "a" or "w") or (v.append and "a" or "r"))
+    if type(mode) ~= "string" or not mode:match("^[rwa]%+?$") then
+      argerror(fname, 1, fmt("option '%s': mode must be \"r\", \"w\", \"a\", \"r+\", \"w+\" or \"a+\"", key), 4)
+    end
+    local f, msg, errno = io.open(v.path, mode .. "b")
     if not f then
-      ctx.err = msg
+      ctx.err, ctx.errno = msg, errno
       return "close"
     end
     ctx.files[#ctx.files + 1] = f
@@ -443,6 +487,13 @@ local function spawn_error(argv, o, code, strerr, stage, path)
   return fmt("%s: cannot run %q: %s (argv: %s%s; cwd: %s)", code, prog, detail, quote_argv(argv), where, cwd)
 end
 
+-- The message and code for a redirection file that could not be opened.
+local function redirect_error(ctx, argv, o)
+  local code = ctx.errno and core.errname(ctx.errno) or "EIO"
+  return fmt("%s: cannot run %q: cannot open a redirection: %s (argv: %s; cwd: %s)", code, argv[1], ctx.err,
+    quote_argv(argv), o.cwd or core.cwd() or "?"), code
+end
+
 local function close_files(ctx)
   for _, f in ipairs(ctx.files) do f:close() end
   for _, st in ipairs(ctx.handoff or {}) do st:close() end
@@ -512,8 +563,7 @@ function start(spec, keys, fname, defaults, over)
   if ctx.err then
     close_files(ctx)
     for _, q in ipairs(inner or {}) do q:close() end
-    local code = ctx.err:match("No such file") and "ENOENT" or ctx.err:match("Permission denied") and "EACCES" or "EIO"
-    return nil, fmt("%s: cannot run %q: cannot open a redirection: %s (argv: %s)", code, argv[1], ctx.err, quote_argv(argv)), code
+    return nil, redirect_error(ctx, argv, o)
   end
   local ud, pipes, strerr, stage, path = core.spawn(o)
   close_files(ctx)
@@ -526,6 +576,7 @@ function start(spec, keys, fname, defaults, over)
     pid = ud:pid(), argv = argv, path = ud:path(), cwd = o.cwd, _ud = ud, _waiters = {},
     _drains = {}, started = core.now(), fds = {}, timed_out = false,
   }, Process)
+  M.owned[p.pid] = p
   -- A pipeline stage does not lead a group of its own: the pipeline's group is
   -- the Run's, and a stage's own timeout must reach only that stage.
   if (o.setsid or o.pgid == 0) and not (over and over.pgid) then p.pgid = p.pid end
@@ -579,6 +630,10 @@ function start(spec, keys, fname, defaults, over)
   return p
 end
 M.start = start
+
+-- Our children by pid (weak): adopting one gives its own handle back, or
+-- a second handle would reap it and take its status away.
+M.owned = setmetatable({}, { __mode = "v" })
 
 --- Record a process or pipeline in the enclosing scope and among the live
 -- ones the runner stops on a signal (undone by `detach`).
@@ -643,23 +698,37 @@ function Process:_arm_timeout(secs)
   self._timer = timer
   local sig = M.signum(self._kill_signal, "spawn", 1)
   timer:start(math.floor(secs * 1000 + 0.5), 0, function()
-    if self._exit then return end
+    if self.status then return end
     self.timed_out = true
+    local exited = self._exit
+    if exited then
+      -- It exited in time, but what it started still holds its output open:
+      -- that counts against the timeout too (its group gets the signals).
+      exited.timed_out, exited.ok = true, false
+      exited.failure = exited.failure or "timed out: it exited, but its output was still held open"
+      self:_bound_drains(self._wait_delay or 1)
+    end
     send(self, sig)
     if sig ~= 9 then
       timer:start(math.floor(self._grace * 1000 + 0.5), 0, function()
-        if not self._exit then send(self, 9) end
+        if not self.status then send(self, 9) end
       end)
     end
   end)
 end
 
+-- Stop waiting for the drained pipes after `secs`: close them.
+function Process:_bound_drains(secs)
+  if self._drain_timer then return end
+  local timer = core.timer()
+  self._drain_timer = timer
+  timer:start(math.floor(secs * 1000 + 0.5), 0, function()
+    for _, d in ipairs(self._drains) do if d.stream then d.stream:close() end end
+  end)
+end
+
 -- Called once from the loop when the child has been reaped.
 function Process:_exited(code, sig, coredump, known)
-  if self._timer then
-    self._timer:close()
-    self._timer = nil
-  end
   self.ended = core.now()
   local st = setmetatable({
     ok = code == 0, code = code, signal = sig, signame = sig and core.signame(sig) or nil,
@@ -677,23 +746,21 @@ end
 function Process:_finish()
   if #self._drains == 0 then return self:_done() end
   local bound = self._wait_delay or (self.timed_out and 1 or nil)
-  local timer
-  if bound then
-    timer = core.timer()
-    timer:start(math.floor(bound * 1000 + 0.5), 0, function()
-      timer:close()
-      timer = nil
-      for _, d in ipairs(self._drains) do if d.stream then d.stream:close() end end
-    end)
-  end
+  if bound then self:_bound_drains(bound) end
   task.go(function()
     for _, d in ipairs(self._drains) do d.wait() end
-    if timer then timer:close() end
     self:_done()
   end)
 end
 
 function Process:_done()
+  -- The timeout, if any, ran until now: the output counts too.
+  for _, k in ipairs { "_timer", "_drain_timer" } do
+    if self[k] then
+      self[k]:close()
+      self[k] = nil
+    end
+  end
   M.live[self] = nil
   local st = self._exit
   -- A sink that raised fails the process, whatever its exit: the error is
@@ -718,20 +785,30 @@ function Process:_subscribe(fn)
     fn(self.status)
     return function() end
   end
+  if self.released then error("baton: process " .. self.pid .. " was released (close): it cannot be waited for", 3) end
   self._waiters[fn] = true
-  return function() self._waiters[fn] = nil end
+  if self.adopted then self._ud:ref(true) end
+  return function()
+    self._waiters[fn] = nil
+    if self.adopted and not self.status and not self.released and next(self._waiters) == nil then self._ud:ref(false) end
+  end
 end
 
 --- Start a process: `{prog, args…, option = value…}`, a program name, or a
 -- command from `baton.cmd`. See docs/reference.md for every option.
 -- @return a Process, or nil, msg, code when it cannot start
 function M.spawn(spec)
-  return start(spec, SPAWN_KEYS, "spawn")
+  -- A command may carry run's options too: `capture` pipes its output, and
+  -- `check` has nothing to do for a spawn.
+  if type(spec) == "table" and spec.__command and spec.__command.capture then
+    return start(spec, RUN_KEYS, "spawn", { stdout = "pipe", stderr = "pipe" })
+  end
+  return start(spec, type(spec) == "table" and spec.__command and RUN_KEYS or SPAWN_KEYS, "spawn")
 end
 
 local function timeout_arg(fname, timeout)
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0 or timeout ~= timeout) then
-    argerror(fname, 1, "timeout must be a non-negative number of seconds", 3)
+  if timeout ~= nil and not M.is_seconds(timeout) then
+    argerror(fname, 1, fmt("timeout must be a number of seconds from 0 to %g", M.MAX_SECONDS), 3)
   end
 end
 
@@ -815,6 +892,15 @@ end
 --- Close the pipes; kill and reap the process if it still runs. For
 -- `local p <close> = baton.spawn{…}`.
 function Process:close()
+  if self.adopted then
+    -- Not ours to kill (Go's Release): stop watching it.
+    if not self.status and not self.released then
+      self.released = true
+      self._ud:release()
+      M.live[self] = nil
+    end
+    return
+  end
   M.stop(self, 0)
   for _, s in pairs(self.fds) do s:close() end
 end
@@ -911,7 +997,11 @@ M.with_options = with_options
 --- Run and return stdout, trailing newlines removed (like `$(…)` in sh).
 -- Raises like `run`.
 function M.output(spec)
-  local capture = type(spec) == "table" and (spec.__command or spec.__options or spec).capture
+  local o = type(spec) == "table" and (spec.__command or spec.__options or spec) or {}
+  if o.stdout ~= nil and o.stdout ~= "pipe" then
+    argerror("output", 1, "option 'stdout': output() returns stdout, so it cannot go elsewhere")
+  end
+  local capture = o.capture
   local extra = { stdout = "pipe" }
   if capture == nil then extra.stderr = "pipe" end
   local r = M.run(with_options(spec, extra), 2)
@@ -982,11 +1072,14 @@ end
 -- child. Returns a Process, or nil, msg, code (ESRCH: no such process).
 function M.adopt(pid)
   if math.type(pid) ~= "integer" or pid <= 0 then argerror("adopt", 1, "positive integer pid expected") end
+  local mine = M.owned[pid]
+  if mine and not mine._exit then return mine end
   local ud, msg, code = core.adopt(pid)
   if not ud then return nil, msg, code end
   local p = setmetatable({ pid = pid, argv = {}, path = ud:path(), _ud = ud, _waiters = {}, _drains = {},
     started = core.now(), fds = {}, timed_out = false, adopted = true }, Process)
   ud:on_exit(function(code2, sig, coredump, known) p:_exited(code2, sig, coredump, known) end)
+  ud:ref(false) -- watching it keeps baton running only while someone waits
   return p
 end
 
@@ -998,6 +1091,10 @@ function M.exec(spec)
     argerror("exec", 1, "exec cannot use pipes, input or a timeout: nothing would be left to serve them")
   end
   local o, ctx = build(argv, s, "exec")
+  if ctx.err then
+    close_files(ctx)
+    return nil, redirect_error(ctx, argv, o)
+  end
   local _, code, strerr, stage, path = core.exec(o)
   close_files(ctx)
   return nil, spawn_error(argv, o, code, strerr, stage, path), code
@@ -1007,7 +1104,9 @@ end
 -- @return the path, or nil, msg, code
 function M.which(name, path)
   if type(name) ~= "string" then argerror("which", 1, "string expected, got " .. type(name)) end
-  return core.lookpath(name, path)
+  if name:find("\0", 1, true) then argerror("which", 1, "name contains a NUL byte") end
+  if path ~= nil and type(path) ~= "string" then argerror("which", 2, "string expected, got " .. type(path)) end
+  return core.lookpath(name, path, nil, true)
 end
 
 return M

@@ -49,6 +49,9 @@ function Scope:processes()
 end
 
 local function open(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument to 'scope' (options table expected, got " .. type(opts) .. ")", 3)
+  end
   local grace = opts and opts.grace or 5
   if type(grace) ~= "number" or grace < 0 then error("bad argument to 'scope' (grace must be a non-negative number)", 3) end
   local s = setmetatable({ procs = {}, grace = grace, closed = false }, Scope)
@@ -74,6 +77,12 @@ local reaper
 -- to baton instead of init, and reaped. `on_reap(pid, code, signal)` is
 -- called for each. Returns true or nil, msg, code.
 function M.subreaper(on, on_reap)
+  if type(on) ~= "boolean" then
+    error("bad argument #1 to 'subreaper' (boolean expected, got " .. type(on) .. ")", 2)
+  end
+  if on_reap ~= nil and type(on_reap) ~= "function" then
+    error("bad argument #2 to 'subreaper' (function expected, got " .. type(on_reap) .. ")", 2)
+  end
   local core = require "baton.core"
   if on == false then
     if reaper then
@@ -84,7 +93,12 @@ function M.subreaper(on, on_reap)
     -- Orphans go to init again, not to a process that no longer reaps them.
     return core.set_subreaper(false)
   end
-  if reaper then return true end
+  if reaper then
+    if on_reap == nil then return true end
+    reaper:reap() -- the old callback sees what is pending; the new one the rest
+    reaper:close()
+    reaper = nil
+  end
   local r, msg, code = core.reaper(true, on_reap)
   if not r then return nil, msg, code end
   reaper = r

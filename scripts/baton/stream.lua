@@ -44,6 +44,9 @@ function Stream:_start()
       self._eof = true
       self._reading = false
       if emsg then self._err, self._errcode = emsg, ecode end
+      -- Nothing more can come: let go of the fd now (what is queued stays
+      -- readable), not when the collector gets to the stream.
+      self._ud:close()
     end
     self:_wake()
   end)

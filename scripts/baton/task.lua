@@ -210,8 +210,8 @@ end
 
 --- Sleep `s` seconds (fractions allowed) without blocking other tasks.
 function M.sleep(s)
-  if type(s) ~= "number" or s < 0 or s ~= s then
-    error("bad argument #1 to 'sleep' (non-negative number expected, got " ..
+  if type(s) ~= "number" or not (s >= 0 and s <= 1e9) then -- NaN fails too
+    error("bad argument #1 to 'sleep' (a number of seconds from 0 to 1e9 expected, got " ..
       (type(s) == "number" and tostring(s) or type(s)) .. ")", 2)
   end
   local timer = core.timer()

@@ -271,4 +271,33 @@ describe("regressions from review", function()
     assert.is_false(ok)
     -- the guard checks that no sleep and no fd is left
   end)
+
+  it("a command checks its values when it is made, not when it runs", function()
+    for _, t in ipairs {
+      { "true", stdout = "bogus" }, { "true", env = { X = {} } }, { "true", rlimits = { bogus = 1 } },
+      { "true", fds = { x = 1 } }, { "true", input = "x", stdin = "null" }, { "true", stdout = { path = "f", mode = "q" } },
+    } do
+      local ok, err = pcall(baton.cmd, t)
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to 'cmd'", err)
+    end
+    assert.has_error(function() baton.cmd { "true" }:with { stdin = function() end } end)
+  end)
+
+  it("a command's limits cannot be changed through the table it was made from", function()
+    local limits = { nofile = { 64, 64 } }
+    local c = baton.cmd { "sh", "-c", "ulimit -n", rlimits = limits }
+    limits.nofile[1] = 32
+    assert.are.equal("64", c:output())
+  end)
+
+  it("run, output and friends take options on a command", function()
+    local c = baton.cmd { "sh", "-c", "echo out; exit 3" }
+    assert.are.equal(3, c:run { check = false }.code)
+    assert.are.equal("out", c:output { check = false })
+    local p = baton.cmd { "echo", "hi", capture = true }:spawn()
+    assert.are.equal("hi\n", p.stdout:read("a"))
+    p:wait()
+  end)
 end)
+

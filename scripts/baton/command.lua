@@ -24,6 +24,11 @@ local function freeze(spec)
   for _, k in ipairs { "env", "fds", "rlimits", "groups" } do
     if type(c[k]) == "table" then c[k] = copy(c[k]) end
   end
+  if c.rlimits then -- {cur, max} pairs too
+    for name, v in pairs(c.rlimits) do
+      if type(v) == "table" then c.rlimits[name] = copy(v) end
+    end
+  end
   return setmetatable({ __command = c }, Command)
 end
 
@@ -36,7 +41,7 @@ function M.cmd(spec)
   if type(spec) ~= "table" then
     error(fmt("bad argument #1 to 'cmd' (table expected, got %s)", type(spec)), 2)
   end
-  process.parse(spec, process.RUN_KEYS, "cmd")
+  process.check_spec(spec, process.RUN_KEYS, "cmd")
   return freeze(spec)
 end
 
@@ -61,7 +66,7 @@ function Command:with(t)
       end
     end
   end
-  process.parse(spec, process.RUN_KEYS, "with")
+  process.check_spec(spec, process.RUN_KEYS, "with")
   return freeze(spec)
 end
 

@@ -306,7 +306,8 @@ end
 local STDIO_WORDS = { inherit = true, null = true, pipe = true }
 
 -- Turn one redirection into what core.spawn takes for child fd `fd`.
--- `ctx` collects files to close after the spawn and sinks to start.
+-- `ctx` collects files to close after the spawn and sinks to start; without
+-- it, the value is only checked (nothing is opened or taken over).
 local function redirection(v, fd, key, fname, ctx)
   local t = type(v)
   if v == nil then return "inherit" end
@@ -322,11 +323,14 @@ local function redirection(v, fd, key, fname, ctx)
   elseif t == "userdata" then
     local fdn = core.fileno(v)
     if fdn then return fdn end
+    if io.type(v) == "closed file" then argerror(fname, 1, fmt("option '%s': the file is closed", key), 4) end
   elseif t == "function" then
     if fd == 0 then argerror(fname, 1, "option 'stdin': a function cannot be read from (use input = …)", 4) end
+    if not ctx then return end
     ctx.sinks[fd] = v
     return "pipe"
   elseif t == "table" and getmetatable(v) == Stream then
+    if not ctx then return end -- whether it is still open is for when it runs
     if v.closed then argerror(fname, 1, fmt("option '%s': stream is closed", key), 4) end
     if v._qh <= v._qt then
       -- Already read ahead (a header line, say): the child could not see
@@ -350,6 +354,7 @@ local function redirection(v, fd, key, fname, ctx)
     if type(mode) ~= "string" or not mode:match("^[rwa]%+?$") then
       argerror(fname, 1, fmt("option '%s': mode must be \"r\", \"w\", \"a\", \"r+\", \"w+\" or \"a+\"", key), 4)
     end
+    if not ctx then return end
     local f, msg, errno = io.open(v.path, mode .. "b")
     if not f then
       ctx.err, ctx.errno = msg, errno
@@ -423,6 +428,28 @@ local function build(argv, s, fname, defaults, over)
   end
   o.stdio = stdio
   return o, ctx
+end
+
+--- Check a spec as far as can be done without the system: option names and
+-- kinds, env, rlimits, redirection values, fd numbers. What depends on the
+-- system (users, files, programs) is checked when it runs.
+function M.check_spec(spec, keys, fname)
+  local argv, s = parse(spec, keys, fname)
+  if s.env then build_env(s.env, true, fname) end
+  if s.rlimits then rlimits(s.rlimits, fname) end
+  if s.input ~= nil and s.stdin ~= nil and s.stdin ~= "pipe" then
+    argerror(fname, 1, "options 'input' and 'stdin' exclude each other")
+  end
+  redirection(s.stdin, 0, "stdin", fname)
+  redirection(s.stdout, 1, "stdout", fname)
+  redirection(s.stderr, 2, "stderr", fname)
+  for fd, v in pairs(s.fds or {}) do
+    if math.type(fd) ~= "integer" or fd < 3 or fd > 63 then
+      argerror(fname, 1, fmt("option 'fds': keys must be fd numbers 3..63, got %s", tostring(fd)))
+    end
+    redirection(v, fd, "fds[" .. fd .. "]", fname)
+  end
+  return argv, s
 end
 
 -- ---- processes ----------------------------------------------------------------------

@@ -782,11 +782,13 @@ end
 
 function Process:_done()
   -- The timeout, if any, ran until now: the output counts too.
-  for _, k in ipairs { "_timer", "_drain_timer" } do
-    if self[k] then
-      self[k]:close()
-      self[k] = nil
-    end
+  if self._timer then
+    self._timer:close()
+    self._timer = nil
+  end
+  if self._drain_timer then
+    self._drain_timer:close()
+    self._drain_timer = nil
   end
   M.live[self] = nil
   local st = self._exit

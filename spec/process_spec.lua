@@ -505,5 +505,19 @@ describe("process regressions from review", function()
     assert.are.equal("EACCES", select(3, baton.which("/etc/passwd")))
     assert.are.equal("/bin/sh", baton.which("/bin/sh"))
   end)
+
+  it("a scope cancels the tasks started in it, so they cannot spawn after it ended", function()
+    local later
+    baton.scope(function()
+      later = baton.go(function()
+        baton.sleep(0.05)
+        baton.spawn { "sleep", "5" }
+      end)
+    end)
+    baton.sleep(0.15)
+    assert.is_true(later.done)
+    assert.is_true(later.cancelled)
+    -- the guard checks that no sleep was started and left
+  end)
 end)
 

@@ -68,7 +68,7 @@ function M.main(fn, ...)
   if caught then
     local stoppers = {}
     for p in pairs(process.live) do
-      stoppers[#stoppers + 1] = task.go(function() pcall(p.terminate, p, 2) end)
+      stoppers[#stoppers + 1] = task.go_internal(function() pcall(p.terminate, p, 2) end)
     end
     for _, t in ipairs(stoppers) do pcall(t.wait, t) end
     return false, (not ok and a) or ("interrupted by " .. core.signame(caught)), b, 128 + caught

@@ -420,7 +420,7 @@ function Pipeline:__start(_, fname, defaults)
   if input ~= nil and run.stdin then
     local stdin = run.stdin
     run.stdin = nil
-    task.go(function()
+    task.go_internal(function()
       stdin:write(input)
       stdin:close()
     end)
@@ -439,7 +439,7 @@ function Pipeline:__start(_, fname, defaults)
       local out = i < n and run._stages[i + 1].proc.stdin or nil
       if inp then run._stages[i - 1].proc.stdout = nil end
       if out then run._stages[i + 1].proc.stdin = nil end
-      task.go(function()
+      task.go_internal(function()
         local ok, err = pcall(s.fn, inp, out)
         if out then out:close() end
         if inp then inp:close() end -- unread data upstream: SIGPIPE, forgiven when all after succeeds

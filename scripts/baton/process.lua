@@ -622,7 +622,7 @@ function start(spec, keys, fname, defaults, over)
     local input = s.input
     local stdin = p.stdin
     p.stdin = nil
-    task.go(function()
+    task.go_internal(function()
       stdin:write(input) -- EPIPE (the child did not read it all) is not an error here
       stdin:close()
     end)
@@ -630,7 +630,7 @@ function start(spec, keys, fname, defaults, over)
     -- stdin = a stream that was read ahead: copy it, buffered bytes first.
     local src, stdin = ctx.pump, p.stdin
     p.stdin = nil
-    task.go(function()
+    task.go_internal(function()
       while true do
         local chunk = src:read()
         -- at the end, or EPIPE: the child stopped reading
@@ -774,7 +774,7 @@ function Process:_finish()
   if #self._drains == 0 then return self:_done() end
   local bound = self._wait_delay or (self.timed_out and 1 or nil)
   if bound then self:_bound_drains(bound) end
-  task.go(function()
+  task.go_internal(function()
     for _, d in ipairs(self._drains) do d.wait() end
     self:_done()
   end)

@@ -29,11 +29,16 @@ function Scope:_remove(p)
   p._scope = nil
 end
 
---- End the scope: TERM (then KILL after `grace`) what still runs, wait for all.
+--- End the scope: cancel the tasks started in it that still run, TERM
+-- (then KILL after `grace`) the processes that still run, wait for all.
 function Scope:close()
   if self.closed then return end
   self.closed = true
   if task.scope() == self then task.set_scope(self.prev) end
+  local me = task.current()
+  for t in pairs(self._tasks) do
+    if t ~= me and not t.done then t:cancel("scope ended") end
+  end
   for p in pairs(self.procs) do
     p:terminate(self.grace)
   end
@@ -54,7 +59,8 @@ local function open(opts)
   end
   local grace = opts and opts.grace or 5
   if type(grace) ~= "number" or grace < 0 then error("bad argument to 'scope' (grace must be a non-negative number)", 3) end
-  local s = setmetatable({ procs = {}, grace = grace, closed = false }, Scope)
+  local s = setmetatable({ procs = {}, _tasks = setmetatable({}, { __mode = "k" }), grace = grace, closed = false },
+    Scope)
   s.prev = task.set_scope(s)
   return s
 end

@@ -141,12 +141,15 @@ end
 
 --- Create a task for `fn` without starting it; `t:start(...)` does. The task
 -- belongs to the scope its creator is in.
-function M.new(fn)
+function M.new(fn, internal)
   if type(fn) ~= "function" then
     error("bad argument #1 to 'go' (function expected, got " .. type(fn) .. ")", 3)
   end
   local t = setmetatable({ co = cocreate(fn), done = false, scope = M.scope() }, Task)
   tasks[t.co] = t
+  -- A script's task is cancelled when its scope ends; baton's own (draining
+  -- a process, feeding its input) end with what they serve.
+  if not internal and t.scope and t.scope._tasks then t.scope._tasks[t] = true end
   return t
 end
 
@@ -162,6 +165,11 @@ end
 -- @return the task
 function M.go(fn, ...)
   return M.new(fn):start(...)
+end
+
+-- A task of baton's own machinery: not cancelled by the scope it runs in.
+function M.go_internal(fn, ...)
+  return M.new(fn, true):start(...)
 end
 
 --- Wait for the task to finish; return its results or raise its error.

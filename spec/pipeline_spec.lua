@@ -293,4 +293,20 @@ describe("pipeline regressions from review", function()
     assert.are.equal("SUB", pl:output())
     assert.are.equal("cat <(echo sub) | tr a-z A-Z", tostring(pl))
   end)
+
+  it("a stage's stdin may be another process's stream", function()
+    local src = baton.spawn { "printf", "a\\nb\\n", stdout = "pipe" }
+    local r = baton.pipeline { { "cat", stdin = src.stdout }, { "wc", "-l" }, capture = true }:run()
+    assert.are.equal("2", (r.stdout:gsub("%s", "")))
+    src:wait()
+  end)
+
+  it("a stage whose sink raised is named with the sink's error", function()
+    local pl = c { "sh", "-c", "echo err >&2; echo hi", stderr = function(chunk) if chunk then error("boom") end end }
+      | c { "cat" }
+    local ok, err = pcall(pl.run, pl)
+    assert.is_false(ok)
+    assert.matches("failed at stage 1 .*its stderr sink raised: .*boom", tostring(err))
+  end)
 end)
+

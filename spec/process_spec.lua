@@ -519,5 +519,72 @@ describe("process regressions from review", function()
     assert.is_true(later.cancelled)
     -- the guard checks that no sleep was started and left
   end)
+
+  it("stdin from a path is read even when append is given", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write("hello\n")
+    f:close()
+    assert.are.equal("hello", baton.output { "cat", stdin = { path = path, append = true } })
+    os.remove(path)
+  end)
+
+  it("a stream read to its end can still be given to a child, which sees end of file", function()
+    local p = baton.spawn { "printf", "a\\n", stdout = "pipe" }
+    assert.are.equal("a", p.stdout:read("l"))
+    assert.is_nil(p.stdout:read("l"))
+    assert.are.equal("", baton.run { "cat", stdin = p.stdout, capture = true }.stdout)
+    p:wait()
+  end)
+
+  it("a task waiting for an adopted process is told when it is released", function()
+    local pid = tonumber(baton.output { "sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!" })
+    local a = assert(baton.adopt(pid))
+    local t = baton.go(function() return pcall(a.wait, a) end)
+    baton.sleep(0.05)
+    a:close()
+    local ok, err = t:wait()
+    assert.is_false(ok)
+    assert.matches("was released", err)
+    local b = assert(baton.adopt(pid))
+    b:signal("KILL")
+    b:wait()
+  end)
+
+  it("a scope refuses a grace it could not wait, before anything runs", function()
+    assert.has_error(function() baton.scope(function() end, { grace = 2e9 }) end)
+    assert.has_error(function() baton.scope(function() end, { grace = 0 / 0 }) end)
+  end)
+
+  it("a timeout reaches the commands feeding a process through baton.from", function()
+    local r = baton.run { "cat", baton.from { "sh", "-c", "echo $$; exec sleep 30" }, timeout = 0.3,
+      capture = true, check = false }
+    assert.is_true(r.timed_out)
+    assert.is_true(H.gone_within(tonumber(r.stdout:match("%d+")), 3))
+  end)
+
+  it("lines() is bounded by a timeout when a leftover child holds stdout", function()
+    local got = {}
+    local ok, err = pcall(function()
+      for l in baton.lines { "sh", "-c", "sleep 30 & echo $!", timeout = 0.3 } do got[#got + 1] = l end
+    end)
+    assert.is_false(ok)
+    assert.matches("timed out", tostring(err))
+    assert.is_true(H.gone_within(tonumber(got[1]), 3))
+  end)
+
+  it("exec refuses pipes and sinks with a clear error", function()
+    assert.has_error(function() baton.exec { "true", stdout = function() end } end)
+    assert.has_error(function() baton.exec { "true", fds = { [3] = "pipe" } } end)
+  end)
+
+  it("a tee file is complete once the stream reached its end", function()
+    local path = os.tmpname()
+    local r = baton.pipeline { { "echo", "hello" }, { "cat" }, tee = path }:spawn()
+    assert.are.equal("hello\n", r.stdout:read("a"))
+    r:wait()
+    assert.are.equal("hello\n", assert(io.open(path)):read("a"))
+    os.remove(path)
+  end)
 end)
 

@@ -182,6 +182,7 @@ end
 
 local function describe(st)
   if st.error then return "failed: " .. tostring(st.error) end
+  if st.failure then return st.failure end -- a sink of the stage raised, say
   if st.signal then return "was killed by " .. (st.signame or st.signal) end
   if st.code == nil then return "exited with an unknown status" end
   return "exited with code " .. st.code
@@ -215,6 +216,7 @@ end
 Run._finish = process.Process._finish
 Run._arm_timeout = process.Process._arm_timeout
 Run._bound_drains = process.Process._bound_drains
+Run._close_drains = process.Process._close_drains
 
 function Run:_done()
   process.live[self] = nil
@@ -292,9 +294,10 @@ function Pipeline:__start(_, fname, defaults)
   for i, s in ipairs(self.stages) do
     if s.cmd then
       local spec = s.cmd.__command
-      local argv, so = process.parse(spec, process.SPAWN_KEYS, fname)
-      local oo, ctx = process.build(argv, so, fname)
-      process.close_files(ctx)
+      -- Checked only: nothing is opened or taken over yet.
+      local argv, so = process.check_spec(spec, process.SPAWN_KEYS, fname)
+      local oo = { cwd = so.cwd }
+      if so.env or so.clearenv then oo.env = process.build_env(so.env, so.clearenv, fname) end
       local env_path
       if oo.env then
         for _, kv in ipairs(oo.env) do env_path = kv:match("^PATH=(.*)") or env_path end

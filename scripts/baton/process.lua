@@ -332,6 +332,7 @@ local function redirection(v, fd, key, fname, ctx)
   elseif t == "table" and getmetatable(v) == Stream then
     if not ctx then return end -- whether it is still open is for when it runs
     if v.closed then argerror(fname, 1, fmt("option '%s': stream is closed", key), 4) end
+    if v._eof and v._qh > v._qt then return fd == 0 and "null" or "close" end -- read to its end: nothing left
     if v._qh <= v._qt then
       -- Already read ahead (a header line, say): the child could not see
       -- those bytes in the fd, so baton feeds it through a pipe instead.
@@ -350,7 +351,8 @@ local function redirection(v, fd, key, fname, ctx)
   elseif t == "table" and type(v.path) == "string" then
     -- stdin and extra fds read unless told; stdout and stderr write
     -- (truncate, or append). An extra fd never truncates by default.
-    local mode = v.mode or ((fd == 1 or fd == 2) and (v.append and "a" or "w") or (v.append and "a" or "r"))
+    local mode = v.mode or (fd == 0 and "r") or ((fd == 1 or fd == 2) and (v.append and "a" or "w"))
+      or (v.append and "a" or "r")
     if type(mode) ~= "string" or not mode:match("^[rwa]%+?$") then
       argerror(fname, 1, fmt("option '%s': mode must be \"r\", \"w\", \"a\", \"r+\", \"w+\" or \"a+\"", key), 4)
     end
@@ -650,7 +652,7 @@ function start(spec, keys, fname, defaults, over)
     -- Done only when the substituted commands are done too.
     p.inputs = inner
     for _, q in ipairs(inner) do
-      p._drains[#p._drains + 1] = { wait = function() q:wait() end }
+      p._drains[#p._drains + 1] = { proc = q, wait = function() q:wait() end }
     end
   end
   if not s.detach then M.track(p) end
@@ -670,6 +672,7 @@ function M.track(p)
   M.live[p] = true
 end
 M.build = build
+M.build_env = build_env
 M.spawn_error = spawn_error
 M.close_files = close_files
 M.Status = Status
@@ -735,13 +738,21 @@ function Process:_arm_timeout(secs)
       exited.failure = exited.failure or "timed out: it exited, but its output was still held open"
       self:_bound_drains(self._wait_delay or 1)
     end
-    send(self, sig)
+    self:_send(sig)
     if sig ~= 9 then
       timer:start(math.floor(self._grace * 1000 + 0.5), 0, function()
-        if not self.status then send(self, 9) end
+        if not self.status then self:_send(9) end
       end)
     end
   end)
+end
+
+-- Stop waiting for what the process is not done without: close the pipes
+-- baton drains, kill the commands feeding it (baton.from).
+function Process:_close_drains()
+  for _, d in ipairs(self._drains) do
+    if d.stream then d.stream:close() elseif d.proc and not d.proc.status then d.proc:_send(9) end
+  end
 end
 
 -- Stop waiting for the drained pipes after `secs`: close them.
@@ -749,9 +760,7 @@ function Process:_bound_drains(secs)
   if self._drain_timer then return end
   local timer = core.timer()
   self._drain_timer = timer
-  timer:start(math.floor(secs * 1000 + 0.5), 0, function()
-    for _, d in ipairs(self._drains) do if d.stream then d.stream:close() end end
-  end)
+  timer:start(math.floor(secs * 1000 + 0.5), 0, function() self:_close_drains() end)
 end
 
 -- Called once from the loop when the child has been reaped.
@@ -807,6 +816,10 @@ function Process:_done()
   for fn in pairs(ws) do fn(self.status) end
 end
 
+-- What waiters of an adopted process get when it is released.
+local RELEASED = setmetatable({}, { __tostring = function() return "released" end })
+M.RELEASED = RELEASED
+
 --- Call `fn(status)` once the process is done (at once if it is). Returns a
 -- function that cancels the subscription.
 function Process:_subscribe(fn)
@@ -858,6 +871,7 @@ function Process:wait(timeout)
   if timer then timer:close() end
   if unsubscribe then unsubscribe() end
   if not ok then error(st, 0) end
+  if st == RELEASED then error("baton: process " .. self.pid .. " was released (close) while waited for", 2) end
   if not st then
     return nil, fmt("ETIMEDOUT: %s still running after %gs", self.pid and ("process " .. self.pid) or "it",
       timeout), "ETIMEDOUT"
@@ -902,14 +916,20 @@ function M.stop(p, grace)
   end
   if not p.status then
     signal(9)
-    if not p:wait(1) then
-      for _, d in ipairs(p._drains) do if d.stream then d.stream:close() end end
-    end
+    if not p:wait(1) then p:_close_drains() end
   end
   return p:wait()
 end
 
-Process._send = send
+-- A signal to the process (its group) and to the commands feeding it
+-- through baton.from, which are in no group of its.
+function Process:_send(sig)
+  local ok, msg, code = send(self, sig)
+  for _, q in ipairs(self.inputs or {}) do
+    if not q.status then send(q, sig) end
+  end
+  return ok, msg, code
+end
 
 --- TERM (the group, if it leads one), wait up to `grace` seconds (default
 -- 5), then KILL; returns the status.
@@ -927,6 +947,9 @@ function Process:close()
       self.released = true
       self._ud:release()
       M.live[self] = nil
+      local ws = self._waiters
+      self._waiters = {}
+      for fn in pairs(ws) do fn(RELEASED) end -- their wait raises
     end
     return
   end
@@ -1053,13 +1076,25 @@ function M.lines(spec)
   local p, msg, code = start(copy, RUN_KEYS, "lines")
   if not p then raise_spawn(spec, msg, code, 2) end
   local out = p.stdout
+  -- The iterator drains stdout: the process is done once it reached the end
+  -- (or the drain bound of a timeout closed it).
+  local drain, waker = { stream = out }, nil
+  drain.wait = function()
+    if not out.closed then suspend(function(w) waker = w end) end
+  end
+  out.on_close = function()
+    local w = waker
+    waker = nil
+    if w then w() end
+  end
+  p._drains[#p._drains + 1] = drain
   local closer = setmetatable({}, {
     __close = function()
+      out:close()
       if not p._exit then
         send(p, 9)
       end
       p:wait()
-      out:close()
     end,
   })
   local function iter()
@@ -1120,6 +1155,12 @@ function M.exec(spec)
     argerror("exec", 1, "exec cannot use pipes, input or a timeout: nothing would be left to serve them")
   end
   local o, ctx = build(argv, s, "exec")
+  local piped = ctx.pump or next(ctx.sinks)
+  for _, v in pairs(o.stdio) do piped = piped or v == "pipe" end
+  if piped then
+    close_files(ctx)
+    argerror("exec", 1, "exec cannot use pipes, sinks or a stream read ahead: nothing would be left to serve them")
+  end
   if ctx.err then
     close_files(ctx)
     return nil, redirect_error(ctx, argv, o)

@@ -39,10 +39,13 @@ function Scope:close()
   for t in pairs(self._tasks) do
     if t ~= me and not t.done then t:cancel("scope ended") end
   end
+  local failed
   for p in pairs(self.procs) do
-    p:terminate(self.grace)
+    local ok, err = pcall(p.terminate, p, self.grace) -- one failure must not spare the rest
+    if not ok and failed == nil then failed = err end
   end
   self.procs = {}
+  if failed ~= nil then error(failed, 0) end
 end
 Scope.__close = Scope.close
 
@@ -58,7 +61,9 @@ local function open(opts)
     error("bad argument to 'scope' (options table expected, got " .. type(opts) .. ")", 3)
   end
   local grace = opts and opts.grace or 5
-  if type(grace) ~= "number" or grace < 0 then error("bad argument to 'scope' (grace must be a non-negative number)", 3) end
+  if not require("baton.process").is_seconds(grace) then
+    error("bad argument to 'scope' (grace must be a number of seconds from 0 to 1e9)", 3)
+  end
   local s = setmetatable({ procs = {}, _tasks = setmetatable({}, { __mode = "k" }), grace = grace, closed = false },
     Scope)
   s.prev = task.set_scope(s)

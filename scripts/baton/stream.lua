@@ -45,8 +45,10 @@ function Stream:_start()
       self._reading = false
       if emsg then self._err, self._errcode = emsg, ecode end
       -- Nothing more can come: let go of the fd now (what is queued stays
-      -- readable), not when the collector gets to the stream.
+      -- readable), not when the collector gets to the stream; the tee file
+      -- has all it will get.
       self._ud:close()
+      if self.tee and io.type(self.tee) == "file" then self.tee:close() end
     end
     self:_wake()
   end)

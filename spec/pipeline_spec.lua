@@ -3,6 +3,7 @@
 -- Lua stages, and what happens when things go wrong.
 local baton = require "baton"
 local H = require "helper"
+local BATON = os.getenv("BATON_EXE") or "./build/baton"
 
 local c = baton.cmd
 
@@ -307,6 +308,39 @@ describe("pipeline regressions from review", function()
     local ok, err = pcall(pl.run, pl)
     assert.is_false(ok)
     assert.matches("failed at stage 1 .*its stderr sink raised: .*boom", tostring(err))
+  end)
+
+  it("tee with stdout inherited copies to baton's stdout too, like | tee", function()
+    local path = os.tmpname()
+    local r = baton.run { BATON, "-e", ([[
+      local c = baton.cmd
+      local r = (c{"echo", "hi"} | c{"cat"}):run{tee = %q}
+      assert(r.stdout == nil)
+      local p = (c{"seq", "100000"} | c{"cat"}):with{tee = %q}:spawn()
+      assert(p:wait(20).ok)]]):format(path, path .. ".2"), capture = true, timeout = 30 }
+    assert.are.equal("hi\n", r.stdout:sub(1, 3))
+    assert.are.equal(#"hi\n" + #baton.output { "seq", "100000" } + 1, #r.stdout)
+    assert.are.equal("hi\n", assert(io.open(path)):read("a"))
+    assert.are.equal(baton.output { "seq", "100000" } .. "\n", assert(io.open(path .. ".2")):read("a"))
+    os.remove(path)
+    os.remove(path .. ".2")
+  end)
+
+  it("tee copies what a function sink gets, and refuses a stdout it cannot copy", function()
+    local path = os.tmpname()
+    local got = {}
+    (c { "echo", "fn" } | c { "cat" }):run { tee = path, stdout = function(chunk) got[#got + 1] = chunk end }
+    assert.are.equal("fn\n", table.concat(got))
+    assert.are.equal("fn\n", assert(io.open(path)):read("a"))
+    assert.has_error(function() (c { "echo", "x" } | c { "cat" }):run { tee = path, stdout = "null" } end)
+    os.remove(path)
+  end)
+
+  it("a timeout cancels the Lua function stages too", function()
+    local r = (c { "echo", "x" } | function() baton.sleep(30) end):run { timeout = 0.3, check = false }
+    assert.is_false(r.ok)
+    assert.is_true(r.timed_out)
+    assert.are.equal(2, r.failed_stage)
   end)
 end)
 

@@ -580,7 +580,7 @@ describe("process regressions from review", function()
 
   it("a tee file is complete once the stream reached its end", function()
     local path = os.tmpname()
-    local r = baton.pipeline { { "echo", "hello" }, { "cat" }, tee = path }:spawn()
+    local r = baton.pipeline { { "echo", "hello" }, { "cat" }, tee = path, stdout = "pipe" }:spawn()
     assert.are.equal("hello\n", r.stdout:read("a"))
     r:wait()
     assert.are.equal("hello\n", assert(io.open(path)):read("a"))

@@ -219,6 +219,7 @@ Run._bound_drains = process.Process._bound_drains
 Run._close_drains = process.Process._close_drains
 
 function Run:_done()
+  if self._tee and io.type(self._tee) == "file" then self._tee:close() end
   process.live[self] = nil
   return process.Process._done(self)
 end
@@ -233,7 +234,15 @@ Run.signal_group = Run.signal
 
 function Run:kill() return self:signal(9) end
 
-Run._send = Run.signal
+-- What a timeout, terminate and close send: the signal to every stage, and
+-- a cancel to the Lua function stages (a signal cannot reach them).
+function Run:_send(sig)
+  local ok, msg, code = self:signal(sig)
+  for _, rec in ipairs(self._stages) do
+    if rec.task and not rec.task.done then rec.task:cancel("stopped") end
+  end
+  return ok, msg, code
+end
 
 --- TERM every stage, wait up to `grace` seconds (default 5), then KILL.
 function Run:terminate(grace)
@@ -317,6 +326,15 @@ function Pipeline:__start(_, fname, defaults)
   -- The tee file is opened before anything starts.
   local tee
   if o.tee then
+    local so = o.stdout == nil and defaults and defaults.stdout or o.stdout
+    if not (so == nil or so == "inherit" or so == "pipe" or type(so) == "function") then
+      error(fmt("bad argument #1 to '%s' (option 'tee': stdout must be inherited, a pipe or a function to tee it, got %s)",
+        fname, type(so) == "string" and fmt("%q", so) or type(so)), process.user_level())
+    end
+    if self.stages[n].fn then
+      error(fmt("bad argument #1 to '%s' (option 'tee': the last stage is a Lua function; it can write a copy itself)",
+        fname), process.user_level())
+    end
     local f, msg = io.open(type(o.tee) == "table" and o.tee.path or o.tee,
       (type(o.tee) == "table" and o.tee.append) and "ab" or "wb")
     if not f then
@@ -337,6 +355,8 @@ function Pipeline:__start(_, fname, defaults)
     run._err_fd = r
   end
 
+  local tee_to_stdout  -- tee with stdout inherited: baton reads and copies
+  run._tee = tee       -- closed when the run is done, whatever happened
   local prev_out -- what the next stage reads: an fd, or "stream" (a function reads it)
   local stdin_first = o.stdin
   local input = o.input
@@ -358,7 +378,16 @@ function Pipeline:__start(_, fname, defaults)
       local w
       if i == n then
         over.stdout = o.stdout
-        if o.tee and (o.stdout == nil or o.stdout == "inherit") then over.stdout = "pipe" end
+        if tee and (o.stdout == nil or o.stdout == "inherit") then
+          over.stdout = "pipe" -- baton copies it to its stdout and the tee
+          tee_to_stdout = true
+        elseif tee and type(o.stdout) == "function" then
+          local fn, f = o.stdout, tee
+          over.stdout = function(chunk)
+            if chunk then f:write(chunk) end
+            return fn(chunk)
+          end
+        end
       elseif self.stages[i + 1].fn then
         over.stdout = "pipe"
       else
@@ -417,8 +446,15 @@ function Pipeline:__start(_, fname, defaults)
     end
     run.stderr = process.Stream.new(ud, "stderr")
   end
-  if tee then
-    if run.stdout then run.stdout.tee = tee else tee:close() end
+  if tee_to_stdout then
+    local out = run.stdout
+    run.stdout = nil
+    out.tee = tee
+    run:_drain(out, function(chunk)
+      if chunk then io.stdout:write(chunk) else io.stdout:flush() end
+    end)
+  elseif tee and run.stdout then
+    run.stdout.tee = tee
   end
   if input ~= nil and run.stdin then
     local stdin = run.stdin
@@ -442,7 +478,7 @@ function Pipeline:__start(_, fname, defaults)
       local out = i < n and run._stages[i + 1].proc.stdin or nil
       if inp then run._stages[i - 1].proc.stdout = nil end
       if out then run._stages[i + 1].proc.stdin = nil end
-      task.go_internal(function()
+      rec.task = task.go_internal(function()
         local ok, err = pcall(s.fn, inp, out)
         if out then out:close() end
         if inp then inp:close() end -- unread data upstream: SIGPIPE, forgiven when all after succeeds

@@ -103,6 +103,8 @@ Status.__tostring = function(s)
     t = fmt("killed by %s%s", s.signame or ("signal " .. s.signal), s.core and " (core dumped)" or "")
   elseif s.known == false then
     t = "exited (status unknown: not our child)"
+  elseif s.code == nil then -- a pipeline ending in a Lua function stage
+    t = s.ok and "ok" or "failed"
   else
     t = "exit " .. tostring(s.code)
   end
@@ -739,7 +741,8 @@ function Process:_arm_timeout(secs)
       self:_bound_drains(self._wait_delay or 1)
     end
     self:_send(sig)
-    if sig ~= 9 then
+    -- Done already (a pipeline's Lua stages end at once when cancelled)?
+    if sig ~= 9 and self._timer == timer then
       timer:start(math.floor(self._grace * 1000 + 0.5), 0, function()
         if not self.status then self:_send(9) end
       end)

@@ -82,7 +82,10 @@ static void sig_hook(lua_State *L, lua_Debug *ar) {
   lua_sethook(L, NULL, 0, 0);
   call_interrupt(L); /* so that baton.main stops the processes left */
   const char *name = bt_signal_name(got_signal);
-  luaL_error(L, "interrupted by %s", name ? name : "a signal");
+  /* No position: the traceback says where, and the same message comes from
+   * a cancelled wait. */
+  lua_pushfstring(L, "interrupted by %s", name ? name : "a signal");
+  lua_error(L);
 }
 
 static void on_signal(int sig) {
@@ -199,7 +202,7 @@ static int run_code(lua_State *L, const char *code) {
 static int pmain(lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
   char **argv = lua_touserdata(L, 2);
-  int script = 0, interactive = 0, has_e = 0;
+  int script = 0, interactive = 0, has_e = 0, has_v = 0;
 
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -217,12 +220,14 @@ static int pmain(lua_State *L) {
       return 1;
     }
     if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) {
+      /* As lua does: print the version, then run what else was asked. */
       printf("baton %s (%s, libuv %s)\n", BATON_VERSION_STRING, LUA_RELEASE, uv_version_string());
-      lua_pushinteger(L, 0);
-      return 1;
-    }
-    if (strcmp(a, "-i") == 0) {
+      fflush(stdout);
+      has_v = 1;
+    } else if (strcmp(a, "-i") == 0) {
       interactive = 1;
+    } else if (strncmp(a, "-e", 2) == 0 && a[2] != '\0') {
+      has_e = 1; /* -eCODE, as lua takes it */
     } else if (strcmp(a, "-e") == 0) {
       if (++i >= argc) {
         fprintf(stderr, "%s: '-e' needs an argument\n", progname);
@@ -257,8 +262,9 @@ static int pmain(lua_State *L) {
 
   /* -e chunks in order, then the script. */
   for (int i = 1; i < (script ? script : argc); i++) {
-    if (strcmp(argv[i], "-e") == 0) {
-      if (run_code(L, argv[++i]) != LUA_OK) {
+    if (strncmp(argv[i], "-e", 2) == 0) {
+      const char *code = argv[i][2] ? argv[i] + 2 : argv[++i];
+      if (run_code(L, code) != LUA_OK) {
         lua_pushinteger(L, exit_status);
         return 1;
       }
@@ -268,8 +274,8 @@ static int pmain(lua_State *L) {
     lua_pushinteger(L, exit_status);
     return 1;
   }
-  if (interactive || (!script && !has_e)) {
-    if (isatty(STDIN_FILENO)) {
+  if (interactive || (!script && !has_e && !has_v)) {
+    if (isatty(STDIN_FILENO) || interactive) {
       remove_signals(); /* the REPL handles Ctrl-C its own way */
       lua_pushinteger(L, lb_repl(L));
       return 1;
@@ -279,7 +285,7 @@ static int pmain(lua_State *L) {
       int status = luaL_loadfile(L, NULL);
       if (status == LUA_OK) status = run_main(L, 0);
       else report(L, status);
-      lua_pushinteger(L, status == LUA_OK ? 0 : 1);
+      lua_pushinteger(L, status == LUA_OK ? 0 : exit_status);
       return 1;
     }
   }

@@ -38,6 +38,8 @@ static struct {
   lua_State *L;
   lb_runtime *rt;
   uv_poll_t input;
+  uv_idle_t file_input;   /* stdin is a regular file (no poll): read when idle */
+  int from_file;
   uv_async_t intr;
   int done;
   int prompt_up;          /* the line editor owns the terminal line */
@@ -50,6 +52,21 @@ static struct {
 
 static void repl_prompt(const char *prompt);
 static void repl_on_input(uv_poll_t *p, int status, int events);
+static void repl_on_file(uv_idle_t *idle) {
+  (void)idle;
+  repl_on_input(NULL, 0, UV_READABLE); /* a file never blocks a read */
+}
+
+/* Wait for input (or stop): a poll on a terminal or pipe, idle reads from a file. */
+static void repl_input(int on) {
+  if (R.from_file) {
+    if (on) uv_idle_start(&R.file_input, repl_on_file);
+    else uv_idle_stop(&R.file_input);
+  } else {
+    if (on) uv_poll_start(&R.input, UV_READABLE, repl_on_input);
+    else uv_poll_stop(&R.input);
+  }
+}
 static void repl_line(char *line);
 
 /* ---- the line editor: libedit through dlopen, or the terminal's own ------------ */
@@ -239,7 +256,7 @@ static void repl_run(lua_State *L, int fn_index) {
   /* The prompt goes down: the entry (and its children) own the terminal. */
   ed_remove();
   R.prompt_up = 0;
-  uv_poll_stop(&R.input);
+  repl_input(0);
 
   lua_getfield(L, LUA_REGISTRYINDEX, "baton.repl");
   lua_getfield(L, -1, "eval");
@@ -315,7 +332,7 @@ static void repl_line(char *line) {
 static void repl_prompt(const char *prompt) {
   R.prompt_up = 1;
   ed_install(prompt);
-  uv_poll_start(&R.input, UV_READABLE, repl_on_input);
+  repl_input(1);
 }
 
 static void repl_on_input(uv_poll_t *p, int status, int events) {
@@ -349,6 +366,7 @@ int lb_repl(lua_State *L) {
   memset(&E, 0, sizeof E);
   /* BATON_REPL_PLAIN=1 forces the fallback (tests, dumb terminals). */
   const char *plain = getenv("BATON_REPL_PLAIN");
+  if (!isatty(STDIN_FILENO)) plain = "1"; /* `baton -i < file`: lines, no editor */
   if ((plain == NULL || strcmp(plain, "1") != 0) && ed_load() == 0) {
     *E.name = "baton";
     *E.catch_signals = 0;
@@ -363,7 +381,10 @@ int lb_repl(lua_State *L) {
     fprintf(stderr, "baton: libedit not found (apt-get install libedit2): no line editing\n");
   }
 
-  uv_poll_init(R.rt->loop, &R.input, STDIN_FILENO);
+  if (uv_poll_init(R.rt->loop, &R.input, STDIN_FILENO) < 0) { /* a regular file */
+    R.from_file = 1;
+    uv_idle_init(R.rt->loop, &R.file_input);
+  }
   /* uv_poll_init made the tty non-blocking; the line editor wants it blocking
    * (and the shell after us too). Polling works either way. */
   int fl = fcntl(STDIN_FILENO, F_GETFL);
@@ -380,7 +401,7 @@ int lb_repl(lua_State *L) {
   fflush(stdout);
   R.prompt_up = 1;
   ed_install(PROMPT);
-  uv_poll_start(&R.input, UV_READABLE, repl_on_input);
+  repl_input(1);
 
   while (!R.done) {
     R.rt->running = 1;
@@ -390,7 +411,7 @@ int lb_repl(lua_State *L) {
 
   if (R.prompt_up) ed_remove();
   sigaction(SIGINT, &old, NULL);
-  uv_close((uv_handle_t *)&R.input, NULL);
+  uv_close(R.from_file ? (uv_handle_t *)&R.file_input : (uv_handle_t *)&R.input, NULL);
   uv_close((uv_handle_t *)&R.intr, NULL);
   uv_run(R.rt->loop, UV_RUN_NOWAIT);
   if (E.loaded && R.histfile[0]) E.write_history(R.histfile);

@@ -65,12 +65,16 @@ local caught
 function M.main(fn, ...)
   caught = nil
   local ok, a, b = task.main(fn, ...)
-  if caught then
+  if caught or not ok then
+    -- Stopped by a signal, or failed: what it started and did not detach
+    -- goes too (TERM, 2 s, KILL); a normal end waits for it instead.
     local stoppers = {}
     for p in pairs(process.live) do
       stoppers[#stoppers + 1] = task.go_internal(function() pcall(p.terminate, p, 2) end)
     end
     for _, t in ipairs(stoppers) do pcall(t.wait, t) end
+  end
+  if caught then
     return false, (not ok and a) or ("interrupted by " .. core.signame(caught)), b, 128 + caught
   end
   return ok, a, b
@@ -82,8 +86,14 @@ function M.interrupt(sig)
   if caught then return end
   caught = sig
   local t = task.main_task
-  if t and not t.done then t:cancel("interrupted by " .. (core.signame(sig) or sig)) end
-  task.stopping = true
+  task.interrupted = true
+  if t and not t.done then
+    -- Its pending wait raises; its scopes and <close> variables unwind with
+    -- the loop still running (they may wait), then baton.main stops the rest.
+    t:cancel("interrupted by " .. (core.signame(sig) or sig))
+    if not t.done then return end
+  end
+  task.stopping = true -- the main task is over: stop waiting for what it left
   core.stop()
 end
 

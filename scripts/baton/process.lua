@@ -1097,7 +1097,9 @@ function M.lines(spec)
       if not p._exit then
         send(p, 9)
       end
-      p:wait()
+      -- Unwinding an error in a task (an interrupt, say), Lua cannot yield
+      -- here: the loop then reaps the killed process on its own.
+      pcall(p.wait, p)
     end,
   })
   local function iter()

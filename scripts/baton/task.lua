@@ -41,6 +41,15 @@ function M.on_uncaught(t, trace)
   core.stop()
 end
 
+--- An error value as text, as lua.c shows it.
+function M.errmsg(v)
+  local t = type(v)
+  if t == "string" or t == "number" then return tostring(v) end
+  local mt = getmetatable(v)
+  if mt and mt.__tostring then return tostring(v) end
+  return ("(error object is a %s value)"):format(t)
+end
+
 local function wake_joiners(t)
   local js, ws = t.joiners, t.watchers
   t.joiners, t.watchers = nil, nil
@@ -53,11 +62,15 @@ local function step(t, ...)
   if costatus(t.co) ~= "dead" then return end
   tasks[t.co] = nil
   t.done = true
+  if t == M.main_task and M.interrupted then core.stop() end -- unwound: baton.main takes over
   if r[1] then
     t.results = pack(unpack(r, 2, r.n))
   else
     t.err = r[2]
-    t.trace = debug.traceback(t.co, tostring(r[2]))
+    t.trace = debug.traceback(t.co, M.errmsg(r[2]))
+    -- An error leaves the coroutine's <close> variables (a lines() loop, a
+    -- scope) pending: close them now, not never.
+    coroutine.close(t.co)
     local cancelled = t.cancelled and t.err == (t.cancel_msg or "cancelled") and t.err ~= DEADLOCK
     if not cancelled and (not t.joiners or #t.joiners == 0) then
       M.on_uncaught(t, t.trace)
@@ -254,6 +267,8 @@ end
 
 --- Set to stop `main` from waiting for what is left (an interrupt).
 M.stopping = false
+--- Set by the runner's interrupt: the main task is being stopped.
+M.interrupted = false
 
 --- Run `fn` as the main task and drive the loop until nothing is left to do.
 -- Returns true, or false and the traceback of the first uncaught error.
@@ -262,8 +277,8 @@ function M.main(fn, ...)
   M.main_task = t
   if M.on_main then M.on_main(t) end
   t:start(...)
-  M.stopping = false
-  while #M.uncaught == 0 and not M.stopping do
+  M.stopping, M.interrupted = false, false
+  while #M.uncaught == 0 and not M.stopping and not (t.done and M.interrupted) do
     if core.alive() then
       core.run("default")
     elseif t.done or not t:cancel(DEADLOCK) then

@@ -40,6 +40,8 @@ static int lb_runtime_gc(lua_State *L) {
   /* Close what is still open; the close callbacks free the structs. */
   if (rt->spin) uv_close((uv_handle_t *)rt->spin, (uv_close_cb)free);
   rt->spin = NULL;
+  if (rt->defer) uv_close((uv_handle_t *)rt->defer, (uv_close_cb)free);
+  rt->defer = NULL;
   lb_handle *h = rt->handles;
   rt->handles = NULL;
   while (h) {
@@ -144,6 +146,12 @@ void lb_handle_set_cb(lua_State *L, lb_handle *h, int fn_index) {
 void lb_handle_close(lb_handle *h) {
   if (!h->open || h->closing) return;
   h->closing = 1;
+  /* No callback comes after a close: let go of it, or a callback that refers
+   * to its own handle (most do) keeps both alive through the registry. */
+  if (h->rt && h->cb_ref != LUA_NOREF) {
+    luaL_unref(h->rt->cbL, LUA_REGISTRYINDEX, h->cb_ref);
+    h->cb_ref = LUA_NOREF;
+  }
   h->close(h);
 }
 

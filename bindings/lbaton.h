@@ -40,6 +40,7 @@ struct lb_runtime {
   lua_State *cbL;     /* the thread callbacks run on */
   lb_handle *handles; /* every open handle, for closing at state close */
   uv_idle_t *spin;    /* active while output streams in: poll, don't sleep */
+  uv_idle_t *defer;   /* active while core.defer has functions to run */
   uint64_t last_read, spin_until; /* uv_hrtime of the last read; end of the spin */
   char readbuf[LB_READBUF_SIZE]; /* one read of a full output pipe */
 };

@@ -29,8 +29,14 @@ static void lb_on_timer(uv_timer_t *handle) {
   lb_timer *t = handle->data;
   lb_runtime *rt = t->h.rt;
   if (rt == NULL) return;
-  if (uv_timer_get_repeat(handle) == 0) lb_handle_unanchor(rt->cbL, &t->h);
   lua_State *T = lb_push_cb(&t->h);
+  if (uv_timer_get_repeat(handle) == 0) {
+    /* Fired for good: nothing refers to the callback any more (it is on the
+     * stack for this call; a restart inside it sets a new one). */
+    lb_handle_unanchor(rt->cbL, &t->h);
+    luaL_unref(rt->cbL, LUA_REGISTRYINDEX, t->h.cb_ref);
+    t->h.cb_ref = LUA_NOREF;
+  }
   if (T) lb_call(rt, T, 0);
 }
 
@@ -56,6 +62,7 @@ static int l_timer_stop(lua_State *L) {
   lb_timer *t = lb_check(L, 1, LB_TIMER);
   if (!t->h.closing) uv_timer_stop(&t->timer);
   lb_handle_unanchor(L, &t->h);
+  lb_handle_set_cb(L, &t->h, lua_gettop(L) + 1); /* start sets one again */
   return 0;
 }
 
@@ -68,6 +75,57 @@ static int l_timer_close(lua_State *L) {
 
 static int l_timer_gc(lua_State *L) { return lb_handle_gc(L, LB_TIMER); }
 
+/* ---- core.defer(fn): run fn on the loop's next turn ----------------------------
+ * After the loop has polled for I/O and run due timers: what `baton.sleep(0)`
+ * needs. A 0 ms timer started from a timer callback would run in the same
+ * pass of libuv's timers, so a task doing `sleep(0)` in a loop would starve
+ * I/O and never let closed handles be freed. */
+#define LB_DEFERRED "baton.deferred"
+
+static void lb_on_defer(uv_idle_t *idle) {
+  lb_runtime *rt = idle->data;
+  lua_State *T = rt->cbL;
+  /* Take the list; what the functions defer goes to the next turn. */
+  lua_getfield(T, LUA_REGISTRYINDEX, LB_DEFERRED);
+  lua_newtable(T);
+  lua_setfield(T, LUA_REGISTRYINDEX, LB_DEFERRED);
+  int list = lua_gettop(T);
+  lua_Integer n = luaL_len(T, list);
+  for (lua_Integer i = 1; i <= n && rt->defer; i++) {
+    lua_geti(T, list, i);
+    lb_call(rt, T, 0);
+  }
+  lua_settop(T, list - 1);
+  if (!rt->defer) return; /* the state is closing */
+  lua_getfield(T, LUA_REGISTRYINDEX, LB_DEFERRED);
+  if (luaL_len(T, -1) == 0) uv_idle_stop(idle);
+  lua_pop(T, 1);
+}
+
+static int l_defer(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lb_runtime *rt = lb_runtime_get(L);
+  if (rt->defer == NULL) {
+    rt->defer = malloc(sizeof *rt->defer);
+    if (rt->defer == NULL || uv_idle_init(rt->loop, rt->defer) < 0) {
+      free(rt->defer);
+      rt->defer = NULL;
+      return luaL_error(L, "baton: cannot create the defer handle");
+    }
+    rt->defer->data = rt;
+  }
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LB_DEFERRED) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, LB_DEFERRED);
+  }
+  lua_pushvalue(L, 1);
+  lua_seti(L, -2, luaL_len(L, -2) + 1);
+  if (!uv_is_active((uv_handle_t *)rt->defer)) uv_idle_start(rt->defer, lb_on_defer);
+  return 0;
+}
+
 void lb_open_timer(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"start", l_timer_start}, {"stop", l_timer_stop}, {"close", l_timer_close}, {NULL, NULL}};
@@ -79,6 +137,8 @@ void lb_open_timer(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_timer_new);
   lua_setfield(L, -2, "timer");
+  lua_pushcfunction(L, l_defer);
+  lua_setfield(L, -2, "defer");
 }
 
 /* ---- signal watchers (uv_signal) -------------------------------------------- */

@@ -342,5 +342,21 @@ describe("pipeline regressions from review", function()
     assert.is_true(r.timed_out)
     assert.are.equal(2, r.failed_stage)
   end)
+
+  it("a Lua stage writing after the next stage stopped ends like SIGPIPE, forgiven", function()
+    local up = function(i, o) for l in i:lines() do o:write(l:upper(), "\n") end end
+    assert.are.equal("Y", (c { "yes" } | up | c { "head", "-1" }):output())
+    local gen = function(_, o)
+      local n = 0
+      while true do
+        n = n + 1
+        o:write(n, "\n")
+      end
+    end
+    local r = (gen | c { "head", "-2" }):run { capture = true }
+    assert.are.equal("1\n2\n", r.stdout)
+    assert.are.same({ 141, 0 }, r.statuses)
+    assert.is_true(r.ok)
+  end)
 end)
 

@@ -157,4 +157,37 @@ describe("tasks", function()
     assert.are.equal(baton.signals.USR1, got)
     assert.has_error(function() baton.on_signal("NOPE", print) end)
   end)
+
+  it("sleep(0) in a loop lets I/O and other tasks run", function()
+    local stop, turns = false, 0
+    local spinner = baton.go(function()
+      while not stop do
+        turns = turns + 1
+        baton.sleep(0)
+      end
+    end)
+    local out = baton.output { "echo", "hi" } -- needs the loop to poll for I/O
+    stop = true
+    spinner:wait()
+    assert.are.equal("hi", out)
+    assert.is_true(turns > 0)
+  end)
+
+  it("timers let go of their callbacks: sleeping keeps no registry entries", function()
+    local function entries()
+      local n = 0
+      for _ in pairs(debug.getregistry()) do n = n + 1 end
+      return n
+    end
+    baton.sleep(0.001)
+    collectgarbage()
+    local before = entries()
+    for _ = 1, 50 do baton.sleep(0.001) end
+    local t = baton.go(function() baton.sleep(100) end)
+    t:cancel()
+    collectgarbage()
+    collectgarbage()
+    assert.is_true(entries() <= before + 2, ("registry: %d before, %d after"):format(before, entries()))
+  end)
 end)
+

@@ -477,12 +477,21 @@ function Pipeline:__start(_, fname, defaults)
       local inp = i > 1 and run._stages[i - 1].proc.stdout or nil
       local out = i < n and run._stages[i + 1].proc.stdin or nil
       if inp then run._stages[i - 1].proc.stdout = nil end
-      if out then run._stages[i + 1].proc.stdin = nil end
+      if out then
+        run._stages[i + 1].proc.stdin = nil
+        out.sigpipe = true -- writing after the next stage has gone ends this one
+      end
       rec.task = task.go_internal(function()
         local ok, err = pcall(s.fn, inp, out)
         if out then out:close() end
         if inp then inp:close() end -- unread data upstream: SIGPIPE, forgiven when all after succeeds
-        rec.status = ok and { ok = true, code = 0 } or { ok = false, error = err }
+        if ok then
+          rec.status = { ok = true, code = 0 }
+        elseif err == process.Stream.EPIPE then -- as a process killed by SIGPIPE
+          rec.status = { ok = false, signal = 13, signame = "SIGPIPE" }
+        else
+          rec.status = { ok = false, error = err }
+        end
         run:_stage_done()
       end)
     end

@@ -803,6 +803,7 @@ function Process:_done()
     self._drain_timer = nil
   end
   M.live[self] = nil
+  if self._scope then self._scope:_remove(self) end -- a long-lived scope keeps only what runs
   local st = self._exit
   -- A sink that raised fails the process, whatever its exit: the error is
   -- the cause (the child may then have died of SIGPIPE).

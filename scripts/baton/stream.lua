@@ -69,11 +69,20 @@ end
 -- Wait until more data is queued or the stream ended. False at end of stream.
 function Stream:_fill()
   if self._eof or self.closed then return false end
-  suspend(function(wake)
+  local me
+  local ok, err = pcall(suspend, function(wake)
+    me = wake
     local ws = self._wakers
     if ws then ws[#ws + 1] = wake else self._wakers = { wake } end
     if not self._reading then self:_start() end
   end)
+  if not ok then -- cancelled: leave nothing behind on a quiet stream
+    local ws = self._wakers or {}
+    for i = #ws, 1, -1 do
+      if ws[i] == me then table.remove(ws, i) end
+    end
+    error(err, 0)
+  end
   return self._qh <= self._qt or not self._eof
 end
 
@@ -197,15 +206,24 @@ function Stream:write(...)
   end
   if self.closed then return nil, "EBADF: bad file descriptor (stream is closed)", "EBADF" end
   local wrote, msg, code = self._ud:try_write(data)
-  if not wrote then return nil, msg, code end
+  if not wrote then return self:_write_failed(msg, code) end
   if wrote == #data then return self end
   if wrote > 0 then data = data:sub(wrote + 1) end
   local ok, emsg, ecode = suspend(function(wake)
     local queued, m, c = self._ud:write(data, wake)
     if not queued then wake(nil, m, c) end
   end)
-  if not ok then return nil, emsg, ecode end
+  if not ok then return self:_write_failed(emsg, ecode) end
   return self
+end
+
+--- Raised by a write to a stream marked `sigpipe` once its reader has gone:
+-- what SIGPIPE does to a process, for a Lua function stage of a pipeline.
+Stream.EPIPE = setmetatable({}, { __tostring = function() return "EPIPE: the next stage stopped reading" end })
+
+function Stream:_write_failed(msg, code)
+  if code == "EPIPE" and self.sigpipe then error(Stream.EPIPE, 0) end
+  return nil, msg, code
 end
 
 --- Close the stream (idempotent). A reader waiting on it sees end of stream.

@@ -189,10 +189,19 @@ end
 function Task:wait()
   if not self.done then
     if tasks[corunning()] == self then error("baton: a task cannot wait for itself", 2) end
-    M.suspend(function(wake)
+    local me
+    local ok, err = pcall(M.suspend, function(wake)
+      me = wake
       self.joiners = self.joiners or {}
       self.joiners[#self.joiners + 1] = wake
     end)
+    if not ok then -- cancelled: the task waited for keeps no trace of us
+      local js = self.joiners or {}
+      for i = #js, 1, -1 do
+        if js[i] == me then table.remove(js, i) end
+      end
+      error(err, 0)
+    end
   end
   if self.err ~= nil then error(self.err, 0) end
   return unpack(self.results, 1, self.results.n)
@@ -235,9 +244,16 @@ function M.sleep(s)
     error("bad argument #1 to 'sleep' (a number of seconds from 0 to 1e9 expected, got " ..
       (type(s) == "number" and tostring(s) or type(s)) .. ")", 2)
   end
+  local ms = math.floor(s * 1000 + 0.5)
+  if ms == 0 then
+    -- A turn of the loop: I/O, timers and other tasks run first. (A stale
+    -- wake after a cancel is ignored.)
+    M.suspend(function(wake) core.defer(wake) end)
+    return
+  end
   local timer = core.timer()
   local ok, err = pcall(M.suspend, function(wake)
-    timer:start(math.floor(s * 1000 + 0.5), 0, function()
+    timer:start(ms, 0, function()
       timer:close()
       wake()
     end)

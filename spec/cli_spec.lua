@@ -153,4 +153,52 @@ describe("the baton executable", function()
       p:close()
     end
   end)
+
+  it("takes -v and -eCODE as lua does", function()
+    local s = write("v.lua", "print('ran')\n")
+    local r = exe { "-v", s }
+    assert.matches("^baton %d+%.%d+%.%d+ .*\nran\n$", r.stdout)
+    r = exe { "-eprint(6 * 7)" }
+    assert.are.equal("42\n", r.stdout)
+    r = exe { "-e", "error({})" }
+    assert.matches("%(error object is a table value%)", r.stderr)
+  end)
+
+  it("runs REPL entries from a pipe with -i", function()
+    local r = exe({ "-i" }, { input = "x = 6\nx * 7\n" })
+    assert.are.equal(0, r.code)
+    assert.matches("42", r.stdout)
+  end)
+
+  it("a failed script stops what it started; one read from stdin exits 128+n on a signal", function()
+    local r = exe { "-e", "local p = baton.spawn{'sh', '-c', 'echo $$; exec sleep 30'," ..
+      " stdout = 'pipe'}; print(p.stdout:read('l')); io.stdout:flush(); error('boom')" }
+    assert.are.equal(1, r.code)
+    assert.is_true(H.gone_within(tonumber(r.stdout:match("%d+")), 5))
+    local p = assert(baton.spawn { BATON, input = "print('up'); io.stdout:flush(); baton.sleep(30)",
+      stdout = "pipe", stderr = "pipe" })
+    assert.are.equal("up", p.stdout:read("l"))
+    p:signal("TERM")
+    assert.are.equal(143, p:wait().code)
+    p:close()
+  end)
+
+  it("an interrupt unwinds scopes and lines loops at once, with the loop running", function()
+    local p = assert(baton.spawn { BATON, "-e", [[
+      baton.scope(function()
+        baton.spawn{"sleep", "30"}
+        print("ready")
+        io.stdout:flush()
+        for _ in baton.lines{"sleep", "30"} do end
+      end)]], stdout = "pipe", stderr = "pipe" })
+    assert.are.equal("ready", p.stdout:read("l"))
+    baton.sleep(0.1)
+    p:signal("INT")
+    local st = p:wait(1.5) -- not the 2 s TERM-to-KILL fallback of the runner
+    assert.are.equal(130, st and st.code)
+    assert.matches("interrupted by SIGINT", p.stderr:read("a"))
+    assert.is_not_matches("deadlock", p.stderr:read("a") or "")
+    p:close()
+  end)
 end)
+

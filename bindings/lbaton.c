@@ -56,6 +56,9 @@ static int lb_runtime_gc(lua_State *L) {
     /* The loop is ours: whatever else is still open on it (the runner's
      * signal wakeup, say) is closed too, or the loop could not be. */
     uv_walk(rt->loop, lb_close_any, NULL);
+    /* A uv_stop made while the loop was not running (an interrupt of busy
+     * code) would end the next run at once: the first run clears it. */
+    uv_run(rt->loop, UV_RUN_NOWAIT);
     uv_run(rt->loop, UV_RUN_DEFAULT);
     uv_loop_close(rt->loop);
   }

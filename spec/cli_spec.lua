@@ -200,5 +200,16 @@ describe("the baton executable", function()
     assert.is_not_matches("deadlock", p.stderr:read("a") or "")
     p:close()
   end)
+
+  it("stops busy Lua code on SIGINT and exits 130, closing its loop cleanly", function()
+    -- Under the sanitizer build a loop left open is a reported leak: exit 1.
+    local p = assert(baton.spawn { BATON, "-e", "print('busy'); io.stdout:flush(); local x = 0 while true do x = x + 1 end",
+      stdout = "pipe", stderr = "pipe" })
+    assert.are.equal("busy", p.stdout:read("l"))
+    p:signal("INT")
+    assert.are.equal(130, p:wait().code)
+    assert.matches("interrupted by SIGINT", p.stderr:read("a"))
+    p:close()
+  end)
 end)
 

@@ -586,5 +586,18 @@ describe("process regressions from review", function()
     assert.are.equal("hello\n", assert(io.open(path)):read("a"))
     os.remove(path)
   end)
+
+  it("a scope closed by an error in a task still stops its processes", function()
+    local p
+    local t = baton.go(function()
+      local s <close> = baton.scope { grace = 0.2 }
+      p = baton.spawn { "sh", "-c", "trap '' TERM; exec sleep 30" }
+      baton.sleep(0.1)
+      error("boom")
+    end)
+    assert.is_false(pcall(t.wait, t))
+    local st = p:wait() -- TERM is ignored: KILL after the grace
+    assert.are.equal(9, st.signal)
+  end)
 end)
 

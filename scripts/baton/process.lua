@@ -911,6 +911,12 @@ function Process:kill() return self._ud:kill(9) end
 -- may be what holds the pipes.
 function M.stop(p, grace)
   if p.status then return p.status end
+  if not task.can_wait() then
+    -- Unwinding an error through <close> (a scope, `local p <close>`): Lua
+    -- cannot wait here, so a task of baton's does it (TERM goes out now).
+    task.go_internal(function() M.stop(p, grace) end)
+    return nil
+  end
   local function signal(sig)
     if not p._exit or p.pgid then p:_send(sig) end
   end
@@ -1098,9 +1104,9 @@ function M.lines(spec)
       if not p._exit then
         send(p, 9)
       end
-      -- Unwinding an error in a task (an interrupt, say), Lua cannot yield
+      -- Unwinding an error in a task (an interrupt, say), Lua cannot wait
       -- here: the loop then reaps the killed process on its own.
-      pcall(p.wait, p)
+      if task.can_wait() then p:wait() end
     end,
   })
   local function iter()

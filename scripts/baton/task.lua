@@ -87,6 +87,13 @@ end
 --- Suspend until `arm`'s callback is called; return the callback's arguments.
 -- `arm(wake)` must arrange for `wake(...)` to be called once, later, from the
 -- loop. Inside a task this yields; outside, it drives the loop.
+--- Whether a wait can work here: in a task that can yield, or outside the
+-- loop (then the wait drives it). Not while unwinding an error through
+-- <close> handlers, nor in a loop callback.
+function M.can_wait()
+  return (tasks[corunning()] ~= nil and coroutine.isyieldable()) or not core.running()
+end
+
 function M.suspend(arm)
   local co = corunning()
   local t = tasks[co]

@@ -358,5 +358,14 @@ describe("pipeline regressions from review", function()
     assert.are.same({ 141, 0 }, r.statuses)
     assert.is_true(r.ok)
   end)
+
+  it("tee to an inherited stdout that goes away ends the pipeline, like | tee | head", function()
+    local path = os.tmpname()
+    local r = baton.run { "sh", "-c", '"$1" -e "baton.pipeline{{\'yes\'}, tee = \'$2\'}:run{check = false}" | head -1',
+      "sh", BATON, path, capture = true, timeout = 20, check = false }
+    assert.is_false(r.timed_out)
+    assert.are.equal("y\n", r.stdout)
+    os.remove(path)
+  end)
 end)
 

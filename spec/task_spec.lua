@@ -189,5 +189,22 @@ describe("tasks", function()
     collectgarbage()
     assert.is_true(entries() <= before + 2, ("registry: %d before, %d after"):format(before, entries()))
   end)
+
+  it("a failing task's <close> handlers run where they can still wait, and see the error", function()
+    local seen, slept
+    local t = baton.go(function()
+      local guard <close> = setmetatable({}, { __close = function(_, e)
+        seen = e
+        baton.sleep(0.01)
+        slept = true
+      end })
+      error("boom", 0)
+    end)
+    local ok, err = pcall(t.wait, t)
+    assert.is_false(ok)
+    assert.are.equal("boom", err)
+    assert.are.equal("boom", seen)
+    assert.is_true(slept)
+  end)
 end)
 

@@ -363,63 +363,71 @@ function Pipeline:__start(_, fname, defaults)
   if input ~= nil then stdin_first = "pipe" end
   if defaults and defaults.stdout and o.stdout == nil then o = setmetatable({ stdout = defaults.stdout }, { __index = o }) end
 
-  for i, s in ipairs(self.stages) do
-    local rec = { index = i }
-    run._stages[i] = rec
-    if s.cmd then
-      local over = {}
-      if i == 1 then
-        over.stdin = stdin_first
-      elseif self.stages[i - 1].fn then
-        over.stdin = "pipe"
-      else
-        over.stdin = prev_out
-      end
-      local w
-      if i == n then
-        over.stdout = o.stdout
-        if tee and (o.stdout == nil or o.stdout == "inherit") then
-          over.stdout = "pipe" -- baton copies it to its stdout and the tee
-          tee_to_stdout = true
-        elseif tee and type(o.stdout) == "function" then
-          local fn, f = o.stdout, tee
-          over.stdout = function(chunk)
-            if chunk then f:write(chunk) end
-            return fn(chunk)
-          end
+  -- Started stage by stage; anything raised meanwhile (an interrupt) undoes
+  -- what started, as a failed stage does.
+  local started, failed, fmsg, fcode = pcall(function()
+    for i, s in ipairs(self.stages) do
+      local rec = { index = i }
+      run._stages[i] = rec
+      if s.cmd then
+        local over = {}
+        if i == 1 then
+          over.stdin = stdin_first
+        elseif self.stages[i - 1].fn then
+          over.stdin = "pipe"
+        else
+          over.stdin = prev_out
         end
-      elseif self.stages[i + 1].fn then
-        over.stdout = "pipe"
-      else
-        local r
-        r, w = core.pipe(256 * 1024) -- as large as the pipes baton reads: fewer wakeups per byte
-        held[r], held[w] = true, true
-        over.stdout = w
-        prev_out = r
+        local w
+        if i == n then
+          over.stdout = o.stdout
+          if tee and (o.stdout == nil or o.stdout == "inherit") then
+            over.stdout = "pipe" -- baton copies it to its stdout and the tee
+            tee_to_stdout = true
+          elseif tee and type(o.stdout) == "function" then
+            local fn, f = o.stdout, tee
+            over.stdout = function(chunk)
+              if chunk then f:write(chunk) end
+              return fn(chunk)
+            end
+          end
+        elseif self.stages[i + 1].fn then
+          over.stdout = "pipe"
+        else
+          local r
+          r, w = core.pipe(256 * 1024) -- as large as the pipes baton reads: fewer wakeups per byte
+          held[r], held[w] = true, true
+          over.stdout = w
+          prev_out = r
+        end
+        over.stderr = shared_err or o.stderr
+        over.pgid = run.pgid or 0
+        local p, msg, code = process.start(s.cmd.__command, process.SPAWN_KEYS, fname, nil, over)
+        if w then
+          core.close(w)
+          held[w] = nil
+        end
+        if i > 1 and not self.stages[i - 1].fn and type(over.stdin) == "number" then
+          core.close(over.stdin)
+          held[over.stdin] = nil
+        end
+        if not p then
+          return "failed", fmt("%s (pipeline stage %d)", msg, i), code
+        end
+        p:detach() -- the pipeline is the unit its scope manages
+        run.pgid = run.pgid or p.pid
+        run.pid = run.pid or p.pid
+        rec.proc = p
+        run.processes[i] = p
+        run.argv[#run.argv + 1] = p.argv[1]
       end
-      over.stderr = shared_err or o.stderr
-      over.pgid = run.pgid or 0
-      local p, msg, code = process.start(s.cmd.__command, process.SPAWN_KEYS, fname, nil, over)
-      if w then
-        core.close(w)
-        held[w] = nil
-      end
-      if i > 1 and not self.stages[i - 1].fn and type(over.stdin) == "number" then
-        core.close(over.stdin)
-        held[over.stdin] = nil
-      end
-      if not p then
-        abort(run, held)
-        if tee then tee:close() end
-        return nil, fmt("%s (pipeline stage %d)", msg, i), code
-      end
-      p:detach() -- the pipeline is the unit its scope manages
-      run.pgid = run.pgid or p.pid
-      run.pid = run.pid or p.pid
-      rec.proc = p
-      run.processes[i] = p
-      run.argv[#run.argv + 1] = p.argv[1]
     end
+  end)
+  if not started or failed then
+    abort(run, held)
+    if tee then tee:close() end
+    if not started then error(failed, 0) end
+    return nil, fmsg, fcode
   end
   if shared_err then
     core.close(shared_err)
@@ -451,7 +459,10 @@ function Pipeline:__start(_, fname, defaults)
     run.stdout = nil
     out.tee = tee
     run:_drain(out, function(chunk)
-      if chunk then io.stdout:write(chunk) else io.stdout:flush() end
+      -- Copied as it comes; when baton's own stdout is gone the sink fails,
+      -- which closes the pipe: the last stage gets SIGPIPE, as with | tee.
+      if chunk then assert(io.stdout:write(chunk)) end
+      assert(io.stdout:flush())
     end)
   elseif tee and run.stdout then
     run.stdout.tee = tee

@@ -57,20 +57,45 @@ local function wake_joiners(t)
   if ws then for fn in pairs(ws) do fn() end end
 end
 
+-- A task's body runs under xpcall inside its coroutine: an error unwinds
+-- there, so its <close> variables (a scope, a lines() loop, a process) are
+-- closed where they can still wait, and the traceback is taken where it
+-- was raised.
+-- The <close> handlers see the error itself; the traceback is kept aside.
+local FAILED = setmetatable({}, { __tostring = function() return "failed" end })
+local function failure(e)
+  local t = tasks[corunning()]
+  if t then -- without baton's own frames below the task's function
+    t.trace = debug.traceback(M.errmsg(e), 2):gsub("\n%s*%[C%]: in function 'xpcall'.*$", "")
+  end
+  return e
+end
+local function body(fn)
+  return function(...)
+    local r = pack(xpcall(fn, failure, ...))
+    if r[1] then return unpack(r, 2, r.n) end
+    return FAILED, r[2]
+  end
+end
+
 local function step(t, ...)
   local r = pack(coresume(t.co, ...))
   if costatus(t.co) ~= "dead" then return end
   tasks[t.co] = nil
   t.done = true
   if t == M.main_task and M.interrupted then core.stop() end -- unwound: baton.main takes over
-  if r[1] then
+  local failed = r[1] and r[2] == FAILED
+  if r[1] and not failed then
     t.results = pack(unpack(r, 2, r.n))
   else
-    t.err = r[2]
-    t.trace = debug.traceback(t.co, M.errmsg(r[2]))
-    -- An error leaves the coroutine's <close> variables (a lines() loop, a
-    -- scope) pending: close them now, not never.
-    coroutine.close(t.co)
+    if failed then
+      t.err = r[3]
+      t.trace = t.trace or debug.traceback(t.co, M.errmsg(r[3]))
+    else -- raised outside the body's xpcall (out of memory, say)
+      t.err = r[2]
+      t.trace = debug.traceback(t.co, M.errmsg(r[2]))
+      coroutine.close(t.co)
+    end
     local cancelled = t.cancelled and t.err == (t.cancel_msg or "cancelled") and t.err ~= DEADLOCK
     if not cancelled and (not t.joiners or #t.joiners == 0) then
       M.on_uncaught(t, t.trace)
@@ -165,7 +190,7 @@ function M.new(fn, internal)
   if type(fn) ~= "function" then
     error("bad argument #1 to 'go' (function expected, got " .. type(fn) .. ")", 3)
   end
-  local t = setmetatable({ co = cocreate(fn), done = false, scope = M.scope() }, Task)
+  local t = setmetatable({ co = cocreate(body(fn)), done = false, scope = M.scope() }, Task)
   tasks[t.co] = t
   -- A script's task is cancelled when its scope ends; baton's own (draining
   -- a process, feeding its input) end with what they serve.
@@ -299,8 +324,8 @@ function M.main(fn, ...)
   local t = M.new(fn)
   M.main_task = t
   if M.on_main then M.on_main(t) end
+  M.stopping, M.interrupted = false, false -- before it runs: an interrupt may come at once
   t:start(...)
-  M.stopping, M.interrupted = false, false
   while #M.uncaught == 0 and not M.stopping and not (t.done and M.interrupted) do
     if core.alive() then
       core.run("default")

@@ -39,6 +39,7 @@ static struct {
   lb_runtime *rt;
   uv_poll_t input;
   uv_idle_t file_input;   /* stdin is a regular file (no poll): read when idle */
+  uv_idle_t backlog;      /* lines read ahead, for when the prompt is back */
   int from_file;
   uv_async_t intr;
   int done;
@@ -68,6 +69,7 @@ static void repl_input(int on) {
   }
 }
 static void repl_line(char *line);
+static void ed_lines(void);
 
 /* ---- the line editor: libedit through dlopen, or the terminal's own ------------ */
 
@@ -88,6 +90,7 @@ static struct {
   const char *prompt;
   char buf[8192];
   size_t len;
+  int eof;
 } E;
 
 static int ed_load(void) {
@@ -153,22 +156,38 @@ static void ed_read(void) {
     E.read_char();
     return;
   }
-  ssize_t n = read(STDIN_FILENO, E.buf + E.len, sizeof E.buf - 1 - E.len);
-  if (n <= 0) {
+  if (!E.eof) {
+    ssize_t n = read(STDIN_FILENO, E.buf + E.len, sizeof E.buf - 1 - E.len);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
-    repl_line(NULL);
-    return;
+    if (n <= 0) E.eof = 1;
+    else E.len += (size_t)n;
   }
-  E.len += (size_t)n;
-  char *nl;
-  while (R.prompt_up && (nl = memchr(E.buf, '\n', E.len)) != NULL) {
-    size_t linelen = (size_t)(nl - E.buf);
+  ed_lines();
+}
+
+/* Hand the complete lines read so far to the REPL while it prompts (an
+ * entry that waits takes the prompt down: the rest stays for later); at end
+ * of input, a last line without newline, then the end. */
+static void ed_lines(void) {
+  while (R.prompt_up && !R.done) {
+    char *nl = memchr(E.buf, '\n', E.len);
+    size_t linelen = nl ? (size_t)(nl - E.buf) : E.len;
+    if (nl == NULL && E.len < sizeof E.buf - 1 && !(E.eof && E.len > 0)) {
+      if (E.eof) repl_line(NULL);
+      return;
+    }
     char *line = strndup(E.buf, linelen);
-    memmove(E.buf, nl + 1, E.len - linelen - 1);
-    E.len -= linelen + 1;
+    size_t used = nl ? linelen + 1 : linelen;
+    memmove(E.buf, E.buf + used, E.len - used);
+    E.len -= used;
     repl_line(line);
   }
-  if (E.len == sizeof E.buf - 1) repl_line(strndup(E.buf, E.len)), E.len = 0;
+}
+
+/* The prompt is back: lines already read are not waiting for more input. */
+static void ed_backlog(uv_idle_t *idle) {
+  uv_idle_stop(idle);
+  ed_lines();
 }
 
 /* ---- Ctrl-C ------------------------------------------------------------------ */
@@ -329,10 +348,13 @@ static void repl_line(char *line) {
   lua_pop(L, 2); /* fn, baton.repl */
 }
 
+static void ed_backlog(uv_idle_t *idle);
+
 static void repl_prompt(const char *prompt) {
   R.prompt_up = 1;
   ed_install(prompt);
   repl_input(1);
+  if (!E.loaded && (E.len > 0 || E.eof)) uv_idle_start(&R.backlog, ed_backlog);
 }
 
 static void repl_on_input(uv_poll_t *p, int status, int events) {
@@ -389,6 +411,7 @@ int lb_repl(lua_State *L) {
    * (and the shell after us too). Polling works either way. */
   int fl = fcntl(STDIN_FILENO, F_GETFL);
   if (fl >= 0) fcntl(STDIN_FILENO, F_SETFL, fl & ~O_NONBLOCK);
+  uv_idle_init(R.rt->loop, &R.backlog);
   uv_async_init(R.rt->loop, &R.intr, repl_on_intr);
   struct sigaction sa, old;
   memset(&sa, 0, sizeof sa);
@@ -413,6 +436,7 @@ int lb_repl(lua_State *L) {
   sigaction(SIGINT, &old, NULL);
   uv_close(R.from_file ? (uv_handle_t *)&R.file_input : (uv_handle_t *)&R.input, NULL);
   uv_close((uv_handle_t *)&R.intr, NULL);
+  uv_close((uv_handle_t *)&R.backlog, NULL);
   uv_run(R.rt->loop, UV_RUN_NOWAIT);
   if (E.loaded && R.histfile[0]) E.write_history(R.histfile);
   free(R.pending);

@@ -164,10 +164,15 @@ describe("the baton executable", function()
     assert.matches("%(error object is a table value%)", r.stderr)
   end)
 
-  it("runs REPL entries from a pipe with -i", function()
+  it("runs REPL entries from a pipe or a file with -i, also after an entry that waits", function()
     local r = exe({ "-i" }, { input = "x = 6\nx * 7\n" })
     assert.are.equal(0, r.code)
     assert.matches("42", r.stdout)
+    r = exe({ "-i" }, { input = "baton.sleep(0.05)\nprint('after wait')\nprint('no newline')" })
+    assert.matches("after wait\n.*no newline", r.stdout)
+    local f = write("entries.lua", "baton.sleep(0.05)\nprint('from a file')\n")
+    r = baton.run { "sh", "-c", '"$1" -i < "$2"', "sh", BATON, f, capture = true }
+    assert.matches("from a file", r.stdout)
   end)
 
   it("a failed script stops what it started; one read from stdin exits 128+n on a signal", function()

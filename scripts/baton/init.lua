@@ -6,7 +6,9 @@
 -- @module baton
 local core = require "baton.core"
 local task = require "baton.task"
-local process = require "baton.process"
+-- baton.process (and what it loads) comes on first use: `baton -e ''` stays
+-- quick. See `lazy` below.
+local function process() return require "baton.process" end
 
 local M = {
   version = core.version,
@@ -17,20 +19,8 @@ local M = {
   all = task.all,
   current = task.current,
 
-  -- processes
-  spawn = process.spawn,
-  run = function(spec) return process.run(spec, 2) end,
-  output = process.output,
-  lines = process.lines,
-  ok = process.ok,
-  wait_any = process.wait_any,
-  adopt = process.adopt,
-  exec = process.exec,
-  which = process.which,
-  from = process.from,
-  signum = process.signum,
-  quote = process.quote,
-  Error = process.Error,
+  -- processes (the rest of them: see `lazy`)
+  run = function(spec) return process().run(spec, 2) end,
 
   --- Seconds since an arbitrary point, monotonic, sub-microsecond resolution.
   now = core.now,
@@ -50,7 +40,7 @@ function M.on_signal(sig, fn)
   if type(fn) ~= "function" then
     error("bad argument #2 to 'on_signal' (function expected, got " .. type(fn) .. ")", 2)
   end
-  local w, msg = core.signal_watch(process.signum(sig, "on_signal", 1), fn)
+  local w, msg = core.signal_watch(process().signum(sig, "on_signal", 1), fn)
   if not w then error("baton: " .. msg, 2) end
   return w
 end
@@ -69,7 +59,7 @@ function M.main(fn, ...)
     -- Stopped by a signal, or failed: what it started and did not detach
     -- goes too (TERM, 2 s, KILL); a normal end waits for it instead.
     local stoppers = {}
-    for p in pairs(process.live) do
+    for p in pairs(package.loaded["baton.process"] and process().live or {}) do
       stoppers[#stoppers + 1] = task.go_internal(function() pcall(p.terminate, p, 2) end)
     end
     for _, t in ipairs(stoppers) do pcall(t.wait, t) end
@@ -99,6 +89,12 @@ end
 
 -- Loaded on first use, to keep `baton -e ''` quick: name -> {module, field}.
 local lazy = {
+  spawn = { "baton.process", "spawn" }, output = { "baton.process", "output" },
+  lines = { "baton.process", "lines" }, ok = { "baton.process", "ok" },
+  wait_any = { "baton.process", "wait_any" }, adopt = { "baton.process", "adopt" },
+  exec = { "baton.process", "exec" }, which = { "baton.process", "which" },
+  from = { "baton.process", "from" }, signum = { "baton.process", "signum" },
+  quote = { "baton.process", "quote" }, Error = { "baton.process", "Error" },
   cmd = { "baton.command", "cmd" }, sh = { "baton.command", "sh" },
   scope = { "baton.scope", "scope" }, subreaper = { "baton.scope", "subreaper" },
   pipeline = { "baton.pipeline", "pipeline" },

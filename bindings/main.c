@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <errno.h>
 #include <unistd.h>
 
 #include <lualib.h>
@@ -295,6 +297,15 @@ static int pmain(lua_State *L) {
 
 int main(int argc, char **argv) {
   if (argv[0] && argv[0][0]) progname = argv[0];
+  /* Started with stdin, stdout or stderr closed (`baton … >&-`): put
+   * /dev/null there, or the first pipe would land on fd 0-2 and be taken
+   * for it (libuv aborts on that). */
+  for (int fd = 0; fd <= 2; fd++) {
+    if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+      int n = open("/dev/null", O_RDWR);
+      if (n >= 0 && n != fd) close(n);
+    }
+  }
   lua_State *L = luaL_newstate();
   if (L == NULL) {
     fprintf(stderr, "%s: cannot create Lua state: not enough memory\n", progname);

@@ -216,5 +216,11 @@ describe("the baton executable", function()
     assert.matches("interrupted by SIGINT", p.stderr:read("a"))
     p:close()
   end)
+
+  it("runs with stdout closed", function()
+    local r = sh('"$1" -e "baton.run{\'true\'}; io.stderr:write(\'fine\')" >&-')
+    assert.are.equal(0, r.code)
+    assert.are.equal("fine", r.stderr)
+  end)
 end)
 

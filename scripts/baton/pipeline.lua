@@ -254,7 +254,7 @@ end
 
 --- Kill what still runs, wait, close the pipes.
 function Run:close()
-  process.stop(self, 0)
+  process.stop(self, 0, true)
   for _, name in ipairs { "stdin", "stdout", "stderr" } do
     if self[name] then self[name]:close() end
   end

@@ -909,9 +909,9 @@ function Process:kill() return self._ud:kill(9) end
 -- stop waiting for pipes that something else still holds open. Signals go
 -- to the group when there is one, also after the leader exited: its children
 -- may be what holds the pipes.
-function M.stop(p, grace)
+function M.stop(p, grace, closing)
   if p.status then return p.status end
-  if not task.can_wait() then
+  if closing and not task.can_wait() then
     -- Unwinding an error through <close> (a scope, `local p <close>`): Lua
     -- cannot wait here, so a task of baton's does it (TERM goes out now).
     task.go_internal(function() M.stop(p, grace) end)
@@ -963,7 +963,7 @@ function Process:close()
     end
     return
   end
-  M.stop(self, 0)
+  M.stop(self, 0, true)
   for _, s in pairs(self.fds) do s:close() end
 end
 Process.__close = Process.close

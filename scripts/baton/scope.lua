@@ -41,7 +41,9 @@ function Scope:close()
   end
   local failed
   for p in pairs(self.procs) do
-    local ok, err = pcall(p.terminate, p, self.grace) -- one failure must not spare the rest
+    -- one failure must not spare the rest; unwinding an error, a task of
+    -- baton's does the waiting
+    local ok, err = pcall(require("baton.process").stop, p, self.grace, true)
     if not ok and failed == nil then failed = err end
   end
   self.procs = {}

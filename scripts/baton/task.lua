@@ -46,7 +46,10 @@ function M.errmsg(v)
   local t = type(v)
   if t == "string" or t == "number" then return tostring(v) end
   local mt = getmetatable(v)
-  if mt and mt.__tostring then return tostring(v) end
+  if mt and mt.__tostring then
+    local ok, m = pcall(tostring, v)
+    if ok and type(m) == "string" then return m end
+  end
   return ("(error object is a %s value)"):format(t)
 end
 
@@ -65,7 +68,9 @@ end
 local FAILED = setmetatable({}, { __tostring = function() return "failed" end })
 local function failure(e)
   local t = tasks[corunning()]
+  if t and t.failing then return e end -- raised again while unwinding: keep the first trace
   if t then -- without baton's own frames below the task's function
+    t.failing = true -- unwinding now: a cancel would only hide this error
     t.trace = debug.traceback(M.errmsg(e), 2):gsub("\n%s*%[C%]: in function 'xpcall'.*$", "")
   end
   return e
@@ -88,6 +93,7 @@ local function step(t, ...)
   if r[1] and not failed then
     t.results = pack(unpack(r, 2, r.n))
   else
+    t.failed = true
     if failed then
       t.err = r[3]
       t.trace = t.trace or debug.traceback(t.co, M.errmsg(r[3]))
@@ -235,7 +241,7 @@ function Task:wait()
       error(err, 0)
     end
   end
-  if self.err ~= nil then error(self.err, 0) end
+  if self.failed then error(self.err, 0) end
   return unpack(self.results, 1, self.results.n)
 end
 
@@ -258,7 +264,7 @@ function Task:is_done() return self.done end
 --- Make the task's pending wait raise `msg` (default "cancelled").
 -- @return true if the task was waiting and got cancelled
 function Task:cancel(msg)
-  if self.done or not self.token or costatus(self.co) ~= "suspended" then return false end
+  if self.done or self.failing or not self.token or costatus(self.co) ~= "suspended" then return false end
   self.token = nil
   self.cancelled = true
   self.cancel_msg = msg
@@ -267,7 +273,7 @@ function Task:cancel(msg)
 end
 
 function Task:__tostring()
-  return string.format("baton.task (%s)", self.done and (self.err ~= nil and "failed" or "done") or "running")
+  return string.format("baton.task (%s)", self.done and (self.failed and "failed" or "done") or "running")
 end
 
 --- Sleep `s` seconds (fractions allowed) without blocking other tasks.
@@ -341,7 +347,7 @@ function M.main(fn, ...)
     local msg = "baton: deadlock: the main task waits for an event that nothing can produce"
     return false, debug.traceback(t.co, msg), msg
   end
-  if t.err ~= nil then return false, t.trace, t.err end -- e.g. cancelled by a signal
+  if t.failed then return false, t.trace, t.err end -- e.g. cancelled by a signal
   return true, t
 end
 

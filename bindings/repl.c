@@ -88,10 +88,12 @@ static struct {
   const char **name;
   /* the fallback: lines assembled from read(2) in canonical mode */
   const char *prompt;
-  char buf[8192];
-  size_t len;
+  char *buf;  /* grows to hold a whole line, up to ED_MAXLINE */
+  size_t cap, len;
   int eof;
 } E;
+
+#define ED_MAXLINE (64u << 20)
 
 static int ed_load(void) {
   void *h = dlopen("libedit.so.2", RTLD_NOW | RTLD_LOCAL);
@@ -157,7 +159,13 @@ static void ed_read(void) {
     return;
   }
   if (!E.eof) {
-    ssize_t n = read(STDIN_FILENO, E.buf + E.len, sizeof E.buf - 1 - E.len);
+    if (E.len + 1 >= E.cap && E.cap < ED_MAXLINE) {
+      size_t cap = E.cap ? E.cap * 2 : 8192;
+      char *b = realloc(E.buf, cap);
+      if (b) E.buf = b, E.cap = cap;
+    }
+    if (E.buf == NULL) return;
+    ssize_t n = read(STDIN_FILENO, E.buf + E.len, E.cap - 1 - E.len);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
     if (n <= 0) E.eof = 1;
     else E.len += (size_t)n;
@@ -172,7 +180,7 @@ static void ed_lines(void) {
   while (R.prompt_up && !R.done) {
     char *nl = memchr(E.buf, '\n', E.len);
     size_t linelen = nl ? (size_t)(nl - E.buf) : E.len;
-    if (nl == NULL && E.len < sizeof E.buf - 1 && !(E.eof && E.len > 0)) {
+    if (nl == NULL && !(E.len + 1 >= E.cap && E.cap >= ED_MAXLINE) && !(E.eof && E.len > 0)) {
       if (E.eof) repl_line(NULL);
       return;
     }
@@ -303,6 +311,13 @@ static void repl_line(char *line) {
   if (line == NULL) { /* Ctrl-D */
     ed_remove();
     R.prompt_up = 0;
+    if (R.pending) { /* an entry left unfinished: say why, as lua does */
+      if (luaL_loadbuffer(L, R.pending, strlen(R.pending), "=stdin") != LUA_OK)
+        fprintf(stderr, "\n%s", lua_tostring(L, -1));
+      lua_pop(L, 1);
+      free(R.pending);
+      R.pending = NULL;
+    }
     fputs("\n", stdout);
     R.done = 1;
     uv_stop(R.rt->loop);
@@ -440,5 +455,8 @@ int lb_repl(lua_State *L) {
   uv_run(R.rt->loop, UV_RUN_NOWAIT);
   if (E.loaded && R.histfile[0]) E.write_history(R.histfile);
   free(R.pending);
+  free(E.buf);
+  E.buf = NULL;
+  E.cap = E.len = 0;
   return 0;
 }

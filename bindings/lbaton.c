@@ -66,6 +66,23 @@ static int lb_runtime_gc(lua_State *L) {
   return 0;
 }
 
+int lb_runtime_idle_start(lb_runtime *rt, uv_idle_t **slot, uv_idle_cb cb, int ref) {
+  if (*slot == NULL) {
+    uv_idle_t *idle = malloc(sizeof *idle);
+    if (idle == NULL) return UV_ENOMEM;
+    int err = uv_idle_init(rt->loop, idle);
+    if (err < 0) {
+      free(idle);
+      return err;
+    }
+    idle->data = rt;
+    if (!ref) uv_unref((uv_handle_t *)idle);
+    *slot = idle;
+  }
+  if (!uv_is_active((uv_handle_t *)*slot)) uv_idle_start(*slot, cb);
+  return 0;
+}
+
 lb_runtime *lb_runtime_get(lua_State *L) {
   if (lua_getfield(L, LUA_REGISTRYINDEX, LB_RUNTIME) == LUA_TUSERDATA) {
     lb_runtime *rt = lua_touserdata(L, -1);

@@ -80,6 +80,11 @@ int lb_traceback(lua_State *L);
 /* Push nil, "ENAME: message", "ENAME" and return 3 (err is a negative errno). */
 int lb_error(lua_State *L, int err, const char *what);
 
+/* Start the runtime's idle handle in `*slot` (created on first use; closed
+ * with the runtime) with `cb`; `ref`: whether it keeps the loop running.
+ * Returns 0, or a negative errno when it cannot be created. */
+int lb_runtime_idle_start(lb_runtime *rt, uv_idle_t **slot, uv_idle_cb cb, int ref);
+
 /* Per-type registration. */
 void lb_open_process(lua_State *L);
 void lb_open_stream(lua_State *L);

@@ -86,17 +86,8 @@ static void lb_spin_after_read(lb_runtime *rt) {
   rt->last_read = now;
   if (gap >= LB_SPIN_NS) return;
   rt->spin_until = now + LB_SPIN_NS;
-  if (rt->spin == NULL) {
-    rt->spin = malloc(sizeof *rt->spin);
-    if (rt->spin == NULL || uv_idle_init(rt->loop, rt->spin) < 0) {
-      free(rt->spin);
-      rt->spin = NULL;
-      return;
-    }
-    rt->spin->data = rt;
-    uv_unref((uv_handle_t *)rt->spin); /* never what keeps the loop running */
-  }
-  if (!uv_is_active((uv_handle_t *)rt->spin)) uv_idle_start(rt->spin, lb_spin_check);
+  /* Unref'd: never what keeps the loop running. Without it, reads just sleep. */
+  (void)lb_runtime_idle_start(rt, &rt->spin, lb_spin_check, 0);
 }
 
 static void lb_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {

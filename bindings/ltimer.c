@@ -105,15 +105,8 @@ static void lb_on_defer(uv_idle_t *idle) {
 static int l_defer(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   lb_runtime *rt = lb_runtime_get(L);
-  if (rt->defer == NULL) {
-    rt->defer = malloc(sizeof *rt->defer);
-    if (rt->defer == NULL || uv_idle_init(rt->loop, rt->defer) < 0) {
-      free(rt->defer);
-      rt->defer = NULL;
-      return luaL_error(L, "baton: cannot create the defer handle");
-    }
-    rt->defer->data = rt;
-  }
+  if (lb_runtime_idle_start(rt, &rt->defer, lb_on_defer, 1) < 0)
+    return luaL_error(L, "baton: cannot create the defer handle");
   if (lua_getfield(L, LUA_REGISTRYINDEX, LB_DEFERRED) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);
@@ -122,7 +115,6 @@ static int l_defer(lua_State *L) {
   }
   lua_pushvalue(L, 1);
   lua_seti(L, -2, luaL_len(L, -2) + 1);
-  if (!uv_is_active((uv_handle_t *)rt->defer)) uv_idle_start(rt->defer, lb_on_defer);
   return 0;
 }
 

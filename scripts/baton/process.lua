@@ -207,7 +207,6 @@ local function parse(spec, keys, fname)
   end
   return argv, spec, subs
 end
-M.parse = parse
 
 --- `baton.from(cmd)` as an argument: the command's output, as a path
 -- (`/dev/fd/N`) the program can open — bash's `<(cmd)`.
@@ -673,10 +672,8 @@ function M.track(p)
   if scope then scope:_add(p) end
   M.live[p] = true
 end
-M.build = build
 M.build_env = build_env
 M.spawn_error = spawn_error
-M.close_files = close_files
 M.Status = Status
 
 -- Read `stream` to its end straight from the loop's read callback, handing
@@ -822,7 +819,6 @@ end
 
 -- What waiters of an adopted process get when it is released.
 local RELEASED = setmetatable({}, { __tostring = function() return "released" end })
-M.RELEASED = RELEASED
 
 --- Call `fn(status)` once the process is done (at once if it is). Returns a
 -- function that cancels the subscription.
@@ -1102,7 +1098,7 @@ function M.lines(spec)
     __close = function()
       out:close()
       if not p._exit then
-        send(p, 9)
+        p:_send(9) -- a pipeline: its Lua stages too
       end
       -- Unwinding an error in a task (an interrupt, say), Lua cannot wait
       -- here: the loop then reaps the killed process on its own.

@@ -29,6 +29,9 @@
 #define LB_READBUF_SIZE (1024 * 1024) /* reads of 1 MiB: fewer, larger chunks for Lua */
 #endif
 
+/* Registry key of the function core.set_error_handler sets (see lb_call). */
+#define LB_ONERROR "baton.onerror"
+
 typedef struct lb_handle lb_handle;
 typedef struct lb_runtime lb_runtime;
 
@@ -85,12 +88,19 @@ int lb_error(lua_State *L, int err, const char *what);
  * Returns 0, or a negative errno when it cannot be created. */
 int lb_runtime_idle_start(lb_runtime *rt, uv_idle_t **slot, uv_idle_cb cb, int ref);
 
-/* Per-type registration. */
-void lb_open_process(lua_State *L);
-void lb_open_stream(lua_State *L);
-void lb_open_timer(lua_State *L);
-void lb_open_sys(lua_State *L);
-void lb_open_signal(lua_State *L);
+/* Registration, one per file: each adds its functions to the `baton.core`
+ * table on top of the stack (and its userdata's metatable to the registry).
+ * lmodule.c lists which file adds what. */
+void lb_open_loop(lua_State *L);    /* lloop.c */
+void lb_open_util(lua_State *L);    /* lutil.c */
+void lb_open_process(lua_State *L); /* lprocess.c */
+void lb_open_stream(lua_State *L);  /* lstream.c */
+void lb_open_timer(lua_State *L);   /* ltimer.c */
+void lb_open_signal(lua_State *L);  /* lsignal.c */
+void lb_open_fd(lua_State *L);      /* lfd.c */
+void lb_open_user(lua_State *L);    /* luser.c */
+void lb_open_rlimit(lua_State *L);  /* lrlimit.c */
+void lb_open_reaper(lua_State *L);  /* lreaper.c */
 
 /* A stream userdata over `fd` (taken over: closed with the stream); pushed. */
 int lb_stream_new(lua_State *L, int fd);

@@ -1,5 +1,7 @@
 /*
- * ltimer.c — timers (baton.sleep, timeouts) and signal watchers for the Lua layer.
+ * ltimer.c — the timer userdata (core.timer), under baton.sleep and every
+ * timeout of the Lua layer. An armed timer anchors its userdata; a one-shot
+ * timer lets go of its callback once it fired.
  */
 #include <stdlib.h>
 
@@ -75,49 +77,6 @@ static int l_timer_close(lua_State *L) {
 
 static int l_timer_gc(lua_State *L) { return lb_handle_gc(L, LB_TIMER); }
 
-/* ---- core.defer(fn): run fn on the loop's next turn ----------------------------
- * After the loop has polled for I/O and run due timers: what `baton.sleep(0)`
- * needs. A 0 ms timer started from a timer callback would run in the same
- * pass of libuv's timers, so a task doing `sleep(0)` in a loop would starve
- * I/O and never let closed handles be freed. */
-#define LB_DEFERRED "baton.deferred"
-
-static void lb_on_defer(uv_idle_t *idle) {
-  lb_runtime *rt = idle->data;
-  lua_State *T = rt->cbL;
-  /* Take the list; what the functions defer goes to the next turn. */
-  lua_getfield(T, LUA_REGISTRYINDEX, LB_DEFERRED);
-  lua_newtable(T);
-  lua_setfield(T, LUA_REGISTRYINDEX, LB_DEFERRED);
-  int list = lua_gettop(T);
-  lua_Integer n = luaL_len(T, list);
-  for (lua_Integer i = 1; i <= n && rt->defer; i++) {
-    lua_geti(T, list, i);
-    lb_call(rt, T, 0);
-  }
-  lua_settop(T, list - 1);
-  if (!rt->defer) return; /* the state is closing */
-  lua_getfield(T, LUA_REGISTRYINDEX, LB_DEFERRED);
-  if (luaL_len(T, -1) == 0) uv_idle_stop(idle);
-  lua_pop(T, 1);
-}
-
-static int l_defer(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  lb_runtime *rt = lb_runtime_get(L);
-  if (lb_runtime_idle_start(rt, &rt->defer, lb_on_defer, 1) < 0)
-    return luaL_error(L, "baton: cannot create the defer handle");
-  if (lua_getfield(L, LUA_REGISTRYINDEX, LB_DEFERRED) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, LB_DEFERRED);
-  }
-  lua_pushvalue(L, 1);
-  lua_seti(L, -2, luaL_len(L, -2) + 1);
-  return 0;
-}
-
 void lb_open_timer(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"start", l_timer_start}, {"stop", l_timer_stop}, {"close", l_timer_close}, {NULL, NULL}};
@@ -129,71 +88,4 @@ void lb_open_timer(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_timer_new);
   lua_setfield(L, -2, "timer");
-  lua_pushcfunction(L, l_defer);
-  lua_setfield(L, -2, "defer");
-}
-
-/* ---- signal watchers (uv_signal) -------------------------------------------- */
-
-#define LB_SIGNAL "baton.signal"
-
-typedef struct {
-  lb_handle h;
-  uv_signal_t sig;
-} lb_signal;
-
-static void lb_signal_closed(uv_handle_t *handle) { lb_handle_closed(handle->data); }
-static void lb_signal_close(lb_handle *h) {
-  uv_close((uv_handle_t *)&((lb_signal *)h)->sig, lb_signal_closed);
-}
-
-static void lb_on_signal(uv_signal_t *handle, int signum) {
-  lb_signal *s = handle->data;
-  if (s->h.rt == NULL) return;
-  lua_State *T = lb_push_cb(&s->h);
-  if (T == NULL) return;
-  lua_pushinteger(T, signum);
-  lb_call(s->h.rt, T, 1);
-}
-
-/* core.signal_watch(signum, fn) -> watcher | nil, msg, code. fn(signum) from
- * the loop each time the signal arrives; the watcher does not keep the loop
- * alive. watcher:close() restores the previous disposition. */
-static int l_signal_watch(lua_State *L) {
-  int signum = (int)luaL_checkinteger(L, 1);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  lb_signal *s = lb_new(L, sizeof *s, LB_SIGNAL, lb_signal_close);
-  uv_signal_init(s->h.rt->loop, &s->sig);
-  s->sig.data = s;
-  s->h.open = 1;
-  int err = uv_signal_start(&s->sig, lb_on_signal, signum);
-  if (err < 0) {
-    lb_handle_close(&s->h);
-    return lb_error(L, err, "signal");
-  }
-  uv_unref((uv_handle_t *)&s->sig);
-  lb_handle_set_cb(L, &s->h, 2);
-  lb_handle_anchor(L, &s->h, lua_gettop(L));
-  return 1;
-}
-
-static int l_signal_close(lua_State *L) {
-  lb_signal *s = lb_check(L, 1, LB_SIGNAL);
-  lb_handle_unanchor(L, &s->h);
-  lb_handle_close(&s->h);
-  return 0;
-}
-
-static int l_signal_gc(lua_State *L) { return lb_handle_gc(L, LB_SIGNAL); }
-
-void lb_open_signal(lua_State *L) {
-  static const luaL_Reg methods[] = {{"close", l_signal_close}, {NULL, NULL}};
-  luaL_newmetatable(L, LB_SIGNAL);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_signal_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
-  lua_pushcfunction(L, l_signal_watch);
-  lua_setfield(L, -2, "signal_watch");
 }

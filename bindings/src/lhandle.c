@@ -1,30 +1,23 @@
 /*
- * lbaton.c — the `baton.core` module: the loop, handle bookkeeping, errors,
- * signal names, and the entry points luaopen_baton_core / luaopen_baton.
+ * lhandle.c — the runtime and the life of every handle of `baton.core`.
  *
- * `baton.core` is the thin C layer; `baton` (scripts/baton/init.lua, embedded
- * at build time) is what scripts use. luaopen_baton is what lua5.4 calls for
- * `require "baton"` when it finds baton.so: it registers the embedded Lua
- * modules and runs the Lua layer.
+ * The runtime is the per-state record (the loop, the callback thread, the list
+ * of open handles), created on first use and closed with the Lua state. A
+ * handle is a malloc'd struct starting with an lb_handle, pointed at by a
+ * small userdata: lb_new makes both, lb_check gets the struct back, and
+ * lb_handle_gc lets go of it. Callbacks from libuv reach Lua through
+ * lb_push_cb and lb_call, which never let an error escape into libuv.
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#include <fcntl.h>
-#include <sys/stat.h>
-
-#include <lualib.h>
 
 #include "lbaton.h"
 
 #define LB_RUNTIME "baton.runtime"       /* registry: the runtime userdata */
 #define LB_RUNTIME_MT "baton.runtime.mt" /* registry: its metatable */
 #define LB_CBTHREAD "baton.cbthread"
-#define LB_ONERROR "baton.onerror"
 #define LB_HOSTLOOP "baton.hostloop"
 
 /* ---- runtime ---------------------------------------------------------------- */
@@ -259,227 +252,4 @@ void lb_call(lb_runtime *rt, lua_State *T, int nargs) {
     }
   }
   lua_settop(T, base - 1);
-}
-
-int lb_error(lua_State *L, int err, const char *what) {
-  lua_pushnil(L);
-  if (what)
-    lua_pushfstring(L, "%s: %s (%s)", bt_err_name(err), bt_strerror(err), what);
-  else
-    lua_pushfstring(L, "%s: %s", bt_err_name(err), bt_strerror(err));
-  lua_pushstring(L, bt_err_name(err));
-  return 3;
-}
-
-/* ---- module functions ---------------------------------------------------------- */
-
-static int l_run(lua_State *L) {
-  static const char *const modes[] = {"default", "once", "nowait", NULL};
-  static const uv_run_mode map[] = {UV_RUN_DEFAULT, UV_RUN_ONCE, UV_RUN_NOWAIT};
-  int mode = luaL_checkoption(L, 1, "default", modes);
-  lb_runtime *rt = lb_runtime_get(L);
-  if (!rt->owns_loop)
-    return luaL_error(L, "baton: the host runs the loop; wait from inside a task (baton.go)");
-  if (rt->running)
-    return luaL_error(L, "baton: cannot wait here: the loop is already running "
-                         "(waiting calls must run inside a task: wrap the code in baton.go)");
-  rt->running = 1;
-  int alive = uv_run(rt->loop, map[mode]);
-  rt->running = 0;
-  lua_pushboolean(L, alive != 0 || uv_loop_alive(rt->loop));
-  return 1;
-}
-
-static int l_stop(lua_State *L) {
-  uv_stop(lb_runtime_get(L)->loop);
-  return 0;
-}
-
-static int l_running(lua_State *L) {
-  lb_runtime *rt = lb_runtime_get(L);
-  lua_pushboolean(L, rt->running || !rt->owns_loop);
-  return 1;
-}
-
-/* core.host_loop(): true when a host runs the loop (lb_set_loop), not baton. */
-static int l_host_loop(lua_State *L) {
-  lua_pushboolean(L, !lb_runtime_get(L)->owns_loop);
-  return 1;
-}
-
-static int l_alive(lua_State *L) {
-  lua_pushboolean(L, uv_loop_alive(lb_runtime_get(L)->loop));
-  return 1;
-}
-
-static int l_now(lua_State *L) {
-  lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
-  return 1;
-}
-
-static int l_signum(lua_State *L) {
-  if (lua_type(L, 1) == LUA_TNUMBER) {
-    lua_Integer n = luaL_checkinteger(L, 1);
-    if (n >= 0 && n < NSIG) {
-      lua_pushinteger(L, n);
-      return 1;
-    }
-  } else {
-    int n = bt_signal_number(luaL_checkstring(L, 1));
-    if (n >= 0) {
-      lua_pushinteger(L, n);
-      return 1;
-    }
-  }
-  lua_pushnil(L);
-  return 1;
-}
-
-static int l_signame(lua_State *L) {
-  const char *name = bt_signal_name((int)luaL_checkinteger(L, 1));
-  if (name) lua_pushstring(L, name);
-  else lua_pushnil(L);
-  return 1;
-}
-
-static int l_errname(lua_State *L) {
-  int err = (int)luaL_checkinteger(L, 1);
-  if (err > 0) err = -err;
-  lua_pushstring(L, bt_err_name(err));
-  lua_pushstring(L, bt_strerror(err));
-  return 2;
-}
-
-static int l_lookpath(lua_State *L) {
-  const char *file = luaL_checkstring(L, 1);
-  const char *path = luaL_optstring(L, 2, getenv("PATH"));
-  const char *cwd = luaL_optstring(L, 3, NULL);
-  char out[4096];
-  int err = bt_lookpath(file, path, cwd, out, sizeof out);
-  if (err == 0 && lua_toboolean(L, 4) && strchr(file, '/')) {
-    /* A path is taken as is by the lookup (the child resolves it after its
-     * chdir); `which` checks it names an executable file, as LookPath does. */
-    struct stat st;
-    if (stat(out, &st) < 0) err = -errno;
-    else if (!S_ISREG(st.st_mode)) err = -EACCES;
-    else if (faccessat(AT_FDCWD, out, X_OK, AT_EACCESS) < 0) err = -errno;
-  }
-  if (err < 0) return lb_error(L, err, file);
-  lua_pushstring(L, out);
-  return 1;
-}
-
-static int l_fileno(lua_State *L) {
-  luaL_Stream *s = luaL_testudata(L, 1, LUA_FILEHANDLE);
-  if (s == NULL || s->closef == NULL || s->f == NULL) {
-    lua_pushnil(L);
-    return 1;
-  }
-  fflush(s->f);
-  lua_pushinteger(L, fileno(s->f));
-  return 1;
-}
-
-static int l_set_error_handler(lua_State *L) {
-  if (!lua_isnil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
-  lua_settop(L, 1);
-  lua_setfield(L, LUA_REGISTRYINDEX, LB_ONERROR);
-  return 0;
-}
-
-static int l_handles(lua_State *L) {
-  lb_runtime *rt = lb_runtime_get(L);
-  int n = 0;
-  for (lb_handle *h = rt->handles; h; h = h->next)
-    if (h->open && !h->closing) n++;
-  lua_pushinteger(L, n);
-  return 1;
-}
-
-extern char **environ;
-
-/* core.environ() -> {"K=V", ...}: the process environment, as execve gets it. */
-static int l_environ(lua_State *L) {
-  lua_newtable(L);
-  for (int i = 0; environ && environ[i]; i++) {
-    lua_pushstring(L, environ[i]);
-    lua_seti(L, -2, i + 1);
-  }
-  return 1;
-}
-
-static int l_cwd(lua_State *L) {
-  char buf[4096];
-  size_t len = sizeof buf;
-  int err = uv_cwd(buf, &len);
-  if (err < 0) return lb_error(L, err, "getcwd");
-  lua_pushlstring(L, buf, len);
-  return 1;
-}
-
-static int l_getpid(lua_State *L) {
-  lua_pushinteger(L, getpid());
-  return 1;
-}
-
-LB_EXPORT int luaopen_baton_core(lua_State *L) {
-  static const luaL_Reg funcs[] = {
-      {"run", l_run},         {"stop", l_stop},         {"running", l_running}, {"host_loop", l_host_loop},
-      {"alive", l_alive},     {"now", l_now},           {"signum", l_signum},
-      {"signame", l_signame}, {"errname", l_errname},   {"lookpath", l_lookpath},
-      {"fileno", l_fileno},   {"handles", l_handles},   {"getpid", l_getpid},
-      {"environ", l_environ}, {"cwd", l_cwd},
-      {"set_error_handler", l_set_error_handler},       {NULL, NULL}};
-  lb_runtime_get(L);
-  /* Writing to a pipe whose reader left must be an EPIPE error, not death. */
-  struct sigaction sa;
-  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
-  luaL_newlib(L, funcs);
-  lua_pushstring(L, BATON_VERSION_STRING);
-  lua_setfield(L, -2, "version");
-  lb_open_process(L);
-  lb_open_stream(L);
-  lb_open_timer(L);
-  lb_open_sys(L);
-  lb_open_signal(L);
-  return 1;
-}
-
-/* ---- embedded Lua layer ------------------------------------------------------------ */
-
-struct lb_embedded {
-  const char *name, *chunkname, *code;
-  size_t len;
-};
-extern const struct lb_embedded lb_embedded_lua[];
-
-static int lb_load_embedded(lua_State *L) {
-  const struct lb_embedded *m = lua_touserdata(L, lua_upvalueindex(1));
-  if (luaL_loadbuffer(L, m->code, m->len, m->chunkname) != LUA_OK) return lua_error(L);
-  lua_pushstring(L, m->name);
-  lua_call(L, 1, 1);
-  return 1;
-}
-
-void lb_preload(lua_State *L) {
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_baton_core);
-  lua_setfield(L, -2, "baton.core");
-  for (const struct lb_embedded *m = lb_embedded_lua; m->name; m++) {
-    lua_pushlightuserdata(L, (void *)m);
-    lua_pushcclosure(L, lb_load_embedded, 1);
-    lua_setfield(L, -2, m->name);
-  }
-  lua_pop(L, 1);
-}
-
-LB_EXPORT int luaopen_baton(lua_State *L) {
-  lb_preload(L);
-  const struct lb_embedded *m = lb_embedded_lua;
-  while (m->name && strcmp(m->name, "baton") != 0) m++;
-  if (m->name == NULL) return luaL_error(L, "baton: the Lua layer is missing from this build");
-  lua_pushlightuserdata(L, (void *)m);
-  lua_pushcclosure(L, lb_load_embedded, 1);
-  lua_call(L, 0, 1);
-  return 1;
 }

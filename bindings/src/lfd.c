@@ -1,0 +1,45 @@
+/*
+ * lfd.c — plain file descriptors for wiring processes to each other:
+ * core.pipe makes a pair, core.setblocking readies one for a child, and
+ * core.close lets go of it once handed over. (A pipe the script reads or
+ * writes itself is a stream: lstream.c.)
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "lbaton.h"
+
+/* core.pipe([size]) -> rfd, wfd (both O_CLOEXEC) | nil, msg, code. For wiring
+ * processes to each other: the fds go to children, then core.close. */
+static int l_pipe(lua_State *L) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) < 0) return lb_error(L, -errno, "pipe");
+  lua_Integer size = luaL_optinteger(L, 1, 0);
+  if (size > 0) fcntl(fds[1], F_SETPIPE_SZ, (int)size); /* best effort, as in spawn */
+  lua_pushinteger(L, fds[0]);
+  lua_pushinteger(L, fds[1]);
+  return 2;
+}
+
+/* core.setblocking(fd): clear O_NONBLOCK (an fd handed to a child). */
+static int l_setblocking(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  return 0;
+}
+
+static int l_close(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd > 2, 1, "refusing to close stdin, stdout or stderr");
+  close(fd);
+  return 0;
+}
+
+void lb_open_fd(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+      {"pipe", l_pipe}, {"setblocking", l_setblocking}, {"close", l_close}, {NULL, NULL}};
+  luaL_setfuncs(L, funcs, 0);
+}

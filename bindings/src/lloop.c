@@ -1,0 +1,127 @@
+/*
+ * lloop.c — the event loop as `baton.core` shows it: running it (core.run,
+ * stop, running, alive, host_loop), counting open handles, where errors in
+ * callbacks go (core.set_error_handler), and core.defer for the next turn.
+ *
+ * When a host owns the loop (lb_set_loop), baton never runs it: core.run
+ * refuses, and waits must happen inside tasks the host's loop drives.
+ */
+#include <stdlib.h>
+
+#include "lbaton.h"
+
+/* core.run([mode]) -> alive: "default", "once" or "nowait", as uv_run. */
+static int l_run(lua_State *L) {
+  static const char *const modes[] = {"default", "once", "nowait", NULL};
+  static const uv_run_mode map[] = {UV_RUN_DEFAULT, UV_RUN_ONCE, UV_RUN_NOWAIT};
+  int mode = luaL_checkoption(L, 1, "default", modes);
+  lb_runtime *rt = lb_runtime_get(L);
+  if (!rt->owns_loop)
+    return luaL_error(L, "baton: the host runs the loop; wait from inside a task (baton.go)");
+  if (rt->running)
+    return luaL_error(L, "baton: cannot wait here: the loop is already running "
+                         "(waiting calls must run inside a task: wrap the code in baton.go)");
+  rt->running = 1;
+  int alive = uv_run(rt->loop, map[mode]);
+  rt->running = 0;
+  lua_pushboolean(L, alive != 0 || uv_loop_alive(rt->loop));
+  return 1;
+}
+
+static int l_stop(lua_State *L) {
+  uv_stop(lb_runtime_get(L)->loop);
+  return 0;
+}
+
+/* core.running(): true inside uv_run, or always when a host runs the loop. */
+static int l_running(lua_State *L) {
+  lb_runtime *rt = lb_runtime_get(L);
+  lua_pushboolean(L, rt->running || !rt->owns_loop);
+  return 1;
+}
+
+/* core.host_loop(): true when a host runs the loop (lb_set_loop), not baton. */
+static int l_host_loop(lua_State *L) {
+  lua_pushboolean(L, !lb_runtime_get(L)->owns_loop);
+  return 1;
+}
+
+static int l_alive(lua_State *L) {
+  lua_pushboolean(L, uv_loop_alive(lb_runtime_get(L)->loop));
+  return 1;
+}
+
+/* core.handles() -> how many of baton's handles are open (leak checks). */
+static int l_handles(lua_State *L) {
+  lb_runtime *rt = lb_runtime_get(L);
+  int n = 0;
+  for (lb_handle *h = rt->handles; h; h = h->next)
+    if (h->open && !h->closing) n++;
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+/* core.set_error_handler(fn | nil): fn(traceback) for an error raised by a
+ * callback; without one, lb_call prints it to stderr. */
+static int l_set_error_handler(lua_State *L) {
+  if (!lua_isnil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, LB_ONERROR);
+  return 0;
+}
+
+/* ---- core.defer(fn): run fn on the loop's next turn ----------------------------
+ * After the loop has polled for I/O and run due timers: what `baton.sleep(0)`
+ * needs. A 0 ms timer started from a timer callback would run in the same
+ * pass of libuv's timers, so a task doing `sleep(0)` in a loop would starve
+ * I/O and never let closed handles be freed. */
+#define LB_DEFERRED "baton.deferred"
+
+static void lb_on_defer(uv_idle_t *idle) {
+  lb_runtime *rt = idle->data;
+  lua_State *T = rt->cbL;
+  /* Take the list; what the functions defer goes to the next turn. */
+  lua_getfield(T, LUA_REGISTRYINDEX, LB_DEFERRED);
+  lua_newtable(T);
+  lua_setfield(T, LUA_REGISTRYINDEX, LB_DEFERRED);
+  int list = lua_gettop(T);
+  lua_Integer n = luaL_len(T, list);
+  for (lua_Integer i = 1; i <= n && rt->defer; i++) {
+    lua_geti(T, list, i);
+    lb_call(rt, T, 0);
+  }
+  lua_settop(T, list - 1);
+  if (!rt->defer) return; /* the state is closing */
+  lua_getfield(T, LUA_REGISTRYINDEX, LB_DEFERRED);
+  if (luaL_len(T, -1) == 0) uv_idle_stop(idle);
+  lua_pop(T, 1);
+}
+
+static int l_defer(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lb_runtime *rt = lb_runtime_get(L);
+  if (lb_runtime_idle_start(rt, &rt->defer, lb_on_defer, 1) < 0)
+    return luaL_error(L, "baton: cannot create the defer handle");
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LB_DEFERRED) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, LB_DEFERRED);
+  }
+  lua_pushvalue(L, 1);
+  lua_seti(L, -2, luaL_len(L, -2) + 1);
+  return 0;
+}
+
+void lb_open_loop(lua_State *L) {
+  static const luaL_Reg funcs[] = {{"run", l_run},
+                                   {"stop", l_stop},
+                                   {"running", l_running},
+                                   {"host_loop", l_host_loop},
+                                   {"alive", l_alive},
+                                   {"handles", l_handles},
+                                   {"set_error_handler", l_set_error_handler},
+                                   {"defer", l_defer},
+                                   {NULL, NULL}};
+  luaL_setfuncs(L, funcs, 0);
+}

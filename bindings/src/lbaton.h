@@ -62,6 +62,17 @@ struct lb_handle {
 /* The runtime of the state, created on first use. */
 lb_runtime *lb_runtime_get(lua_State *L);
 
+/*
+ * Register the metatable of a userdata type `tname` (liolib's pattern):
+ * __name = tname (what "bad argument #1 (tname expected)" names), __index =
+ * a table of `methods` (none when NULL), __gc and __close = one closure of
+ * `release`, __tostring = a closure of `tostring`; both closures get tname as
+ * upvalue 1. `release` must be idempotent: a to-be-closed variable is closed,
+ * then collected. Leaves the stack as it was.
+ */
+void lb_newmetatable(lua_State *L, const char *tname, const luaL_Reg *methods,
+                     lua_CFunction release, lua_CFunction tostring);
+
 /* Handle bookkeeping. */
 void lb_handle_init(lua_State *L, lb_handle *h, void (*close)(lb_handle *));
 void lb_handle_anchor(lua_State *L, lb_handle *h, int ud_index);
@@ -69,7 +80,10 @@ void lb_handle_unanchor(lua_State *L, lb_handle *h);
 void lb_handle_set_cb(lua_State *L, lb_handle *h, int fn_index);
 void lb_handle_closed(lb_handle *h); /* from the uv close callback: may free h */
 void lb_handle_close(lb_handle *h);  /* start closing once; idempotent */
-int lb_handle_gc(lua_State *L, const char *tname); /* __gc for every handle type */
+/* __gc and __close (one function), and __tostring, of every handle type: pass
+ * them to lb_newmetatable, which gives them the type name as upvalue 1. */
+int lb_handle_release(lua_State *L);
+int lb_handle_tostring(lua_State *L);
 void *lb_check(lua_State *L, int idx, const char *tname); /* the live struct, or raises */
 void *lb_new(lua_State *L, size_t size, const char *tname, void (*close)(lb_handle *));
 

@@ -16,7 +16,7 @@
 #include "lbaton.h"
 
 #define LB_RUNTIME "baton.runtime"       /* registry: the runtime userdata */
-#define LB_RUNTIME_MT "baton.runtime.mt" /* registry: its metatable */
+#define LB_RUNTIME_MT "baton.core.runtime" /* registry: its metatable */
 #define LB_CBTHREAD "baton.cbthread"
 #define LB_HOSTLOOP "baton.hostloop"
 
@@ -59,6 +59,13 @@ static int lb_runtime_gc(lua_State *L) {
   return 0;
 }
 
+static int lb_runtime_tostring(lua_State *L) {
+  lb_runtime *rt = luaL_checkudata(L, 1, LB_RUNTIME_MT);
+  if (rt->loop == NULL) lua_pushliteral(L, LB_RUNTIME_MT " (closed)");
+  else lua_pushfstring(L, LB_RUNTIME_MT " (%p)", (void *)rt);
+  return 1;
+}
+
 int lb_runtime_idle_start(lb_runtime *rt, uv_idle_t **slot, uv_idle_cb cb, int ref) {
   if (*slot == NULL) {
     uv_idle_t *idle = malloc(sizeof *idle);
@@ -85,11 +92,8 @@ lb_runtime *lb_runtime_get(lua_State *L) {
   lua_pop(L, 1);
   lb_runtime *rt = lua_newuserdatauv(L, sizeof *rt, 0);
   memset(rt, 0, sizeof *rt - sizeof rt->readbuf);
-  if (luaL_newmetatable(L, LB_RUNTIME_MT)) {
-    lua_pushcfunction(L, lb_runtime_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_setmetatable(L, -2);
+  lb_newmetatable(L, LB_RUNTIME_MT, NULL, lb_runtime_gc, lb_runtime_tostring);
+  luaL_setmetatable(L, LB_RUNTIME_MT);
   if (lua_getfield(L, LUA_REGISTRYINDEX, LB_HOSTLOOP) == LUA_TLIGHTUSERDATA) {
     rt->loop = lua_touserdata(L, -1);
   } else {
@@ -195,8 +199,11 @@ void *lb_check(lua_State *L, int idx, const char *tname) {
   return box->h;
 }
 
-int lb_handle_gc(lua_State *L, const char *tname) {
-  lb_box *box = luaL_checkudata(L, 1, tname);
+/* __gc and __close of every handle type (upvalue 1: the type name): the
+ * userdata lets go of its struct, which is freed now, or once its uv handle
+ * has closed. A second call finds nothing left to do. */
+int lb_handle_release(lua_State *L) {
+  lb_box *box = luaL_checkudata(L, 1, lua_tostring(L, lua_upvalueindex(1)));
   lb_handle *h = box->h;
   if (h == NULL) return 0;
   box->h = NULL;
@@ -212,6 +219,36 @@ int lb_handle_gc(lua_State *L, const char *tname) {
     free(h);
   }
   return 0;
+}
+
+/* __tostring of every handle type (upvalue 1: the type name), as liolib's
+ * "file (0x...)" and "file (closed)". */
+int lb_handle_tostring(lua_State *L) {
+  const char *tname = lua_tostring(L, lua_upvalueindex(1));
+  lb_box *box = luaL_checkudata(L, 1, tname);
+  if (box->h == NULL || !box->h->open || box->h->closing)
+    lua_pushfstring(L, "%s (closed)", tname);
+  else lua_pushfstring(L, "%s (%p)", tname, (void *)box);
+  return 1;
+}
+
+void lb_newmetatable(lua_State *L, const char *tname, const luaL_Reg *methods,
+                     lua_CFunction release, lua_CFunction tostring) {
+  luaL_newmetatable(L, tname); /* sets __name; an existing one is updated */
+  if (methods) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pushstring(L, tname);
+  lua_pushcclosure(L, release, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__gc");
+  lua_setfield(L, -2, "__close");
+  lua_pushstring(L, tname);
+  lua_pushcclosure(L, tostring, 1);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
 }
 
 /* ---- callbacks ---------------------------------------------------------------- */

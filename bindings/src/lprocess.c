@@ -16,7 +16,7 @@
 
 #include "lbaton.h"
 
-#define LB_PROCESS "baton.process"
+#define LB_PROCESS "baton.core.process"
 
 typedef struct {
   lb_handle h;
@@ -326,19 +326,12 @@ static int l_proc_on_exit(lua_State *L) {
   return 0;
 }
 
-static int l_proc_gc(lua_State *L) { return lb_handle_gc(L, LB_PROCESS); }
-
 void lb_open_process(lua_State *L) {
   static const luaL_Reg methods[] = {{"pid", l_proc_pid},         {"path", l_proc_path},
                                      {"kill", l_proc_kill},       {"rusage", l_proc_rusage},
                                      {"on_exit", l_proc_on_exit}, {"ref", l_proc_ref},
                                      {"release", l_proc_release}, {NULL, NULL}};
-  luaL_newmetatable(L, LB_PROCESS);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_proc_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  lb_newmetatable(L, LB_PROCESS, methods, lb_handle_release, lb_handle_tostring);
   static const luaL_Reg funcs[] = {
       {"spawn", l_spawn}, {"exec", l_exec}, {"adopt", l_adopt}, {"killpg", l_killpg}, {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);

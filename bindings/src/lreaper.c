@@ -11,7 +11,7 @@
 
 #include "lbaton.h"
 
-#define LB_REAPER "baton.reaper"
+#define LB_REAPER "baton.core.reaper"
 
 /* core.set_subreaper(on) -> true | nil, msg, code */
 static int l_set_subreaper(lua_State *L) {
@@ -69,16 +69,9 @@ static int l_reaper_reap(lua_State *L) {
   return 1;
 }
 
-static int l_reaper_gc(lua_State *L) { return lb_handle_gc(L, LB_REAPER); }
-
 void lb_open_reaper(lua_State *L) {
   static const luaL_Reg methods[] = {{"close", l_reaper_close}, {"reap", l_reaper_reap}, {NULL, NULL}};
-  luaL_newmetatable(L, LB_REAPER);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_reaper_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  lb_newmetatable(L, LB_REAPER, methods, lb_handle_release, lb_handle_tostring);
   static const luaL_Reg funcs[] = {
       {"reaper", l_reaper}, {"set_subreaper", l_set_subreaper}, {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);

@@ -6,7 +6,7 @@
  */
 #include "lbaton.h"
 
-#define LB_SIGNAL "baton.signal"
+#define LB_SIGNAL "baton.core.signal"
 
 typedef struct {
   lb_handle h;
@@ -55,16 +55,9 @@ static int l_signal_close(lua_State *L) {
   return 0;
 }
 
-static int l_signal_gc(lua_State *L) { return lb_handle_gc(L, LB_SIGNAL); }
-
 void lb_open_signal(lua_State *L) {
   static const luaL_Reg methods[] = {{"close", l_signal_close}, {NULL, NULL}};
-  luaL_newmetatable(L, LB_SIGNAL);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_signal_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  lb_newmetatable(L, LB_SIGNAL, methods, lb_handle_release, lb_handle_tostring);
   lua_pushcfunction(L, l_signal_watch);
   lua_setfield(L, -2, "signal_watch");
 }

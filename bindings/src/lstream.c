@@ -10,7 +10,7 @@
 
 #include "lbaton.h"
 
-#define LB_STREAM "baton.stream"
+#define LB_STREAM "baton.core.stream"
 
 typedef struct {
   lb_handle h;
@@ -235,8 +235,6 @@ static int l_stream_closed(lua_State *L) {
   return 1;
 }
 
-static int l_stream_gc(lua_State *L) { return lb_handle_gc(L, LB_STREAM); }
-
 /* core.stream_open(fd) -> stream | nil, msg, code: take over a pipe fd. */
 static int l_stream_open(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1);
@@ -251,12 +249,7 @@ void lb_open_stream(lua_State *L) {
       {"read_start", l_read_start}, {"read_stop", l_read_stop}, {"write", l_write},
       {"try_write", l_try_write},   {"close", l_stream_close},  {"fileno", l_stream_fileno},
       {"closed", l_stream_closed},  {NULL, NULL}};
-  luaL_newmetatable(L, LB_STREAM);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_stream_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  lb_newmetatable(L, LB_STREAM, methods, lb_handle_release, lb_handle_tostring);
   lua_pushcfunction(L, l_stream_open);
   lua_setfield(L, -2, "stream_open");
 }

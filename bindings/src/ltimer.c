@@ -7,7 +7,7 @@
 
 #include "lbaton.h"
 
-#define LB_TIMER "baton.timer"
+#define LB_TIMER "baton.core.timer"
 
 typedef struct {
   lb_handle h;
@@ -75,17 +75,10 @@ static int l_timer_close(lua_State *L) {
   return 0;
 }
 
-static int l_timer_gc(lua_State *L) { return lb_handle_gc(L, LB_TIMER); }
-
 void lb_open_timer(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"start", l_timer_start}, {"stop", l_timer_stop}, {"close", l_timer_close}, {NULL, NULL}};
-  luaL_newmetatable(L, LB_TIMER);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_timer_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  lb_newmetatable(L, LB_TIMER, methods, lb_handle_release, lb_handle_tostring);
   lua_pushcfunction(L, l_timer_new);
   lua_setfield(L, -2, "timer");
 }

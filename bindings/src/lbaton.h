@@ -1,5 +1,13 @@
 /*
- * lbaton.h — helpers shared by the files of the `baton.core` Lua module.
+ * lbaton.h — private helpers shared by the files of the `baton.core` Lua
+ * module (bindings/src) and the `baton` executable (bindings/cli). Hosts use
+ * the public header, bindings/include/baton_lua.h, and nothing from here.
+ *
+ * Where things are: lmodule.c the entry points and the embedded Lua layer;
+ * lhandle.c the runtime, handle lifetimes, metatables and callbacks; lutil.c
+ * lb_error and the small lookups; lloop.c running the loop and core.defer;
+ * then one file per Lua-visible type or group of functions: lprocess.c,
+ * lstream.c, ltimer.c, lsignal.c, lfd.c, luser.c, lrlimit.c, lreaper.c.
  *
  * Every Lua-visible handle (process, stream, timer) is a small userdata that
  * points at a malloc'd struct starting with an lb_handle. The struct outlives
@@ -18,12 +26,7 @@
 #include <uv.h>
 
 #include "baton.h"
-
-#if defined(__GNUC__)
-#define LB_EXPORT __attribute__((visibility("default")))
-#else
-#define LB_EXPORT
-#endif
+#include "baton_lua.h"
 
 #ifndef LB_READBUF_SIZE
 #define LB_READBUF_SIZE (1024 * 1024) /* reads of 1 MiB: fewer, larger chunks for Lua */
@@ -119,12 +122,8 @@ void lb_open_reaper(lua_State *L);  /* lreaper.c */
 /* A stream userdata over `fd` (taken over: closed with the stream); pushed. */
 int lb_stream_new(lua_State *L, int fd);
 
-/* Entry points. */
-LB_EXPORT int luaopen_baton_core(lua_State *L);
-LB_EXPORT int luaopen_baton(lua_State *L);
-/* For hosts with their own loop: call before the first require "baton". */
-LB_EXPORT void lb_set_loop(lua_State *L, uv_loop_t *loop);
-/* Registers the embedded Lua modules in package.preload. */
+/* Register "baton.core" and the embedded Lua modules in package.preload (the
+ * executable does this instead of loading `baton` through luaopen_baton). */
 void lb_preload(lua_State *L);
 
 #endif

@@ -31,7 +31,7 @@ static void (*const lb_openers[])(lua_State *L) = {
     lb_open_reaper,  /* lreaper.c: reaper set_subreaper; the reaper userdata */
 };
 
-LB_EXPORT int luaopen_baton_core(lua_State *L) {
+int luaopen_baton_core(lua_State *L) {
   lb_runtime_get(L);
   /* Writing to a pipe whose reader left must be an EPIPE error, not death. */
   struct sigaction sa;
@@ -73,7 +73,7 @@ void lb_preload(lua_State *L) {
   lua_pop(L, 1);
 }
 
-LB_EXPORT int luaopen_baton(lua_State *L) {
+int luaopen_baton(lua_State *L) {
   lb_preload(L);
   const struct lb_embedded *m = lb_embedded_lua;
   while (m->name && strcmp(m->name, "baton") != 0) m++;

@@ -1,8 +1,9 @@
 /*
- * test_host.c — baton embedded in a host that owns its libuv loop: the host
- * hands its loop over with lb_set_loop, opens the module, starts a task, and
- * runs the loop itself. Script code then runs in tasks; a waiting call outside
- * a task is refused with a clear error instead of running the host's loop.
+ * test_host.c — baton embedded in a host that owns its libuv loop, through
+ * the public header only: the host hands its loop over with lb_set_loop,
+ * makes `require "baton"` find luaopen_baton, starts a task, and runs the
+ * loop itself. Script code then runs in tasks; a waiting call outside a task
+ * is refused with a clear error instead of running the host's loop.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -13,7 +14,9 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#include "lbaton.h"
+#include <uv.h>
+
+#include "baton_lua.h"
 
 static int failures;
 #define CHECK(c)                                                              \
@@ -43,7 +46,10 @@ int main(void) {
   lua_State *L = luaL_newstate();
   luaL_openlibs(L);
   lb_set_loop(L, &loop);
-  lb_preload(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_baton);
+  lua_setfield(L, -2, "baton");
+  lua_pop(L, 1);
 
   const char *script =
       "baton = require 'baton'\n"

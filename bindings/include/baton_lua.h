@@ -1,0 +1,92 @@
+/*
+ * baton_lua.h — embedding baton's Lua module in a host program.
+ *
+ * This is everything a host needs: the two module openers and the call that
+ * hands baton the host's libuv loop. The `baton` executable and the module's
+ * own files use more (bindings/src/lbaton.h), none of which a host should
+ * rely on.
+ *
+ * A host with its own loop does, on the thread that runs that loop:
+ *
+ *     lua_State *L = luaL_newstate();
+ *     luaL_openlibs(L);
+ *     lb_set_loop(L, &loop);                   // before baton is first loaded
+ *     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+ *     lua_pushcfunction(L, luaopen_baton);     // so that require "baton" works
+ *     lua_setfield(L, -2, "baton");
+ *     lua_pop(L, 1);
+ *     ... run scripts; they start tasks with baton.go ...
+ *     uv_run(&loop, UV_RUN_DEFAULT);           // the tasks run in here
+ *     lua_close(L);                            // closes baton's handles ...
+ *     uv_run(&loop, UV_RUN_DEFAULT);           // ... which finish closing here
+ *     uv_loop_close(&loop);
+ *
+ * bindings/test/test_host.c is a worked example.
+ *
+ * Threads: a lua_State and the loop baton uses belong to one thread. Nothing
+ * here may be called from another thread, nor from a signal handler.
+ *
+ * Errors nobody catches are handled on the Lua side; there is no C hook:
+ * - an error in a task that no other task waits for goes to the Lua function
+ *   `require("baton.task").on_uncaught(task, traceback)`. When a host runs
+ *   the loop, the default prints "baton: uncaught error in task: ..." to
+ *   stderr and leaves the loop alone; a host replaces the function to send
+ *   the report elsewhere.
+ * - an error raised by a callback of `baton.core` that runs outside any task
+ *   goes to the function given to `require("baton.core").set_error_handler`
+ *   (called with the traceback), or is printed to stderr
+ *   ("baton: error in callback: ...") when none is set.
+ */
+#ifndef BATON_LUA_H
+#define BATON_LUA_H
+
+#include <lua.h>
+#include <uv.h>
+
+#if defined(__GNUC__)
+#define BATON_LUA_EXTERN __attribute__((visibility("default")))
+#else
+#define BATON_LUA_EXTERN
+#endif
+
+/*
+ * The `baton` module: registers baton's Lua modules ("baton.core" and the
+ * embedded "baton", "baton.task", "baton.process", ...) in package.preload,
+ * then runs the Lua layer and pushes its table. Returns 1 (one result), as a
+ * lua_CFunction; meant for package.preload["baton"], luaL_requiref, or
+ * lua5.4 loading baton.so. Raises a Lua error on failure (the event loop
+ * cannot be created, out of memory): call it in protected mode, as require
+ * does.
+ *
+ * On first use in a state it creates baton's runtime: on the loop given with
+ * lb_set_loop, or else on a loop of its own, which baton runs itself (a
+ * waiting call outside any task drives it) and closes with the state. It also
+ * sets SIGPIPE to be ignored, process-wide, when its disposition was the
+ * default, so that writing to a closed pipe is an EPIPE error instead of
+ * death.
+ */
+BATON_LUA_EXTERN int luaopen_baton(lua_State *L);
+
+/*
+ * The `baton.core` module alone: the C layer under the Lua API (spawn,
+ * streams, timers, the loop), without the Lua layer and without touching
+ * package.preload. Pushes its table and returns 1; raises as luaopen_baton
+ * does, and has the same first-use effects (the runtime, SIGPIPE). Scripts
+ * are not expected to use it directly; luaopen_baton registers it already.
+ */
+BATON_LUA_EXTERN int luaopen_baton_core(lua_State *L);
+
+/*
+ * Make baton use the host's `loop` for state `L`. Call it before baton is
+ * first loaded on L; afterwards it has no effect (the runtime keeps the loop
+ * it was created with). The host keeps ownership: it runs the loop, and
+ * baton's callbacks (child exits, pipe reads, timers, signals) fire only
+ * from inside the host's uv_run, on the thread running it. Waiting calls
+ * then work only inside tasks (baton.go); outside one they raise instead of
+ * running the host's loop. The loop must outlive L: lua_close(L) starts
+ * closing baton's handles on it, and the host's next uv_run finishes that.
+ * Never fails; stores `loop` in L's registry.
+ */
+BATON_LUA_EXTERN void lb_set_loop(lua_State *L, uv_loop_t *loop);
+
+#endif

@@ -18,8 +18,10 @@
 
 #include <lualib.h>
 
+#include "interrupt.h"
 #include "lbaton.h"
 #include "repl.h"
+#include "runner_glue.h"
 
 #define EXIT_USAGE 100
 
@@ -55,106 +57,54 @@ static int report(lua_State *L, int status) {
 }
 
 /* ---- signals: SIGINT, SIGTERM, SIGHUP stop a script cleanly --------------------
- * A real handler (libuv's would only run when the loop does, never during a
- * busy loop) sets a hook on the main task's coroutine, as lua.c does, and wakes
- * the loop; from the loop, baton.interrupt cancels the main task's wait, and
- * baton.main then stops the processes left. A second signal kills baton at
- * once with the default action. */
+ * Through interrupt.c: its handler sets a hook on the main task's coroutine,
+ * as lua.c does, and wakes the loop; from the loop, baton.interrupt cancels
+ * the main task's wait, and baton.main then stops the processes left. A
+ * second signal kills baton at once with the default action. */
 
-static volatile sig_atomic_t got_signal;
-static lua_State *volatile main_co;
-static uv_async_t sig_async;
-static lua_State *sig_L;
+static const int runner_signals[] = {SIGINT, SIGTERM, SIGHUP, 0};
+static cli_interrupt runner_intr;
+static lua_State *sig_L; /* the thread baton.interrupt runs on from the loop */
 
-static void call_interrupt(lua_State *L) {
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_getfield(L, -1, "baton");
-  lua_getfield(L, -1, "interrupt");
-  lua_pushinteger(L, got_signal);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+static void call_interrupt(lua_State *L, int sig) {
+  if (glue_interrupt(L, sig) != LUA_OK) {
     fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
     lua_pop(L, 1);
   }
-  lua_pop(L, 2);
 }
 
 /* Busy Lua code in the main task: stop it where it runs. */
-static void sig_hook(lua_State *L, lua_Debug *ar) {
-  (void)ar;
-  lua_sethook(L, NULL, 0, 0);
-  call_interrupt(L); /* so that baton.main stops the processes left */
-  const char *name = bt_signal_name(got_signal);
+static void on_busy(lua_State *co, int sig) {
+  call_interrupt(co, sig); /* so that baton.main stops the processes left */
+  const char *name = bt_signal_name(sig);
   /* No position: the traceback says where, and the same message comes from
    * a cancelled wait. */
-  lua_pushfstring(L, "interrupted by %s", name ? name : "a signal");
-  lua_error(L);
+  lua_pushfstring(co, "interrupted by %s", name ? name : "a signal");
+  lua_error(co);
 }
 
-static void on_signal(int sig) {
-  if (got_signal) {
-    signal(sig, SIG_DFL);
-    raise(sig);
-    return;
-  }
-  got_signal = sig;
-  lua_State *co = main_co;
-  if (co) lua_sethook(co, sig_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
-  uv_async_send(&sig_async);
-}
+/* The main task waits in the loop (or is over): cancel its wait. */
+static void on_wake(int sig) { call_interrupt(sig_L, sig); }
 
-static void on_sig_async(uv_async_t *a) {
-  (void)a;
-  if (!got_signal) return;
-  lua_State *co = main_co;
-  if (co) lua_sethook(co, NULL, 0, 0); /* waiting, not running: cancel it instead */
-  call_interrupt(sig_L);
-}
-
-/* baton.task.on_main: remember the main task's coroutine for the hook. */
-static int set_main_co(lua_State *L) {
-  lua_getfield(L, 1, "co");
-  main_co = lua_tothread(L, -1);
-  return 0;
-}
+/* baton.task.on_main: the main task's coroutine is what the hook stops. */
+static void set_main_co(lua_State *co) { cli_interrupt_set_target(&runner_intr, co); }
 
 static void install_signals(lua_State *L) {
   lb_runtime *rt = lb_runtime_get(L);
-  sig_L = lua_newthread(L);
-  lua_setfield(L, LUA_REGISTRYINDEX, "baton.runner.thread");
-  uv_async_init(rt->loop, &sig_async, on_sig_async);
-  uv_unref((uv_handle_t *)&sig_async);
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGHUP, &sa, NULL);
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_getfield(L, -1, "baton.task");
-  lua_pushcfunction(L, set_main_co);
-  lua_setfield(L, -2, "on_main");
-  lua_pop(L, 2);
+  sig_L = glue_runner_thread(L);
+  cli_interrupt_start(&runner_intr, rt->loop, runner_signals, CLI_INTERRUPT_UNREF, on_busy,
+                      on_wake);
+  glue_on_main(L, set_main_co);
 }
 
-static void remove_signals(void) {
-  signal(SIGINT, SIG_DFL);
-  signal(SIGTERM, SIG_DFL);
-  signal(SIGHUP, SIG_DFL);
-  main_co = NULL;
-  if (!uv_is_closing((uv_handle_t *)&sig_async)) uv_close((uv_handle_t *)&sig_async, NULL);
-}
+static void remove_signals(void) { cli_interrupt_stop(&runner_intr); }
 
 /* Run the function on top of the stack (with nargs arguments below... above it)
  * as the main task: baton.main(fn, args...) drives the loop until all is done. */
 static int run_main(lua_State *L, int nargs) {
   int fn = lua_gettop(L) - nargs;
   lua_pushcfunction(L, lb_traceback);
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_getfield(L, -1, "baton");
-  lua_getfield(L, -1, "main");
-  lua_remove(L, -2);
-  lua_remove(L, -2);
+  glue_push_main(L);
   /* stack: fn args... msgh main */
   lua_rotate(L, fn, 2); /* msgh main fn args... */
   int status = lua_pcall(L, nargs + 1, 4, fn);
@@ -254,11 +204,7 @@ static int pmain(lua_State *L) {
                    "  if close == nil then close = true end\n"
                    "  return exit(code, close)\n"
                    "end");
-  lb_preload(L);
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "baton");
-  lua_call(L, 1, 1);
-  lua_setglobal(L, "baton");
+  glue_open_baton(L);
   createargtable(L, argv, argc, script);
   install_signals(L);
 

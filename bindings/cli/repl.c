@@ -11,9 +11,11 @@
  * pays for loading it (nor needs it installed). Without it the REPL still
  * works, on the terminal's own line editing (canonical mode).
  *
- * Ctrl-C: at the prompt it drops the line; while an entry runs Lua code it
- * stops it through a hook set from the signal handler (lua.c's method); while
- * an entry waits in the loop it cancels the wait. Ctrl-D at the prompt exits.
+ * Ctrl-C (through interrupt.c, as the runner): at the prompt it drops the
+ * line; while an entry runs Lua code it stops it through a hook set from the
+ * signal handler (lua.c's method); while an entry waits in the loop it
+ * cancels the wait. Ctrl-D at the prompt exits. What the REPL asks of the Lua
+ * side (scripts/baton/repl.lua) goes through runner_glue.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,8 +30,10 @@
 
 #include <editline/readline.h> /* types only: libedit is loaded when the REPL starts */
 
+#include "interrupt.h"
 #include "lbaton.h"
 #include "repl.h"
+#include "runner_glue.h"
 
 #define PROMPT "> "
 #define PROMPT2 ">> "
@@ -41,13 +45,11 @@ static struct {
   uv_idle_t file_input;   /* stdin is a regular file (no poll): read when idle */
   uv_idle_t backlog;      /* lines read ahead, for when the prompt is back */
   int from_file;
-  uv_async_t intr;
+  cli_interrupt intr;     /* Ctrl-C; its target is the running entry's coroutine */
   int done;
   int prompt_up;          /* the line editor owns the terminal line */
   char *pending;          /* lines of an incomplete entry */
-  volatile sig_atomic_t sigint;
-  lua_State *volatile entry; /* the running entry's coroutine, or NULL */
-  int entry_ref;          /* its task, anchored */
+  int entry_ref;          /* the running entry's task, anchored, or LUA_NOREF */
   char histfile[1024];
 } R;
 
@@ -198,43 +200,23 @@ static void ed_backlog(uv_idle_t *idle) {
   ed_lines();
 }
 
-/* ---- Ctrl-C ------------------------------------------------------------------ */
+/* ---- Ctrl-C (through interrupt.c) ------------------------------------------- */
 
-static void repl_hook(lua_State *L, lua_Debug *ar) {
-  (void)ar;
-  lua_sethook(L, NULL, 0, 0);
-  R.sigint = 0;
-  luaL_error(L, "interrupted!");
+static const int repl_signals[] = {SIGINT, 0};
+
+/* The entry runs Lua code: stop it there. */
+static void repl_on_busy(lua_State *co, int sig) {
+  (void)sig;
+  luaL_error(co, "interrupted!");
 }
 
-static void repl_on_sigint(int sig) {
-  if (R.sigint) {
-    /* The first one was never handled (busy code the hook cannot reach, or
-     * a blocked C call): a second Ctrl-C ends the REPL, as in lua.c. */
-    signal(sig, SIG_DFL);
-    raise(sig);
-    return;
-  }
-  R.sigint = 1;
-  lua_State *e = R.entry;
-  /* Setting a hook is async-signal-safe in Lua (lua.c does the same). */
-  if (e) lua_sethook(e, repl_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
-  uv_async_send(&R.intr);
-}
-
-static void repl_on_intr(uv_async_t *a) {
-  (void)a;
-  if (!R.sigint) return; /* the hook already stopped the entry */
-  R.sigint = 0;
-  if (R.entry) {
-    lua_sethook(R.entry, NULL, 0, 0);
+static void repl_on_wake(int sig) {
+  (void)sig;
+  if (cli_interrupt_target(&R.intr)) {
     /* The entry waits in the loop: make its wait raise. */
     lua_State *L = R.L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, R.entry_ref);
-    lua_getfield(L, -1, "cancel");
-    lua_pushvalue(L, -2);
-    lua_pushliteral(L, "interrupted!");
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    if (glue_task_cancel(L, -1, "interrupted!") != LUA_OK) {
       fprintf(stderr, "baton: %s\n", lua_tostring(L, -1));
       lua_pop(L, 1);
     }
@@ -272,7 +254,7 @@ static int repl_show(lua_State *L) {
 
 static int repl_entry_done(lua_State *L) {
   (void)L;
-  R.entry = NULL;
+  cli_interrupt_set_target(&R.intr, NULL);
   luaL_unref(R.L, LUA_REGISTRYINDEX, R.entry_ref);
   R.entry_ref = LUA_NOREF;
   if (!R.done) repl_prompt(PROMPT);
@@ -285,25 +267,17 @@ static void repl_run(lua_State *L, int fn_index) {
   R.prompt_up = 0;
   repl_input(0);
 
-  lua_getfield(L, LUA_REGISTRYINDEX, "baton.repl");
-  lua_getfield(L, -1, "eval");
-  lua_pushvalue(L, fn_index);
-  lua_pushcfunction(L, repl_entry_done);
-  lua_call(L, 2, 1); /* the task, not started */
-  lua_getfield(L, -1, "co");
-  R.entry = lua_tothread(L, -1);
-  lua_pop(L, 1);
+  lua_State *co = glue_repl_eval(L, fn_index, repl_entry_done); /* pushes the task */
+  cli_interrupt_set_target(&R.intr, co);
   lua_pushvalue(L, -1);
   R.entry_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_getfield(L, -1, "start");
-  lua_pushvalue(L, -2);
   /* Runs until the entry's first wait, or to its end (then done fired). */
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+  if (glue_task_start(L, -1) != LUA_OK) {
     fprintf(stderr, "baton: %s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
     if (R.entry_ref != LUA_NOREF) repl_entry_done(L);
   }
-  lua_pop(L, 2); /* the task, baton.repl */
+  lua_pop(L, 1); /* the task */
 }
 
 static void repl_line(char *line) {
@@ -337,30 +311,25 @@ static void repl_line(char *line) {
   }
   free(line);
 
-  lua_getfield(L, LUA_REGISTRYINDEX, "baton.repl");
-  lua_getfield(L, -1, "compile");
-  lua_pushstring(L, src);
-  lua_call(L, 1, 2);
-  if (lua_isnil(L, -2)) {
-    const char *err = lua_tostring(L, -1);
-    if (strcmp(err, "incomplete") == 0) {
-      R.pending = src;
-      lua_pop(L, 3);
-      ed_remove();
-      repl_prompt(PROMPT2);
-      return;
-    }
-    fprintf(stderr, "%s\n", err);
+  int compiled = glue_repl_compile(L, src); /* pushes the function or the message */
+  if (compiled == GLUE_INCOMPLETE) {
+    R.pending = src;
+    lua_pop(L, 1);
+    ed_remove();
+    repl_prompt(PROMPT2);
+    return;
+  }
+  if (compiled == GLUE_SYNTAX_ERROR) {
+    fprintf(stderr, "%s\n", lua_tostring(L, -1));
     if (src[strspn(src, " \t")] != '\0') ed_history(src);
     free(src);
-    lua_pop(L, 3);
+    lua_pop(L, 1);
     return; /* the prompt stays up */
   }
   if (src[strspn(src, " \t")] != '\0') ed_history(src);
   free(src);
-  lua_pop(L, 1); /* the error slot */
   repl_run(L, lua_gettop(L));
-  lua_pop(L, 2); /* fn, baton.repl */
+  lua_pop(L, 1); /* fn */
 }
 
 static void ed_backlog(uv_idle_t *idle);
@@ -391,14 +360,7 @@ int lb_repl(lua_State *L) {
   R.rt = lb_runtime_get(L);
   R.entry_ref = LUA_NOREF;
 
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "baton.repl");
-  lua_call(L, 1, 1);
-  lua_getfield(L, -1, "install");
-  lua_pushcfunction(L, repl_hide);
-  lua_pushcfunction(L, repl_show);
-  lua_call(L, 2, 0);
-  lua_setfield(L, LUA_REGISTRYINDEX, "baton.repl");
+  glue_repl_install(L, repl_hide, repl_show);
 
   memset(&E, 0, sizeof E);
   /* BATON_REPL_PLAIN=1 forces the fallback (tests, dumb terminals). */
@@ -427,12 +389,8 @@ int lb_repl(lua_State *L) {
   int fl = fcntl(STDIN_FILENO, F_GETFL);
   if (fl >= 0) fcntl(STDIN_FILENO, F_SETFL, fl & ~O_NONBLOCK);
   uv_idle_init(R.rt->loop, &R.backlog);
-  uv_async_init(R.rt->loop, &R.intr, repl_on_intr);
-  struct sigaction sa, old;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = repl_on_sigint;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, &old);
+  cli_interrupt_start(&R.intr, R.rt->loop, repl_signals, CLI_INTERRUPT_REARM, repl_on_busy,
+                      repl_on_wake);
 
   printf("baton %s (%s, libuv %s) — Ctrl-D exits, Ctrl-C interrupts\n", BATON_VERSION_STRING,
          LUA_RELEASE, uv_version_string());
@@ -448,9 +406,8 @@ int lb_repl(lua_State *L) {
   }
 
   if (R.prompt_up) ed_remove();
-  sigaction(SIGINT, &old, NULL);
+  cli_interrupt_stop(&R.intr); /* SIGINT back to its default, as the runner left it */
   uv_close(R.from_file ? (uv_handle_t *)&R.file_input : (uv_handle_t *)&R.input, NULL);
-  uv_close((uv_handle_t *)&R.intr, NULL);
   uv_close((uv_handle_t *)&R.backlog, NULL);
   uv_run(R.rt->loop, UV_RUN_NOWAIT);
   if (E.loaded && R.histfile[0]) E.write_history(R.histfile);

@@ -1,0 +1,64 @@
+/*
+ * runner_glue.h — every name the `baton` executable looks up on the Lua
+ * side, in one place, so that the contract between the C runner and the Lua
+ * layer can change here alone. The names used today:
+ *
+ *   global `baton` = require "baton"           (set by glue_open_baton)
+ *   package.loaded["baton"].main(fn, ...)      run fn as the main task; returns
+ *                                              true | false, traceback, err, status
+ *   package.loaded["baton"].interrupt(sig)     a signal arrived (from the loop,
+ *                                              or from the main task's hook)
+ *   package.loaded["baton.task"].on_main       set to a C function: called with
+ *                                              the main task; task.co is its coroutine
+ *   require("baton.repl").install(hide, show)  the REPL's output wrappers
+ *   registry["baton.repl"]                     that module, kept for the REPL:
+ *     .compile(src)     -> fn | nil, "incomplete" | nil, message
+ *     .eval(fn, done)   -> a task not started: task.co, task:start(),
+ *                          task:cancel(msg); done() is called when it ends
+ *   registry["baton.runner.thread"]            a Lua thread the runner's
+ *                                              interrupt calls run on
+ */
+#ifndef BATON_CLI_RUNNER_GLUE_H
+#define BATON_CLI_RUNNER_GLUE_H
+
+#include <lua.h>
+
+/* Make the embedded modules requirable and set the global `baton`. Raises
+ * on failure (call under lua_pcall). */
+void glue_open_baton(lua_State *L);
+
+/* Push baton.main. */
+void glue_push_main(lua_State *L);
+
+/* A new Lua thread, anchored in the registry, to call the Lua side from the
+ * loop's callbacks with. */
+lua_State *glue_runner_thread(lua_State *L);
+
+/* Have `cb(co)` called with the coroutine of the main task when it starts. */
+void glue_on_main(lua_State *L, void (*cb)(lua_State *co));
+
+/* Call baton.interrupt(sig) in protected mode. Returns LUA_OK, or an error
+ * status with the message pushed. */
+int glue_interrupt(lua_State *L, int sig);
+
+/* Load baton.repl and install its output wrappers `hide` and `show`. Raises
+ * on failure. */
+void glue_repl_install(lua_State *L, lua_CFunction hide, lua_CFunction show);
+
+enum { GLUE_COMPILED, GLUE_INCOMPLETE, GLUE_SYNTAX_ERROR };
+/* Compile a REPL entry: pushes the function (GLUE_COMPILED), or the error
+ * message (GLUE_INCOMPLETE: the entry goes on on the next line;
+ * GLUE_SYNTAX_ERROR). Raises if the Lua side does. */
+int glue_repl_compile(lua_State *L, const char *src);
+
+/* Push a task, not started, that runs the function at `fn_index` as a REPL
+ * entry and calls `done` when it ends; returns the task's coroutine. Raises
+ * if the Lua side does. */
+lua_State *glue_repl_eval(lua_State *L, int fn_index, lua_CFunction done);
+
+/* task:start() and task:cancel(msg) for the task at `task_index`, in
+ * protected mode: LUA_OK, or an error status with the message pushed. */
+int glue_task_start(lua_State *L, int task_index);
+int glue_task_cancel(lua_State *L, int task_index, const char *msg);
+
+#endif

@@ -69,16 +69,22 @@ int cli_interrupt_start(cli_interrupt *in, uv_loop_t *loop, const int *signals, 
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = cli_on_signal;
   sigemptyset(&sa.sa_mask);
-  for (const int *s = signals; *s; s++) sigaction(*s, &sa, NULL);
+  for (const int *s = signals; *s; s++)
+    sigaction(*s, &sa, NULL);
   return 0;
 }
 
-void cli_interrupt_set_target(cli_interrupt *in, lua_State *co) { in->target = co; }
+void cli_interrupt_set_target(cli_interrupt *in, lua_State *co) {
+  in->target = co;
+}
 
-lua_State *cli_interrupt_target(const cli_interrupt *in) { return in->target; }
+lua_State *cli_interrupt_target(const cli_interrupt *in) {
+  return in->target;
+}
 
 void cli_interrupt_stop(cli_interrupt *in) {
-  for (const int *s = in->signals; *s; s++) signal(*s, SIG_DFL);
+  for (const int *s = in->signals; *s; s++)
+    signal(*s, SIG_DFL);
   in->target = NULL;
   if (!uv_is_closing((uv_handle_t *)&in->async)) uv_close((uv_handle_t *)&in->async, NULL);
 }

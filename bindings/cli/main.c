@@ -84,10 +84,14 @@ static void on_busy(lua_State *co, int sig) {
 }
 
 /* The main task waits in the loop (or is over): cancel its wait. */
-static void on_wake(int sig) { call_interrupt(sig_L, sig); }
+static void on_wake(int sig) {
+  call_interrupt(sig_L, sig);
+}
 
 /* baton.task.on_main: the main task's coroutine is what the hook stops. */
-static void set_main_co(lua_State *co) { cli_interrupt_set_target(&runner_intr, co); }
+static void set_main_co(lua_State *co) {
+  cli_interrupt_set_target(&runner_intr, co);
+}
 
 static void install_signals(lua_State *L) {
   lb_runtime *rt = lb_runtime_get(L);
@@ -97,7 +101,9 @@ static void install_signals(lua_State *L) {
   glue_on_main(L, set_main_co);
 }
 
-static void remove_signals(void) { cli_interrupt_stop(&runner_intr); }
+static void remove_signals(void) {
+  cli_interrupt_stop(&runner_intr);
+}
 
 /* Run the function on top of the stack (with nargs arguments below... above it)
  * as the main task: baton.main(fn, args...) drives the loop until all is done. */
@@ -141,7 +147,8 @@ static int run_script(lua_State *L, char **argv, int argc, int script) {
   if (status != LUA_OK) return report(L, status);
   int n = argc - script - 1;
   luaL_checkstack(L, n + 3, "too many arguments to script");
-  for (int i = 1; i <= n; i++) lua_pushstring(L, argv[script + i]);
+  for (int i = 1; i <= n; i++)
+    lua_pushstring(L, argv[script + i]);
   return run_main(L, n);
 }
 
@@ -231,8 +238,10 @@ static int pmain(lua_State *L) {
     if (!interactive) {
       /* Like `lua -`: the script comes from stdin. */
       int status = luaL_loadfile(L, NULL);
-      if (status == LUA_OK) status = run_main(L, 0);
-      else report(L, status);
+      if (status == LUA_OK)
+        status = run_main(L, 0);
+      else
+        report(L, status);
       lua_pushinteger(L, status == LUA_OK ? 0 : exit_status);
       return 1;
     }
@@ -262,8 +271,10 @@ int main(int argc, char **argv) {
   lua_pushlightuserdata(L, argv);
   int status = lua_pcall(L, 2, 1, 0);
   int code = 1;
-  if (status != LUA_OK) report(L, status);
-  else code = (int)lua_tointeger(L, -1);
+  if (status != LUA_OK)
+    report(L, status);
+  else
+    code = (int)lua_tointeger(L, -1);
   fflush(stdout);
   lua_close(L);
   return code;

@@ -42,14 +42,14 @@ static struct {
   lua_State *L;
   lb_runtime *rt;
   uv_poll_t input;
-  uv_idle_t file_input;   /* stdin is a regular file (no poll): read when idle */
-  uv_idle_t backlog;      /* lines read ahead, for when the prompt is back */
+  uv_idle_t file_input; /* stdin is a regular file (no poll): read when idle */
+  uv_idle_t backlog;    /* lines read ahead, for when the prompt is back */
   int from_file;
-  cli_interrupt intr;     /* Ctrl-C; its target is the running entry's coroutine */
+  cli_interrupt intr; /* Ctrl-C; its target is the running entry's coroutine */
   int done;
-  int prompt_up;          /* the line editor owns the terminal line */
-  char *pending;          /* lines of an incomplete entry */
-  int entry_ref;          /* the running entry's task, anchored, or LUA_NOREF */
+  int prompt_up; /* the line editor owns the terminal line */
+  char *pending; /* lines of an incomplete entry */
+  int entry_ref; /* the running entry's task, anchored, or LUA_NOREF */
   char histfile[1024];
 } R;
 
@@ -63,11 +63,15 @@ static void repl_on_file(uv_idle_t *idle) {
 /* Wait for input (or stop): a poll on a terminal or pipe, idle reads from a file. */
 static void repl_input(int on) {
   if (R.from_file) {
-    if (on) uv_idle_start(&R.file_input, repl_on_file);
-    else uv_idle_stop(&R.file_input);
+    if (on)
+      uv_idle_start(&R.file_input, repl_on_file);
+    else
+      uv_idle_stop(&R.file_input);
   } else {
-    if (on) uv_poll_start(&R.input, UV_READABLE, repl_on_input);
-    else uv_poll_stop(&R.input);
+    if (on)
+      uv_poll_start(&R.input, UV_READABLE, repl_on_input);
+    else
+      uv_poll_stop(&R.input);
   }
 }
 static void repl_line(char *line);
@@ -90,7 +94,7 @@ static struct {
   const char **name;
   /* the fallback: lines assembled from read(2) in canonical mode */
   const char *prompt;
-  char *buf;  /* grows to hold a whole line, up to ED_MAXLINE */
+  char *buf; /* grows to hold a whole line, up to ED_MAXLINE */
   size_t cap, len;
   int eof;
 } E;
@@ -100,7 +104,7 @@ static struct {
 static int ed_load(void) {
   void *h = dlopen("libedit.so.2", RTLD_NOW | RTLD_LOCAL);
   if (h == NULL) return -1;
-#define SYM(field, name) \
+#define SYM(field, name)                                                                           \
   if ((*(void **)&E.field = dlsym(h, name)) == NULL) return -1
   SYM(install, "rl_callback_handler_install");
   SYM(remove, "rl_callback_handler_remove");
@@ -143,7 +147,8 @@ static void ed_clear(void) {
 }
 
 static void ed_redisplay(void) {
-  if (E.loaded) E.redisplay();
+  if (E.loaded)
+    E.redisplay();
   else if (E.prompt) {
     fputs(E.prompt, stdout);
     fflush(stdout);
@@ -169,8 +174,10 @@ static void ed_read(void) {
     if (E.buf == NULL) return;
     ssize_t n = read(STDIN_FILENO, E.buf + E.len, E.cap - 1 - E.len);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
-    if (n <= 0) E.eof = 1;
-    else E.len += (size_t)n;
+    if (n <= 0)
+      E.eof = 1;
+    else
+      E.len += (size_t)n;
   }
   ed_lines();
 }
@@ -371,8 +378,8 @@ int lb_repl(lua_State *L) {
     *E.catch_signals = 0;
     E.using_history();
     const char *home = getenv("HOME");
-    if (home && snprintf(R.histfile, sizeof R.histfile, "%s/.baton_history", home) <
-                    (int)sizeof R.histfile)
+    if (home &&
+        snprintf(R.histfile, sizeof R.histfile, "%s/.baton_history", home) < (int)sizeof R.histfile)
       E.read_history(R.histfile);
     else
       R.histfile[0] = '\0';

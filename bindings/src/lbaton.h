@@ -42,23 +42,23 @@ struct lb_runtime {
   uv_loop_t *loop;
   uv_loop_t own_loop;
   int owns_loop;
-  int running;        /* inside uv_run */
-  lua_State *cbL;     /* the thread callbacks run on */
-  lb_handle *handles; /* every open handle, for closing at state close */
-  uv_idle_t *spin;    /* active while output streams in: poll, don't sleep */
-  uv_idle_t *defer;   /* active while core.defer has functions to run */
+  int running;                    /* inside uv_run */
+  lua_State *cbL;                 /* the thread callbacks run on */
+  lb_handle *handles;             /* every open handle, for closing at state close */
+  uv_idle_t *spin;                /* active while output streams in: poll, don't sleep */
+  uv_idle_t *defer;               /* active while core.defer has functions to run */
   uint64_t last_read, spin_until; /* uv_hrtime of the last read; end of the spin */
-  char readbuf[LB_READBUF_SIZE]; /* one read of a full output pipe */
+  char readbuf[LB_READBUF_SIZE];  /* one read of a full output pipe */
 };
 
 struct lb_handle {
   lb_runtime *rt;
   lb_handle *prev, *next;
-  int self_ref;  /* anchors the userdata while active, else LUA_NOREF */
-  int cb_ref;    /* the main callback, or LUA_NOREF */
-  int collected; /* the userdata is gone */
-  int open;      /* the uv handle is open or closing */
-  int closing;   /* uv_close was called */
+  int self_ref;                /* anchors the userdata while active, else LUA_NOREF */
+  int cb_ref;                  /* the main callback, or LUA_NOREF */
+  int collected;               /* the userdata is gone */
+  int open;                    /* the uv handle is open or closing */
+  int closing;                 /* uv_close was called */
   void (*close)(lb_handle *h); /* starts closing the uv handle */
 };
 

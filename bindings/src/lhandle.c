@@ -15,7 +15,7 @@
 
 #include "lbaton.h"
 
-#define LB_RUNTIME "baton.runtime"       /* registry: the runtime userdata */
+#define LB_RUNTIME "baton.runtime"         /* registry: the runtime userdata */
 #define LB_RUNTIME_MT "baton.core.runtime" /* registry: its metatable */
 #define LB_CBTHREAD "baton.cbthread"
 #define LB_HOSTLOOP "baton.hostloop"
@@ -61,8 +61,10 @@ static int lb_runtime_gc(lua_State *L) {
 
 static int lb_runtime_tostring(lua_State *L) {
   lb_runtime *rt = luaL_checkudata(L, 1, LB_RUNTIME_MT);
-  if (rt->loop == NULL) lua_pushliteral(L, LB_RUNTIME_MT " (closed)");
-  else lua_pushfstring(L, LB_RUNTIME_MT " (%p)", (void *)rt);
+  if (rt->loop == NULL)
+    lua_pushliteral(L, LB_RUNTIME_MT " (closed)");
+  else
+    lua_pushfstring(L, LB_RUNTIME_MT " (%p)", (void *)rt);
   return 1;
 }
 
@@ -134,8 +136,10 @@ static void lb_handle_unlink(lb_handle *h) {
   /* Unlinked already (closed, then collected): a second unlink must not touch
    * the list, whose head it would otherwise reset. */
   if (h->rt == NULL || (h->prev == NULL && h->rt->handles != h)) return;
-  if (h->prev) h->prev->next = h->next;
-  else h->rt->handles = h->next;
+  if (h->prev)
+    h->prev->next = h->next;
+  else
+    h->rt->handles = h->next;
   if (h->next) h->next->prev = h->prev;
   h->prev = h->next = NULL;
 }
@@ -213,7 +217,8 @@ int lb_handle_release(lua_State *L) {
     luaL_unref(L, LUA_REGISTRYINDEX, h->self_ref);
   }
   h->cb_ref = h->self_ref = LUA_NOREF;
-  if (h->open) lb_handle_close(h); /* frees h once closed */
+  if (h->open)
+    lb_handle_close(h); /* frees h once closed */
   else {
     lb_handle_unlink(h);
     free(h);
@@ -228,7 +233,8 @@ int lb_handle_tostring(lua_State *L) {
   lb_box *box = luaL_checkudata(L, 1, tname);
   if (box->h == NULL || !box->h->open || box->h->closing)
     lua_pushfstring(L, "%s (closed)", tname);
-  else lua_pushfstring(L, "%s (%p)", tname, (void *)box);
+  else
+    lua_pushfstring(L, "%s (%p)", tname, (void *)box);
   return 1;
 }
 

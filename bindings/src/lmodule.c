@@ -38,7 +38,8 @@ int luaopen_baton_core(lua_State *L) {
   if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
   luaL_checkversion(L);
   lua_createtable(L, 0, 48);
-  for (size_t i = 0; i < sizeof lb_openers / sizeof lb_openers[0]; i++) lb_openers[i](L);
+  for (size_t i = 0; i < sizeof lb_openers / sizeof lb_openers[0]; i++)
+    lb_openers[i](L);
   lua_pushstring(L, BATON_VERSION_STRING);
   lua_setfield(L, -2, "version");
   return 1;
@@ -76,7 +77,8 @@ void lb_preload(lua_State *L) {
 int luaopen_baton(lua_State *L) {
   lb_preload(L);
   const struct lb_embedded *m = lb_embedded_lua;
-  while (m->name && strcmp(m->name, "baton") != 0) m++;
+  while (m->name && strcmp(m->name, "baton") != 0)
+    m++;
   if (m->name == NULL) return luaL_error(L, "baton: the Lua layer is missing from this build");
   lua_pushlightuserdata(L, (void *)m);
   lua_pushcclosure(L, lb_load_embedded, 1);

@@ -23,7 +23,9 @@ typedef struct {
   bt_process_t p;
 } lb_process;
 
-static void lb_process_closed(bt_process_t *p) { lb_handle_closed(p->data); }
+static void lb_process_closed(bt_process_t *p) {
+  lb_handle_closed(p->data);
+}
 static void lb_process_close(lb_handle *h) {
   bt_process_close(&((lb_process *)h)->p, lb_process_closed);
 }
@@ -34,10 +36,14 @@ static void lb_on_exit(bt_process_t *p) {
   if (rt == NULL) return;
   lua_State *T = lb_push_cb(&lp->h);
   if (T) {
-    if (p->term_signal || !p->status_known) lua_pushnil(T);
-    else lua_pushinteger(T, p->exit_code);
-    if (p->term_signal) lua_pushinteger(T, p->term_signal);
-    else lua_pushnil(T);
+    if (p->term_signal || !p->status_known)
+      lua_pushnil(T);
+    else
+      lua_pushinteger(T, p->exit_code);
+    if (p->term_signal)
+      lua_pushinteger(T, p->term_signal);
+    else
+      lua_pushnil(T);
     lua_pushboolean(T, p->core_dumped);
     lua_pushboolean(T, p->status_known);
     lb_call(rt, T, 4);
@@ -53,7 +59,8 @@ static char **lb_strv(lua_State *L, int idx, const char *what) {
   lua_Integer n = luaL_len(L, idx);
   char **v = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
   for (lua_Integer i = 1; i <= n; i++) {
-    if (lua_geti(L, idx, i) != LUA_TSTRING) luaL_error(L, "baton: %s[%d] must be a string", what, (int)i);
+    if (lua_geti(L, idx, i) != LUA_TSTRING)
+      luaL_error(L, "baton: %s[%d] must be a string", what, (int)i);
     v[i - 1] = (char *)lua_tostring(L, -1);
     lua_pop(L, 1); /* the string stays alive: it is in the table */
   }

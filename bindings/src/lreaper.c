@@ -26,8 +26,12 @@ typedef struct {
   bt_reaper_t r;
 } lb_reaper;
 
-static void lb_reaper_closed(bt_reaper_t *r) { lb_handle_closed(r->data); }
-static void lb_reaper_close(lb_handle *h) { bt_reaper_close(&((lb_reaper *)h)->r, lb_reaper_closed); }
+static void lb_reaper_closed(bt_reaper_t *r) {
+  lb_handle_closed(r->data);
+}
+static void lb_reaper_close(lb_handle *h) {
+  bt_reaper_close(&((lb_reaper *)h)->r, lb_reaper_closed);
+}
 
 static void lb_on_orphan(bt_reaper_t *r, pid_t pid, int wstatus) {
   lb_reaper *lr = r->data;
@@ -70,7 +74,8 @@ static int l_reaper_reap(lua_State *L) {
 }
 
 void lb_open_reaper(lua_State *L) {
-  static const luaL_Reg methods[] = {{"close", l_reaper_close}, {"reap", l_reaper_reap}, {NULL, NULL}};
+  static const luaL_Reg methods[] = {
+      {"close", l_reaper_close}, {"reap", l_reaper_reap}, {NULL, NULL}};
   lb_newmetatable(L, LB_REAPER, methods, lb_handle_release, lb_handle_tostring);
   static const luaL_Reg funcs[] = {
       {"reaper", l_reaper}, {"set_subreaper", l_set_subreaper}, {NULL, NULL}};

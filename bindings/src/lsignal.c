@@ -13,7 +13,9 @@ typedef struct {
   uv_signal_t sig;
 } lb_signal;
 
-static void lb_signal_closed(uv_handle_t *handle) { lb_handle_closed(handle->data); }
+static void lb_signal_closed(uv_handle_t *handle) {
+  lb_handle_closed(handle->data);
+}
 static void lb_signal_close(lb_handle *h) {
   uv_close((uv_handle_t *)&((lb_signal *)h)->sig, lb_signal_closed);
 }

@@ -25,7 +25,9 @@ typedef struct {
   int data_ref, cb_ref;
 } lb_write_req;
 
-static void lb_stream_closed(uv_handle_t *handle) { lb_handle_closed(handle->data); }
+static void lb_stream_closed(uv_handle_t *handle) {
+  lb_handle_closed(handle->data);
+}
 static void lb_stream_close(lb_handle *h) {
   uv_close((uv_handle_t *)&((lb_stream *)h)->pipe, lb_stream_closed);
 }
@@ -224,7 +226,8 @@ static int l_stream_close(lua_State *L) {
 static int l_stream_fileno(lua_State *L) {
   lb_stream *s = lb_check(L, 1, LB_STREAM);
   uv_os_fd_t fd;
-  if (s->h.closing || uv_fileno((uv_handle_t *)&s->pipe, &fd) < 0) return lb_error(L, UV_EBADF, "fileno");
+  if (s->h.closing || uv_fileno((uv_handle_t *)&s->pipe, &fd) < 0)
+    return lb_error(L, UV_EBADF, "fileno");
   lua_pushinteger(L, fd);
   return 1;
 }
@@ -245,10 +248,10 @@ static int l_stream_open(lua_State *L) {
 }
 
 void lb_open_stream(lua_State *L) {
-  static const luaL_Reg methods[] = {
-      {"read_start", l_read_start}, {"read_stop", l_read_stop}, {"write", l_write},
-      {"try_write", l_try_write},   {"close", l_stream_close},  {"fileno", l_stream_fileno},
-      {"closed", l_stream_closed},  {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"read_start", l_read_start}, {"read_stop", l_read_stop},
+                                     {"write", l_write},           {"try_write", l_try_write},
+                                     {"close", l_stream_close},    {"fileno", l_stream_fileno},
+                                     {"closed", l_stream_closed},  {NULL, NULL}};
   lb_newmetatable(L, LB_STREAM, methods, lb_handle_release, lb_handle_tostring);
   lua_pushcfunction(L, l_stream_open);
   lua_setfield(L, -2, "stream_open");

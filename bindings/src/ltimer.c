@@ -14,7 +14,9 @@ typedef struct {
   uv_timer_t timer;
 } lb_timer;
 
-static void lb_timer_closed(uv_handle_t *handle) { lb_handle_closed(handle->data); }
+static void lb_timer_closed(uv_handle_t *handle) {
+  lb_handle_closed(handle->data);
+}
 static void lb_timer_close(lb_handle *h) {
   uv_close((uv_handle_t *)&((lb_timer *)h)->timer, lb_timer_closed);
 }

@@ -60,8 +60,10 @@ static int l_signum(lua_State *L) {
 /* core.signame(number) -> "SIGTERM" | nil */
 static int l_signame(lua_State *L) {
   const char *name = bt_signal_name((int)luaL_checkinteger(L, 1));
-  if (name) lua_pushstring(L, name);
-  else lua_pushnil(L);
+  if (name)
+    lua_pushstring(L, name);
+  else
+    lua_pushnil(L);
   return 1;
 }
 
@@ -85,9 +87,12 @@ static int l_lookpath(lua_State *L) {
     /* A path is taken as is by the lookup (the child resolves it after its
      * chdir); `which` checks it names an executable file, as LookPath does. */
     struct stat st;
-    if (stat(out, &st) < 0) err = -errno;
-    else if (!S_ISREG(st.st_mode)) err = -EACCES;
-    else if (faccessat(AT_FDCWD, out, X_OK, AT_EACCESS) < 0) err = -errno;
+    if (stat(out, &st) < 0)
+      err = -errno;
+    else if (!S_ISREG(st.st_mode))
+      err = -EACCES;
+    else if (faccessat(AT_FDCWD, out, X_OK, AT_EACCESS) < 0)
+      err = -errno;
   }
   if (err < 0) return lb_error(L, err, file);
   lua_pushstring(L, out);
@@ -142,11 +147,16 @@ static int l_maxrss(lua_State *L) {
 }
 
 void lb_open_util(lua_State *L) {
-  static const luaL_Reg funcs[] = {{"now", l_now},         {"signum", l_signum},
-                                   {"signame", l_signame}, {"errname", l_errname},
-                                   {"lookpath", l_lookpath}, {"fileno", l_fileno},
-                                   {"environ", l_environ}, {"cwd", l_cwd},
-                                   {"getpid", l_getpid},   {"maxrss", l_maxrss},
+  static const luaL_Reg funcs[] = {{"now", l_now},
+                                   {"signum", l_signum},
+                                   {"signame", l_signame},
+                                   {"errname", l_errname},
+                                   {"lookpath", l_lookpath},
+                                   {"fileno", l_fileno},
+                                   {"environ", l_environ},
+                                   {"cwd", l_cwd},
+                                   {"getpid", l_getpid},
+                                   {"maxrss", l_maxrss},
                                    {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
 }

@@ -19,12 +19,12 @@
 #include "baton_lua.h"
 
 static int failures;
-#define CHECK(c)                                                              \
-  do {                                                                        \
-    if (!(c)) {                                                               \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c);   \
-      failures++;                                                             \
-    }                                                                         \
+#define CHECK(c)                                                                                   \
+  do {                                                                                             \
+    if (!(c)) {                                                                                    \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c);                        \
+      failures++;                                                                                  \
+    }                                                                                              \
   } while (0)
 
 static int ticks;
@@ -82,7 +82,9 @@ int main(void) {
   int errfd = mkstemp(errpath), saved = dup(2);
   CHECK(errfd >= 0 && saved >= 0);
   dup2(errfd, 2);
-  CHECK(luaL_dostring(L, "baton.go(function() baton.sleep(0.005); error('task failed on purpose') end)") == LUA_OK);
+  CHECK(luaL_dostring(
+            L, "baton.go(function() baton.sleep(0.005); error('task failed on purpose') end)") ==
+        LUA_OK);
   uv_timer_t tick;
   uv_timer_init(&loop, &tick);
   uv_timer_start(&tick, on_tick, 2, 2);

@@ -5,13 +5,12 @@
 -- chunks; buffering, line splitting and backpressure are here.
 -- @module baton.stream
 local task = require "baton.task"
+local errors = require "baton.errors"
+errors.own()
 local suspend = task.suspend
 
 local concat, fmt = table.concat, string.format
-
-local function argerror(fname, n, msg)
-  error(fmt("bad argument #%d to '%s' (%s)", n, fname, msg), 3)
-end
+local argerror = errors.argerror
 
 local HIGH_WATER = 256 * 1024 -- stop reading from the pipe above this much unread data
 
@@ -204,7 +203,7 @@ function Stream:write(...)
     if type(data) == "number" then data = tostring(data)
     else argerror("write", 1, "string expected, got " .. type(data)) end
   end
-  if self.closed then return nil, "EBADF: bad file descriptor (stream is closed)", "EBADF" end
+  if self.closed then errors.misuse("write to a closed stream (%s)", self.name or "pipe") end
   local wrote, msg, code = self._ud:try_write(data)
   if not wrote then return self:_write_failed(msg, code) end
   if wrote == #data then return self end
@@ -215,6 +214,15 @@ function Stream:write(...)
   end)
   if not ok then return self:_write_failed(emsg, ecode) end
   return self
+end
+
+--- Write `data` and close, from a task of baton's: a child's `input`. EPIPE
+-- (the child did not read it all) is not an error here.
+function Stream:_feed(data)
+  task.go_internal(function()
+    self:write(data)
+    self:close()
+  end)
 end
 
 --- Raised by a write to a stream marked `sigpipe` once its reader has gone:

@@ -10,6 +10,8 @@
 -- `task.on_uncaught` (the runner prints it and exits 1; the REPL prints it).
 -- @module baton.task
 local core = require "baton.core"
+local errors = require "baton.errors"
+errors.own()
 
 local M = {}
 local tasks = setmetatable({}, { __mode = "k" }) -- coroutine -> task
@@ -20,6 +22,7 @@ local cocreate, coresume, costatus, coyield, corunning =
 -- Resuming a task with this value makes its pending wait raise.
 local CANCEL = setmetatable({}, { __tostring = function() return "cancelled" end })
 local DEADLOCK = "baton: deadlock: waiting for an event that nothing in the loop can produce"
+M.DEADLOCK = DEADLOCK
 
 local Task = {}
 Task.__index = Task
@@ -88,7 +91,7 @@ local function step(t, ...)
   if costatus(t.co) ~= "dead" then return end
   tasks[t.co] = nil
   t.done = true
-  if t == M.main_task and M.interrupted then core.stop() end -- unwound: baton.main takes over
+  if t.on_finish then t.on_finish(t) end
   local failed = r[1] and r[2] == FAILED
   if r[1] and not failed then
     t.results = pack(unpack(r, 2, r.n))
@@ -146,11 +149,11 @@ function M.suspend(arm)
   end
   if core.running() then
     if t then
-      error("baton: cannot wait here: a task cannot yield across this C call " ..
-        "(require, a metamethod, table.sort, pcall from C…); move the wait out of it", 3)
+      errors.misuse("cannot wait here: a task cannot yield across this C call " ..
+        "(require, a metamethod, table.sort, pcall from C…); move the wait out of it")
     end
-    error("baton: cannot wait here: the loop is running and this code is not in a task " ..
-      "(a waiting call inside a plain coroutine or callback); wrap it in baton.go(fn)", 3)
+    errors.misuse("cannot wait here: the loop is running and this code is not in a task " ..
+      "(a waiting call inside a plain coroutine or callback); wrap it in baton.go(fn)")
   end
   local res
   arm(function(...) if not res then res = pack(...) end end)
@@ -194,7 +197,7 @@ end
 -- belongs to the scope its creator is in.
 function M.new(fn, internal)
   if type(fn) ~= "function" then
-    error("bad argument #1 to 'go' (function expected, got " .. type(fn) .. ")", 3)
+    errors.argerror("go", 1, "function expected, got " .. type(fn))
   end
   local t = setmetatable({ co = cocreate(body(fn)), done = false, scope = M.scope() }, Task)
   tasks[t.co] = t
@@ -206,7 +209,7 @@ end
 
 --- Start a task made by `new`, running it until its first wait.
 function Task:start(...)
-  if self.started then error("baton: task already started", 2) end
+  if self.started then errors.misuse("task already started") end
   self.started = true
   step(self, ...)
   return self
@@ -226,7 +229,7 @@ end
 --- Wait for the task to finish; return its results or raise its error.
 function Task:wait()
   if not self.done then
-    if tasks[corunning()] == self then error("baton: a task cannot wait for itself", 2) end
+    if tasks[corunning()] == self then errors.misuse("a task cannot wait for itself") end
     local me
     local ok, err = pcall(M.suspend, function(wake)
       me = wake
@@ -279,8 +282,8 @@ end
 --- Sleep `s` seconds (fractions allowed) without blocking other tasks.
 function M.sleep(s)
   if type(s) ~= "number" or not (s >= 0 and s <= 1e9) then -- NaN fails too
-    error("bad argument #1 to 'sleep' (a number of seconds from 0 to 1e9 expected, got " ..
-      (type(s) == "number" and tostring(s) or type(s)) .. ")", 2)
+    errors.argerror("sleep", 1, "a number of seconds from 0 to 1e9 expected, got " ..
+      (type(s) == "number" and tostring(s) or type(s)))
   end
   local ms = math.floor(s * 1000 + 0.5)
   if ms == 0 then
@@ -306,49 +309,38 @@ end
 -- the first result of each, in order. Raises the first error met.
 function M.all(list)
   if type(list) ~= "table" then
-    error("bad argument #1 to 'all' (table expected, got " .. type(list) .. ")", 2)
+    errors.argerror("all", 1, "table expected, got " .. type(list))
   end
   local out = {}
   for i = 1, #list do
     local w = list[i]
     if type(w) ~= "table" or type(w.wait) ~= "function" then
-      error("bad argument #1 to 'all' (item " .. i .. " cannot be waited for)", 2)
+      errors.argerror("all", 1, "item " .. i .. " cannot be waited for")
     end
     out[i] = w:wait()
   end
   return out
 end
 
---- Set to stop `main` from waiting for what is left (an interrupt).
-M.stopping = false
---- Set by the runner's interrupt: the main task is being stopped.
-M.interrupted = false
-
---- Run `fn` as the main task and drive the loop until nothing is left to do.
--- Returns true, or false and the traceback of the first uncaught error.
-function M.main(fn, ...)
-  local t = M.new(fn)
-  M.main_task = t
-  if M.on_main then M.on_main(t) end
-  M.stopping, M.interrupted = false, false -- before it runs: an interrupt may come at once
-  t:start(...)
-  while #M.uncaught == 0 and not M.stopping and not (t.done and M.interrupted) do
-    if core.alive() then
-      core.run("default")
-    elseif t.done or not t:cancel(DEADLOCK) then
-      break -- finished, or stuck where it cannot be woken
+--- Wait until one of several tasks or jobs (processes, pipeline runs) is
+-- done; returns its index and the waitable itself.
+function M.wait_any(list)
+  if type(list) ~= "table" or #list == 0 then
+    errors.argerror("wait_any", 1, "non-empty list of tasks or processes expected")
+  end
+  for i, w in ipairs(list) do
+    if type(w) ~= "table" or type(w._subscribe) ~= "function" then
+      errors.argerror("wait_any", 1, ("item %d cannot be waited for"):format(i))
     end
+    if w.status or w.done then return i, w end
   end
-  if #M.uncaught > 0 then
-    local u = table.remove(M.uncaught, 1)
-    return false, u.trace, u.err
-  end
-  if not t.done then
-    local msg = "baton: deadlock: the main task waits for an event that nothing can produce"
-    return false, debug.traceback(t.co, msg), msg
-  end
-  if t.failed then return false, t.trace, t.err end -- e.g. cancelled by a signal
-  return true, t
+  local subs = {}
+  local ok, i = pcall(M.suspend, function(wake)
+    for j, w in ipairs(list) do subs[#subs + 1] = w:_subscribe(function() wake(j) end) end
+  end)
+  for _, unsubscribe in ipairs(subs) do unsubscribe() end
+  if not ok then error(i, 0) end
+  return i, list[i]
 end
 
 return M

@@ -76,7 +76,7 @@ describe("the baton executable", function()
     local s = write("misuse.lua", "local function f()\n  baton.output{'ls', colour = true}\nend\nf()\n")
     local r = exe { s }
     assert.are.equal(1, r.code)
-    assert.matches("misuse.lua:2: bad argument #1 to 'run' %(unknown option 'colour'%)", r.stderr)
+    assert.matches("misuse.lua:2: bad argument #1 to 'output' %(unknown option 'colour'%)", r.stderr)
     s = write("misuse2.lua", "local c = baton.cmd\nlocal p = c{'ls'} | c{'cat', stdin = 'null'}\n")
     r = exe { s }
     assert.matches("misuse2.lua:2: bad argument #1 to 'pipeline'", r.stderr)

@@ -47,12 +47,11 @@ function M.cmd(spec)
   return freeze(spec)
 end
 
---- A new command: positional values of `t` are appended to the arguments,
--- options replace this command's (`env` is merged: `false` removes).
-function Command:with(t)
+-- The command with `t` added; misuse errors name `fname`.
+local function derive(self, t, fname)
   if type(t) == "string" then t = { t } end
   if type(t) ~= "table" then
-    errors.argerror("with", 1, fmt("table expected, got %s", type(t)))
+    errors.argerror(fname, 1, fmt("table expected, got %s", type(t)))
   end
   local spec = copy(self.__command)
   local n = #spec
@@ -68,8 +67,14 @@ function Command:with(t)
       end
     end
   end
-  options.check(spec, options.RUN_KEYS, "with")
+  options.check(spec, options.RUN_KEYS, fname)
   return freeze(spec)
+end
+
+--- A new command: positional values of `t` are appended to the arguments,
+-- options replace this command's (`env` is merged: `false` removes).
+function Command:with(t)
+  return derive(self, t, "with")
 end
 
 --- `a | b`: a pipeline (baton.pipeline), loaded on first use.
@@ -85,7 +90,7 @@ end
 -- Each takes optional options, as `cmd:with(opts):run()`. The modules
 -- that run commands load on first use.
 local function runner(mod, fname)
-  return function(self, opts) return require(mod)[fname](opts and self:with(opts) or self) end
+  return function(self, opts) return require(mod)[fname](opts and derive(self, opts, fname) or self) end
 end
 Command.spawn = runner("baton.process", "spawn")
 Command.exec = runner("baton.process", "exec")

@@ -42,10 +42,7 @@ function M.check_seconds(fname, n, v, what)
   end
 end
 
---- Seconds as the milliseconds a timer takes, rounded.
-function M.ms(secs)
-  return math.floor(secs * 1000 + 0.5)
-end
+M.ms = require("baton.task").ms
 
 --- An id (uid or gid) the kernel can take: -1 would mean "unchanged" and
 -- larger values wrap around, to root among others.

@@ -129,7 +129,13 @@ end
 
 --- A new pipeline with these options.
 function Pipeline:with(opts)
-  for k, v in pairs(opts) do check_option("with", k, v) end
+  return self:_derive(opts, "with")
+end
+
+-- The pipeline with `opts`; misuse errors name `fname`.
+function Pipeline:_derive(opts, fname)
+  if type(opts) ~= "table" then argerror(fname, "table expected, got " .. type(opts)) end
+  for k, v in pairs(opts) do check_option(fname, k, v) end
   return self:__with_options(opts, true)
 end
 
@@ -140,11 +146,13 @@ function Pipeline:__tostring()
 end
 
 -- Each takes optional pipeline options, as `p:with(opts):run()`.
-function Pipeline:run(opts) return runs.run(opts and self:with(opts) or self) end
-function Pipeline:output(opts) return runs.output(opts and self:with(opts) or self) end
-function Pipeline:ok(opts) return runs.ok(opts and self:with(opts) or self) end
-function Pipeline:lines(opts) return runs.lines(opts and self:with(opts) or self) end
-function Pipeline:spawn(opts) return process.start(opts and self:with(opts) or self, options.RUN_KEYS, "spawn") end
+function Pipeline:run(opts) return runs.run(opts and self:_derive(opts, "run") or self) end
+function Pipeline:output(opts) return runs.output(opts and self:_derive(opts, "output") or self) end
+function Pipeline:ok(opts) return runs.ok(opts and self:_derive(opts, "ok") or self) end
+function Pipeline:lines(opts) return runs.lines(opts and self:_derive(opts, "lines") or self) end
+function Pipeline:spawn(opts)
+  return process.start(opts and self:_derive(opts, "spawn") or self, options.RUN_KEYS, "spawn")
+end
 
 -- ---- a running pipeline ---------------------------------------------------------
 

@@ -36,13 +36,10 @@ local function result(j, st, captured)
   return r
 end
 
---- Run a command to completion. Options of `spawn`, plus `capture` (pipe
--- stdout and stderr into the result) and `check` (default true: raise a
--- baton.Error unless it succeeds).
--- @return the result (see `result` above); `tostring(r)` is its status
-function M.run(spec)
+-- run, for `fname`.
+local function complete(spec, fname)
   local s = options.of(spec)
-  local j = start(spec, "run", s.capture and { stdout = "pipe", stderr = "pipe" } or nil)
+  local j = start(spec, fname, s.capture and { stdout = "pipe", stderr = "pipe" } or nil)
   local captured = {}
   for _, name in ipairs { "stdout", "stderr" } do
     local stream = j[name]
@@ -57,6 +54,14 @@ function M.run(spec)
   errors.raise_exit(r)
 end
 
+--- Run a command to completion. Options of `spawn`, plus `capture` (pipe
+-- stdout and stderr into the result) and `check` (default true: raise a
+-- baton.Error unless it succeeds).
+-- @return the result (see `result` above); `tostring(r)` is its status
+function M.run(spec)
+  return complete(spec, "run")
+end
+
 --- Run and return stdout, trailing newlines removed (like `$(…)` in sh).
 function M.output(spec)
   local o = options.of(spec)
@@ -65,14 +70,14 @@ function M.output(spec)
   end
   local extra = { stdout = "pipe" }
   if o.capture == nil then extra.stderr = "pipe" end
-  local r = M.run(options.with(spec, extra))
+  local r = complete(options.with(spec, extra), "output")
   return (r.stdout:gsub("\n+$", ""))
 end
 
 --- Did the command succeed? Never raises for a failed exit; raises when it
 -- cannot start.
 function M.ok(spec)
-  return M.run(options.with(spec, { check = false }, true)).ok
+  return complete(options.with(spec, { check = false }, true), "ok").ok
 end
 
 --- Iterate over the lines of a command's stdout, as they come:

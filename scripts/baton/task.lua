@@ -201,7 +201,7 @@ function M.new(fn, internal)
   end
   local t = setmetatable({ co = cocreate(body(fn)), done = false, scope = M.scope() }, Task)
   tasks[t.co] = t
-  -- A script's task is cancelled when its scope ends; baton's own (draining
+  -- A script's task is cancelled when its scope ends; baton's own (reading
   -- a process, feeding its input) end with what they serve.
   if not internal and t.scope and t.scope._tasks then t.scope._tasks[t] = true end
   return t
@@ -279,13 +279,18 @@ function Task:__tostring()
   return string.format("baton.task (%s)", self.done and (self.failed and "failed" or "done") or "running")
 end
 
+--- Seconds as the milliseconds a timer takes, rounded.
+function M.ms(secs)
+  return math.floor(secs * 1000 + 0.5)
+end
+
 --- Sleep `s` seconds (fractions allowed) without blocking other tasks.
 function M.sleep(s)
   if type(s) ~= "number" or not (s >= 0 and s <= 1e9) then -- NaN fails too
     errors.argerror("sleep", 1, "a number of seconds from 0 to 1e9 expected, got " ..
       (type(s) == "number" and tostring(s) or type(s)))
   end
-  local ms = math.floor(s * 1000 + 0.5)
+  local ms = M.ms(s)
   if ms == 0 then
     -- A turn of the loop: I/O, timers and other tasks run first. (A stale
     -- wake after a cancel is ignored.)

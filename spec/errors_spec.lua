@@ -1,0 +1,105 @@
+-- The error convention (baton.errors): one rule, applied everywhere.
+-- Misuse raises at the script's line naming the call the script made;
+-- operational failures return nil, "ENAME: msg", "ENAME"; the conveniences
+-- raise a baton.Error.
+local baton = require "baton"
+local H = require "helper"
+
+-- The message `fn` raises, or nil.
+local function raised(fn)
+  local ok, err = pcall(fn)
+  assert.is_false(ok, "expected an error")
+  return tostring(err)
+end
+
+local HERE = "errors_spec.lua:%d+: "
+
+describe("errors", function()
+  H.guard()
+
+  it("name the call the script made, at the script's line", function()
+    local c = baton.cmd
+    assert.matches(HERE .. "bad argument #1 to 'output' %(unknown option 'colour'%)$",
+      raised(function() baton.output { "true", colour = 1 } end))
+    assert.matches(HERE .. "bad argument #1 to 'ok' %(unknown option 'colour'%)$",
+      raised(function() baton.ok { "true", colour = 1 } end))
+    assert.matches(HERE .. "bad argument #1 to 'lines' %(unknown option 'colour'%)$",
+      raised(function() baton.lines { "true", colour = 1 } end))
+    assert.matches(HERE .. "bad argument #1 to 'output' %(unknown option 'colour'%)$",
+      raised(function() c { "true" }:output { colour = 1 } end))
+    assert.matches(HERE .. "bad argument #1 to 'run' %(unknown pipeline option 'colour'%)$",
+      raised(function() (c { "true" } | c { "cat" }):run { colour = 1 } end))
+    assert.matches(HERE .. "bad argument #1 to 'with' %(table expected, got number%)$",
+      raised(function() (c { "true" } | c { "cat" }):with(5) end))
+    local p = baton.spawn { "true" }
+    assert.matches(HERE .. "bad argument #1 to 'terminate' %(grace must be a number of seconds from 0 to 1e%+?0?9, got %-1%)$",
+      raised(function() p:terminate(-1) end))
+    assert.is_true(p:wait().ok)
+    assert.matches(HERE .. "bad argument #2 to 'scope' %(options table expected, got string%)$",
+      raised(function() baton.scope(function() end, "x") end))
+    assert.matches(HERE .. "bad argument #1 to 'sh' %(unknown directive %%d; only %%s and %%%%%)$",
+      raised(function() baton.sh("echo %d", 1) end))
+  end)
+
+  it("raise on use after close: a write to a closed stream", function()
+    local p = baton.spawn { "cat", stdin = "pipe", stdout = "null" }
+    p.stdin:close()
+    assert.matches(HERE .. "baton: write to a closed stream %(stdin%)$", raised(function() p.stdin:write("x") end))
+    assert.is_true(p:wait().ok)
+  end)
+
+  it("of a spawn are nil, msg, code; the conveniences raise a baton.Error", function()
+    local p, msg, code = baton.spawn { "/no/such/program" }
+    assert.is_nil(p)
+    assert.are.equal("ENOENT", code)
+    assert.matches('^ENOENT: cannot run "/no/such/program": exec /no/such/program: ', msg)
+    local ok, err = pcall(baton.run, { "/no/such/program" })
+    assert.is_false(ok)
+    assert.are.equal(baton.Error, getmetatable(err))
+    assert.are.equal("spawn", err.kind)
+    assert.are.equal("ENOENT", err.code)
+    assert.are.equal(msg, err.msg)
+  end)
+
+  it("of a pipeline stage not found are told before anything starts, from the errno", function()
+    local c = baton.cmd
+    local r, msg, code = (c { "echo", "x" } | c { "no-such-tool-anywhere" }):spawn()
+    assert.is_nil(r)
+    assert.are.equal("ENOENT", code)
+    assert.matches('^ENOENT: cannot run "no%-such%-tool%-anywhere": not found in PATH .*%(pipeline stage 2%)$', msg)
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir .. " && touch " .. dir .. "/tool && chmod 644 " .. dir .. "/tool"))
+    r, msg, code = (c { "echo", "x" } | c { "tool", env = { PATH = dir } }):spawn()
+    os.execute("rm -r " .. dir)
+    assert.is_nil(r)
+    assert.are.equal("EACCES", code)
+    assert.matches('^EACCES: cannot run "tool": [Pp]ermission denied %(PATH=', msg)
+  end)
+
+  it("of a tee file that cannot be opened carry its errno name", function()
+    local c = baton.cmd
+    local r, msg, code = (c { "echo", "x" } | c { "cat" }):spawn { tee = "/no/such/dir/tee.log" }
+    assert.is_nil(r)
+    assert.are.equal("ENOENT", code)
+    assert.matches("^ENOENT: cannot open the tee file: /no/such/dir/tee.log: No such file or directory$", msg)
+  end)
+end)
+
+describe("run results", function()
+  H.guard()
+
+  it("are statuses: the same fields, and tostring gives the status", function()
+    local r = baton.run { "sh", "-c", "echo out; exit 3", capture = true, check = false }
+    assert.are.equal("exit 3", tostring(r))
+    assert.are.equal(3, r.code)
+    assert.is_false(r.ok)
+    assert.are.equal("out\n", r.stdout)
+    assert.is_true(r.known)
+    assert.is_number(r.rusage.maxrss)
+    local c = baton.cmd
+    local pr = (c { "true" } | c { "sh", "-c", "kill -TERM $$" }):run { check = false }
+    assert.are.equal("killed by SIGTERM", tostring(pr))
+    assert.are.same({ 0, 143 }, pr.statuses)
+  end)
+end)

@@ -7,7 +7,9 @@
 --    signal can stop busy Lua code);
 --  * `runner.main(fn, ...)` runs `fn(...)` as the main task, drives the loop
 --    until nothing is left, runs the shutdown hooks, and returns
---    `true, task` or `false, message, error value, exit status`;
+--    `true, task` or `false, message, error value, exit status` — the
+--    message nil when it was printed already (failures of tasks nobody
+--    waited for, reported as they are found);
 --  * `runner.interrupt(signum)`, from the loop, when SIGINT, SIGTERM or SIGHUP
 --    arrived: the main task's pending wait raises `interrupted by SIGINT`,
 --    its scopes unwind with the loop running, then the shutdown hooks stop
@@ -62,17 +64,14 @@ local abandoning  -- the main task is over: stop waiting for what it left
 -- Drive the loop for the main task `t` until nothing is left to do, an
 -- uncaught error, or an interrupt that unwound it.
 local function drive(t)
-  while #task.uncaught == 0 and not abandoning and not (t.done and caught) do
+  while not abandoning and not (t.done and caught) do
     if core.alive() then
       core.run("default")
     elseif t.done or not t:cancel(task.DEADLOCK) then
       break -- finished, or stuck where it cannot be woken
     end
   end
-  if #task.uncaught > 0 then
-    local u = table.remove(task.uncaught, 1)
-    return false, u.trace, u.err
-  end
+  t:_observe() -- its failure is the program's, reported by the caller
   if not t.done then
     local msg = "baton: deadlock: the main task waits for an event that nothing can produce"
     return false, debug.traceback(t.co, msg), msg
@@ -87,6 +86,14 @@ end
 -- (128 + signal after an interrupt; nil otherwise)
 function M.main(fn, ...)
   caught, abandoning = nil, false -- before it runs: an interrupt may come at once
+  -- A failure nobody waited for is printed when it is known to be one (the
+  -- task was collected, or now at the end) and makes the exit status 1.
+  local uncaught = 0
+  local on_uncaught = task.on_uncaught
+  task.on_uncaught = function(t, trace)
+    uncaught = uncaught + 1
+    return on_uncaught(t, trace)
+  end
   local t = task.new(fn)
   M.main_task = t
   t.on_finish = function()
@@ -97,9 +104,12 @@ function M.main(fn, ...)
   t:start(...)
   local ok, a, b = drive(t)
   shutdown(caught and "interrupted" or ok and "done" or "failed")
+  task.report_uncaught()
+  task.on_uncaught = on_uncaught
   if caught then
     return false, (not ok and a) or ("interrupted by " .. core.signame(caught)), b, 128 + caught
   end
+  if ok and uncaught > 0 then return false, nil, nil, 1 end
   return ok, a, b
 end
 

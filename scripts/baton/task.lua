@@ -5,9 +5,12 @@
 -- Outside any task (plain `lua5.4` with `require "baton"`), the same call
 -- drives the loop itself until its event arrives.
 --
--- An error in a task is kept by the task: `t:wait()` re-raises it. An error
--- that nobody is waiting for when it happens is *uncaught*: it goes to
--- `task.on_uncaught` (the runner prints it and exits 1; the REPL prints it).
+-- A task's error belongs to whoever waits for it: `t:wait()` (and `all`)
+-- re-raise it, however long after it happened. A failure nobody ever
+-- waits for is *uncaught*: it goes to `task.on_uncaught` when the task is
+-- collected or when the program ends (`report_uncaught`) — the runner then
+-- exits 1 — and never stops unrelated work at the moment it happens
+-- (asyncio's "exception was never retrieved").
 -- @module baton.task
 local core = require "baton.core"
 local errors = require "baton.errors"
@@ -28,21 +31,51 @@ local Task = {}
 Task.__index = Task
 Task.__name = "baton.task"
 
---- Errors that nobody waited for; the blocking driver and runner report them.
-M.uncaught = {}
+-- Failed tasks whose error nobody has taken yet (weak: a collected one is
+-- reported by its finalizer).
+local unobserved = setmetatable({}, { __mode = "k" })
 
---- Called with (task, traceback) for an uncaught error. Default: remember it
--- and stop the loop so the code driving it can raise; when a host runs the
--- loop (not baton), print it to stderr and leave the host's loop alone.
--- Hosts and the REPL replace it.
-function M.on_uncaught(t, trace)
-  if core.host_loop() then
-    io.stderr:write("baton: uncaught error in task: ", trace, "\n")
-    return
-  end
-  M.uncaught[#M.uncaught + 1] = { task = t, err = t.err, trace = trace }
-  core.stop()
+--- Called with (task, traceback) for a failure nobody waited for, once that
+-- is known: the task was collected, or the program ends. Default: print it
+-- to stderr. The runner and the REPL replace it.
+function M.on_uncaught(_, trace)
+  io.stderr:write("baton: uncaught error in task: ", trace, "\n")
 end
+
+--- Called with the task when a task fails while nobody waits for it (its
+-- error may still be taken later). Default: nothing; the REPL prints it.
+M.on_failure = nil
+
+local function report(t)
+  if t.unobserved and not t.reported then
+    t.reported = true
+    unobserved[t] = nil
+    M.on_uncaught(t, t.trace)
+  end
+end
+
+-- Collected without anyone taking its error: that is final.
+function Task:__gc()
+  pcall(report, self)
+end
+
+--- Report every failure nobody took so far (the program ends); returns how
+-- many there were.
+function M.report_uncaught()
+  local list = {}
+  for t in pairs(unobserved) do list[#list + 1] = t end
+  table.sort(list, function(a, b) return a.seq < b.seq end)
+  for _, t in ipairs(list) do report(t) end
+  return #list
+end
+
+--- Take the task's error: it is no longer uncaught.
+function Task:_observe()
+  self.unobserved = nil
+  unobserved[self] = nil
+end
+
+local seq = 0 -- creation order, for reporting in order
 
 --- An error value as text, as lua.c shows it.
 function M.errmsg(v)
@@ -107,7 +140,9 @@ local function step(t, ...)
     end
     local cancelled = t.cancelled and t.err == (t.cancel_msg or "cancelled") and t.err ~= DEADLOCK
     if not cancelled and (not t.joiners or #t.joiners == 0) then
-      M.on_uncaught(t, t.trace)
+      t.unobserved = true
+      unobserved[t] = true
+      if M.on_failure then M.on_failure(t) end
     end
   end
   wake_joiners(t)
@@ -159,10 +194,6 @@ function M.suspend(arm)
   arm(function(...) if not res then res = pack(...) end end)
   while not res do
     local alive = core.run("once")
-    if #M.uncaught > 0 then
-      local u = table.remove(M.uncaught, 1)
-      error(u.trace, 0)
-    end
     if not alive and not res then
       error(DEADLOCK, 3)
     end
@@ -199,7 +230,8 @@ function M.new(fn, internal)
   if type(fn) ~= "function" then
     errors.argerror("go", 1, "function expected, got " .. type(fn))
   end
-  local t = setmetatable({ co = cocreate(body(fn)), done = false, scope = M.scope() }, Task)
+  seq = seq + 1
+  local t = setmetatable({ co = cocreate(body(fn)), done = false, scope = M.scope(), seq = seq }, Task)
   tasks[t.co] = t
   -- A script's task is cancelled when its scope ends; baton's own (reading
   -- a process, feeding its input) end with what they serve.
@@ -244,7 +276,10 @@ function Task:wait()
       error(err, 0)
     end
   end
-  if self.failed then error(self.err, 0) end
+  if self.failed then
+    self:_observe()
+    error(self.err, 0)
+  end
   return unpack(self.results, 1, self.results.n)
 end
 
@@ -310,33 +345,43 @@ function M.sleep(s)
   end
 end
 
---- Wait for every waitable (task or process) in `list`; returns a table with
--- the first result of each, in order. Raises the first error met.
-function M.all(list)
-  if type(list) ~= "table" then
-    errors.argerror("all", 1, "table expected, got " .. type(list))
-  end
-  local out = {}
+-- Raise unless every item of `list` can be waited for.
+local function waitables(fname, list)
+  if type(list) ~= "table" then errors.argerror(fname, 1, "table expected, got " .. type(list)) end
   for i = 1, #list do
     local w = list[i]
-    if type(w) ~= "table" or type(w.wait) ~= "function" then
-      errors.argerror("all", 1, "item " .. i .. " cannot be waited for")
+    if type(w) ~= "table" or type(w._subscribe) ~= "function" then
+      errors.argerror(fname, 1, ("item %d cannot be waited for"):format(i))
     end
-    out[i] = w:wait()
   end
+end
+
+--- Wait for every task or job in `list`; returns a table with the first
+-- result of each (a job's status), in order. A task that fails ends the
+-- wait at once: its error is raised (the others go on).
+function M.all(list)
+  waitables("all", list)
+  while true do
+    local pending = {}
+    for i = 1, #list do
+      local w = list[i]
+      if w.failed then w:wait() end -- raises its error
+      if not (w.done or w.status) then pending[#pending + 1] = w end
+    end
+    if #pending == 0 then break end
+    M.wait_any(pending)
+  end
+  local out = {}
+  for i = 1, #list do out[i] = list[i]:wait() end
   return out
 end
 
 --- Wait until one of several tasks or jobs (processes, pipeline runs) is
 -- done; returns its index and the waitable itself.
 function M.wait_any(list)
-  if type(list) ~= "table" or #list == 0 then
-    errors.argerror("wait_any", 1, "non-empty list of tasks or processes expected")
-  end
+  waitables("wait_any", list)
+  if #list == 0 then errors.argerror("wait_any", 1, "non-empty list of tasks or processes expected") end
   for i, w in ipairs(list) do
-    if type(w) ~= "table" or type(w._subscribe) ~= "function" then
-      errors.argerror("wait_any", 1, ("item %d cannot be waited for"):format(i))
-    end
     if w.status or w.done then return i, w end
   end
   local subs = {}

@@ -36,6 +36,16 @@ local function result(j, st, captured)
   return r
 end
 
+-- Wait for a job the call owns. A cancel (or an interrupt) of the waiting
+-- task stops it — TERM, its grace (default 1 s), KILL — before the error
+-- goes on, as Go's CommandContext does: nothing the call started outlives it.
+local function wait(j)
+  local ok, st = pcall(j.wait, j)
+  if ok then return st end
+  if task.can_wait() then j:_terminate(j._grace or 1) else j:_terminate(0, true) end
+  error(st, 0)
+end
+
 -- run, for `fname`.
 local function complete(spec, fname)
   local s = options.of(spec)
@@ -49,7 +59,7 @@ local function complete(spec, fname)
       j:_consume(stream, function(chunk) chunks[#chunks + 1] = chunk end)
     end
   end
-  local r = result(j, j:wait(), captured)
+  local r = result(j, wait(j), captured)
   if s.check == false or r.ok then return r end
   errors.raise_exit(r)
 end

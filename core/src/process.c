@@ -1,5 +1,6 @@
 /*
- * process.c — watch a child's exit through its pidfd, signal it, release it.
+ * process.c — the process handle: its state, watching a child's exit through
+ * its pidfd, signalling it, releasing it.
  *
  * A pidfd names one process for its whole life and after: signals through it
  * cannot reach a recycled pid, and waitid(P_PIDFD) reaps exactly this child,
@@ -29,6 +30,20 @@
 int bt__pidfd_send_signal(int pidfd, int sig) {
   if (syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0) return -errno;
   return 0;
+}
+
+void bt__proc_reset(bt_process_t *proc) {
+  proc->pid = 0;
+  proc->pidfd = -1;
+  proc->exited = 0;
+  proc->exit_code = -1;
+  proc->term_signal = 0;
+  proc->core_dumped = 0;
+  proc->status_known = 1;
+  memset(&proc->rusage, 0, sizeof proc->rusage);
+  proc->stage = BT_STAGE_SETUP;
+  proc->path[0] = '\0';
+  proc->closing_ = 0;
 }
 
 static void bt__on_pidfd(uv_poll_t *handle, int status, int events) {

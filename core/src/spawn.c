@@ -206,20 +206,6 @@ static void bt__close_pipes(const bt_spawn_options_t *o, child_args *a, int pare
   }
 }
 
-void bt__proc_reset(bt_process_t *proc) {
-  proc->pid = 0;
-  proc->pidfd = -1;
-  proc->exited = 0;
-  proc->exit_code = -1;
-  proc->term_signal = 0;
-  proc->core_dumped = 0;
-  proc->status_known = 1;
-  memset(&proc->rusage, 0, sizeof proc->rusage);
-  proc->stage = BT_STAGE_SETUP;
-  proc->path[0] = '\0';
-  proc->closing_ = 0;
-}
-
 /* Checks and lookups shared by bt_spawn and bt_exec; fills `a`. */
 static int bt__prepare(const bt_spawn_options_t *o, bt_process_t *proc, child_args *a) {
   bt__proc_reset(proc);

@@ -1,5 +1,11 @@
 /*
- * signals.c — names: signals both ways ("TERM", "SIGTERM", 15), errno names, stages.
+ * names.c — the names the core gives to numbers: signals both ways ("TERM",
+ * "SIGTERM", "15" <-> 15), errno values ("ENOEXEC" and its message), and the
+ * steps of a spawn ("chdir", "exec").
+ *
+ * Hosts use them to build messages and to accept signal names from users; no
+ * other file of the core depends on them. Every string returned is static,
+ * except bt_strerror's, which lives in a per-thread buffer.
  */
 #define _GNU_SOURCE
 #include <ctype.h>

@@ -47,7 +47,7 @@ enum { BT_PIPE_CHILD_READS = 1, BT_PIPE_CHILD_WRITES = 2 };
 typedef struct {
   bt_stdio_type type;
   int fd;    /* BT_STDIO_FD: in. BT_STDIO_PIPE: out, the parent's end (O_CLOEXEC|O_NONBLOCK) */
-  int flags; /* BT_STDIO_PIPE: BT_PIPE_CHILD_READS or _WRITES; 0 means reads for fd 0, writes otherwise */
+  int flags; /* BT_STDIO_PIPE: BT_PIPE_CHILD_*; 0: the child reads fd 0, writes the others */
 } bt_stdio_t;
 
 enum {
@@ -80,23 +80,23 @@ typedef enum {
 } bt_stage;
 
 typedef struct {
-  const char *file;   /* a path (contains '/') or a name looked up in the child's PATH */
-  char *const *argv;  /* NULL-terminated, argv[0] included; required */
-  char *const *env;   /* NULL-terminated "K=V" list for the child; NULL inherits environ */
-  const char *cwd;    /* the child's working directory; NULL inherits */
-  bt_stdio_t *stdio;  /* child fd i gets stdio[i]; every fd >= nstdio is closed */
-  int nstdio;         /* 0..BT_MAX_STDIO */
-  unsigned flags;     /* BT_SPAWN_* */
-  pid_t pgid;         /* with BT_SPAWN_SETPGID */
-  mode_t umask;       /* with BT_SPAWN_UMASK */
-  uid_t uid;          /* with BT_SPAWN_SETUID */
-  gid_t gid;          /* with BT_SPAWN_SETGID */
-  const gid_t *groups; /* with BT_SPAWN_SETGROUPS */
-  int ngroups;
-  int nice;           /* with BT_SPAWN_NICE: the absolute nice value, -20..19 */
+  const char *file;           /* a path (contains '/') or a name looked up in the child's PATH */
+  char *const *argv;          /* NULL-terminated, argv[0] included; required */
+  char *const *env;           /* NULL-terminated "K=V" list for the child; NULL inherits environ */
+  const char *cwd;            /* the child's working directory; NULL inherits */
+  bt_stdio_t *stdio;          /* child fd i gets stdio[i]; every fd >= nstdio is closed */
+  int nstdio;                 /* 0..BT_MAX_STDIO */
+  unsigned flags;             /* BT_SPAWN_* */
+  pid_t pgid;                 /* with BT_SPAWN_SETPGID */
+  mode_t umask;               /* with BT_SPAWN_UMASK */
+  uid_t uid;                  /* with BT_SPAWN_SETUID */
+  gid_t gid;                  /* with BT_SPAWN_SETGID */
+  const gid_t *groups;        /* with BT_SPAWN_SETGROUPS */
+  int ngroups;                /* entries in `groups` */
+  int nice;                   /* with BT_SPAWN_NICE: the absolute nice value, -20..19 */
   const bt_rlimit_t *rlimits; /* applied in the child, in order */
-  int nrlimits;
-  int pdeathsig;      /* signal the child gets when baton's thread dies; 0: none */
+  int nrlimits;               /* entries in `rlimits` */
+  int pdeathsig;              /* signal the child gets when baton's thread dies; 0: none */
 } bt_spawn_options_t;
 /* In the child, in this order: signals reset, setsid/setpgid, pdeathsig,
  * fds, rlimits, nice, umask, setgroups, setgid, setuid, chdir, empty mask,
@@ -114,17 +114,17 @@ typedef void (*bt_close_cb)(bt_process_t *proc);
  * close callback has fired. Fields above the private line are read-only.
  */
 struct bt_process_s {
-  void *data;         /* for the caller */
-  pid_t pid;
-  int pidfd;          /* -1 once closed */
-  int exited;         /* 1 once reaped; then the fields below are set */
-  int exit_code;      /* exit status, or -1 when killed by a signal */
-  int term_signal;    /* the killing signal, or 0 */
-  int core_dumped;    /* 1 when the signal dumped core */
-  int status_known;   /* 0 for an adopted process that is not our child: exit seen, status not */
+  void *data;           /* for the caller */
+  pid_t pid;            /* 0 until bt_spawn or bt_process_open succeeds */
+  int pidfd;            /* -1 once closed */
+  int exited;           /* 1 once reaped; then the fields below are set */
+  int exit_code;        /* exit status, or -1 when killed by a signal */
+  int term_signal;      /* the killing signal, or 0 */
+  int core_dumped;      /* 1 when the signal dumped core */
+  int status_known;     /* 0 for an adopted process that is not our child: exit seen, status not */
   struct rusage rusage; /* resources used, once reaped (zero when unknown) */
-  bt_stage stage;     /* on spawn failure: the failing step */
-  char path[4096];    /* the program's resolved path (also set when exec fails) */
+  bt_stage stage;       /* on spawn failure: the failing step */
+  char path[4096];      /* the program's resolved path (also set when exec fails) */
   /* private */
   uv_poll_t poll_;
   bt_exit_cb exit_cb_;

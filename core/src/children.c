@@ -24,7 +24,9 @@ static size_t bt__owned_tombs; /* removed slots not yet reclaimed */
 
 #define BT_TOMB ((pid_t)-1)
 
-static size_t bt__slot(pid_t pid, size_t cap) { return ((size_t)pid * 2654435761u) & (cap - 1); }
+static size_t bt__slot(pid_t pid, size_t cap) {
+  return ((size_t)pid * 2654435761u) & (cap - 1);
+}
 
 /* Rebuild into a table of `cap` slots, dropping the tombstones. */
 static int bt__owned_rehash(size_t cap) {
@@ -34,7 +36,8 @@ static int bt__owned_rehash(size_t cap) {
     pid_t pid = bt__owned[i];
     if (pid <= 0) continue;
     size_t j = bt__slot(pid, cap);
-    while (tab[j] != 0) j = (j + 1) & (cap - 1);
+    while (tab[j] != 0)
+      j = (j + 1) & (cap - 1);
     tab[j] = pid;
   }
   free(bt__owned);
@@ -62,14 +65,16 @@ void bt__owned_add(pid_t pid) {
   /* Keep live + tombstones at most half the table. */
   if ((bt__owned_len + bt__owned_tombs + 1) * 2 > bt__owned_cap) {
     size_t cap = bt__owned_cap ? bt__owned_cap : 64;
-    while ((bt__owned_len + 1) * 2 > cap) cap *= 2;
+    while ((bt__owned_len + 1) * 2 > cap)
+      cap *= 2;
     bt__owned_rehash(cap);
   }
   /* Out of memory: the pid is not recorded, and an orphan reaper could take
    * its status; the pidfd then reports it exited with an unknown status. */
   if (bt__owned_cap && (bt__owned_len + bt__owned_tombs + 1) * 2 <= bt__owned_cap) {
     size_t i = bt__slot(pid, bt__owned_cap);
-    while (bt__owned[i] > 0) i = (i + 1) & (bt__owned_cap - 1);
+    while (bt__owned[i] > 0)
+      i = (i + 1) & (bt__owned_cap - 1);
     if (bt__owned[i] == BT_TOMB) bt__owned_tombs--;
     bt__owned[i] = pid;
     bt__owned_len++;

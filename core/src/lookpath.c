@@ -29,8 +29,7 @@ static int bt__copy(char *out, size_t outlen, const char *a, size_t alen, const 
   return 0;
 }
 
-int bt_lookpath(const char *file, const char *path_env, const char *cwd, char *out,
-                size_t outlen) {
+int bt_lookpath(const char *file, const char *path_env, const char *cwd, char *out, size_t outlen) {
   (void)cwd; /* a relative path is resolved by the child after its chdir */
   if (file == NULL || *file == '\0') return -ENOENT;
   if (strchr(file, '/')) return bt__copy(out, outlen, file, strlen(file), NULL);

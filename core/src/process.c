@@ -123,8 +123,10 @@ static void bt__on_close(uv_handle_t *handle) {
 
 void bt_process_ref(bt_process_t *proc, int ref) {
   if (proc->closing_) return;
-  if (ref) uv_ref((uv_handle_t *)&proc->poll_);
-  else uv_unref((uv_handle_t *)&proc->poll_);
+  if (ref)
+    uv_ref((uv_handle_t *)&proc->poll_);
+  else
+    uv_unref((uv_handle_t *)&proc->poll_);
 }
 
 void bt_process_close(bt_process_t *proc, bt_close_cb close_cb) {

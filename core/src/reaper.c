@@ -33,8 +33,9 @@ int bt_reaper_reap(bt_reaper_t *reaper) {
       if (bt__owned_has((pid_t)pid)) continue;
       int st;
       pid_t r;
-      do r = waitpid((pid_t)pid, &st, WNOHANG);
-      while (r < 0 && errno == EINTR);
+      do {
+        r = waitpid((pid_t)pid, &st, WNOHANG);
+      } while (r < 0 && errno == EINTR);
       if (r == (pid_t)pid) {
         reaped++;
         if (reaper->cb_) reaper->cb_(reaper, r, st);
@@ -61,8 +62,10 @@ int bt_reaper_start(uv_loop_t *loop, bt_reaper_t *reaper, int subreaper, bt_reap
   /* Fails on a bad signal number only. */
   err = uv_signal_start(&reaper->signal_, bt__on_sigchld, SIGCHLD);
   assert(err == 0);
-  uv_unref((uv_handle_t *)&reaper->signal_); /* reaping alone keeps no loop alive */
-  bt_reaper_reap(reaper); /* orphans that arrived before */
+  /* Reaping alone keeps no loop alive. */
+  uv_unref((uv_handle_t *)&reaper->signal_);
+  /* Orphans that arrived before. */
+  bt_reaper_reap(reaper);
   return 0;
 }
 

@@ -130,6 +130,7 @@ struct bt_process_s {
   bt_exit_cb exit_cb_;
   bt_close_cb close_cb_;
   int closing_;
+  int owned_; /* spawned by bt_spawn, not yet reaped nor released by a close */
 };
 
 /*
@@ -174,8 +175,13 @@ BT_EXTERN int bt_process_kill(bt_process_t *proc, int sig);
 
 /*
  * Stop watching and release the pidfd; `close_cb` (may be NULL) fires from the
- * loop when `proc` may be freed. A child still running keeps running and
- * nobody reaps it: kill and wait for it first unless that is what you want.
+ * loop when `proc` may be freed, and `exit_cb` never fires after this call.
+ * Calling it again does nothing. A child of bt_spawn that has exited but
+ * whose exit_cb has not fired yet is reaped here (its status fills the exit
+ * fields). One still running keeps running and is no longer owned: an
+ * orphan reaper (bt_reaper_start) reaps it when it exits; without one,
+ * nobody does and it stays a zombie. Kill and wait for it first unless that
+ * is what you want. An adopted process (bt_process_open) is only let go.
  */
 BT_EXTERN void bt_process_close(bt_process_t *proc, bt_close_cb close_cb);
 

@@ -340,6 +340,7 @@ int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o, b
     proc->stage = BT_STAGE_SETUP;
     goto fail_parent;
   }
+  proc->owned_ = 1;
   return 0;
 
 fail:

@@ -511,6 +511,70 @@ static void test_reaper_spares_owned(void) {
   CHECK_EQ(uv_loop_close(&loop), 0);
 }
 
+static void test_close_running_reaped(void) {
+  /* A child closed while it runs is no longer owned: when it dies, the orphan
+   * reaper (subreaper mode, as the runner uses it) reaps it. */
+  uv_loop_t loop;
+  bt_reaper_t reaper;
+  int got[2] = {0, 0};
+  bt_process_t p;
+  int exits = 0;
+  char *argv[] = {"sleep", "30", NULL};
+  bt_spawn_options_t o = {.argv = argv};
+  uv_loop_init(&loop);
+  reaper.data = got;
+  CHECK_EQ(bt_reaper_start(&loop, &reaper, 1, on_orphan), 0);
+  p.data = &exits;
+  CHECK_EQ(bt_spawn(&loop, &p, &o, on_exit_count), 0);
+  pid_t pid = p.pid;
+  bt_process_close(&p, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(p.pidfd, -1);
+  CHECK_EQ(p.exited, 0);
+  /* Not reaped yet, so the pid still names our child. */
+  CHECK_EQ(kill(pid, SIGKILL), 0);
+  CHECK(run_until(&loop, &got[0], 20000));
+  CHECK_EQ(got[0], pid);
+  CHECK(WIFSIGNALED(got[1]) && WTERMSIG(got[1]) == SIGKILL);
+  CHECK_EQ(exits, 0);
+  bt_reaper_close(&reaper, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(uv_loop_close(&loop), 0);
+  prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+}
+
+static void test_close_exited_reaped(void) {
+  /* A child that exited while still owned, its SIGCHLD already handled by
+   * the reaper (which spared it), then closed before the loop saw its exit:
+   * no other SIGCHLD will come, so the close reaps it. */
+  uv_loop_t loop;
+  bt_reaper_t reaper;
+  int got[2] = {0, 0};
+  bt_process_t p;
+  int exits = 0;
+  char *argv[] = {"sh", "-c", "exit 5", NULL};
+  bt_spawn_options_t o = {.argv = argv};
+  uv_loop_init(&loop);
+  reaper.data = got;
+  CHECK_EQ(bt_reaper_start(&loop, &reaper, 0, on_orphan), 0);
+  p.data = &exits;
+  CHECK_EQ(bt_spawn(&loop, &p, &o, on_exit_count), 0);
+  pid_t pid = p.pid;
+  CHECK_EQ(wait_exited(&p), 0);
+  CHECK_EQ(bt_reaper_reap(&reaper), 0);
+  bt_process_close(&p, NULL);
+  CHECK(p.exited);
+  CHECK_EQ(p.exit_code, 5);
+  /* No zombie left: the pid is no child of ours any more. */
+  CHECK_EQ(waitpid(pid, NULL, WNOHANG), -1);
+  CHECK_EQ(errno, ECHILD);
+  bt_reaper_close(&reaper, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(exits, 0);
+  CHECK_EQ(got[0], 0);
+  CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
 static void test_adopt(void) {
   uv_loop_t loop;
   bt_process_t p;
@@ -707,6 +771,8 @@ static const struct {
     TEST_ENTRY(credentials),
     TEST_ENTRY(pdeathsig_and_reaper),
     TEST_ENTRY(reaper_spares_owned),
+    TEST_ENTRY(close_running_reaped),
+    TEST_ENTRY(close_exited_reaped),
     TEST_ENTRY(adopt),
     TEST_ENTRY(owned_churn),
     TEST_ENTRY(exec),

@@ -80,7 +80,7 @@ typedef enum {
 } bt_stage;
 
 typedef struct {
-  const char *file;           /* a path (contains '/') or a name looked up in the child's PATH */
+  const char *file;           /* a path, or a name looked up in PATH (bt_lookpath); NULL: argv[0] */
   char *const *argv;          /* NULL-terminated, argv[0] included; required */
   char *const *env;           /* NULL-terminated "K=V" list for the child; NULL inherits environ */
   const char *cwd;            /* the child's working directory; NULL inherits */
@@ -124,7 +124,7 @@ struct bt_process_s {
   int status_known;     /* 0 for an adopted process that is not our child: exit seen, status not */
   struct rusage rusage; /* resources used, once reaped (zero when unknown) */
   bt_stage stage;       /* on spawn failure: the failing step */
-  char path[4096];      /* the program's resolved path (also set when exec fails) */
+  char path[4096];      /* the program, as bt_lookpath found it (also set when exec fails) */
   /* private */
   uv_poll_t poll_;
   bt_exit_cb exit_cb_;
@@ -192,12 +192,20 @@ BT_EXTERN void bt_process_close(bt_process_t *proc, bt_close_cb close_cb);
 BT_EXTERN void bt_process_ref(bt_process_t *proc, int ref);
 
 /*
- * Find `file` the way the child will: a name containing '/' is taken as is
- * (relative to `cwd` when given); otherwise each absolute entry of `path_env`
- * (NULL: "/usr/local/bin:/usr/bin:/bin") is tried for an executable regular
- * file. Relative PATH entries (empty, ".", "bin") are skipped, as Go's
- * LookPath refuses an implicit "./". Writes the result to `out` and returns 0,
- * or -ENOENT, -EACCES, -ENAMETOOLONG.
+ * Find `file` the way the child will, by the rules of Go's exec.LookPath and
+ * Cmd.Dir. A name containing '/' is a path and is not searched: an absolute
+ * one is taken as is; a relative one ("./prog", "bin/prog") names a file in
+ * the child's working directory `cwd` when one is given ("If Path is
+ * relative, it is evaluated relative to Dir"), so the result is `cwd` joined
+ * with it ("./prog" in "/srv" gives "/srv/prog"; with a relative `cwd` the
+ * result is relative to the caller's working directory), and without `cwd`
+ * the path as given. A path is not checked: the child's execve reports what
+ * is wrong with it. A name without '/' is searched in each absolute entry of
+ * `path_env` (NULL: "/usr/local/bin:/usr/bin:/bin") for an executable
+ * regular file; relative entries (empty, ".", "bin") are skipped, as Go's
+ * LookPath refuses an implicit "./", so `cwd` never matters for a name.
+ * Writes the result to `out` and returns 0, or -ENOENT, -EACCES,
+ * -ENAMETOOLONG (the result does not fit in `outlen` bytes).
  */
 BT_EXTERN int bt_lookpath(const char *file, const char *path_env, const char *cwd, char *out,
                           size_t outlen);

@@ -233,10 +233,12 @@ static int bt__prepare(const bt_spawn_options_t *o, bt_process_t *proc, child_ar
     a->src[i] = BT_SRC_CLOSE;
 
   proc->stage = BT_STAGE_LOOKUP;
-  int err = bt_lookpath(o->file ? o->file : o->argv[0], bt__env_path(o->env), o->cwd, proc->path,
-                        sizeof proc->path);
+  const char *file = o->file ? o->file : o->argv[0];
+  int err = bt_lookpath(file, bt__env_path(o->env), o->cwd, proc->path, sizeof proc->path);
   if (err < 0) return err;
-  a->path = proc->path;
+  /* proc->path names the program from here. The child, already in `cwd`,
+   * execs a path as it was given: a relative cwd would be applied twice. */
+  a->path = strchr(file, '/') ? file : proc->path;
   proc->stage = BT_STAGE_SETUP;
   return 0;
 }
@@ -356,8 +358,9 @@ int bt_exec(const bt_spawn_options_t *o, bt_process_t *info) {
   if (err < 0) return err;
   for (int i = 0; i < o->nstdio; i++)
     if (o->stdio[i].type == BT_STDIO_PIPE) return -EINVAL;
-  /* Fail early on what can be known without changing anything. */
-  if (access(a.path, X_OK) < 0) {
+  /* Fail early on what can be known without changing anything (from here,
+   * before the chdir: info->path, not a.path). */
+  if (access(info->path, X_OK) < 0) {
     info->stage = BT_STAGE_EXEC;
     return -errno;
   }

@@ -142,6 +142,18 @@ static int child_exec(const char *what) {
   return 3;
 }
 
+/* Replace this process with ./prog in `dir`; if that fails, say so. */
+static int child_exec_cwd(const char *dir) {
+  bt_process_t info;
+  char *argv[] = {"./prog", NULL};
+  bt_stdio_t io[] = {
+      {BT_STDIO_INHERIT, -1, 0}, {BT_STDIO_INHERIT, -1, 0}, {BT_STDIO_INHERIT, -1, 0}};
+  bt_spawn_options_t o = {.argv = argv, .cwd = dir, .stdio = io, .nstdio = 3};
+  int err = bt_exec(&o, &info);
+  printf("exec failed: %d %s\n", err, bt_stage_name(info.stage));
+  return 3;
+}
+
 /* ---- helpers ------------------------------------------------------------------------------- */
 
 static void on_exit_count(bt_process_t *p) {
@@ -240,6 +252,15 @@ static int make_temp_dir(char *dir, size_t cap) {
   const char *tmp = getenv("TMPDIR");
   snprintf(dir, cap, "%s/baton-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
   return mkdtemp(dir) ? 0 : -errno;
+}
+
+/* Write an executable shell script at `path`. */
+static int write_script(const char *path, const char *body) {
+  FILE *f = fopen(path, "we");
+  if (f == NULL) return -errno;
+  fprintf(f, "#!/bin/sh\n%s\n", body);
+  if (fclose(f) != 0) return -errno;
+  return chmod(path, 0755) < 0 ? -errno : 0;
 }
 
 /* ---- tests ----------------------------------------------------------------------------------- */
@@ -707,13 +728,105 @@ static void test_lookpath(void) {
   char out[256];
   CHECK_EQ(bt_lookpath("sh", "/nonexistent:/bin", NULL, out, sizeof out), 0);
   CHECK(strcmp(out, "/bin/sh") == 0);
-  /* Relative entries are never searched, even when the file is there. */
+  /* Relative entries are never searched, even when the file is there: "bin"
+   * in the child's cwd "/" holds sh. */
   CHECK_EQ(bt_lookpath("sh", ".:bin:", "/", out, sizeof out), -ENOENT);
   CHECK_EQ(bt_lookpath("passwd", "/etc", NULL, out, sizeof out), -EACCES);
   CHECK_EQ(bt_lookpath("./x", NULL, NULL, out, sizeof out), 0);
   CHECK(strcmp(out, "./x") == 0);
   CHECK_EQ(bt_lookpath("sh", "/bin", NULL, out, 4), -ENAMETOOLONG);
   CHECK_EQ(bt_lookpath("", NULL, NULL, out, sizeof out), -ENOENT);
+}
+
+static void test_lookpath_cwd(void) {
+  /* A relative path is relative to the child's cwd (Go: to Cmd.Dir); an
+   * absolute path, and any path without a cwd, is taken as is. */
+  char out[256];
+  CHECK_EQ(bt_lookpath("./prog", NULL, "/srv/app", out, sizeof out), 0);
+  CHECK_STR(out, "/srv/app/prog");
+  CHECK_EQ(bt_lookpath("bin/prog", "/bin", "/srv/app/", out, sizeof out), 0);
+  CHECK_STR(out, "/srv/app/bin/prog");
+  CHECK_EQ(bt_lookpath("../prog", NULL, "/srv/app", out, sizeof out), 0);
+  CHECK_STR(out, "/srv/app/../prog");
+  CHECK_EQ(bt_lookpath("./prog", NULL, "/", out, sizeof out), 0);
+  CHECK_STR(out, "/prog");
+  CHECK_EQ(bt_lookpath("./prog", NULL, "sub", out, sizeof out), 0);
+  CHECK_STR(out, "sub/prog");
+  CHECK_EQ(bt_lookpath("/bin/sh", NULL, "/srv/app", out, sizeof out), 0);
+  CHECK_STR(out, "/bin/sh");
+  CHECK_EQ(bt_lookpath("./prog", NULL, "", out, sizeof out), 0);
+  CHECK_STR(out, "./prog");
+  CHECK_EQ(bt_lookpath("./prog", NULL, "/srv/app", out, 13), -ENAMETOOLONG);
+  CHECK_EQ(bt_lookpath("./prog", NULL, "/srv/app", out, 14), 0);
+
+  /* A name is searched in absolute PATH entries only: the cwd, given or
+   * our own, never matters, even when the program is right there. */
+  char dir[4096], prog[4200];
+  CHECK_EQ(make_temp_dir(dir, sizeof dir), 0);
+  snprintf(prog, sizeof prog, "%s/prog", dir);
+  CHECK_EQ(write_script(prog, "exit 0"), 0);
+  CHECK_EQ(bt_lookpath("prog", ".:", dir, out, sizeof out), -ENOENT);
+  int here = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  CHECK_EQ(chdir(dir), 0);
+  CHECK_EQ(bt_lookpath("prog", ".:", NULL, out, sizeof out), -ENOENT);
+  CHECK_EQ(fchdir(here), 0);
+  close(here);
+  CHECK_EQ(bt_lookpath("prog", dir, "/", out, sizeof out), 0);
+  CHECK_STR(out, prog);
+  CHECK_EQ(unlink(prog), 0);
+  CHECK_EQ(rmdir(dir), 0);
+}
+
+static void test_relative_path_cwd(void) {
+  /* `./prog` with a cwd runs the cwd's prog, and the handle names it from
+   * here; with a relative cwd too (the child must not apply it twice). */
+  char dir[4096], sub[4200], prog[4300], buf[4096], want[4500];
+  CHECK_EQ(make_temp_dir(dir, sizeof dir), 0);
+  snprintf(sub, sizeof sub, "%s/sub", dir);
+  snprintf(prog, sizeof prog, "%s/prog", sub);
+  CHECK_EQ(mkdir(sub, 0755), 0);
+  CHECK_EQ(write_script(prog, "echo \"$0 in $(pwd)\""), 0);
+
+  char *argv[] = {"./prog", NULL};
+  bt_spawn_options_t o = {.cwd = sub};
+  CHECK_EQ(capture(argv, &o, buf, sizeof buf), 0);
+  snprintf(want, sizeof want, "./prog in %s\n", sub);
+  CHECK_STR(buf, want);
+
+  bt_process_t p;
+  o.argv = argv;
+  CHECK_EQ(run_proc(&p, &o), 0);
+  CHECK_STR(p.path, prog);
+  char *missing[] = {"./missing", NULL};
+  o.argv = missing;
+  CHECK_EQ(run_proc(&p, &o), -ENOENT);
+  CHECK_EQ(p.stage, BT_STAGE_EXEC);
+  snprintf(want, sizeof want, "%s/missing", sub);
+  CHECK_STR(p.path, want);
+
+  int here = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  CHECK_EQ(chdir(dir), 0);
+  o.cwd = "sub";
+  CHECK_EQ(capture(argv, &o, buf, sizeof buf), 0);
+  snprintf(want, sizeof want, "./prog in %s\n", sub);
+  CHECK_STR(buf, want);
+  o.argv = argv;
+  CHECK_EQ(run_proc(&p, &o), 0);
+  CHECK_STR(p.path, "sub/prog");
+  CHECK_EQ(fchdir(here), 0);
+  close(here);
+
+  /* bt_exec checks the program where the child will find it, before its
+   * chdir, and runs it. */
+  char *exec[] = {(char *)self, "--child", "exec-cwd", sub, NULL};
+  bt_spawn_options_t none = {0};
+  CHECK_EQ(capture(exec, &none, buf, sizeof buf), 0);
+  snprintf(want, sizeof want, "./prog in %s\n", sub);
+  CHECK_STR(buf, want);
+
+  CHECK_EQ(unlink(prog), 0);
+  CHECK_EQ(rmdir(sub), 0);
+  CHECK_EQ(rmdir(dir), 0);
 }
 
 static void test_signal_names(void) {
@@ -779,6 +892,8 @@ static const struct {
     TEST_ENTRY(signal_state),
     TEST_ENTRY(env_cwd_pgrp),
     TEST_ENTRY(lookpath),
+    TEST_ENTRY(lookpath_cwd),
+    TEST_ENTRY(relative_path_cwd),
     TEST_ENTRY(signal_names),
     TEST_ENTRY(many_spawns),
 };
@@ -916,6 +1031,8 @@ int main(int argc, char **argv) {
     if (strcmp(argv[2], "exec-missing") == 0) return child_exec("missing");
     return 100;
   }
+  if (argc == 4 && strcmp(argv[1], "--child") == 0 && strcmp(argv[2], "exec-cwd") == 0)
+    return child_exec_cwd(argv[3]);
   self = "/proc/self/exe";
   static char path[4096];
   ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);

@@ -72,7 +72,7 @@ static const char *self;
     return;                                                                                        \
   } while (0)
 
-/* ---- child helpers ----------------------------------------------------------------------- */
+/* ---- child helpers ------------------------------------------------------------------- */
 
 static int child_fds(void) {
   DIR *d = opendir("/proc/self/fd");
@@ -154,7 +154,7 @@ static int child_exec_cwd(const char *dir) {
   return 3;
 }
 
-/* ---- helpers ------------------------------------------------------------------------------- */
+/* ---- helpers ------------------------------------------------------------------------- */
 
 static void on_exit_count(bt_process_t *p) {
   (*(int *)p->data)++;
@@ -263,7 +263,7 @@ static int write_script(const char *path, const char *body) {
   return chmod(path, 0755) < 0 ? -errno : 0;
 }
 
-/* ---- tests ----------------------------------------------------------------------------------- */
+/* ---- tests --------------------------------------------------------------------------- */
 
 static void test_exit_codes(void) {
   bt_process_t p;
@@ -862,8 +862,7 @@ static void test_many_spawns(void) {
   CHECK_EQ(uv_loop_close(&loop), 0);
 }
 
-/* ---- the test list -----------------------------------------------------------------------------
- */
+/* ---- the test list ------------------------------------------------------------------- */
 
 /* One line per test: core/test/CMakeLists.txt reads the names from these lines. */
 #define TEST_ENTRY(name)                                                                           \
@@ -900,8 +899,7 @@ static const struct {
 
 #define NTESTS (sizeof tests / sizeof tests[0])
 
-/* ---- what a test leaves behind ------------------------------------------------------------------
- */
+/* ---- what a test leaves behind ------------------------------------------------------- */
 
 #define MAX_FDS 1024
 
@@ -970,7 +968,10 @@ static int check_children(void) {
   siginfo_t si;
   si.si_pid = 0;
   if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG) == 0) {
-    fprintf(stderr, "leak check: child %d left (not listed in /proc)\n", (int)si.si_pid);
+    if (si.si_pid)
+      fprintf(stderr, "leak check: child %d left (not listed in /proc)\n", (int)si.si_pid);
+    else
+      fprintf(stderr, "leak check: a child left running (not listed in /proc)\n");
     n++;
   } else if (errno != ECHILD) {
     fprintf(stderr, "leak check: waitid: %s\n", strerror(errno));

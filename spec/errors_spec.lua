@@ -41,6 +41,28 @@ describe("errors", function()
       raised(function() baton.sh("echo %d", 1) end))
   end)
 
+  it("raise on a method called with a dot, a stream used the wrong way, conflicting options", function()
+    local p = baton.spawn { "cat", stdin = "pipe", stdout = "pipe" }
+    assert.matches(HERE .. "bad argument #1 to 'wait' %(a process or pipeline run expected, got no value %(call it as obj:wait%(…%)%)%)$",
+      raised(function() p.wait() end))
+    assert.matches(HERE .. "baton: cannot read stdin: baton writes this end of the pipe$",
+      raised(function() p.stdin:read("a") end))
+    assert.matches(HERE .. "baton: cannot write stdout: baton reads this end of the pipe$",
+      raised(function() p.stdout:write("x") end))
+    assert.matches(HERE .. "bad argument #1 to 'read' %(baton.stream expected, got no value",
+      raised(function() p.stdout.read() end))
+    local t = baton.go(function() end)
+    assert.matches(HERE .. "bad argument #1 to 'wait' %(baton.task expected, got number", raised(function() t.wait(5) end))
+    assert.matches(HERE .. "bad argument #1 to 'run' %(option 'capture': stdout and stderr both go elsewhere, so nothing would be captured%)$",
+      raised(function() baton.run { "true", capture = true, stdout = "stderr", stderr = "stdout" } end))
+    assert.matches(HERE .. "bad argument #1 to 'sleep' %(a number of seconds from 0 to 1e9 expected, got %-1%)$",
+      raised(function() baton.sleep(-1) end))
+    p.stdin:write("a\nb\n")
+    p.stdin:close()
+    assert.are.same({ "a", "b", nil, n = 3 }, table.pack(p.stdout:read("l", "l", "l")))
+    assert.is_true(p:wait().ok)
+  end)
+
   it("raise on use after close: a write to a closed stream", function()
     local p = baton.spawn { "cat", stdin = "pipe", stdout = "null" }
     p.stdin:close()
@@ -88,6 +110,25 @@ end)
 
 describe("run results", function()
   H.guard()
+
+  it("name a sink that raised, in the status and its text", function()
+    local r = baton.run { "echo", "x", stdout = function(chunk) if chunk then error("sink boom", 0) end end, check = false }
+    assert.is_false(r.ok)
+    assert.are.equal("sink boom", r.sink_error)
+    assert.are.equal("exit 0 (a sink raised: sink boom)", tostring(r))
+  end)
+
+  it("flag output held open past wait_delay, and stop what holds it in the group", function()
+    local secs = string.format("%d.%06d", 2000 + math.random(1000), math.random(999999))
+    local r = baton.run { "sh", "-c", "sleep " .. secs .. " & echo started", stdout = function() end,
+      wait_delay = 0.1, pgroup = true, check = false }
+    assert.is_false(r.ok)
+    assert.is_true(r.wait_delay_expired)
+    assert.are.equal("exit 0 (output held open past wait_delay)", tostring(r))
+    local deadline = baton.now() + 5 -- a killed process takes a moment to go
+    while baton.ok { "pgrep", "-fx", "sleep " .. secs, stdout = "null" } and baton.now() < deadline do baton.sleep(0.01) end
+    assert.is_false(baton.ok { "pgrep", "-fx", "sleep " .. secs, stdout = "null" })
+  end)
 
   it("are statuses: the same fields, and tostring gives the status", function()
     local r = baton.run { "sh", "-c", "echo out; exit 3", capture = true, check = false }

@@ -44,6 +44,15 @@ function M.argerror(fname, n, msg)
   error(fmt("bad argument #%d to '%s' (%s)", n, fname, msg), M.user_level())
 end
 
+--- Raise unless a method was called on an object of its kind (`p.wait()`
+-- instead of `p:wait()`, say): `is` says whether `self` is one.
+function M.check_self(is, self, fname, kind)
+  if not is then
+    M.argerror(fname, 1, fmt("%s expected, got %s (call it as obj:%s(…))", kind,
+      self == nil and "no value" or type(self), fname))
+  end
+end
+
 --- Raise `baton: msg` (formatted) at the script's line: misuse that is not
 -- about one argument (use after close, waiting where nothing can wake).
 function M.misuse(msg, ...)

@@ -43,7 +43,10 @@ function Status.__tostring(s)
   else
     t = "exit " .. tostring(s.code)
   end
-  return s.timed_out and (t .. " (timed out)") or t
+  if s.timed_out then t = t .. " (timed out)" end
+  if s.wait_delay_expired then t = t .. " (output held open past wait_delay)" end
+  if s.sink_error ~= nil then t = t .. " (a sink raised: " .. tostring(s.sink_error) .. ")" end
+  return t
 end
 
 --- What waiters of a job that stopped being watched get (an adopted
@@ -55,6 +58,12 @@ M.RELEASED = setmetatable({}, { __tostring = function() return "released" end })
 local Job = {}
 Job.__index = Job
 M.Job = Job
+
+-- Raise unless `self` is a job (`p.wait()` instead of `p:wait()`, say).
+local function check(self, fname)
+  errors.check_self(type(self) == "table" and self._readers ~= nil, self, fname, "a process or pipeline run")
+end
+M.check = check
 
 --- A class of jobs: its methods fall back on Job's. Metamethods are not
 -- inherited by Lua, so `__close` and `__tostring` are set here.
@@ -155,12 +164,18 @@ function Job:_abandon_readers()
   end
 end
 
---- Abandon the readers `secs` from now.
+--- Abandon the readers `secs` from now (`wait_delay`, or 1 s after a
+-- timeout): what holds the output open is killed if it is in the job's
+-- group, and the job no longer counts as a success (Go's ErrWaitDelay).
 function Job:_bound_readers(secs)
   if self._reader_timer then return end
   local timer = core.timer()
   self._reader_timer = timer
-  timer:start(options.ms(secs), 0, function() self:_abandon_readers() end)
+  timer:start(options.ms(secs), 0, function()
+    self._abandoned = true
+    if self.pgid then self:_send(9) end
+    self:_abandon_readers()
+  end)
 end
 
 --- The exit status is known: done once the readers reached their end, or
@@ -190,6 +205,10 @@ function Job:_done()
   registry.forget(self)
   if self._on_done then self:_on_done() end
   local st = self._exit
+  if self._abandoned and st.ok then
+    st.ok, st.wait_delay_expired = false, true
+    st.failure = st.failure or "its output was still held open after wait_delay"
+  end
   -- A sink that raised fails the job, whatever its exit: the error is the
   -- cause (the child may then have died of SIGPIPE).
   for _, r in ipairs(self._readers) do
@@ -233,6 +252,7 @@ end
 -- `timeout` in seconds `nil, "ETIMEDOUT: …", "ETIMEDOUT"` if it is not done
 -- by then.
 function Job:wait(timeout)
+  check(self, "wait")
   options.check_seconds("wait", 1, timeout, "timeout")
   if self.status then return self.status end
   local timer = timeout and core.timer()
@@ -254,7 +274,10 @@ function Job:wait(timeout)
 end
 
 --- The status if the job is done, else nil; never waits.
-function Job:poll() return self.status end
+function Job:poll()
+  check(self, "poll")
+  return self.status
+end
 
 --- Stop the job and return its status: TERM, up to `grace` seconds (none:
 -- straight to KILL), KILL, and after one more second stop waiting for pipes
@@ -286,6 +309,7 @@ end
 --- TERM (the group, if it leads one), wait up to `grace` seconds (default
 -- 5), then KILL; returns the status.
 function Job:terminate(grace)
+  check(self, "terminate")
   options.check_seconds("terminate", 1, grace, "grace")
   return self:_terminate(grace or 5)
 end
@@ -293,6 +317,7 @@ end
 --- Leave the enclosing scope and the runner's care: not terminated when
 -- the scope or the script ends.
 function Job:detach()
+  check(self, "detach")
   registry.forget(self)
   return self
 end

@@ -334,6 +334,13 @@ local function stdio(s, fname, ctx, over, defaults)
     if stdin ~= nil and stdin ~= "pipe" then argerror(fname, 1, "options 'input' and 'stdin' exclude each other") end
     stdin = "pipe"
   end
+  if s.capture then -- run's: stdout and stderr default to pipes baton reads
+    local out = s.stdout == nil or s.stdout == "pipe"
+    local err = s.stderr == nil or s.stderr == "pipe"
+    if not (out or err or (s.stdout == "stderr" and s.stderr == nil)) then
+      argerror(fname, 1, "option 'capture': stdout and stderr both go elsewhere, so nothing would be captured")
+    end
+  end
   local fds = { [1] = redirection(stdin, 0, "stdin", fname, ctx) }
   if stdout == "stderr" and stderr == "stdout" then
     fds[2], fds[3] = 2, 1 -- a swap: each gets what the parent has on the other

@@ -218,13 +218,17 @@ end
 
 --- Send a signal to every stage (the process group).
 function Run:signal(sig)
+  job.check(self, "signal")
   local n = options.signum(sig, "signal", 1)
-  if not self.pgid then return nil, "ESRCH: no process in the pipeline", "ESRCH" end
+  if not self.pgid then return errors.fail("ESRCH", "no process in the pipeline") end
   return core.killpg(self.pgid, n)
 end
 Run.signal_group = Run.signal
 
-function Run:kill() return self:signal(9) end
+function Run:kill()
+  job.check(self, "kill")
+  return self:signal(9)
+end
 
 -- What a timeout, terminate and close send: the signal to every stage, and
 -- a cancel to the Lua function stages (a signal cannot reach them).
@@ -238,6 +242,7 @@ end
 
 --- Kill what still runs, wait, close the pipes.
 function Run:close()
+  job.check(self, "close")
   self:_terminate(0, true)
   for _, name in ipairs { "stdin", "stdout", "stderr" } do
     if self[name] then self[name]:close() end
@@ -426,7 +431,7 @@ function Pipeline:__start(_, fname, defaults)
       if tee then tee:close() end
       return nil, msg, code
     end
-    run.stderr = Stream.new(ud, "stderr")
+    run.stderr = Stream.new(ud, "stderr", "r")
   end
   if tee_to_stdout then
     local out = run.stdout

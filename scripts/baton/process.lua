@@ -137,7 +137,7 @@ function M.start(spec, keys, fname, defaults, over)
   if (o.setsid or o.pgid == 0) and not (over and over.pgid) then p.pgid = p.pid end
   for fd, st in pairs(pipes) do
     local name = fd == 0 and "stdin" or fd == 1 and "stdout" or fd == 2 and "stderr" or ("fd " .. fd)
-    local stream = Stream.new(st, name)
+    local stream = Stream.new(st, name, fd == 0 and "w" or "r")
     if fd <= 2 then p[name] = stream end
     p.fds[fd] = stream
   end
@@ -198,11 +198,13 @@ end
 --- Send a signal (name or number) through the pidfd.
 -- @return true, or nil, msg, code ("ESRCH" once the process has exited)
 function Process:signal(sig)
+  job.check(self, "signal")
   return self._ud:kill(options.signum(sig, "signal", 1))
 end
 
 --- Send a signal to the process group the process leads (pgroup/setsid).
 function Process:signal_group(sig)
+  job.check(self, "signal_group")
   local n = options.signum(sig, "signal_group", 1)
   if not self.pgid then
     errors.misuse("process %d does not lead a process group (spawn it with pgroup = true)", self.pid)
@@ -211,12 +213,16 @@ function Process:signal_group(sig)
 end
 
 --- Send SIGKILL.
-function Process:kill() return self._ud:kill(9) end
+function Process:kill()
+  job.check(self, "kill")
+  return self._ud:kill(9)
+end
 
 --- Close the pipes; kill and reap the process if it still runs. For
 -- `local p <close> = baton.spawn{…}`. An adopted process is released
 -- instead (Go's Release): baton stops watching it.
 function Process:close()
+  job.check(self, "close")
   if self.adopted then
     if not self.status and not self.released then
       self.released = true

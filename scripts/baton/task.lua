@@ -260,6 +260,7 @@ end
 
 --- Wait for the task to finish; return its results or raise its error.
 function Task:wait()
+  errors.check_self(getmetatable(self) == Task, self, "wait", "baton.task")
   if not self.done then
     if tasks[corunning()] == self then errors.misuse("a task cannot wait for itself") end
     local me
@@ -302,6 +303,7 @@ function Task:is_done() return self.done end
 --- Make the task's pending wait raise `msg` (default "cancelled").
 -- @return true if the task was waiting and got cancelled
 function Task:cancel(msg)
+  errors.check_self(getmetatable(self) == Task, self, "cancel", "baton.task")
   if self.done or self.failing or not self.token or costatus(self.co) ~= "suspended" then return false end
   self.token = nil
   self.cancelled = true

@@ -60,6 +60,21 @@ describe("the runner", function()
     assert.are.equal("false\tinterrupted by SIGTERM\t143\nkilled by SIGTERM\tnil\nkilled by SIGKILL\n", r.stdout)
   end)
 
+  it("neither waits for nor stops a detached process or pipeline: a daemon outlives the script", function()
+    local r = baton.run { os.getenv("BATON_EXE"), "-e", [[
+      print(baton.spawn { "sleep", "30", detach = true }.pid)
+      print((baton.cmd { "sleep", "30" } | baton.cmd { "cat" }):spawn { detach = true }.pid)
+    ]], capture = true }
+    local pids = {}
+    for pid in r.stdout:gmatch("%d+") do pids[#pids + 1] = tonumber(pid) end
+    assert.are.equal(2, #pids)
+    for _, pid in ipairs(pids) do
+      assert.is_true(H.alive(pid), "the detached process was stopped")
+      assert.is_true(baton.ok { "kill", "-KILL", tostring(pid) })
+      assert.is_true(H.gone_within(pid, 5))
+    end
+  end)
+
   it("knows what runs: started jobs until done, not detached ones", function()
     local registry = require "baton.registry"
     local base = #registry.jobs()

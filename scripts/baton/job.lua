@@ -314,11 +314,16 @@ function Job:terminate(grace)
   return self:_terminate(grace or 5)
 end
 
---- Leave the enclosing scope and the runner's care: not terminated when
--- the scope or the script ends.
+--- Leave the enclosing scope and the runner's care, as a daemon started by
+-- a script: not terminated when the scope or the script ends, and the
+-- runner does not wait for it (unless a task does).
 function Job:detach()
   check(self, "detach")
   registry.forget(self)
+  if not self.status and self._watching then
+    self._watch = self._watching
+    if next(self._waiters) == nil then self:_watch(false) end
+  end
   return self
 end
 

@@ -30,6 +30,7 @@ local fmt, concat = string.format, table.concat
 local KEYS = {
   stdin = "redir", stdout = "redir", stderr = "redir", input = "string", capture = "boolean", check = "boolean",
   timeout = "seconds", kill_signal = "signal", grace = "seconds", wait_delay = "seconds", tee = "tee",
+  detach = "boolean",
 }
 
 local function argerror(fname, msg) errors.argerror(fname, 1, msg) end
@@ -210,6 +211,13 @@ function Run:_stage_done()
     if self.timed_out then st.failure = st.failure .. " (timed out)" end
   end
   self:_exited(st)
+end
+
+-- Whether the loop runs for the stages (see Job:detach).
+function Run:_watching(on)
+  for _, p in pairs(self.processes) do
+    if not p.status then p._ud:ref(on) end
+  end
 end
 
 function Run:_on_done()
@@ -393,7 +401,7 @@ function Pipeline:__start(_, fname, defaults)
         if not p then
           return "failed", fmt("%s (pipeline stage %d)", msg, i), code
         end
-        p:detach() -- the pipeline is the unit its scope manages
+        registry.forget(p) -- the pipeline is the unit its scope manages
         run.pgid = run.pgid or p.pid
         run.pid = run.pid or p.pid
         rec.proc = p
@@ -490,7 +498,7 @@ function Pipeline:__start(_, fname, defaults)
     run._kill_signal, run._grace = o.kill_signal or "TERM", o.grace or 1
     run:_arm_timeout(o.timeout)
   end
-  if not o.detach then registry.track(run) end
+  if o.detach then run:detach() else registry.track(run) end
   return run
 end
 

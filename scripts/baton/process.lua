@@ -28,8 +28,12 @@ local Process = job.class("baton.process")
 M.Process = Process
 
 -- A Process over the core's handle `ud`; `on_exit` is wired here.
+-- Whether the loop runs for the process: while someone waits, for one
+-- adopted or detached.
+local function watch(self, on) self._ud:ref(on) end
+
 local function new(ud, fields)
-  fields.pid, fields.path, fields._ud, fields.fds = ud:pid(), ud:path(), ud, {}
+  fields.pid, fields.path, fields._ud, fields.fds, fields._watching = ud:pid(), ud:path(), ud, {}, watch
   local p = job.new(Process, fields)
   ud:on_exit(function(code, sig, coredump, known)
     p:_exited(setmetatable({
@@ -86,7 +90,7 @@ local function start_inputs(argv, s, subs, fname, over)
       for _, h in ipairs(held) do core.close(h) end
       return nil, msg, code
     end
-    if p.detach then p:detach() end
+    registry.forget(p) -- the process it feeds is the unit that counts
     inner[#inner + 1] = p
     held[#held + 1] = r
     over.fds[fd] = r
@@ -159,7 +163,7 @@ function M.start(spec, keys, fname, defaults, over)
     p.inputs = inner
     for _, q in ipairs(inner) do p:_hold { job = q, wait = function() q:wait() end } end
   end
-  if not s.detach then registry.track(p) end
+  if s.detach then p:detach() else registry.track(p) end
   return p
 end
 
@@ -239,9 +243,6 @@ end
 function Process:_describe()
   return fmt("baton.process %d (%s)", self.pid, self.status and tostring(self.status) or "running")
 end
-
--- An adopted process keeps baton running only while someone waits for it.
-local function watch(self, on) self._ud:ref(on) end
 
 --- Watch a process that exists already (Go's os.FindProcess, through a
 -- pidfd): signal it, wait for it. Its exit status is known only if it is our

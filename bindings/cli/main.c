@@ -119,10 +119,16 @@ static int run_main(lua_State *L, int nargs) {
     return report(L, status);
   }
   if (!lua_toboolean(L, -4)) {
-    /* A fourth result is the exit status to use (128 + signal when stopped by one). */
+    /* A fourth result is the exit status to use (128 + signal when stopped by
+     * one); a nil message was printed already. */
     if (lua_isinteger(L, -1)) exit_status = (int)lua_tointeger(L, -1);
+    int printed = lua_isnil(L, -3);
     lua_pushvalue(L, -3); /* the traceback */
     lua_remove(L, fn);
+    if (printed) {
+      lua_settop(L, fn - 1);
+      return LUA_ERRRUN;
+    }
     return report(L, LUA_ERRRUN);
   }
   lua_settop(L, fn - 1);

@@ -27,11 +27,13 @@
  * here may be called from another thread, nor from a signal handler.
  *
  * Errors nobody catches are handled on the Lua side; there is no C hook:
- * - an error in a task that no other task waits for goes to the Lua function
- *   `require("baton.task").on_uncaught(task, traceback)`. When a host runs
- *   the loop, the default prints "baton: uncaught error in task: ..." to
- *   stderr and leaves the loop alone; a host replaces the function to send
- *   the report elsewhere.
+ * - a task's error that nobody ever waits for is uncaught: once that is
+ *   known (the task was collected, or `require("baton.task")
+ *   .report_uncaught()` is called as the program ends) it goes to the Lua
+ *   function `require("baton.task").on_uncaught(task, traceback)`, whose
+ *   default prints "baton: uncaught error in task: ..." to stderr and leaves
+ *   the loop alone. A host replaces that function to send the report
+ *   elsewhere (scripts/baton/task.lua says more).
  * - an error raised by a callback of `baton.core` that runs outside any task
  *   goes to the function given to `require("baton.core").set_error_handler`
  *   (called with the traceback), or is printed to stderr

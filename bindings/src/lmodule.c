@@ -18,17 +18,26 @@
  * functions to the table on top of the stack and registers the metatable of
  * its userdata type, if it has one. */
 static void (*const lb_openers[])(lua_State *L) = {
-    lb_open_loop,    /* lloop.c: run stop running host_loop alive handles set_error_handler defer */
-    lb_open_util,    /* lutil.c: now signum signame errname lookpath fileno environ cwd getpid
-                        maxrss */
-    lb_open_process, /* lprocess.c: spawn exec adopt killpg; the process userdata */
-    lb_open_stream,  /* lstream.c: stream_open; the stream userdata */
-    lb_open_timer,   /* ltimer.c: timer; the timer userdata */
-    lb_open_signal,  /* lsignal.c: signal_watch; the signal watcher userdata */
-    lb_open_fd,      /* lfd.c: pipe setblocking close */
-    lb_open_user,    /* luser.c: user group */
-    lb_open_rlimit,  /* lrlimit.c: RLIMIT */
-    lb_open_reaper,  /* lreaper.c: reaper set_subreaper; the reaper userdata */
+    /* lloop.c: run stop running host_loop alive handles set_error_handler defer */
+    lb_open_loop,
+    /* lutil.c: now signum signame errname strerror lookpath fileno environ cwd getpid maxrss */
+    lb_open_util,
+    /* lprocess.c: spawn exec adopt killpg; the process userdata */
+    lb_open_process,
+    /* lstream.c: stream_open; the stream userdata */
+    lb_open_stream,
+    /* ltimer.c: timer; the timer userdata */
+    lb_open_timer,
+    /* lsignal.c: signal_watch; the signal watcher userdata */
+    lb_open_signal,
+    /* lfd.c: pipe setblocking close */
+    lb_open_fd,
+    /* luser.c: user group */
+    lb_open_user,
+    /* lrlimit.c: RLIMIT */
+    lb_open_rlimit,
+    /* lreaper.c: reaper set_subreaper; the reaper userdata */
+    lb_open_reaper,
 };
 
 int luaopen_baton_core(lua_State *L) {

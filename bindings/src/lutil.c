@@ -76,6 +76,22 @@ static int l_errname(lua_State *L) {
   return 2;
 }
 
+/* core.strerror(errno or "ENAME") -> the system's message for it. */
+static int l_strerror(lua_State *L) {
+  int err = 0;
+  if (lua_type(L, 1) == LUA_TSTRING) {
+    const char *name = lua_tostring(L, 1);
+    for (int e = 1; e < 4096 && err == 0; e++)
+      if (strcmp(bt_err_name(-e), name) == 0) err = -e;
+    if (err == 0) return luaL_argerror(L, 1, "unknown errno name");
+  } else {
+    err = (int)luaL_checkinteger(L, 1);
+    if (err > 0) err = -err;
+  }
+  lua_pushstring(L, bt_strerror(err));
+  return 1;
+}
+
 /* core.lookpath(file, [path], [cwd], [check]) -> path | nil, msg, code */
 static int l_lookpath(lua_State *L) {
   const char *file = luaL_checkstring(L, 1);
@@ -147,16 +163,10 @@ static int l_maxrss(lua_State *L) {
 }
 
 void lb_open_util(lua_State *L) {
-  static const luaL_Reg funcs[] = {{"now", l_now},
-                                   {"signum", l_signum},
-                                   {"signame", l_signame},
-                                   {"errname", l_errname},
-                                   {"lookpath", l_lookpath},
-                                   {"fileno", l_fileno},
-                                   {"environ", l_environ},
-                                   {"cwd", l_cwd},
-                                   {"getpid", l_getpid},
-                                   {"maxrss", l_maxrss},
-                                   {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+      {"now", l_now},         {"signum", l_signum},     {"signame", l_signame},
+      {"errname", l_errname}, {"strerror", l_strerror}, {"lookpath", l_lookpath},
+      {"fileno", l_fileno},   {"environ", l_environ},   {"cwd", l_cwd},
+      {"getpid", l_getpid},   {"maxrss", l_maxrss},     {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
 }

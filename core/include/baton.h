@@ -2,11 +2,13 @@
  * baton.h — the whole public C API of baton's core.
  *
  * The core spawns processes, watches their exit through a pidfd polled by the
- * host's libuv loop, and sends them signals. It knows nothing of Lua: a C host
- * links it alone. Every call returns 0 (or a non-negative value where said) on
- * success and a negative errno on failure, as libuv does; errno itself carries
- * no meaning afterwards. When a call that takes a callback fails, the callback
- * never fires.
+ * host's libuv loop, sends them signals, reaps orphans, and names errors,
+ * signals and spawn steps. It knows nothing of Lua: a C host links it alone.
+ * Every call returns 0 (or a non-negative value where said) on success and a
+ * negative errno on failure, as libuv does; errno itself carries no meaning
+ * afterwards. When a call that takes a callback fails, the callback never
+ * fires. Callbacks fire from the loop given unless said otherwise; a handle is
+ * used from the thread that runs its loop; spawns may run on several threads.
  */
 #ifndef BATON_H
 #define BATON_H
@@ -47,7 +49,7 @@ enum { BT_PIPE_CHILD_READS = 1, BT_PIPE_CHILD_WRITES = 2 };
 typedef struct {
   bt_stdio_type type;
   int fd;    /* BT_STDIO_FD: in. BT_STDIO_PIPE: out, the parent's end (O_CLOEXEC|O_NONBLOCK) */
-  int flags; /* BT_STDIO_PIPE: BT_PIPE_CHILD_READS or _WRITES; 0 means reads for fd 0, writes otherwise */
+  int flags; /* BT_STDIO_PIPE: BT_PIPE_CHILD_*; 0: the child reads fd 0, writes the others */
 } bt_stdio_t;
 
 enum {
@@ -80,23 +82,23 @@ typedef enum {
 } bt_stage;
 
 typedef struct {
-  const char *file;   /* a path (contains '/') or a name looked up in the child's PATH */
-  char *const *argv;  /* NULL-terminated, argv[0] included; required */
-  char *const *env;   /* NULL-terminated "K=V" list for the child; NULL inherits environ */
-  const char *cwd;    /* the child's working directory; NULL inherits */
-  bt_stdio_t *stdio;  /* child fd i gets stdio[i]; every fd >= nstdio is closed */
-  int nstdio;         /* 0..BT_MAX_STDIO */
-  unsigned flags;     /* BT_SPAWN_* */
-  pid_t pgid;         /* with BT_SPAWN_SETPGID */
-  mode_t umask;       /* with BT_SPAWN_UMASK */
-  uid_t uid;          /* with BT_SPAWN_SETUID */
-  gid_t gid;          /* with BT_SPAWN_SETGID */
-  const gid_t *groups; /* with BT_SPAWN_SETGROUPS */
-  int ngroups;
-  int nice;           /* with BT_SPAWN_NICE: the absolute nice value, -20..19 */
+  const char *file;           /* a path, or a name looked up in PATH (bt_lookpath); NULL: argv[0] */
+  char *const *argv;          /* NULL-terminated, argv[0] included; required */
+  char *const *env;           /* NULL-terminated "K=V" list for the child; NULL inherits environ */
+  const char *cwd;            /* the child's working directory; NULL inherits */
+  bt_stdio_t *stdio;          /* child fd i gets stdio[i]; every fd >= nstdio is closed */
+  int nstdio;                 /* 0..BT_MAX_STDIO */
+  unsigned flags;             /* BT_SPAWN_* */
+  pid_t pgid;                 /* with BT_SPAWN_SETPGID */
+  mode_t umask;               /* with BT_SPAWN_UMASK */
+  uid_t uid;                  /* with BT_SPAWN_SETUID */
+  gid_t gid;                  /* with BT_SPAWN_SETGID */
+  const gid_t *groups;        /* with BT_SPAWN_SETGROUPS */
+  int ngroups;                /* entries in `groups` */
+  int nice;                   /* with BT_SPAWN_NICE: the absolute nice value, -20..19 */
   const bt_rlimit_t *rlimits; /* applied in the child, in order */
-  int nrlimits;
-  int pdeathsig;      /* signal the child gets when baton's thread dies; 0: none */
+  int nrlimits;               /* entries in `rlimits` */
+  int pdeathsig;              /* signal the child gets when baton's thread dies; 0: none */
 } bt_spawn_options_t;
 /* In the child, in this order: signals reset, setsid/setpgid, pdeathsig,
  * fds, rlimits, nice, umask, setgroups, setgid, setuid, chdir, empty mask,
@@ -106,38 +108,48 @@ typedef struct {
 #define BT_MAX_STDIO 64
 
 typedef struct bt_process_s bt_process_t;
+/* Fires once, from the loop, after the process ended (and was reaped when it
+ * is our child); the exit fields are set. It may close `proc`. */
 typedef void (*bt_exit_cb)(bt_process_t *proc);
+/* Fires once, from the loop, after bt_process_close: `proc` may be freed. */
 typedef void (*bt_close_cb)(bt_process_t *proc);
 
 /*
- * A child process. The caller owns the memory; it must stay valid until the
- * close callback has fired. Fields above the private line are read-only.
+ * A process handle. The caller owns the memory; after a successful bt_spawn
+ * or bt_process_open it must stay valid until the close callback has fired,
+ * even once the process has exited. Fields above the private line are the
+ * core's to write and the caller's to read, except `data`.
  */
 struct bt_process_s {
-  void *data;         /* for the caller */
-  pid_t pid;
-  int pidfd;          /* -1 once closed */
-  int exited;         /* 1 once reaped; then the fields below are set */
-  int exit_code;      /* exit status, or -1 when killed by a signal */
-  int term_signal;    /* the killing signal, or 0 */
-  int core_dumped;    /* 1 when the signal dumped core */
-  int status_known;   /* 0 for an adopted process that is not our child: exit seen, status not */
+  void *data;           /* for the caller */
+  pid_t pid;            /* 0 until bt_spawn or bt_process_open succeeds */
+  int pidfd;            /* -1 once closed */
+  int exited;           /* 1 once reaped; then the fields below are set */
+  int exit_code;        /* exit status, or -1 when killed by a signal */
+  int term_signal;      /* the killing signal, or 0 */
+  int core_dumped;      /* 1 when the signal dumped core */
+  int status_known;     /* 0 for an adopted process that is not our child: exit seen, status not */
   struct rusage rusage; /* resources used, once reaped (zero when unknown) */
-  bt_stage stage;     /* on spawn failure: the failing step */
-  char path[4096];    /* the program's resolved path (also set when exec fails) */
+  bt_stage stage;       /* on spawn failure: the failing step */
+  char path[4096];      /* the program, as bt_lookpath found it (also set when exec fails) */
   /* private */
   uv_poll_t poll_;
   bt_exit_cb exit_cb_;
   bt_close_cb close_cb_;
   int closing_;
+  int owned_; /* spawned by bt_spawn, not yet reaped nor released by a close */
 };
 
 /*
- * Start a process. On success returns 0, the child runs, and `exit_cb` fires
- * once from `loop` after the child ended and was reaped (never from inside
- * bt_spawn). On failure returns a negative errno, fills `proc->stage` and
- * `proc->path`, leaves no child and no fd behind, and `proc` needs no close.
- * Every BT_STDIO_PIPE slot then holds fd -1.
+ * Start a process. On success returns 0, the child runs, `proc->pid`,
+ * `pidfd` and `path` are set, and `exit_cb` (may be NULL) fires once from
+ * `loop` after the child ended and was reaped (never from inside bt_spawn);
+ * `proc` must then be closed with bt_process_close. Each BT_STDIO_PIPE slot
+ * holds the parent's end of its pipe, which the caller owns and closes. On
+ * failure returns a negative errno, fills `proc->stage` and `proc->path`,
+ * leaves no child and no fd behind (every BT_STDIO_PIPE slot holds -1), and
+ * `proc` needs no close. `opts` and what it points to are only read during
+ * the call.
  *
  * The child is created with clone(CLONE_VM|CLONE_VFORK): no copy of the parent's
  * memory, whatever its size. In the child every signal disposition is reset to
@@ -149,9 +161,14 @@ BT_EXTERN int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_optio
 
 /*
  * Watch an existing process by pid (Go's os.FindProcess, done right): opens a
- * pidfd, so later signals cannot hit a recycled pid. `exit_cb` fires when it
- * exits; if it is our child it is reaped with its status, otherwise
- * `status_known` stays 0. Returns -ESRCH if there is no such process.
+ * pidfd, so later signals cannot hit a recycled pid. Returns 0, -EINVAL for
+ * a pid <= 0, -ESRCH if there is no such process, or another negative errno
+ * (pidfd_open's, libuv's); on failure `proc` needs no close and `exit_cb`
+ * never fires. On success `proc` must be closed like a spawned one, and
+ * `exit_cb` (may be NULL) fires once from `loop` when the process exits: if
+ * it is our child it is reaped with its status, otherwise `status_known` is
+ * 0. It is not owned: an orphan reaper may reap our child first, and then
+ * its status is not known either.
  */
 BT_EXTERN int bt_process_open(uv_loop_t *loop, bt_process_t *proc, pid_t pid, bt_exit_cb exit_cb);
 
@@ -167,31 +184,46 @@ BT_EXTERN int bt_process_open(uv_loop_t *loop, bt_process_t *proc, pid_t pid, bt
 BT_EXTERN int bt_exec(const bt_spawn_options_t *opts, bt_process_t *info);
 
 /*
- * Send signal `sig` (0 probes) through the pidfd. Returns -ESRCH once the
- * process was reaped: a recycled pid is never hit.
+ * Send signal `sig` (0 probes) through the pidfd. Returns 0, -ESRCH once the
+ * process was reaped or its pidfd released by a close (a recycled pid is
+ * never hit), or pidfd_send_signal's error (-EPERM; -EINVAL for a bad signal).
  */
 BT_EXTERN int bt_process_kill(bt_process_t *proc, int sig);
 
 /*
  * Stop watching and release the pidfd; `close_cb` (may be NULL) fires from the
- * loop when `proc` may be freed. A child still running keeps running and
- * nobody reaps it: kill and wait for it first unless that is what you want.
+ * loop when `proc` may be freed, and `exit_cb` never fires after this call.
+ * Calling it again does nothing. A child of bt_spawn that has exited but
+ * whose exit_cb has not fired yet is reaped here (its status fills the exit
+ * fields). One still running keeps running and is no longer owned: an
+ * orphan reaper (bt_reaper_start) reaps it when it exits; without one,
+ * nobody does and it stays a zombie. Kill and wait for it first unless that
+ * is what you want. An adopted process (bt_process_open) is only let go.
  */
 BT_EXTERN void bt_process_close(bt_process_t *proc, bt_close_cb close_cb);
 
 /*
  * Whether watching `proc` keeps the loop alive (it does by default, like any
  * libuv handle). A host watching a process it did not start may not want to.
+ * Does nothing once `proc` is closing.
  */
 BT_EXTERN void bt_process_ref(bt_process_t *proc, int ref);
 
 /*
- * Find `file` the way the child will: a name containing '/' is taken as is
- * (relative to `cwd` when given); otherwise each absolute entry of `path_env`
- * (NULL: "/usr/local/bin:/usr/bin:/bin") is tried for an executable regular
- * file. Relative PATH entries (empty, ".", "bin") are skipped, as Go's
- * LookPath refuses an implicit "./". Writes the result to `out` and returns 0,
- * or -ENOENT, -EACCES, -ENAMETOOLONG.
+ * Find `file` the way the child will, by the rules of Go's exec.LookPath and
+ * Cmd.Dir. A name containing '/' is a path and is not searched: an absolute
+ * one is taken as is; a relative one ("./prog", "bin/prog") names a file in
+ * the child's working directory `cwd` when one is given ("If Path is
+ * relative, it is evaluated relative to Dir"), so the result is `cwd` joined
+ * with it ("./prog" in "/srv" gives "/srv/prog"; with a relative `cwd` the
+ * result is relative to the caller's working directory), and without `cwd`
+ * the path as given. A path is not checked: the child's execve reports what
+ * is wrong with it. A name without '/' is searched in each absolute entry of
+ * `path_env` (NULL: "/usr/local/bin:/usr/bin:/bin") for an executable
+ * regular file; relative entries (empty, ".", "bin") are skipped, as Go's
+ * LookPath refuses an implicit "./", so `cwd` never matters for a name.
+ * Writes the result to `out` and returns 0, or -ENOENT, -EACCES,
+ * -ENAMETOOLONG (the result does not fit in `outlen` bytes).
  */
 BT_EXTERN int bt_lookpath(const char *file, const char *path_env, const char *cwd, char *out,
                           size_t outlen);
@@ -199,9 +231,13 @@ BT_EXTERN int bt_lookpath(const char *file, const char *path_env, const char *cw
 /*
  * Orphan reaping. With PR_SET_CHILD_SUBREAPER, orphaned descendants are
  * re-parented to this process instead of init; someone must reap them. The
- * reaper watches SIGCHLD and reaps every child that no bt_process_t owns,
- * never one that does (those are reaped through their pidfd). `cb` (may be
- * NULL) fires for each orphan reaped with its pid and wait status.
+ * reaper watches SIGCHLD and reaps every child that no bt_process_t owns
+ * (owned: spawned by bt_spawn, not yet reaped, not closed), never one that
+ * does: those are reaped through their pidfd. `cb` (may be NULL) fires for
+ * each child it reaps, with its pid and wait status, from the loop on
+ * SIGCHLD and from inside bt_reaper_start and bt_reaper_reap. The caller
+ * owns `reaper`'s memory, valid from bt_reaper_start until the close
+ * callback has fired. The SIGCHLD watch does not keep the loop alive.
  */
 typedef struct bt_reaper_s bt_reaper_t;
 typedef void (*bt_reap_cb)(bt_reaper_t *reaper, pid_t pid, int wstatus);
@@ -212,25 +248,31 @@ struct bt_reaper_s {
   bt_reap_cb cb_;
   void (*close_cb_)(bt_reaper_t *);
 };
-/* Become a subreaper (if `subreaper`) and start reaping orphans. */
+/* Become a subreaper (if `subreaper`) and start reaping orphans, those already
+ * waiting included. Returns 0 or a negative errno (prctl's, libuv's); on
+ * failure nothing needs closing and `cb` never fires. */
 BT_EXTERN int bt_reaper_start(uv_loop_t *loop, bt_reaper_t *reaper, int subreaper, bt_reap_cb cb);
-/* Reap what is pending now; returns how many were reaped. */
+/* Reap what is pending now, calling `cb` for each; returns how many were reaped. */
 BT_EXTERN int bt_reaper_reap(bt_reaper_t *reaper);
-/* Stop (the subreaper attribute stays); `close_cb` fires when `reaper` may be freed. */
+/* Stop reaping (the subreaper attribute stays); `cb` never fires after this call,
+ * and `close_cb` (may be NULL) fires from the loop when `reaper` may be freed. */
 BT_EXTERN void bt_reaper_close(bt_reaper_t *reaper, void (*close_cb)(bt_reaper_t *));
 
-/* Signal number for "TERM", "SIGTERM", "term" or "15"; a negative errno if unknown. */
+/* Signal number for "TERM", "SIGTERM", "term" or "15"; -EINVAL if unknown. */
 BT_EXTERN int bt_signal_number(const char *name);
-/* "SIGTERM" for 15, or NULL if unknown. */
+/* "SIGTERM" for 15 (a static string), or NULL if unknown (real-time signals too). */
 BT_EXTERN const char *bt_signal_name(int sig);
 
-/* The errno name of a negative error, "ENOEXEC" for -ENOEXEC: libuv's
- * uv_err_name does not know every errno. */
+/* The name of a negative error as a static string: "ENOEXEC" for -ENOEXEC
+ * (libuv's uv_err_name does not know every errno), "EUNKNOWN" for an errno
+ * without a name, libuv's name for libuv's own codes (UV_EOF, UV_EAI_*). */
 BT_EXTERN const char *bt_err_name(int err);
-/* Its message, lower-case like libuv's ("exec format error"). */
+/* Its message, lower-case like libuv's ("exec format error"). For an errno the
+ * string lives in a per-thread buffer, valid until the next call on the same
+ * thread; for libuv's own codes it is libuv's static string. */
 BT_EXTERN const char *bt_strerror(int err);
 
-/* A static name for a bt_stage ("exec", "chdir", …). */
+/* A static name for a bt_stage ("exec", "chdir", …); "unknown" for other values. */
 BT_EXTERN const char *bt_stage_name(bt_stage stage);
 
 #ifdef __cplusplus

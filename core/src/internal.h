@@ -1,5 +1,8 @@
 /*
  * internal.h — declarations shared by the core's files, not part of the API.
+ *
+ * The one private header of the core: each group below names the file that
+ * defines it. Internal names start with bt__ and are never exported.
  */
 #ifndef BATON_INTERNAL_H
 #define BATON_INTERNAL_H
@@ -10,17 +13,22 @@
 #define P_PIDFD 3
 #endif
 
-/* Raw system calls the core makes without relying on a recent glibc. */
+/* ---- process.c: the process handle --------------------------------------------- */
+
+/* pidfd_send_signal(2) as a raw system call (glibc may not wrap it). */
 int bt__pidfd_send_signal(int pidfd, int sig);
 /* Put `proc` in its initial state (no pid, no pidfd, status unknown yet). */
 void bt__proc_reset(bt_process_t *proc);
 /* Start polling the pidfd of a freshly spawned child (spawn.c -> process.c). */
 int bt__process_watch(uv_loop_t *loop, bt_process_t *proc, bt_exit_cb exit_cb);
 
+/* ---- children.c: the children baton owns --------------------------------------- */
+
 /*
  * Pids of the children that bt_process_t handles own (spawned, not yet
- * reaped), process-wide like the subreaper attribute itself: the orphan
- * reaper must never reap one of them. Thread-safe.
+ * reaped, not released by a close), process-wide like the subreaper
+ * attribute itself: the orphan reaper must never reap one of them.
+ * Thread-safe. Adding may silently fail when memory runs out (see children.c).
  */
 void bt__owned_add(pid_t pid);
 void bt__owned_remove(pid_t pid);

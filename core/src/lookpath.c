@@ -3,6 +3,8 @@
  *
  * The search runs in the parent, before the child exists, so the child only
  * ever makes one execve and a "not found" is known without spawning anything.
+ * The rules are Go's (exec.LookPath, and Cmd.Dir for relative paths); see
+ * bt_lookpath in baton.h.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,11 +31,23 @@ static int bt__copy(char *out, size_t outlen, const char *a, size_t alen, const 
   return 0;
 }
 
-int bt_lookpath(const char *file, const char *path_env, const char *cwd, char *out,
-                size_t outlen) {
-  (void)cwd; /* a relative path is resolved by the child after its chdir */
+int bt_lookpath(const char *file, const char *path_env, const char *cwd, char *out, size_t outlen) {
   if (file == NULL || *file == '\0') return -ENOENT;
-  if (strchr(file, '/')) return bt__copy(out, outlen, file, strlen(file), NULL);
+  if (strchr(file, '/')) {
+    /* A path, not searched. A relative one names a file in the child's
+     * working directory: its execve runs after its chdir. */
+    if (file[0] == '/' || cwd == NULL || cwd[0] == '\0')
+      return bt__copy(out, outlen, file, strlen(file), NULL);
+    while (file[0] == '.' && file[1] == '/') { /* "./prog" is "prog" there */
+      file += 2;
+      while (*file == '/')
+        file++;
+    }
+    size_t clen = strlen(cwd);
+    while (clen > 0 && cwd[clen - 1] == '/') /* "/" joins as "" + "/" + file */
+      clen--;
+    return bt__copy(out, outlen, cwd, clen, file);
+  }
 
   if (path_env == NULL) path_env = BT_DEFAULT_PATH;
   int err = -ENOENT;

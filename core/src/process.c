@@ -1,5 +1,6 @@
 /*
- * process.c — watch a child's exit through its pidfd, signal it, release it.
+ * process.c — the process handle: its state, watching a child's exit through
+ * its pidfd, signalling it, releasing it.
  *
  * A pidfd names one process for its whole life and after: signals through it
  * cannot reach a recycled pid, and waitid(P_PIDFD) reaps exactly this child,
@@ -31,22 +32,43 @@ int bt__pidfd_send_signal(int pidfd, int sig) {
   return 0;
 }
 
-static void bt__on_pidfd(uv_poll_t *handle, int status, int events) {
-  bt_process_t *proc = handle->data;
-  siginfo_t si;
-  (void)status;
-  (void)events;
+void bt__proc_reset(bt_process_t *proc) {
+  proc->pid = 0;
+  proc->pidfd = -1;
+  proc->exited = 0;
+  proc->exit_code = -1;
+  proc->term_signal = 0;
+  proc->core_dumped = 0;
+  proc->status_known = 1;
+  memset(&proc->rusage, 0, sizeof proc->rusage);
+  proc->stage = BT_STAGE_SETUP;
+  proc->path[0] = '\0';
+  proc->closing_ = 0;
+  proc->owned_ = 0;
+}
 
+/*
+ * Reap the child of `proc` if it has exited, without waiting. Returns 1 once
+ * it has, with the exit fields set and the pid no longer owned, or 0 while it
+ * runs.
+ */
+static int bt__try_reap(bt_process_t *proc) {
+  siginfo_t si;
+  long r;
   si.si_pid = 0;
   /* The raw syscall takes a struct rusage, which glibc's waitid does not. */
-  if (syscall(SYS_waitid, P_PIDFD, proc->pidfd, &si, WEXITED | WNOHANG, &proc->rusage) < 0) {
-    if (errno == EINTR || errno == EAGAIN) return;
+  do {
+    r = syscall(SYS_waitid, P_PIDFD, proc->pidfd, &si, WEXITED | WNOHANG, &proc->rusage);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    /* EAGAIN: still running (libuv made the pidfd nonblocking). */
+    if (errno == EAGAIN) return 0;
     /* ECHILD: not our child (adopted), or someone else (a host's waitpid(-1))
      * reaped it. It has exited — the pidfd said so — but its status is lost. */
     proc->exit_code = -1;
     proc->status_known = 0;
   } else if (si.si_pid == 0) {
-    return; /* spurious wakeup: still running */
+    return 0;
   } else if (si.si_code == CLD_EXITED) {
     proc->exit_code = si.si_status;
   } else {
@@ -55,7 +77,18 @@ static void bt__on_pidfd(uv_poll_t *handle, int status, int events) {
     proc->core_dumped = si.si_code == CLD_DUMPED;
   }
   proc->exited = 1;
-  bt__owned_remove(proc->pid);
+  if (proc->owned_) {
+    bt__owned_remove(proc->pid);
+    proc->owned_ = 0;
+  }
+  return 1;
+}
+
+static void bt__on_pidfd(uv_poll_t *handle, int status, int events) {
+  bt_process_t *proc = handle->data;
+  (void)status;
+  (void)events;
+  if (!bt__try_reap(proc)) return; /* a spurious wakeup */
   uv_poll_stop(handle);
   if (proc->exit_cb_) proc->exit_cb_(proc);
 }
@@ -108,13 +141,25 @@ static void bt__on_close(uv_handle_t *handle) {
 
 void bt_process_ref(bt_process_t *proc, int ref) {
   if (proc->closing_) return;
-  if (ref) uv_ref((uv_handle_t *)&proc->poll_);
-  else uv_unref((uv_handle_t *)&proc->poll_);
+  if (ref)
+    uv_ref((uv_handle_t *)&proc->poll_);
+  else
+    uv_unref((uv_handle_t *)&proc->poll_);
 }
 
 void bt_process_close(bt_process_t *proc, bt_close_cb close_cb) {
   if (proc->closing_) return;
   proc->closing_ = 1;
   proc->close_cb_ = close_cb;
+  if (proc->owned_) {
+    /* Nobody will wait for this child through its pidfd any more: release
+     * it, so that an orphan reaper reaps it when it exits. It may have
+     * exited already, its SIGCHLD handled while it was still owned and no
+     * other one coming: reap it here then. Releasing before looking leaves
+     * no moment in which it could exit unseen by both. */
+    bt__owned_remove(proc->pid);
+    proc->owned_ = 0;
+    bt__try_reap(proc);
+  }
   uv_close((uv_handle_t *)&proc->poll_, bt__on_close);
 }

@@ -106,7 +106,8 @@ BT_NO_SANITIZE static int bt__child_setup(child_args *a) {
    * clobber a source that another target still needs; SAME entries follow
    * the file their target got. */
   a->stage = BT_STAGE_STDIO;
-  for (int i = 0; i < n; i++) tmp[i] = -1;
+  for (int i = 0; i < n; i++)
+    tmp[i] = -1;
   for (int i = 0; i < n; i++) {
     int src = a->src[i];
     if (src == BT_SRC_CLOSE || src <= BT_SRC_SAME) continue;
@@ -142,10 +143,12 @@ BT_NO_SANITIZE static int bt__child_setup(child_args *a) {
   } else if (syscall(SYS_close_range, n, ~0U, 0) < 0) {
     uint64_t rl[2] = {1024, 1024};
     syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, rl);
-    for (uint64_t fd = (uint64_t)n; fd < rl[0] && fd < 65536; fd++) syscall(SYS_close, fd);
+    for (uint64_t fd = (uint64_t)n; fd < rl[0] && fd < 65536; fd++)
+      syscall(SYS_close, fd);
   }
   if (!a->exec_mode)
-    for (int i = 0; i < n; i++) tmp[i] = -1; /* closed by close_range */
+    for (int i = 0; i < n; i++)
+      tmp[i] = -1; /* closed by close_range */
 
   /* Limits after the fds: RLIMIT_NOFILE may be lower than the fds the
    * rearranging above needed. Before the credentials: raising a hard limit
@@ -206,20 +209,6 @@ static void bt__close_pipes(const bt_spawn_options_t *o, child_args *a, int pare
   }
 }
 
-void bt__proc_reset(bt_process_t *proc) {
-  proc->pid = 0;
-  proc->pidfd = -1;
-  proc->exited = 0;
-  proc->exit_code = -1;
-  proc->term_signal = 0;
-  proc->core_dumped = 0;
-  proc->status_known = 1;
-  memset(&proc->rusage, 0, sizeof proc->rusage);
-  proc->stage = BT_STAGE_SETUP;
-  proc->path[0] = '\0';
-  proc->closing_ = 0;
-}
-
 /* Checks and lookups shared by bt_spawn and bt_exec; fills `a`. */
 static int bt__prepare(const bt_spawn_options_t *o, bt_process_t *proc, child_args *a) {
   bt__proc_reset(proc);
@@ -240,13 +229,16 @@ static int bt__prepare(const bt_spawn_options_t *o, bt_process_t *proc, child_ar
   a->opts = o;
   a->envp = o->env ? o->env : environ;
   a->parent = getpid();
-  for (int i = 0; i < o->nstdio; i++) a->src[i] = BT_SRC_CLOSE;
+  for (int i = 0; i < o->nstdio; i++)
+    a->src[i] = BT_SRC_CLOSE;
 
   proc->stage = BT_STAGE_LOOKUP;
-  int err = bt_lookpath(o->file ? o->file : o->argv[0], bt__env_path(o->env), o->cwd, proc->path,
-                        sizeof proc->path);
+  const char *file = o->file ? o->file : o->argv[0];
+  int err = bt_lookpath(file, bt__env_path(o->env), o->cwd, proc->path, sizeof proc->path);
   if (err < 0) return err;
-  a->path = proc->path;
+  /* proc->path names the program from here. The child, already in `cwd`,
+   * execs a path as it was given: a relative cwd would be applied twice. */
+  a->path = strchr(file, '/') ? file : proc->path;
   proc->stage = BT_STAGE_SETUP;
   return 0;
 }
@@ -256,7 +248,10 @@ static int bt__stdio(const bt_spawn_options_t *o, child_args *a) {
   for (int i = 0; i < o->nstdio; i++) {
     bt_stdio_t *s = &o->stdio[i];
     switch (s->type) {
-    case BT_STDIO_INHERIT: a->src[i] = i; a->inherit[i] = 1; break;
+    case BT_STDIO_INHERIT:
+      a->src[i] = i;
+      a->inherit[i] = 1;
+      break;
     case BT_STDIO_NULL: a->src[i] = BT_SRC_NULL; break;
     case BT_STDIO_CLOSE: a->src[i] = BT_SRC_CLOSE; break;
     case BT_STDIO_SAME: a->src[i] = BT_SRC_SAME - s->fd; break;
@@ -280,8 +275,14 @@ static int bt__stdio(const bt_spawn_options_t *o, child_args *a) {
   return 0;
 }
 
-int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o,
-             bt_exit_cb exit_cb) {
+/* Wait for the child of `pidfd`, which has exited or is about to, and reap it. */
+static void bt__wait_reap(int pidfd) {
+  siginfo_t si;
+  while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR)
+    continue;
+}
+
+int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o, bt_exit_cb exit_cb) {
   child_args a;
   if (o && o->stdio)
     for (int i = 0; i < o->nstdio && i < BT_MAX_STDIO; i++)
@@ -298,7 +299,10 @@ int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o,
   if (stack == NULL) {
     void *m = mmap(NULL, BT_CHILD_STACK, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (m == MAP_FAILED) { err = -errno; goto fail; }
+    if (m == MAP_FAILED) {
+      err = -errno;
+      goto fail;
+    }
     stack = m;
   }
 
@@ -316,8 +320,7 @@ int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o,
   if (err < 0) goto fail_parent;
   if (a.err) {
     /* The child reported and exited: reap it now, it is already gone. */
-    siginfo_t si;
-    while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR) {}
+    bt__wait_reap(pidfd);
     bt__owned_remove(pid);
     close(pidfd);
     proc->stage = a.stage;
@@ -330,9 +333,8 @@ int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o,
   proc->stage = BT_STAGE_NONE;
   err = bt__process_watch(loop, proc, exit_cb);
   if (err < 0) {
-    siginfo_t si;
     bt__pidfd_send_signal(pidfd, SIGKILL);
-    while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR) {}
+    bt__wait_reap(pidfd);
     bt__owned_remove(pid);
     close(pidfd);
     proc->pidfd = -1;
@@ -340,6 +342,7 @@ int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o,
     proc->stage = BT_STAGE_SETUP;
     goto fail_parent;
   }
+  proc->owned_ = 1;
   return 0;
 
 fail:
@@ -355,8 +358,9 @@ int bt_exec(const bt_spawn_options_t *o, bt_process_t *info) {
   if (err < 0) return err;
   for (int i = 0; i < o->nstdio; i++)
     if (o->stdio[i].type == BT_STDIO_PIPE) return -EINVAL;
-  /* Fail early on what can be known without changing anything. */
-  if (access(a.path, X_OK) < 0) {
+  /* Fail early on what can be known without changing anything (from here,
+   * before the chdir: info->path, not a.path). */
+  if (access(info->path, X_OK) < 0) {
     info->stage = BT_STAGE_EXEC;
     return -errno;
   }
@@ -372,9 +376,11 @@ int bt_exec(const bt_spawn_options_t *o, bt_process_t *info) {
    * signal dispositions and mask, umask, and the stdio fds (saved as dups).
    * Other fds are only marked close-on-exec. */
   static struct sigaction saved[65];
-  for (int sig = 1; sig < 65; sig++) sigaction(sig, NULL, &saved[sig]);
+  for (int sig = 1; sig < 65; sig++)
+    sigaction(sig, NULL, &saved[sig]);
   int saved_fd[BT_MAX_STDIO];
-  for (int i = 0; i < o->nstdio; i++) saved_fd[i] = fcntl(i, F_DUPFD_CLOEXEC, BT_MAX_STDIO);
+  for (int i = 0; i < o->nstdio; i++)
+    saved_fd[i] = fcntl(i, F_DUPFD_CLOEXEC, BT_MAX_STDIO);
   mode_t saved_umask = umask(0);
   umask(saved_umask);
 

@@ -5,7 +5,9 @@
 --     local head = git:with{"rev-parse", "HEAD"}:output()
 --     for line in git("log", "--oneline"):lines() do … end
 -- @module baton.command
-local process = require "baton.process"
+local errors = require "baton.errors"
+local options = require "baton.options"
+errors.own()
 
 local M = {}
 local fmt = string.format
@@ -39,18 +41,17 @@ function M.cmd(spec)
   if type(spec) == "string" then spec = { spec } end
   if getmetatable(spec) == Command then return spec end
   if type(spec) ~= "table" then
-    error(fmt("bad argument #1 to 'cmd' (table expected, got %s)", type(spec)), 2)
+    errors.argerror("cmd", 1, fmt("table expected, got %s", type(spec)))
   end
-  process.check_spec(spec, process.RUN_KEYS, "cmd")
+  options.check(spec, options.RUN_KEYS, "cmd")
   return freeze(spec)
 end
 
---- A new command: positional values of `t` are appended to the arguments,
--- options replace this command's (`env` is merged: `false` removes).
-function Command:with(t)
+-- The command with `t` added; misuse errors name `fname`.
+local function derive(self, t, fname)
   if type(t) == "string" then t = { t } end
   if type(t) ~= "table" then
-    error(fmt("bad argument #1 to 'with' (table expected, got %s)", type(t)), 2)
+    errors.argerror(fname, 1, fmt("table expected, got %s", type(t)))
   end
   local spec = copy(self.__command)
   local n = #spec
@@ -66,8 +67,14 @@ function Command:with(t)
       end
     end
   end
-  process.check_spec(spec, process.RUN_KEYS, "with")
+  options.check(spec, options.RUN_KEYS, fname)
   return freeze(spec)
+end
+
+--- A new command: positional values of `t` are appended to the arguments,
+-- options replace this command's (`env` is merged: `false` removes).
+function Command:with(t)
+  return derive(self, t, "with")
 end
 
 --- `a | b`: a pipeline (baton.pipeline), loaded on first use.
@@ -80,13 +87,17 @@ function Command:__call(...)
   return self:with { ... }
 end
 
--- Each takes optional options, as `cmd:with(opts):run()`.
-function Command:spawn(opts) return process.spawn(opts and self:with(opts) or self) end
-function Command:run(opts) return process.run(opts and self:with(opts) or self, 2) end
-function Command:output(opts) return process.output(opts and self:with(opts) or self) end
-function Command:ok(opts) return process.ok(opts and self:with(opts) or self) end
-function Command:lines(opts) return process.lines(opts and self:with(opts) or self) end
-function Command:exec(opts) return process.exec(opts and self:with(opts) or self) end
+-- Each takes optional options, as `cmd:with(opts):run()`. The modules
+-- that run commands load on first use.
+local function runner(mod, fname)
+  return function(self, opts) return require(mod)[fname](opts and derive(self, opts, fname) or self) end
+end
+Command.spawn = runner("baton.process", "spawn")
+Command.exec = runner("baton.process", "exec")
+Command.run = runner("baton.run", "run")
+Command.output = runner("baton.run", "output")
+Command.ok = runner("baton.run", "ok")
+Command.lines = runner("baton.run", "lines")
 
 --- A copy of the argument vector.
 function Command:argv()
@@ -95,7 +106,7 @@ function Command:argv()
 end
 
 function Command:__tostring()
-  return process.quote_argv(self:argv())
+  return errors.quote_argv(self:argv())
 end
 
 Command.__index = function(self, k)
@@ -105,7 +116,7 @@ Command.__index = function(self, k)
   return spec and spec[k] -- options read through: cmd.cwd
 end
 Command.__newindex = function()
-  error("baton: a command is immutable; derive a new one with cmd:with{…}", 2)
+  errors.misuse("a command is immutable; derive a new one with cmd:with{…}")
 end
 
 --- A command running `sh -c` on `template`, where each `%s` becomes one
@@ -113,28 +124,27 @@ end
 -- and `%%` a `%`. Only the template is shell syntax; values never are.
 function M.sh(template, ...)
   if type(template) ~= "string" then
-    error(fmt("bad argument #1 to 'sh' (string expected, got %s)", type(template)), 2)
+    errors.argerror("sh", 1, fmt("string expected, got %s", type(template)))
   end
   local args, i = { ... }, 0
   local n = select("#", ...)
   local script = template:gsub("%%(.)", function(c)
     if c == "%" then return "%" end
-    if c ~= "s" then error(fmt("bad argument #1 to 'sh' (unknown directive %%%s; only %%s and %%%%)", c), 4) end
+    if c ~= "s" then errors.argerror("sh", 1, fmt("unknown directive %%%s; only %%s and %%%%", c)) end
     i = i + 1
-    if i > n then error(fmt("bad argument #1 to 'sh' (more %%s than values: %d)", n), 4) end
+    if i > n then errors.argerror("sh", 1, fmt("more %%s than values: %d", n)) end
     local v = args[i]
     if type(v) ~= "table" and type(v) ~= "string" and type(v) ~= "number" then
-      error(fmt("bad argument #%d to 'sh' (string, number or list expected for %%s number %d, got %s)", i + 1, i,
-        type(v)), 4)
+      errors.argerror("sh", i + 1, fmt("string, number or list expected for %%s number %d, got %s", i, type(v)))
     end
     if type(v) == "table" then
       local words = {}
-      for j, w in ipairs(v) do words[j] = process.quote(w) end
+      for j, w in ipairs(v) do words[j] = errors.quote(w) end
       return table.concat(words, " ")
     end
-    return process.quote(v)
+    return errors.quote(v)
   end)
-  if i < n then error(fmt("bad argument #1 to 'sh' (%d values for %d %%s)", n, i), 2) end
+  if i < n then errors.argerror("sh", 1, fmt("%d values for %d %%s", n, i)) end
   return freeze { "sh", "-c", script }
 end
 

@@ -13,48 +13,48 @@
 -- @module baton.pipeline
 local core = require "baton.core"
 local task = require "baton.task"
+local errors = require "baton.errors"
+local options = require "baton.options"
+local registry = require "baton.registry"
+local job = require "baton.job"
 local process = require "baton.process"
+local runs = require "baton.run"
 local command = require "baton.command"
-local suspend = task.suspend
+local Stream = require "baton.stream"
+errors.own()
 
 local M = {}
 local fmt, concat = string.format, table.concat
-
-local Command = command.Command
 
 -- Options of the pipeline as a whole.
 local KEYS = {
   stdin = "redir", stdout = "redir", stderr = "redir", input = "string", capture = "boolean", check = "boolean",
   timeout = "seconds", kill_signal = "signal", grace = "seconds", wait_delay = "seconds", tee = "tee",
+  detach = "boolean",
 }
+
+local function argerror(fname, msg) errors.argerror(fname, 1, msg) end
 
 -- Raise naming the option when a pipeline option has the wrong kind of value.
 local function check_option(fname, k, v)
-  local want = KEYS[k]
-  if not want then
-    error(fmt("bad argument #1 to '%s' (unknown pipeline option %s)", fname,
-      type(k) == "string" and ("'" .. k .. "'") or tostring(k)), process.user_level())
+  if not KEYS[k] then
+    argerror(fname, fmt("unknown pipeline option %s", type(k) == "string" and ("'" .. k .. "'") or tostring(k)))
   end
-  if want == "tee" then
+  if KEYS[k] == "tee" then
     if type(v) ~= "string" and not (type(v) == "table" and type(v.path) == "string") then
-      error(fmt("bad argument #1 to '%s' (option 'tee' must be a path or {path = …, append = true})", fname),
-        process.user_level())
+      argerror(fname, "option 'tee' must be a path or {path = …, append = true}")
     end
     return
   end
-  process.check_value(fname, k, want, v)
+  options.check_value(fname, k, KEYS[k], v)
 end
 
 local Pipeline = { __name = "baton.pipeline" }
 Pipeline.__index = Pipeline
 M.Pipeline = Pipeline
 
-local function argerror(fname, msg)
-  error(fmt("bad argument #1 to '%s' (%s)", fname, msg), process.user_level())
-end
-
 -- One stage from a user value: a command, a command table, or a function.
-local function stage_of(v, i, fname)
+local function stage_of(v)
   if type(v) == "function" then return { fn = v } end
   if getmetatable(v) == Pipeline then return nil, v end
   local c = command.cmd(v) -- checks the table, raises naming the problem
@@ -65,24 +65,25 @@ local function new(stages, opts)
   local n = #stages
   for i = 1, n do
     if i > 1 and stages[i].fn and stages[i - 1].fn then
-      argerror("pipeline", fmt("stages %d and %d are both functions: join them into one", i - 1, i), 3)
+      argerror("pipeline", fmt("stages %d and %d are both functions: join them into one", i - 1, i))
     end
     local spec = stages[i].cmd and stages[i].cmd.__command
     if spec then
-      if i > 1 and spec.stdin ~= nil then argerror("pipeline", fmt("stage %d: only the first stage may set stdin", i), 3) end
-      if i > 1 and spec.input ~= nil then argerror("pipeline", fmt("stage %d: only the first stage may take input", i), 3) end
-      if i < n and spec.stdout ~= nil then argerror("pipeline", fmt("stage %d: only the last stage may set stdout", i), 3) end
+      local function refuse(msg) argerror("pipeline", fmt("stage %d: %s", i, msg)) end
+      if i > 1 and spec.stdin ~= nil then refuse("only the first stage may set stdin") end
+      if i > 1 and spec.input ~= nil then refuse("only the first stage may take input") end
+      if i < n and spec.stdout ~= nil then refuse("only the last stage may set stdout") end
       if spec.pgroup ~= nil or spec.setsid ~= nil then
-        argerror("pipeline", fmt("stage %d: '%s' cannot be set on a stage: the stages share the pipeline's process group", i,
-          spec.pgroup ~= nil and "pgroup" or "setsid"), 3)
+        refuse(fmt("'%s' cannot be set on a stage: the stages share the pipeline's process group",
+          spec.pgroup ~= nil and "pgroup" or "setsid"))
       end
     end
   end
   return setmetatable({ stages = stages, __options = opts or {} }, Pipeline)
 end
 
-local function append(list, v, fname)
-  local st, pl = stage_of(v, #list + 1, fname)
+local function append(list, v)
+  local st, pl = stage_of(v)
   if pl then
     for _, s in ipairs(pl.stages) do list[#list + 1] = s end
   else
@@ -95,7 +96,7 @@ end
 function M.pipeline(t)
   if type(t) ~= "table" then argerror("pipeline", "table expected, got " .. type(t)) end
   local stages, opts = {}, {}
-  for i = 1, #t do append(stages, t[i], "pipeline") end
+  for i = 1, #t do append(stages, t[i]) end
   for k, v in pairs(t) do
     if math.type(k) ~= "integer" or k < 1 or k > #t then
       check_option("pipeline", k, v)
@@ -110,8 +111,8 @@ end
 local function bor(a, b)
   local stages = {}
   local opts = getmetatable(a) == Pipeline and a.__options or {}
-  append(stages, a, "|")
-  append(stages, b, "|")
+  append(stages, a)
+  append(stages, b)
   return new(stages, opts)
 end
 Pipeline.__bor = bor
@@ -129,7 +130,13 @@ end
 
 --- A new pipeline with these options.
 function Pipeline:with(opts)
-  for k, v in pairs(opts) do check_option("with", k, v) end
+  return self:_derive(opts, "with")
+end
+
+-- The pipeline with `opts`; misuse errors name `fname`.
+function Pipeline:_derive(opts, fname)
+  if type(opts) ~= "table" then argerror(fname, "table expected, got " .. type(opts)) end
+  for k, v in pairs(opts) do check_option(fname, k, v) end
   return self:__with_options(opts, true)
 end
 
@@ -140,26 +147,21 @@ function Pipeline:__tostring()
 end
 
 -- Each takes optional pipeline options, as `p:with(opts):run()`.
-function Pipeline:run(opts) return process.run(opts and self:with(opts) or self, 2) end
-function Pipeline:output(opts) return process.output(opts and self:with(opts) or self) end
-function Pipeline:ok(opts) return process.ok(opts and self:with(opts) or self) end
-function Pipeline:lines(opts) return process.lines(opts and self:with(opts) or self) end
-function Pipeline:spawn(opts) return process.start(opts and self:with(opts) or self, process.RUN_KEYS, "spawn") end
+function Pipeline:run(opts) return runs.run(opts and self:_derive(opts, "run") or self) end
+function Pipeline:output(opts) return runs.output(opts and self:_derive(opts, "output") or self) end
+function Pipeline:ok(opts) return runs.ok(opts and self:_derive(opts, "ok") or self) end
+function Pipeline:lines(opts) return runs.lines(opts and self:_derive(opts, "lines") or self) end
+function Pipeline:spawn(opts)
+  return process.start(opts and self:_derive(opts, "spawn") or self, options.RUN_KEYS, "spawn")
+end
 
 -- ---- a running pipeline ---------------------------------------------------------
 
 --- A running pipeline: `stdin` (first stage, when piped), `stdout` (last
 -- stage, when piped), `processes` (by stage; nil for function stages),
 -- `pgid`, `status` once done.
-local Run = { __name = "baton.pipeline.run" }
-Run.__index = Run
+local Run = job.class("baton.pipeline.run")
 M.Run = Run
-
--- Reuse the Process machinery that does not depend on being one process.
-Run._drain = process.Process._drain
-Run._subscribe = process.Process._subscribe
-Run.poll = process.Process.poll
-Run.wait = process.Process.wait
 
 local function sigpipe(st)
   return st.signal == 13 or st.code == 141
@@ -191,7 +193,6 @@ end
 function Run:_stage_done()
   self._pending = self._pending - 1
   if self._pending > 0 then return end
-  self.ended = core.now()
   local stages, statuses = {}, {}
   for i, s in ipairs(self._stages) do
     stages[i] = s.status
@@ -203,36 +204,39 @@ function Run:_stage_done()
     ok = failed == nil, stages = stages, statuses = statuses, failed_stage = failed,
     code = last.code, signal = last.signal, signame = last.signame, core = last.core or false,
     timed_out = self.timed_out, known = true,
-  }, process.Status)
+  }, job.Status)
   if failed then
     local f = stages[failed]
     st.failure = fmt("failed at stage %d (%s): it %s", failed, self._names[failed], describe(f))
     if self.timed_out then st.failure = st.failure .. " (timed out)" end
   end
-  self._exit = st
-  self:_finish()
+  self:_exited(st)
 end
 
-Run._finish = process.Process._finish
-Run._arm_timeout = process.Process._arm_timeout
-Run._bound_drains = process.Process._bound_drains
-Run._close_drains = process.Process._close_drains
+-- Whether the loop runs for the stages (see Job:detach).
+function Run:_watching(on)
+  for _, p in pairs(self.processes) do
+    if not p.status then p._ud:ref(on) end
+  end
+end
 
-function Run:_done()
+function Run:_on_done()
   if self._tee and io.type(self._tee) == "file" then self._tee:close() end
-  process.live[self] = nil
-  return process.Process._done(self)
 end
 
 --- Send a signal to every stage (the process group).
 function Run:signal(sig)
-  local n = process.signum(sig, "signal", 1)
-  if not self.pgid then return nil, "ESRCH: no process in the pipeline", "ESRCH" end
+  job.check(self, "signal")
+  local n = options.signum(sig, "signal", 1)
+  if not self.pgid then return errors.fail("ESRCH", "no process in the pipeline") end
   return core.killpg(self.pgid, n)
 end
 Run.signal_group = Run.signal
 
-function Run:kill() return self:signal(9) end
+function Run:kill()
+  job.check(self, "kill")
+  return self:signal(9)
+end
 
 -- What a timeout, terminate and close send: the signal to every stage, and
 -- a cancel to the Lua function stages (a signal cannot reach them).
@@ -244,24 +248,15 @@ function Run:_send(sig)
   return ok, msg, code
 end
 
---- TERM every stage, wait up to `grace` seconds (default 5), then KILL.
-function Run:terminate(grace)
-  if grace ~= nil and not process.is_seconds(grace) then
-    error(fmt("bad argument #1 to 'terminate' (grace must be a number of seconds from 0 to %g)", process.MAX_SECONDS), 2)
-  end
-  return process.stop(self, grace or 5)
-end
-
 --- Kill what still runs, wait, close the pipes.
 function Run:close()
-  process.stop(self, 0, true)
+  job.check(self, "close")
+  self:_terminate(0, true)
   for _, name in ipairs { "stdin", "stdout", "stderr" } do
     if self[name] then self[name]:close() end
   end
 end
-Run.__close = Run.close
-
-function Run:__tostring()
+function Run:_describe()
   return fmt("baton.pipeline (%s)", self.status and tostring(self.status) or "running")
 end
 
@@ -294,8 +289,7 @@ function Pipeline:__start(_, fname, defaults)
   local o = self.__options
   fname = fname or "spawn"
   local n = #self.stages
-  local run = setmetatable({ _stages = {}, _names = {}, _waiters = {}, _drains = {}, processes = {},
-    started = core.now(), timed_out = false, command = tostring(self), argv = {} }, Run)
+  local run = job.new(Run, { _stages = {}, _names = {}, processes = {}, command = tostring(self), argv = {} })
   run._wait_delay = o.wait_delay
 
   -- Check every program before anything starts: a missing stage leaves
@@ -304,17 +298,13 @@ function Pipeline:__start(_, fname, defaults)
     if s.cmd then
       local spec = s.cmd.__command
       -- Checked only: nothing is opened or taken over yet.
-      local argv, so = process.check_spec(spec, process.SPAWN_KEYS, fname)
+      local argv, so = options.check(spec, options.SPAWN_KEYS, fname)
       local oo = { cwd = so.cwd }
-      if so.env or so.clearenv then oo.env = process.build_env(so.env, so.clearenv, fname) end
-      local env_path
-      if oo.env then
-        for _, kv in ipairs(oo.env) do env_path = kv:match("^PATH=(.*)") or env_path end
-      end
-      local found, lmsg, code = core.lookpath(argv[1], env_path or os.getenv("PATH"), so.cwd)
+      if so.env or so.clearenv then oo.env = options.env(so.env, so.clearenv, fname) end
+      local found, _, code = core.lookpath(argv[1], errors.envpath(oo.env), so.cwd)
       if not found then
-        local strerr = lmsg:match("^%u+: (.-) %(") or lmsg
-        local msg = process.spawn_error(argv, oo, code, strerr, "lookup", "")
+        local _, msg = options.spawn_failure(argv, oo,
+          { code = code, strerror = core.strerror(code), stage = "lookup" })
         return nil, fmt("%s (pipeline stage %d)", msg, i), code
       end
       run._names[i] = tostring(s.cmd)
@@ -328,20 +318,15 @@ function Pipeline:__start(_, fname, defaults)
   if o.tee then
     local so = o.stdout == nil and defaults and defaults.stdout or o.stdout
     if not (so == nil or so == "inherit" or so == "pipe" or type(so) == "function") then
-      error(fmt("bad argument #1 to '%s' (option 'tee': stdout must be inherited, a pipe or a function to tee it, got %s)",
-        fname, type(so) == "string" and fmt("%q", so) or type(so)), process.user_level())
+      argerror(fname, fmt("option 'tee': stdout must be inherited, a pipe or a function to tee it, got %s",
+        type(so) == "string" and fmt("%q", so) or type(so)))
     end
     if self.stages[n].fn then
-      error(fmt("bad argument #1 to '%s' (option 'tee': the last stage is a Lua function; it can write a copy itself)",
-        fname), process.user_level())
+      argerror(fname, "option 'tee': the last stage is a Lua function; it can write a copy itself")
     end
-    local f, msg = io.open(type(o.tee) == "table" and o.tee.path or o.tee,
+    local f, msg, errno = io.open(type(o.tee) == "table" and o.tee.path or o.tee,
       (type(o.tee) == "table" and o.tee.append) and "ab" or "wb")
-    if not f then
-      local code = msg:match("No such file") and "ENOENT" or msg:match("Permission denied") and "EACCES"
-        or msg:match("Is a directory") and "EISDIR" or "EIO"
-      return nil, fmt("%s: cannot open the tee file: %s", code, msg), code
-    end
+    if not f then return errors.fail(errors.errname(errno), "cannot open the tee file: %s", msg) end
     tee = f
   end
 
@@ -361,7 +346,9 @@ function Pipeline:__start(_, fname, defaults)
   local stdin_first = o.stdin
   local input = o.input
   if input ~= nil then stdin_first = "pipe" end
-  if defaults and defaults.stdout and o.stdout == nil then o = setmetatable({ stdout = defaults.stdout }, { __index = o }) end
+  if defaults and defaults.stdout and o.stdout == nil then
+    o = setmetatable({ stdout = defaults.stdout }, { __index = o })
+  end
 
   -- Started stage by stage; anything raised meanwhile (an interrupt) undoes
   -- what started, as a failed stage does.
@@ -402,7 +389,7 @@ function Pipeline:__start(_, fname, defaults)
         end
         over.stderr = shared_err or o.stderr
         over.pgid = run.pgid or 0
-        local p, msg, code = process.start(s.cmd.__command, process.SPAWN_KEYS, fname, nil, over)
+        local p, msg, code = process.start(s.cmd.__command, options.SPAWN_KEYS, fname, nil, over)
         if w then
           core.close(w)
           held[w] = nil
@@ -414,7 +401,7 @@ function Pipeline:__start(_, fname, defaults)
         if not p then
           return "failed", fmt("%s (pipeline stage %d)", msg, i), code
         end
-        p:detach() -- the pipeline is the unit its scope manages
+        registry.forget(p) -- the pipeline is the unit its scope manages
         run.pgid = run.pgid or p.pid
         run.pid = run.pid or p.pid
         rec.proc = p
@@ -452,28 +439,27 @@ function Pipeline:__start(_, fname, defaults)
       if tee then tee:close() end
       return nil, msg, code
     end
-    run.stderr = process.Stream.new(ud, "stderr")
+    run.stderr = Stream.new(ud, "stderr", "r")
   end
   if tee_to_stdout then
     local out = run.stdout
     run.stdout = nil
     out.tee = tee
-    run:_drain(out, function(chunk)
+    run:_consume(out, function(chunk)
       -- Copied as it comes; when baton's own stdout is gone the sink fails,
       -- which closes the pipe: the last stage gets SIGPIPE, as with | tee.
       if chunk then assert(io.stdout:write(chunk)) end
       assert(io.stdout:flush())
     end)
   elseif tee and run.stdout then
+    -- The script reads stdout, maybe after the run is done: the stream
+    -- closes the tee at its end (or when closed), not the run.
     run.stdout.tee = tee
+    run._tee = nil
   end
   if input ~= nil and run.stdin then
-    local stdin = run.stdin
+    run.stdin:_feed(input)
     run.stdin = nil
-    task.go_internal(function()
-      stdin:write(input)
-      stdin:close()
-    end)
   end
 
   run._pending = n
@@ -498,7 +484,7 @@ function Pipeline:__start(_, fname, defaults)
         if inp then inp:close() end -- unread data upstream: SIGPIPE, forgiven when all after succeeds
         if ok then
           rec.status = { ok = true, code = 0 }
-        elseif err == process.Stream.EPIPE then -- as a process killed by SIGPIPE
+        elseif err == Stream.EPIPE then -- as a process killed by SIGPIPE
           rec.status = { ok = false, signal = 13, signame = "SIGPIPE" }
         else
           rec.status = { ok = false, error = err }
@@ -512,11 +498,8 @@ function Pipeline:__start(_, fname, defaults)
     run._kill_signal, run._grace = o.kill_signal or "TERM", o.grace or 1
     run:_arm_timeout(o.timeout)
   end
-  if not o.detach then process.track(run) end
+  if o.detach then run:detach() else registry.track(run) end
   return run
 end
-
---- Leave the enclosing scope.
-Run.detach = process.Process.detach
 
 return M

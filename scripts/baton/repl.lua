@@ -25,11 +25,14 @@ function M.install(hide, show)
     show()
     return unpack(r, 1, r.n)
   end
-  task.on_uncaught = function(_, trace)
+  -- At the prompt a background task's failure is shown when it happens
+  -- (waiting for it later still gives the error); nothing more at the end.
+  task.on_failure = function(t)
     hide()
-    io.stderr:write("baton: uncaught error in task: ", trace, "\n")
+    io.stderr:write("baton: error in task: ", t.trace, "\n")
     show()
   end
+  task.on_uncaught = function() end
 end
 
 --- Compile an entry: returns the function, or nil and "incomplete", or nil and

@@ -9,6 +9,9 @@
 --     do local s <close> = baton.scope() … end
 -- @module baton.scope
 local task = require "baton.task"
+local errors = require "baton.errors"
+local options = require "baton.options"
+errors.own()
 
 local M = {}
 local pack, unpack = table.pack, table.unpack
@@ -43,7 +46,7 @@ function Scope:close()
   for p in pairs(self.procs) do
     -- one failure must not spare the rest; unwinding an error, a task of
     -- baton's does the waiting
-    local ok, err = pcall(require("baton.process").stop, p, self.grace, true)
+    local ok, err = pcall(p._terminate, p, self.grace, true)
     if not ok and failed == nil then failed = err end
   end
   self.procs = {}
@@ -58,14 +61,12 @@ function Scope:processes()
   return out
 end
 
-local function open(opts)
+local function open(opts, n)
   if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument to 'scope' (options table expected, got " .. type(opts) .. ")", 3)
+    errors.argerror("scope", n, "options table expected, got " .. type(opts))
   end
   local grace = opts and opts.grace or 5
-  if not require("baton.process").is_seconds(grace) then
-    error("bad argument to 'scope' (grace must be a number of seconds from 0 to 1e9)", 3)
-  end
+  options.check_seconds("scope", n, grace, "option 'grace'")
   local s = setmetatable({ procs = {}, _tasks = setmetatable({}, { __mode = "k" }), grace = grace, closed = false },
     Scope)
   s.prev = task.set_scope(s)
@@ -76,8 +77,8 @@ end
 -- its results; `baton.scope(opts)` returns an open scope for `<close>`.
 -- opts: `grace` (seconds between TERM and KILL, default 5).
 function M.scope(fn, opts)
-  if type(fn) ~= "function" then return open(fn) end
-  local s = open(opts)
+  if type(fn) ~= "function" then return open(fn, 1) end
+  local s = open(opts, 2)
   local r = pack(pcall(fn, s))
   s:close()
   if not r[1] then error(r[2], 0) end
@@ -91,10 +92,10 @@ local reaper
 -- called for each. Returns true or nil, msg, code.
 function M.subreaper(on, on_reap)
   if type(on) ~= "boolean" then
-    error("bad argument #1 to 'subreaper' (boolean expected, got " .. type(on) .. ")", 2)
+    errors.argerror("subreaper", 1, "boolean expected, got " .. type(on))
   end
   if on_reap ~= nil and type(on_reap) ~= "function" then
-    error("bad argument #2 to 'subreaper' (function expected, got " .. type(on_reap) .. ")", 2)
+    errors.argerror("subreaper", 2, "function expected, got " .. type(on_reap))
   end
   local core = require "baton.core"
   if on == false then

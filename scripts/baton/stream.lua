@@ -5,13 +5,12 @@
 -- chunks; buffering, line splitting and backpressure are here.
 -- @module baton.stream
 local task = require "baton.task"
+local errors = require "baton.errors"
+errors.own()
 local suspend = task.suspend
 
 local concat, fmt = table.concat, string.format
-
-local function argerror(fname, n, msg)
-  error(fmt("bad argument #%d to '%s' (%s)", n, fname, msg), 3)
-end
+local argerror = errors.argerror
 
 local HIGH_WATER = 256 * 1024 -- stop reading from the pipe above this much unread data
 
@@ -21,10 +20,20 @@ local HIGH_WATER = 256 * 1024 -- stop reading from the pipe above this much unre
 local Stream = { __name = "baton.stream" }
 Stream.__index = Stream
 
---- Wrap a C stream userdata.
-function Stream.new(ud, name)
-  return setmetatable({ _ud = ud, name = name, _q = {}, _qh = 1, _qt = 0, _off = 0, _n = 0,
+--- Wrap a C stream userdata. `mode`: "r" (baton reads: a child's output)
+-- or "w" (baton writes: a child's input).
+function Stream.new(ud, name, mode)
+  return setmetatable({ _ud = ud, name = name, mode = mode, _q = {}, _qh = 1, _qt = 0, _off = 0, _n = 0,
     _eof = false, _reading = false, closed = false }, Stream)
+end
+
+-- Raise unless `self` is a stream that can be used for `fname`.
+local function check(self, fname, mode)
+  errors.check_self(getmetatable(self) == Stream, self, fname, "baton.stream")
+  if mode and self.mode ~= mode then
+    errors.misuse("cannot %s %s: baton %s this end of the pipe", fname, self.name or "a stream",
+      self.mode == "w" and "writes" or "reads")
+  end
 end
 
 function Stream:_start()
@@ -154,11 +163,8 @@ function Stream:_bytes(n)
   return concat(parts)
 end
 
---- Read from the stream. `what`: nil for the next chunk as it arrives, "a" for
--- everything up to end of stream, "l" / "L" for a line without / with its
--- newline, a number for that many bytes (fewer only at end of stream).
--- At end of stream returns nil ("" for "a"); on a read error nil, msg, code.
-function Stream:read(what)
+-- One read of `what` (see read).
+local function read1(self, what, argn)
   local r
   if what == nil then
     while self._qh > self._qt and self:_fill() do end -- another reader may take it first
@@ -183,14 +189,34 @@ function Stream:read(what)
     r = self:_bytes(what)
     if r == nil and what == 0 and not (self._eof and self._qh > self._qt) then r = "" end
   else
-    argerror("read", 1, fmt("invalid format %q", tostring(what)))
+    argerror("read", argn, fmt("invalid format %q", tostring(what)))
   end
   if r == nil and self._err then return nil, self._err, self._errcode end
   return r
 end
 
+--- Read from the stream. `what`: nil for the next chunk as it arrives, "a" for
+-- everything up to end of stream, "l" / "L" for a line without / with its
+-- newline, a number for that many bytes (fewer only at end of stream).
+-- Several formats give a value each, as Lua's io does (up to the first nil).
+-- At end of stream returns nil ("" for "a"); on a read error nil, msg, code.
+function Stream:read(...)
+  check(self, "read", "r")
+  local n = select("#", ...)
+  if n <= 1 then return read1(self, (...), 1) end
+  local out = {}
+  for i = 1, n do
+    local v, msg, code = read1(self, (select(i, ...)), i)
+    if msg then return nil, msg, code end -- a read error, as io's
+    out[i] = v
+    if v == nil then return table.unpack(out, 1, i) end
+  end
+  return table.unpack(out, 1, n)
+end
+
 --- Iterate over lines (`what` as for read, default "l").
 function Stream:lines(what)
+  check(self, "lines", "r")
   what = what or "l"
   return function() return self:read(what) end
 end
@@ -198,13 +224,14 @@ end
 --- Write strings (or numbers); waits until the data is in the pipe.
 -- Returns the stream, or nil, msg, code (EPIPE when the reader has gone).
 function Stream:write(...)
+  check(self, "write", "w")
   local n = select("#", ...)
   local data = n == 1 and ... or concat({ ... })
   if type(data) ~= "string" then
     if type(data) == "number" then data = tostring(data)
     else argerror("write", 1, "string expected, got " .. type(data)) end
   end
-  if self.closed then return nil, "EBADF: bad file descriptor (stream is closed)", "EBADF" end
+  if self.closed then errors.misuse("write to a closed stream (%s)", self.name or "pipe") end
   local wrote, msg, code = self._ud:try_write(data)
   if not wrote then return self:_write_failed(msg, code) end
   if wrote == #data then return self end
@@ -215,6 +242,15 @@ function Stream:write(...)
   end)
   if not ok then return self:_write_failed(emsg, ecode) end
   return self
+end
+
+--- Write `data` and close, from a task of baton's: a child's `input`. EPIPE
+-- (the child did not read it all) is not an error here.
+function Stream:_feed(data)
+  task.go_internal(function()
+    self:write(data)
+    self:close()
+  end)
 end
 
 --- Raised by a write to a stream marked `sigpipe` once its reader has gone:
@@ -228,6 +264,7 @@ end
 
 --- Close the stream (idempotent). A reader waiting on it sees end of stream.
 function Stream:close()
+  check(self, "close")
   if self.closed then return end
   self.closed = true
   self._eof = true
@@ -239,7 +276,10 @@ end
 Stream.__close = Stream.close
 
 --- The underlying fd (for wiring it to another process).
-function Stream:fileno() return self._ud:fileno() end
+function Stream:fileno()
+  check(self, "fileno")
+  return self._ud:fileno()
+end
 
 function Stream:__tostring()
   return fmt("baton.stream (%s%s)", self.name or "pipe", self.closed and ", closed" or "")

@@ -5,11 +5,16 @@
 -- Outside any task (plain `lua5.4` with `require "baton"`), the same call
 -- drives the loop itself until its event arrives.
 --
--- An error in a task is kept by the task: `t:wait()` re-raises it. An error
--- that nobody is waiting for when it happens is *uncaught*: it goes to
--- `task.on_uncaught` (the runner prints it and exits 1; the REPL prints it).
+-- A task's error belongs to whoever waits for it: `t:wait()` (and `all`)
+-- re-raise it, however long after it happened. A failure nobody ever
+-- waits for is *uncaught*: it goes to `task.on_uncaught` when the task is
+-- collected or when the program ends (`report_uncaught`) — the runner then
+-- exits 1 — and never stops unrelated work at the moment it happens
+-- (asyncio's "exception was never retrieved").
 -- @module baton.task
 local core = require "baton.core"
+local errors = require "baton.errors"
+errors.own()
 
 local M = {}
 local tasks = setmetatable({}, { __mode = "k" }) -- coroutine -> task
@@ -20,26 +25,57 @@ local cocreate, coresume, costatus, coyield, corunning =
 -- Resuming a task with this value makes its pending wait raise.
 local CANCEL = setmetatable({}, { __tostring = function() return "cancelled" end })
 local DEADLOCK = "baton: deadlock: waiting for an event that nothing in the loop can produce"
+M.DEADLOCK = DEADLOCK
 
 local Task = {}
 Task.__index = Task
 Task.__name = "baton.task"
 
---- Errors that nobody waited for; the blocking driver and runner report them.
-M.uncaught = {}
+-- Failed tasks whose error nobody has taken yet (weak: a collected one is
+-- reported by its finalizer).
+local unobserved = setmetatable({}, { __mode = "k" })
 
---- Called with (task, traceback) for an uncaught error. Default: remember it
--- and stop the loop so the code driving it can raise; when a host runs the
--- loop (not baton), print it to stderr and leave the host's loop alone.
--- Hosts and the REPL replace it.
-function M.on_uncaught(t, trace)
-  if core.host_loop() then
-    io.stderr:write("baton: uncaught error in task: ", trace, "\n")
-    return
-  end
-  M.uncaught[#M.uncaught + 1] = { task = t, err = t.err, trace = trace }
-  core.stop()
+--- Called with (task, traceback) for a failure nobody waited for, once that
+-- is known: the task was collected, or the program ends. Default: print it
+-- to stderr. The runner and the REPL replace it.
+function M.on_uncaught(_, trace)
+  io.stderr:write("baton: uncaught error in task: ", trace, "\n")
 end
+
+--- Called with the task when a task fails while nobody waits for it (its
+-- error may still be taken later). Default: nothing; the REPL prints it.
+M.on_failure = nil
+
+local function report(t)
+  if t.unobserved and not t.reported then
+    t.reported = true
+    unobserved[t] = nil
+    M.on_uncaught(t, t.trace)
+  end
+end
+
+-- Collected without anyone taking its error: that is final.
+function Task:__gc()
+  pcall(report, self)
+end
+
+--- Report every failure nobody took so far (the program ends); returns how
+-- many there were.
+function M.report_uncaught()
+  local list = {}
+  for t in pairs(unobserved) do list[#list + 1] = t end
+  table.sort(list, function(a, b) return a.seq < b.seq end)
+  for _, t in ipairs(list) do report(t) end
+  return #list
+end
+
+--- Take the task's error: it is no longer uncaught.
+function Task:_observe()
+  self.unobserved = nil
+  unobserved[self] = nil
+end
+
+local seq = 0 -- creation order, for reporting in order
 
 --- An error value as text, as lua.c shows it.
 function M.errmsg(v)
@@ -88,7 +124,7 @@ local function step(t, ...)
   if costatus(t.co) ~= "dead" then return end
   tasks[t.co] = nil
   t.done = true
-  if t == M.main_task and M.interrupted then core.stop() end -- unwound: baton.main takes over
+  if t.on_finish then t.on_finish(t) end
   local failed = r[1] and r[2] == FAILED
   if r[1] and not failed then
     t.results = pack(unpack(r, 2, r.n))
@@ -104,7 +140,9 @@ local function step(t, ...)
     end
     local cancelled = t.cancelled and t.err == (t.cancel_msg or "cancelled") and t.err ~= DEADLOCK
     if not cancelled and (not t.joiners or #t.joiners == 0) then
-      M.on_uncaught(t, t.trace)
+      t.unobserved = true
+      unobserved[t] = true
+      if M.on_failure then M.on_failure(t) end
     end
   end
   wake_joiners(t)
@@ -146,20 +184,16 @@ function M.suspend(arm)
   end
   if core.running() then
     if t then
-      error("baton: cannot wait here: a task cannot yield across this C call " ..
-        "(require, a metamethod, table.sort, pcall from C…); move the wait out of it", 3)
+      errors.misuse("cannot wait here: a task cannot yield across this C call " ..
+        "(require, a metamethod, table.sort, pcall from C…); move the wait out of it")
     end
-    error("baton: cannot wait here: the loop is running and this code is not in a task " ..
-      "(a waiting call inside a plain coroutine or callback); wrap it in baton.go(fn)", 3)
+    errors.misuse("cannot wait here: the loop is running and this code is not in a task " ..
+      "(a waiting call inside a plain coroutine or callback); wrap it in baton.go(fn)")
   end
   local res
   arm(function(...) if not res then res = pack(...) end end)
   while not res do
     local alive = core.run("once")
-    if #M.uncaught > 0 then
-      local u = table.remove(M.uncaught, 1)
-      error(u.trace, 0)
-    end
     if not alive and not res then
       error(DEADLOCK, 3)
     end
@@ -194,11 +228,12 @@ end
 -- belongs to the scope its creator is in.
 function M.new(fn, internal)
   if type(fn) ~= "function" then
-    error("bad argument #1 to 'go' (function expected, got " .. type(fn) .. ")", 3)
+    errors.argerror("go", 1, "function expected, got " .. type(fn))
   end
-  local t = setmetatable({ co = cocreate(body(fn)), done = false, scope = M.scope() }, Task)
+  seq = seq + 1
+  local t = setmetatable({ co = cocreate(body(fn)), done = false, scope = M.scope(), seq = seq }, Task)
   tasks[t.co] = t
-  -- A script's task is cancelled when its scope ends; baton's own (draining
+  -- A script's task is cancelled when its scope ends; baton's own (reading
   -- a process, feeding its input) end with what they serve.
   if not internal and t.scope and t.scope._tasks then t.scope._tasks[t] = true end
   return t
@@ -206,7 +241,7 @@ end
 
 --- Start a task made by `new`, running it until its first wait.
 function Task:start(...)
-  if self.started then error("baton: task already started", 2) end
+  if self.started then errors.misuse("task already started") end
   self.started = true
   step(self, ...)
   return self
@@ -225,8 +260,9 @@ end
 
 --- Wait for the task to finish; return its results or raise its error.
 function Task:wait()
+  errors.check_self(getmetatable(self) == Task, self, "wait", "baton.task")
   if not self.done then
-    if tasks[corunning()] == self then error("baton: a task cannot wait for itself", 2) end
+    if tasks[corunning()] == self then errors.misuse("a task cannot wait for itself") end
     local me
     local ok, err = pcall(M.suspend, function(wake)
       me = wake
@@ -241,7 +277,10 @@ function Task:wait()
       error(err, 0)
     end
   end
-  if self.failed then error(self.err, 0) end
+  if self.failed then
+    self:_observe()
+    error(self.err, 0)
+  end
   return unpack(self.results, 1, self.results.n)
 end
 
@@ -264,6 +303,7 @@ function Task:is_done() return self.done end
 --- Make the task's pending wait raise `msg` (default "cancelled").
 -- @return true if the task was waiting and got cancelled
 function Task:cancel(msg)
+  errors.check_self(getmetatable(self) == Task, self, "cancel", "baton.task")
   if self.done or self.failing or not self.token or costatus(self.co) ~= "suspended" then return false end
   self.token = nil
   self.cancelled = true
@@ -276,13 +316,18 @@ function Task:__tostring()
   return string.format("baton.task (%s)", self.done and (self.failed and "failed" or "done") or "running")
 end
 
+--- Seconds as the milliseconds a timer takes, rounded.
+function M.ms(secs)
+  return math.floor(secs * 1000 + 0.5)
+end
+
 --- Sleep `s` seconds (fractions allowed) without blocking other tasks.
 function M.sleep(s)
   if type(s) ~= "number" or not (s >= 0 and s <= 1e9) then -- NaN fails too
-    error("bad argument #1 to 'sleep' (a number of seconds from 0 to 1e9 expected, got " ..
-      (type(s) == "number" and tostring(s) or type(s)) .. ")", 2)
+    errors.argerror("sleep", 1, "a number of seconds from 0 to 1e9 expected, got " ..
+      (type(s) == "number" and tostring(s) or type(s)))
   end
-  local ms = math.floor(s * 1000 + 0.5)
+  local ms = M.ms(s)
   if ms == 0 then
     -- A turn of the loop: I/O, timers and other tasks run first. (A stale
     -- wake after a cancel is ignored.)
@@ -302,53 +347,52 @@ function M.sleep(s)
   end
 end
 
---- Wait for every waitable (task or process) in `list`; returns a table with
--- the first result of each, in order. Raises the first error met.
-function M.all(list)
-  if type(list) ~= "table" then
-    error("bad argument #1 to 'all' (table expected, got " .. type(list) .. ")", 2)
-  end
-  local out = {}
+-- Raise unless every item of `list` can be waited for.
+local function waitables(fname, list)
+  if type(list) ~= "table" then errors.argerror(fname, 1, "table expected, got " .. type(list)) end
   for i = 1, #list do
     local w = list[i]
-    if type(w) ~= "table" or type(w.wait) ~= "function" then
-      error("bad argument #1 to 'all' (item " .. i .. " cannot be waited for)", 2)
+    if type(w) ~= "table" or type(w._subscribe) ~= "function" then
+      errors.argerror(fname, 1, ("item %d cannot be waited for"):format(i))
     end
-    out[i] = w:wait()
   end
+end
+
+--- Wait for every task or job in `list`; returns a table with the first
+-- result of each (a job's status), in order. A task that fails ends the
+-- wait at once: its error is raised (the others go on).
+function M.all(list)
+  waitables("all", list)
+  while true do
+    local pending = {}
+    for i = 1, #list do
+      local w = list[i]
+      if w.failed then w:wait() end -- raises its error
+      if not (w.done or w.status) then pending[#pending + 1] = w end
+    end
+    if #pending == 0 then break end
+    M.wait_any(pending)
+  end
+  local out = {}
+  for i = 1, #list do out[i] = list[i]:wait() end
   return out
 end
 
---- Set to stop `main` from waiting for what is left (an interrupt).
-M.stopping = false
---- Set by the runner's interrupt: the main task is being stopped.
-M.interrupted = false
-
---- Run `fn` as the main task and drive the loop until nothing is left to do.
--- Returns true, or false and the traceback of the first uncaught error.
-function M.main(fn, ...)
-  local t = M.new(fn)
-  M.main_task = t
-  if M.on_main then M.on_main(t) end
-  M.stopping, M.interrupted = false, false -- before it runs: an interrupt may come at once
-  t:start(...)
-  while #M.uncaught == 0 and not M.stopping and not (t.done and M.interrupted) do
-    if core.alive() then
-      core.run("default")
-    elseif t.done or not t:cancel(DEADLOCK) then
-      break -- finished, or stuck where it cannot be woken
-    end
+--- Wait until one of several tasks or jobs (processes, pipeline runs) is
+-- done; returns its index and the waitable itself.
+function M.wait_any(list)
+  waitables("wait_any", list)
+  if #list == 0 then errors.argerror("wait_any", 1, "non-empty list of tasks or processes expected") end
+  for i, w in ipairs(list) do
+    if w.status or w.done then return i, w end
   end
-  if #M.uncaught > 0 then
-    local u = table.remove(M.uncaught, 1)
-    return false, u.trace, u.err
-  end
-  if not t.done then
-    local msg = "baton: deadlock: the main task waits for an event that nothing can produce"
-    return false, debug.traceback(t.co, msg), msg
-  end
-  if t.failed then return false, t.trace, t.err end -- e.g. cancelled by a signal
-  return true, t
+  local subs = {}
+  local ok, i = pcall(M.suspend, function(wake)
+    for j, w in ipairs(list) do subs[#subs + 1] = w:_subscribe(function() wake(j) end) end
+  end)
+  for _, unsubscribe in ipairs(subs) do unsubscribe() end
+  if not ok then error(i, 0) end
+  return i, list[i]
 end
 
 return M

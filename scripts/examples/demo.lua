@@ -39,20 +39,22 @@ print("signal after reap:", select(2, s:signal("KILL"))) -- the pidfd knows it i
 step("failures are precise")
 print(select(2, baton.spawn { "no-such-program-anywhere" }))
 print(select(2, baton.spawn { "ls", cwd = "/does/not/exist" }))
-local ok, err = pcall(baton.run, { "sh", "-c", "echo 'something broke' >&2; exit 3", capture = true })
+local _, err = pcall(baton.run, { "sh", "-c", "echo 'something broke' >&2; exit 3", capture = true })
 print("run raised:", err)
 local soft = baton.run { "false", check = false }
 print("check = false gives a result instead:", soft.ok, soft.code)
 
 step("pipelines: wired fd to fd, every stage's status, pipefail without the SIGPIPE noise")
 local c = baton.cmd
-local words = c { "printf", "to be or not to be\n" } | c { "tr", " ", "\n" } | c { "sort" } | c { "uniq", "-c" } | c { "sort", "-rn" }
+local words = c { "printf", "to be or not to be\n" } | c { "tr", " ", "\n" } | c { "sort" } | c { "uniq", "-c" }
+  | c { "sort", "-rn" }
 io.write(words:output(), "\n")
 local r4 = (c { "yes" } | c { "head", "-3" }):with { capture = true }:run()
 print("yes | head -3:", r4.ok and "ok" or "failed", "PIPESTATUS", table.concat(r4.statuses, " "))
 local shout = function(input, output) for l in input:lines() do output:write(l:upper(), "!\n") end end
 print((c { "printf", "a\nb\n" } | shout | c { "tac" }):output())
-local ok4, err4 = pcall(baton.run, (c { "seq", "3" } | c { "sh", "-c", "cat >/dev/null; echo 'no space left' >&2; exit 28" } | c { "cat" }):with { capture = true })
+local full = c { "sh", "-c", "cat >/dev/null; echo 'no space left' >&2; exit 28" }
+local _, err4 = pcall(baton.run, (c { "seq", "3" } | full | c { "cat" }):with { capture = true })
 print("a failing stage is named:", err4)
 
 step("commands are values: build once, derive, run many times")
@@ -72,7 +74,9 @@ baton.scope(function()
   print("started", table.concat(pids, " "))
 end, { grace = 1 })
 local alive = 0
-for _, pid in ipairs(pids) do if baton.ok { "kill", "-0", tostring(pid), stderr = "null" } then alive = alive + 1 end end
+for _, pid in ipairs(pids) do
+  if baton.ok { "kill", "-0", tostring(pid), stderr = "null" } then alive = alive + 1 end
+end
 print("still alive after the scope:", alive)
 
 step("resource use comes with every result")

@@ -1,5 +1,11 @@
 /*
- * signals.c — names: signals both ways ("TERM", "SIGTERM", 15), errno names, stages.
+ * names.c — the names the core gives to numbers: signals both ways ("TERM",
+ * "SIGTERM", "15" <-> 15), errno values ("ENOEXEC" and its message), and the
+ * steps of a spawn ("chdir", "exec").
+ *
+ * Hosts use them to build messages and to accept signal names from users; no
+ * other file of the core depends on them. Every string returned is static,
+ * except bt_strerror's, which lives in a per-thread buffer.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -15,14 +21,14 @@ static const struct {
   const char *name; /* without the SIG prefix */
   int num;
 } bt__signals[] = {
-    {"HUP", SIGHUP},       {"INT", SIGINT},       {"QUIT", SIGQUIT},     {"ILL", SIGILL},
-    {"TRAP", SIGTRAP},     {"ABRT", SIGABRT},     {"IOT", SIGIOT},       {"BUS", SIGBUS},
-    {"FPE", SIGFPE},       {"KILL", SIGKILL},     {"USR1", SIGUSR1},     {"SEGV", SIGSEGV},
-    {"USR2", SIGUSR2},     {"PIPE", SIGPIPE},     {"ALRM", SIGALRM},     {"TERM", SIGTERM},
-    {"STKFLT", SIGSTKFLT}, {"CHLD", SIGCHLD},     {"CONT", SIGCONT},     {"STOP", SIGSTOP},
-    {"TSTP", SIGTSTP},     {"TTIN", SIGTTIN},     {"TTOU", SIGTTOU},     {"URG", SIGURG},
-    {"XCPU", SIGXCPU},     {"XFSZ", SIGXFSZ},     {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF},
-    {"WINCH", SIGWINCH},   {"IO", SIGIO},         {"PWR", SIGPWR},       {"SYS", SIGSYS},
+    {"HUP", SIGHUP},       {"INT", SIGINT},   {"QUIT", SIGQUIT},     {"ILL", SIGILL},
+    {"TRAP", SIGTRAP},     {"ABRT", SIGABRT}, {"IOT", SIGIOT},       {"BUS", SIGBUS},
+    {"FPE", SIGFPE},       {"KILL", SIGKILL}, {"USR1", SIGUSR1},     {"SEGV", SIGSEGV},
+    {"USR2", SIGUSR2},     {"PIPE", SIGPIPE}, {"ALRM", SIGALRM},     {"TERM", SIGTERM},
+    {"STKFLT", SIGSTKFLT}, {"CHLD", SIGCHLD}, {"CONT", SIGCONT},     {"STOP", SIGSTOP},
+    {"TSTP", SIGTSTP},     {"TTIN", SIGTTIN}, {"TTOU", SIGTTOU},     {"URG", SIGURG},
+    {"XCPU", SIGXCPU},     {"XFSZ", SIGXFSZ}, {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF},
+    {"WINCH", SIGWINCH},   {"IO", SIGIO},     {"PWR", SIGPWR},       {"SYS", SIGSYS},
 };
 
 #define NSIGNALS (sizeof bt__signals / sizeof bt__signals[0])
@@ -44,10 +50,10 @@ int bt_signal_number(const char *name) {
 const char *bt_signal_name(int sig) {
   static const char *const full[] = {
 #define S(n) [SIG##n] = "SIG" #n
-      S(HUP),  S(INT),  S(QUIT), S(ILL),  S(TRAP), S(ABRT), S(BUS),    S(FPE),  S(KILL),
-      S(USR1), S(SEGV), S(USR2), S(PIPE), S(ALRM), S(TERM), S(STKFLT), S(CHLD), S(CONT),
-      S(STOP), S(TSTP), S(TTIN), S(TTOU), S(URG),  S(XCPU), S(XFSZ),   S(VTALRM), S(PROF),
-      S(WINCH), S(IO),  S(PWR),  S(SYS),
+      S(HUP),  S(INT),    S(QUIT), S(ILL),   S(TRAP), S(ABRT), S(BUS),  S(FPE),
+      S(KILL), S(USR1),   S(SEGV), S(USR2),  S(PIPE), S(ALRM), S(TERM), S(STKFLT),
+      S(CHLD), S(CONT),   S(STOP), S(TSTP),  S(TTIN), S(TTOU), S(URG),  S(XCPU),
+      S(XFSZ), S(VTALRM), S(PROF), S(WINCH), S(IO),   S(PWR),  S(SYS),
 #undef S
   };
   if (sig <= 0 || (size_t)sig >= sizeof full / sizeof full[0]) return NULL;
@@ -86,7 +92,8 @@ const char *bt_strerror(int err) {
   static _Thread_local char buf[128];
   const char *m = strerror(-err);
   size_t i = 0;
-  for (; m[i] && i < sizeof buf - 1; i++) buf[i] = (char)tolower((unsigned char)m[i]);
+  for (; m[i] && i < sizeof buf - 1; i++)
+    buf[i] = (char)tolower((unsigned char)m[i]);
   buf[i] = '\0';
   return buf;
 }

@@ -1,0 +1,10 @@
+-- luacheck configuration (Debian: lua-check). CI runs `luacheck .`.
+std = "lua54"
+max_line_length = 120
+exclude_files = { "build*/**", ".git/**" }
+-- Scripts run by `baton` see it as a global.
+files["scripts/examples/**"] = { read_globals = { "baton" } }
+files["bench/**"] = { read_globals = { "baton" } }
+-- The REPL routes output through its own print and io.write.
+files["scripts/baton/repl.lua"] = { globals = { "print", "io" } }
+files["spec/**"] = { std = "+busted", read_globals = { "baton" } }

@@ -1,0 +1,132 @@
+--- baton.runner — the program's life when baton runs a script: the main
+-- task, interrupts, uncaught errors, shutdown in order, the exit status.
+--
+-- The `baton` executable (bindings/cli) uses exactly this contract:
+--  * `runner.on_main = fn` before `main`: `fn(task)` is called with the main
+--    task before it first runs (the executable hooks its coroutine, so that a
+--    signal can stop busy Lua code);
+--  * `runner.main(fn, ...)` runs `fn(...)` as the main task, drives the loop
+--    until nothing is left, runs the shutdown hooks, and returns
+--    `true, task` or `false, message, error value, exit status` — the
+--    message nil when it was printed already (failures of tasks nobody
+--    waited for, reported as they are found);
+--  * `runner.interrupt(signum)`, from the loop, when SIGINT, SIGTERM or SIGHUP
+--    arrived: the main task's pending wait raises `interrupted by SIGINT`,
+--    its scopes unwind with the loop running, then the shutdown hooks stop
+--    what is left and the exit status is 128 + signum.
+-- Hosts and stock `lua5.4` may call `main` too (as `baton.main`).
+-- @module baton.runner
+local core = require "baton.core"
+local task = require "baton.task"
+require("baton.errors").own()
+
+local M = {}
+
+-- Shutdown hooks: fn(reason) run in reverse order of registration, each in
+-- a task of its own (they may wait), after the main task ended.
+local hooks = {}
+
+--- Run `fn(reason)` when the program ends (reason: "done", "failed" or
+-- "interrupted"); the last registered runs first. Returns a function that
+-- removes the hook.
+function M.on_shutdown(fn)
+  local entry = { fn = fn }
+  hooks[#hooks + 1] = entry
+  return function()
+    for i = #hooks, 1, -1 do
+      if hooks[i] == entry then table.remove(hooks, i) end
+    end
+  end
+end
+
+-- The first hook, so the last to run: on a failure or an interrupt, what the
+-- script started and did not detach goes too (TERM, 2 s, KILL). A normal
+-- end has waited for it already.
+M.on_shutdown(function(reason)
+  if reason == "done" or not package.loaded["baton.registry"] then return end
+  local stoppers = {}
+  for _, j in ipairs(require("baton.registry").jobs()) do
+    stoppers[#stoppers + 1] = task.go_internal(function() pcall(j.terminate, j, 2) end)
+  end
+  for _, t in ipairs(stoppers) do pcall(t.wait, t) end
+end)
+
+local function shutdown(reason)
+  for i = #hooks, 1, -1 do
+    local t = task.go_internal(hooks[i].fn, reason)
+    pcall(t.wait, t)
+  end
+end
+
+local caught      -- the signal that interrupts the program
+local abandoning  -- the main task is over: stop waiting for what it left
+
+-- Drive the loop for the main task `t` until nothing is left to do, an
+-- uncaught error, or an interrupt that unwound it.
+local function drive(t)
+  while not abandoning and not (t.done and caught) do
+    if core.alive() then
+      core.run("default")
+    elseif t.done or not t:cancel(task.DEADLOCK) then
+      break -- finished, or stuck where it cannot be woken
+    end
+  end
+  t:_observe() -- its failure is the program's, reported by the caller
+  if not t.done then
+    local msg = "baton: deadlock: the main task waits for an event that nothing can produce"
+    return false, debug.traceback(t.co, msg), msg
+  end
+  if t.failed then return false, t.trace, t.err end -- e.g. cancelled by a signal
+  return true, t
+end
+
+--- Run `fn(...)` as the main task and drive the loop until nothing is left:
+-- what `baton script.lua` does.
+-- @return true, task | false, message (a traceback), error value, exit status
+-- (128 + signal after an interrupt; nil otherwise)
+function M.main(fn, ...)
+  caught, abandoning = nil, false -- before it runs: an interrupt may come at once
+  -- A failure nobody waited for is printed when it is known to be one (the
+  -- task was collected, or now at the end) and makes the exit status 1.
+  local uncaught = 0
+  local on_uncaught = task.on_uncaught
+  task.on_uncaught = function(t, trace)
+    uncaught = uncaught + 1
+    return on_uncaught(t, trace)
+  end
+  local t = task.new(fn)
+  M.main_task = t
+  t.on_finish = function()
+    if caught then core.stop() end -- unwound: main takes over
+  end
+  local on_main = M.on_main or task.on_main -- (the executable still sets task.on_main)
+  if on_main then on_main(t) end
+  t:start(...)
+  local ok, a, b = drive(t)
+  shutdown(caught and "interrupted" or ok and "done" or "failed")
+  task.report_uncaught()
+  task.on_uncaught = on_uncaught
+  if caught then
+    return false, (not ok and a) or ("interrupted by " .. core.signame(caught)), b, 128 + caught
+  end
+  if ok and uncaught > 0 then return false, nil, nil, 1 end
+  return ok, a, b
+end
+
+--- From the loop, when SIGINT, SIGTERM or SIGHUP arrived: cancel the main
+-- task's wait and stop waiting for the rest.
+function M.interrupt(sig)
+  if caught then return end
+  caught = sig
+  local t = M.main_task
+  if t and not t.done then
+    -- Its pending wait raises; its scopes and <close> variables unwind with
+    -- the loop still running (they may wait), then main stops the rest.
+    t:cancel("interrupted by " .. (core.signame(sig) or sig))
+    if not t.done then return end
+  end
+  abandoning = true
+  core.stop()
+end
+
+return M

@@ -1,0 +1,96 @@
+-- The runner module (baton.runner): the program's life — main task,
+-- shutdown hooks in order, interrupts, exit status — and the registry it
+-- reads. Each case runs in a child lua5.4, where the runner is not driving
+-- the loop already (under the `baton` executable the specs are its main task).
+local baton = require "baton"
+local H = require "helper"
+
+local LUA = os.getenv("LUA") or "lua5.4"
+local CPATH = os.getenv("BATON_EXE"):match("^(.*)/[^/]*$") .. "/?.so;;"
+
+-- Run `code` in a child lua5.4 that has baton; returns the result.
+local function lua(code)
+  return baton.run { LUA, "-e", code, env = { LUA_CPATH = CPATH, LUA_INIT = false }, capture = true, check = false }
+end
+
+describe("the runner", function()
+  H.guard()
+
+  it("runs the main task, then the shutdown hooks, the last registered first", function()
+    local r = lua [[
+      local baton = require "baton"
+      local runner = require "baton.runner"
+      runner.on_shutdown(function(reason) print("first", reason) end)
+      runner.on_shutdown(function(reason) baton.sleep(0.01); print("second", reason) end)
+      local ok, t = baton.main(function() baton.sleep(0.01); return "result" end)
+      print(ok, t:wait())
+    ]]
+    assert.are.equal("", r.stderr)
+    assert.are.equal("second\tdone\nfirst\tdone\ntrue\tresult\n", r.stdout)
+  end)
+
+  it("reports a failed main task with its traceback, and says so to the hooks", function()
+    local r = lua [[
+      local baton = require "baton"
+      require("baton.runner").on_shutdown(function(reason) print("hook", reason) end)
+      local ok, trace, err = baton.main(function() error("main failed") end)
+      print(ok, err)
+      print(trace:match("stack traceback") ~= nil)
+    ]]
+    assert.matches("^hook\tfailed\nfalse\t%(command line%):3: main failed\ntrue\n$", r.stdout)
+  end)
+
+  it("on an interrupt, unwinds the main task, stops what it started but not what it detached", function()
+    local r = lua [[
+      local baton = require "baton"
+      local runner = require "baton.runner"
+      local p, d
+      local ok, msg, _, status = baton.main(function()
+        p = baton.spawn { "sleep", "30" }
+        d = baton.spawn { "sleep", "30", detach = true }
+        baton.go(function() baton.sleep(0); runner.interrupt(15) end)
+        p:wait()
+      end)
+      print(ok, msg:match("^[^\n]*"), status)
+      print(tostring(p:poll()), d:poll())
+      d:kill()
+      print(tostring(d:wait()))
+    ]]
+    assert.are.equal("", r.stderr)
+    assert.are.equal("false\tinterrupted by SIGTERM\t143\nkilled by SIGTERM\tnil\nkilled by SIGKILL\n", r.stdout)
+  end)
+
+  it("neither waits for nor stops a detached process or pipeline: a daemon outlives the script", function()
+    local r = baton.run { os.getenv("BATON_EXE"), "-e", [[
+      print(baton.spawn { "sleep", "30", detach = true }.pid)
+      print((baton.cmd { "sleep", "30" } | baton.cmd { "cat" }):spawn { detach = true }.pid)
+    ]], capture = true }
+    local pids = {}
+    for pid in r.stdout:gmatch("%d+") do pids[#pids + 1] = tonumber(pid) end
+    assert.are.equal(2, #pids)
+    for _, pid in ipairs(pids) do
+      assert.is_true(H.alive(pid), "the detached process was stopped")
+      assert.is_true(baton.ok { "kill", "-KILL", tostring(pid) })
+      assert.is_true(H.gone_within(pid, 5))
+    end
+  end)
+
+  it("knows what runs: started jobs until done, not detached ones", function()
+    local registry = require "baton.registry"
+    local base = #registry.jobs()
+    local p = baton.spawn { "sleep", "30" }
+    local pl = (baton.cmd { "sleep", "30" } | baton.cmd { "cat" }):spawn()
+    local d = baton.spawn { "sleep", "30", detach = true }
+    local seen = {}
+    for _, j in ipairs(registry.jobs()) do seen[j] = true end
+    assert.are.equal(base + 2, #registry.jobs())
+    assert.is_true(seen[p] and seen[pl] and not seen[d])
+    assert.are.equal(p, registry.find_child(p.pid))
+    pl:close()
+    p:kill()
+    p:wait()
+    d:kill()
+    d:wait()
+    assert.are.equal(base, #registry.jobs())
+  end)
+end)

@@ -62,8 +62,8 @@ describe("the runner", function()
 
   it("neither waits for nor stops a detached process or pipeline: a daemon outlives the script", function()
     local r = baton.run { os.getenv("BATON_EXE"), "-e", [[
-      print(baton.spawn { "sleep", "30", detach = true }.pid)
-      print((baton.cmd { "sleep", "30" } | baton.cmd { "cat" }):spawn { detach = true }.pid)
+      print(baton.spawn { "sleep", "30", detach = true, stdout = "null", stderr = "null" }.pid)
+      print((baton.cmd { "sleep", "30" } | baton.cmd { "cat" }):spawn { detach = true, stdout = "null", stderr = "null" }.pid)
     ]], capture = true }
     local pids = {}
     for pid in r.stdout:gmatch("%d+") do pids[#pids + 1] = tonumber(pid) end

@@ -92,6 +92,17 @@ function H.guard()
   end)
 end
 
+--- The environment (for baton.run's `env`) of a lua5.4 child that loads
+-- the baton.so under test: found next to the executable; in a sanitizer
+-- build with the sanitizer runtimes preloaded (the module is unloaded at
+-- exit, so its static tables would look leaked: no leak check there).
+function H.lua_env()
+  local env = { LUA_CPATH = os.getenv("BATON_EXE"):match("^(.*)/[^/]*$") .. "/?.so;;", LUA_INIT = false }
+  local preload = os.getenv("BATON_LUA_PRELOAD")
+  if preload then env.LD_PRELOAD, env.ASAN_OPTIONS = preload, "detect_leaks=0" end
+  return env
+end
+
 -- A scratch file path, removed by the caller.
 function H.tmpname()
   return os.tmpname()

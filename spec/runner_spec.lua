@@ -5,12 +5,9 @@
 local baton = require "baton"
 local H = require "helper"
 
-local LUA = os.getenv("LUA") or "lua5.4"
-local CPATH = os.getenv("BATON_EXE"):match("^(.*)/[^/]*$") .. "/?.so;;"
-
 -- Run `code` in a child lua5.4 that has baton; returns the result.
 local function lua(code)
-  return baton.run { LUA, "-e", code, env = { LUA_CPATH = CPATH, LUA_INIT = false }, capture = true, check = false }
+  return baton.run { "lua5.4", "-e", code, env = H.lua_env(), capture = true, check = false }
 end
 
 describe("the runner", function()

@@ -6,7 +6,6 @@ local baton = require "baton"
 local H = require "helper"
 
 local BATON = os.getenv("BATON_EXE")
-local CPATH = BATON:match("^(.*)/[^/]*$") .. "/?.so;;"
 
 -- Run `script` (a chunk using the global `baton`) in `mode` ("baton" or
 -- "lua"); returns the result.
@@ -16,7 +15,7 @@ local function script(mode, code)
   f:write(code)
   f:close()
   local cmd = mode == "baton" and { BATON, path } or { "lua5.4", "-e", "baton = require 'baton'", path }
-  cmd.env, cmd.capture, cmd.check = { LUA_CPATH = CPATH, LUA_INIT = false }, true, false
+  cmd.env, cmd.capture, cmd.check = H.lua_env(), true, false
   local r = baton.run(cmd)
   os.remove(path)
   return r

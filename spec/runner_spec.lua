@@ -72,6 +72,16 @@ describe("the runner", function()
     end
   end)
 
+  it("stops what the REPL started when it exits at the end of its input", function()
+    local secs = string.format("%d.%06d", 3000 + math.random(1000), math.random(999999))
+    local r = baton.run { os.getenv("BATON_EXE"), "-i", capture = true,
+      input = ("p = baton.spawn{'sleep', '%s', stdout = 'null'}\nprint(p.pid)\n"):format(secs) }
+    local pid = tonumber(r.stdout:match("(%d+)\n"))
+    assert.is_number(pid)
+    assert.is_true(H.gone_within(pid, 5))
+    assert.is_false(baton.ok { "pgrep", "-fx", "sleep " .. secs, stdout = "null" })
+  end)
+
   it("knows what runs: started jobs until done, not detached ones", function()
     local registry = require "baton.registry"
     local base = #registry.jobs()

@@ -417,6 +417,11 @@ int lb_repl(lua_State *L) {
   uv_close(R.from_file ? (uv_handle_t *)&R.file_input : (uv_handle_t *)&R.input, NULL);
   uv_close((uv_handle_t *)&R.backlog, NULL);
   uv_run(R.rt->loop, UV_RUN_NOWAIT);
+  /* Nothing started at the prompt outlives it (unless detached). */
+  if (glue_repl_finish(L) != LUA_OK) {
+    fprintf(stderr, "baton: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
   if (E.loaded && R.histfile[0]) E.write_history(R.histfile);
   free(R.pending);
   free(E.buf);

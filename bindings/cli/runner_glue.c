@@ -10,8 +10,24 @@
 #include "lbaton.h"
 #include "runner_glue.h"
 
-#define GLUE_REPL "baton.repl"                   /* registry: the REPL's module */
-#define GLUE_RUNNER_THREAD "baton.runner.thread" /* registry: the interrupt thread */
+static int glue_runner = LUA_NOREF; /* registry ref: the module baton.runner */
+static int glue_repl = LUA_NOREF;   /* registry ref: the module baton.repl */
+static int glue_thread = LUA_NOREF; /* registry ref: the interrupt thread */
+
+/* require(name), referenced in the registry. Raises on failure. */
+static int glue_require(lua_State *L, const char *name) {
+  lua_getglobal(L, "require");
+  lua_pushstring(L, name);
+  lua_call(L, 1, 1);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Push field `k` of the module referenced by `ref`. */
+static void glue_field(lua_State *L, int ref, const char *k) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  lua_getfield(L, -1, k);
+  lua_remove(L, -2);
+}
 
 void glue_open_baton(lua_State *L) {
   lb_preload(L);
@@ -19,25 +35,22 @@ void glue_open_baton(lua_State *L) {
   lua_pushliteral(L, "baton");
   lua_call(L, 1, 1);
   lua_setglobal(L, "baton");
+  glue_runner = glue_require(L, "baton.runner");
 }
 
 void glue_push_main(lua_State *L) {
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_getfield(L, -1, "baton");
-  lua_getfield(L, -1, "main");
-  lua_remove(L, -2);
-  lua_remove(L, -2);
+  glue_field(L, glue_runner, "main");
 }
 
 lua_State *glue_runner_thread(lua_State *L) {
   lua_State *T = lua_newthread(L);
-  lua_setfield(L, LUA_REGISTRYINDEX, GLUE_RUNNER_THREAD);
+  glue_thread = luaL_ref(L, LUA_REGISTRYINDEX);
   return T;
 }
 
 static void (*glue_main_cb)(lua_State *co);
 
-/* baton.task.on_main(task): hand the main task's coroutine over. */
+/* runner.on_main(task): hand the main task's coroutine over. */
 static int glue_on_main_task(lua_State *L) {
   lua_getfield(L, 1, "co");
   glue_main_cb(lua_tothread(L, -1));
@@ -46,41 +59,35 @@ static int glue_on_main_task(lua_State *L) {
 
 void glue_on_main(lua_State *L, void (*cb)(lua_State *co)) {
   glue_main_cb = cb;
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_getfield(L, -1, "baton.task");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, glue_runner);
   lua_pushcfunction(L, glue_on_main_task);
   lua_setfield(L, -2, "on_main");
-  lua_pop(L, 2);
+  lua_pop(L, 1);
 }
 
 int glue_interrupt(lua_State *L, int sig) {
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_getfield(L, -1, "baton");
-  lua_getfield(L, -1, "interrupt");
+  glue_field(L, glue_runner, "interrupt");
   lua_pushinteger(L, sig);
-  int status = lua_pcall(L, 1, 0, 0);
-  if (status != LUA_OK) lua_insert(L, -3); /* the message goes under the tables */
-  lua_pop(L, 2);
-  return status;
+  return lua_pcall(L, 1, 0, 0);
 }
 
 void glue_repl_install(lua_State *L, lua_CFunction hide, lua_CFunction show) {
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, GLUE_REPL);
-  lua_call(L, 1, 1);
-  lua_getfield(L, -1, "install");
+  glue_repl = glue_require(L, "baton.repl");
+  glue_field(L, glue_repl, "install");
   lua_pushcfunction(L, hide);
   lua_pushcfunction(L, show);
   lua_call(L, 2, 0);
-  lua_setfield(L, LUA_REGISTRYINDEX, GLUE_REPL);
+}
+
+int glue_repl_finish(lua_State *L) {
+  glue_field(L, glue_repl, "finish");
+  return lua_pcall(L, 0, 0, 0);
 }
 
 int glue_repl_compile(lua_State *L, const char *src) {
-  lua_getfield(L, LUA_REGISTRYINDEX, GLUE_REPL);
-  lua_getfield(L, -1, "compile");
+  glue_field(L, glue_repl, "compile");
   lua_pushstring(L, src);
-  lua_call(L, 1, 2); /* repl, fn | nil, msg */
-  lua_remove(L, -3);
+  lua_call(L, 1, 2); /* fn | nil, msg */
   if (!lua_isnil(L, -2)) {
     lua_pop(L, 1);
     return GLUE_COMPILED;
@@ -92,12 +99,10 @@ int glue_repl_compile(lua_State *L, const char *src) {
 
 lua_State *glue_repl_eval(lua_State *L, int fn_index, lua_CFunction done) {
   fn_index = lua_absindex(L, fn_index);
-  lua_getfield(L, LUA_REGISTRYINDEX, GLUE_REPL);
-  lua_getfield(L, -1, "eval");
+  glue_field(L, glue_repl, "eval");
   lua_pushvalue(L, fn_index);
   lua_pushcfunction(L, done);
   lua_call(L, 2, 1); /* the task, not started */
-  lua_remove(L, -2);
   lua_getfield(L, -1, "co");
   lua_State *co = lua_tothread(L, -1);
   lua_pop(L, 1);

@@ -1,22 +1,26 @@
 /*
  * runner_glue.h — every name the `baton` executable looks up on the Lua
  * side, in one place, so that the contract between the C runner and the Lua
- * layer can change here alone. The names used today:
+ * layer can change here alone. It is the module `baton.runner` (documented
+ * in scripts/baton/runner.lua) and, for the REPL, `baton.repl`:
  *
  *   global `baton` = require "baton"           (set by glue_open_baton)
- *   package.loaded["baton"].main(fn, ...)      run fn as the main task; returns
- *                                              true | false, traceback, err, status
- *   package.loaded["baton"].interrupt(sig)     a signal arrived (from the loop,
+ *   runner.main(fn, ...)                       run fn as the main task; returns
+ *                                              true | false, message or nil
+ *                                              (printed already), err, status
+ *   runner.interrupt(sig)                      a signal arrived (from the loop,
  *                                              or from the main task's hook)
- *   package.loaded["baton.task"].on_main       set to a C function: called with
+ *   runner.on_main                             set to a C function: called with
  *                                              the main task; task.co is its coroutine
- *   require("baton.repl").install(hide, show)  the REPL's output wrappers
- *   registry["baton.repl"]                     that module, kept for the REPL:
- *     .compile(src)     -> fn | nil, "incomplete" | nil, message
- *     .eval(fn, done)   -> a task not started: task.co, task:start(),
+ *   repl.install(hide, show)                   the REPL's output wrappers
+ *   repl.compile(src)  -> fn | nil, "incomplete" | nil, message
+ *   repl.eval(fn, done) -> a task not started: task.co, task:start(),
  *                          task:cancel(msg); done() is called when it ends
- *   registry["baton.runner.thread"]            a Lua thread the runner's
- *                                              interrupt calls run on
+ *   repl.finish()                              the REPL exits: shutdown hooks,
+ *                                              what runs is stopped (drives the loop)
+ *
+ * Both modules are held by references taken when they are loaded, never
+ * looked up by name again.
  */
 #ifndef BATON_CLI_RUNNER_GLUE_H
 #define BATON_CLI_RUNNER_GLUE_H
@@ -27,7 +31,7 @@
  * on failure (call under lua_pcall). */
 void glue_open_baton(lua_State *L);
 
-/* Push baton.main. */
+/* Push runner.main. */
 void glue_push_main(lua_State *L);
 
 /* A new Lua thread, anchored in the registry, to call the Lua side from the
@@ -37,7 +41,7 @@ lua_State *glue_runner_thread(lua_State *L);
 /* Have `cb(co)` called with the coroutine of the main task when it starts. */
 void glue_on_main(lua_State *L, void (*cb)(lua_State *co));
 
-/* Call baton.interrupt(sig) in protected mode. Returns LUA_OK, or an error
+/* Call runner.interrupt(sig) in protected mode. Returns LUA_OK, or an error
  * status with the message pushed. */
 int glue_interrupt(lua_State *L, int sig);
 
@@ -55,6 +59,10 @@ int glue_repl_compile(lua_State *L, const char *src);
  * entry and calls `done` when it ends; returns the task's coroutine. Raises
  * if the Lua side does. */
 lua_State *glue_repl_eval(lua_State *L, int fn_index, lua_CFunction done);
+
+/* repl.finish() in protected mode: LUA_OK, or an error status with the
+ * message pushed. */
+int glue_repl_finish(lua_State *L);
 
 /* task:start() and task:cancel(msg) for the task at `task_index`, in
  * protected mode: LUA_OK, or an error status with the message pushed. */

@@ -49,7 +49,7 @@ local lazy = {
   lines = { "baton.run", "lines" }, ok = { "baton.run", "ok" },
   from = { "baton.options", "from" }, signum = { "baton.options", "signum" },
   quote = { "baton.errors", "quote" }, Error = { "baton.errors", "Error" },
-  main = { "baton.runner", "main" }, interrupt = { "baton.runner", "interrupt" },
+  main = { "baton.runner", "main" },
   cmd = { "baton.command", "cmd" }, sh = { "baton.command", "sh" },
   scope = { "baton.scope", "scope" }, subreaper = { "baton.scope", "subreaper" },
   pipeline = { "baton.pipeline", "pipeline" },

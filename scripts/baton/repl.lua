@@ -5,6 +5,7 @@
 -- so text printed by background tasks does not garble the line being edited.
 -- @module baton.repl
 local task = require "baton.task"
+local scope = require "baton.scope"
 
 local M = {}
 local pack, unpack = table.pack, table.unpack
@@ -59,18 +60,30 @@ local function traceback(e)
 end
 
 --- A task (not yet started) that runs `fn`, prints its results or its error,
--- then calls `done()`. Its coroutine is what Ctrl-C interrupts.
+-- then calls `done()`. Its coroutine is what Ctrl-C interrupts: an
+-- interrupted entry stops what it started (processes, tasks) before the
+-- prompt comes back; a finished one leaves it running.
 function M.eval(fn, done)
+  local entry = scope.new(2)
   local t = task.new(function()
     local r = pack(xpcall(fn, traceback))
     if r[1] then
       if r.n > 1 then print(unpack(r, 2, r.n)) end
     else
       io.stderr:write(tostring(r[2]), "\n")
+      if tostring(r[2]):match("^[^\n]*interrupted!") then entry:close() end
     end
     done()
   end)
+  t.scope = entry
   return t
+end
+
+--- The REPL exits (Ctrl-D, end of input): the shutdown hooks run, and every
+-- process started at the prompt and not detached is stopped. Called from
+-- outside any task, with the loop stopped: it drives the loop itself.
+function M.finish()
+  require("baton.runner").shutdown("exit")
 end
 
 return M

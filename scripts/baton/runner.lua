@@ -26,9 +26,9 @@ local M = {}
 -- a task of its own (they may wait), after the main task ended.
 local hooks = {}
 
---- Run `fn(reason)` when the program ends (reason: "done", "failed" or
--- "interrupted"); the last registered runs first. Returns a function that
--- removes the hook.
+--- Run `fn(reason)` when the program ends (reason: "done", "failed",
+-- "interrupted", or "exit" when the REPL exits); the last registered runs
+-- first. Returns a function that removes the hook.
 function M.on_shutdown(fn)
   local entry = { fn = fn }
   hooks[#hooks + 1] = entry
@@ -39,19 +39,25 @@ function M.on_shutdown(fn)
   end
 end
 
--- The first hook, so the last to run: on a failure or an interrupt, what the
--- script started and did not detach goes too (TERM, 2 s, KILL). A normal
--- end has waited for it already.
-M.on_shutdown(function(reason)
-  if reason == "done" or not package.loaded["baton.registry"] then return end
+--- Stop every job baton started and did not detach, all at once: TERM,
+-- `grace` seconds, KILL, reaped.
+function M.stop_jobs(grace)
+  if not package.loaded["baton.registry"] then return end -- nothing ever ran
   local stoppers = {}
   for _, j in ipairs(require("baton.registry").jobs()) do
-    stoppers[#stoppers + 1] = task.go_internal(function() pcall(j.terminate, j, 2) end)
+    stoppers[#stoppers + 1] = task.go_internal(function() pcall(j.terminate, j, grace) end)
   end
   for _, t in ipairs(stoppers) do pcall(t.wait, t) end
+end
+
+-- The first hook, so the last to run: unless the program ended normally
+-- (having waited for them), what it started and did not detach goes too.
+M.on_shutdown(function(reason)
+  if reason ~= "done" then M.stop_jobs(2) end
 end)
 
-local function shutdown(reason)
+--- Run the shutdown hooks, each in a task of its own, waiting for each.
+function M.shutdown(reason)
   for i = #hooks, 1, -1 do
     local t = task.go_internal(hooks[i].fn, reason)
     pcall(t.wait, t)
@@ -99,11 +105,10 @@ function M.main(fn, ...)
   t.on_finish = function()
     if caught then core.stop() end -- unwound: main takes over
   end
-  local on_main = M.on_main or task.on_main -- (the executable still sets task.on_main)
-  if on_main then on_main(t) end
+  if M.on_main then M.on_main(t) end
   t:start(...)
   local ok, a, b = drive(t)
-  shutdown(caught and "interrupted" or ok and "done" or "failed")
+  M.shutdown(caught and "interrupted" or ok and "done" or "failed")
   task.report_uncaught()
   task.on_uncaught = on_uncaught
   if caught then

@@ -67,10 +67,16 @@ local function open(opts, n)
   end
   local grace = opts and opts.grace or 5
   options.check_seconds("scope", n, grace, "option 'grace'")
-  local s = setmetatable({ procs = {}, _tasks = setmetatable({}, { __mode = "k" }), grace = grace, closed = false },
-    Scope)
+  local s = M.new(grace)
   s.prev = task.set_scope(s)
   return s
+end
+
+--- A scope not entered by the running code: a task given it (`t.scope`)
+-- records there what it starts (the REPL gives one to each entry).
+function M.new(grace)
+  return setmetatable({ procs = {}, _tasks = setmetatable({}, { __mode = "k" }), grace = grace, closed = false },
+    Scope)
 end
 
 --- `baton.scope(fn, opts)` runs `fn(scope)` inside a new scope and returns

@@ -124,6 +124,15 @@ describe("the REPL", function()
     assert.matches(">> return x %* 2", ours) -- the continuation prompt
   end)
 
+  it("shows a new prompt after a syntax error", function()
+    start(BATON)
+    expect("\n>")
+    type_line("x = = 1")
+    local s = expect("stdin:1: unexpected symbol near '='\n>")
+    assert.matches("\n> x = = 1\nstdin:1: unexpected symbol near '='\n>%s*$", s)
+    stop()
+  end)
+
   it("keeps the loop running while the user types", function()
     local home = start(BATON)
     expect("\n>")

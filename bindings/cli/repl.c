@@ -331,7 +331,9 @@ static void repl_line(char *line) {
     if (src[strspn(src, " \t")] != '\0') ed_history(src);
     free(src);
     lua_pop(L, 1);
-    return; /* the prompt stays up */
+    ed_remove(); /* a new prompt under the message, as for a finished entry */
+    repl_prompt(PROMPT);
+    return;
   }
   if (src[strspn(src, " \t")] != '\0') ed_history(src);
   free(src);

@@ -21,6 +21,7 @@
 typedef struct {
   lb_handle h;
   bt_process_t p;
+  int adopted; /* not our child: watched only while someone waits */
 } lb_process;
 
 static void lb_process_closed(bt_process_t *p) {
@@ -257,6 +258,7 @@ static int l_adopt(lua_State *L) {
   int err = bt_process_open(lp->h.rt->loop, &lp->p, (pid_t)pid, lb_on_exit);
   if (err < 0) return lb_error(L, err, "pidfd_open");
   lp->h.open = 1;
+  lp->adopted = 1;
   lb_handle_anchor(L, &lp->h, ud);
   lua_pushvalue(L, ud);
   return 1;
@@ -294,10 +296,18 @@ static int l_proc_kill(lua_State *L) {
   return 1;
 }
 
-/* p:ref(on): whether watching the process keeps the loop running. */
+/* p:ref(on): whether watching the process keeps the loop running. An
+ * adopted process is also anchored only while on: unwatched and no longer
+ * referred to, it is collected and its pidfd closed. (Our own children stay
+ * anchored until reaped, or they would be left as zombies.) */
 static int l_proc_ref(lua_State *L) {
   lb_process *lp = lb_check(L, 1, LB_PROCESS);
-  bt_process_ref(&lp->p, lua_toboolean(L, 2));
+  int on = lua_toboolean(L, 2);
+  bt_process_ref(&lp->p, on);
+  if (lp->adopted && lp->h.open) {
+    if (on) lb_handle_anchor(L, &lp->h, 1);
+    else lb_handle_unanchor(L, &lp->h);
+  }
   return 0;
 }
 

@@ -32,14 +32,20 @@ M.Process = Process
 -- adopted or detached.
 local function watch(self, on) self._ud:ref(on) end
 
-local function new(ud, fields)
+-- `weak`: the exit callback does not keep the process alive (an adopted
+-- one nobody waits for or refers to is collected, and its pidfd closed);
+-- a child of ours stays until it is reaped.
+local function new(ud, fields, weak)
   fields.pid, fields.path, fields._ud, fields.fds, fields._watching = ud:pid(), ud:path(), ud, {}, watch
   local p = job.new(Process, fields)
+  local ref = setmetatable({ p }, weak and { __mode = "v" } or nil)
   ud:on_exit(function(code, sig, coredump, known)
-    p:_exited(setmetatable({
+    local q = ref[1]
+    if not q then return end
+    q:_exited(setmetatable({
       ok = code == 0, code = code, signal = sig, signame = sig and core.signame(sig) or nil,
-      core = coredump or false, known = known ~= false, timed_out = p.timed_out,
-      rusage = ud:rusage(),
+      core = coredump or false, known = known ~= false, timed_out = q.timed_out,
+      rusage = q._ud:rusage(),
     }, Status))
   end)
   return p
@@ -253,7 +259,7 @@ function M.adopt(pid)
   if mine and not mine._exit then return mine end
   local ud, msg, code = core.adopt(pid)
   if not ud then return nil, msg, code end
-  local p = new(ud, { argv = {}, adopted = true, _watch = watch })
+  local p = new(ud, { argv = {}, adopted = true, _watch = watch }, true)
   ud:ref(false)
   return p
 end

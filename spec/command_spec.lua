@@ -87,7 +87,7 @@ describe("waiting for several", function()
   H.guard()
 
   it("wait_any returns the first done", function()
-    local slow = assert(baton.spawn { "sleep", "5" })
+    local slow = assert(baton.spawn { "sleep", "30" })
     local fast = assert(baton.spawn { "sh", "-c", "sleep 0.05; exit 4" })
     local t = baton.go(function() baton.sleep(2) end)
     local i, w = baton.wait_any { slow, fast, t }

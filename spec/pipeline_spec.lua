@@ -265,7 +265,7 @@ describe("pipeline regressions from review", function()
   end)
 
   it("a stage's own timeout stops that stage only", function()
-    local r = (c { "sh", "-c", "echo x; exec sleep 5", timeout = 0.3 } | c { "sh", "-c", "cat; echo downstream-finished" })
+    local r = (c { "sh", "-c", "echo x; exec sleep 30", timeout = 0.3 } | c { "sh", "-c", "cat; echo downstream-finished" })
       :with { capture = true, check = false }:run()
     assert.are.same({ 143, 0 }, r.statuses)
     assert.are.equal("x\ndownstream-finished\n", r.stdout)

@@ -460,7 +460,7 @@ describe("process regressions from review", function()
       "bad argument #1 to 'sleep' (a number of seconds from 0 to 1e9 expected, got inf)")
     local p = baton.spawn { "true" }
     H.error_here(function() p:wait(math.huge) end,
-      "bad argument #1 to 'wait' (timeout must be a number of seconds from 0 to 1e+09)")
+      "bad argument #1 to 'wait' (timeout must be a number of seconds from 0 to 1e+09, got inf)")
     p:wait()
   end)
 
@@ -496,7 +496,7 @@ describe("process regressions from review", function()
   it("a timeout also bounds output held open by a child after the process exited", function()
     -- (The timeout leaves sh ample time to print and exit.)
     local r = baton.run { "sh", "-c", "sleep 30 & echo $!", timeout = 1, capture = true, check = false }
-    assert.is_true(r.timed_out)
+    assert.is_true(r.timed_out, ("%s, stdout %q"):format(tostring(r), r.stdout))
     assert.is_false(r.ok)
     assert.are.equal(0, r.code)
     assert.is_true(H.gone_within(tonumber(r.stdout:match("^(%d+)\n$"))))
@@ -578,9 +578,9 @@ describe("process regressions from review", function()
 
   it("a scope refuses a grace it could not wait, before anything runs", function()
     H.error_here(function() baton.scope(function() end, { grace = 2e9 }) end,
-      "bad argument to 'scope' (grace must be a number of seconds from 0 to 1e9)")
+      "bad argument #2 to 'scope' (option 'grace' must be a number of seconds from 0 to 1e+09, got 2000000000.0)")
     H.error_here(function() baton.scope(function() end, { grace = 0 / 0 }) end,
-      "bad argument to 'scope' (grace must be a number of seconds from 0 to 1e9)")
+      "bad argument #2 to 'scope' (option 'grace' must be a number of seconds from 0 to 1e+09, got " .. tostring(0 / 0) .. ")")
   end)
 
   it("a timeout reaches the commands feeding a process through baton.from", function()

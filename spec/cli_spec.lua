@@ -11,7 +11,7 @@ local function sh(script, opts)
 end
 
 local function exe(args, opts)
-  local spec = { BATON, capture = true, check = false, input = opts and opts.input }
+  local spec = { BATON, capture = true, check = false, input = opts and opts.input, timeout = opts and opts.timeout }
   for i = 1, #args do spec[i + 1] = args[i] end
   return baton.run(spec)
 end
@@ -81,8 +81,7 @@ describe("the baton executable", function()
     local s = write("misuse.lua", "local function f()\n  baton.output{'ls', colour = true}\nend\nf()\n")
     local r = exe { s }
     assert.are.equal(1, r.code)
-    assert.matches("misuse.lua:2: bad argument #1 to 'output' %(unknown option 'colour'%)
-", r.stderr)
+    assert.matches("misuse.lua:2: bad argument #1 to 'output' %(unknown option 'colour'%)\n", r.stderr)
     s = write("misuse2.lua", "local c = baton.cmd\nlocal p = c{'ls'} | c{'cat', stdin = 'null'}\n")
     r = exe { s }
     assert.are.equal(1, r.code)
@@ -187,8 +186,10 @@ describe("the baton executable", function()
   end)
 
   it("a failed script stops what it started; one read from stdin exits 128+n on a signal", function()
-    local r = exe { "-e", "local p = baton.spawn{'sh', '-c', 'echo $$; exec sleep 30'," ..
-      " stdout = 'pipe'}; print(p.stdout:read('l')); io.stdout:flush(); error('boom')" }
+    -- Bounded: a runner that waited for the sleep instead would time out.
+    local r = exe({ "-e", "local p = baton.spawn{'sh', '-c', 'echo $$; exec sleep 1000'," ..
+      " stdout = 'pipe'}; print(p.stdout:read('l')); io.stdout:flush(); error('boom')" }, { timeout = H.PATIENCE })
+    assert.is_false(r.timed_out, "the failed script waited for what it started")
     assert.are.equal(1, r.code)
     assert.is_true(H.gone_within(tonumber(r.stdout:match("^(%d+)\n$"))))
     local p = assert(baton.spawn { BATON, input = "print('up'); io.stdout:flush(); baton.sleep(30)",

@@ -215,7 +215,9 @@ describe("the REPL", function()
     type_line("g(41)")
     expect("\n42\n")
     type_line("baton.go(function() baton.sleep(0.1) print('later') end)")
-    expect("later")
+    -- Its output, and the prompt drawn again under it (which wipes from the
+    -- screen what was typed on the line: type after it).
+    expect("\nlater\n>")
     type_line("'next'")
     expect("\nnext\n")
     tmux("send-keys", "-t", "repl", "C-d")

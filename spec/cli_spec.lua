@@ -11,7 +11,7 @@ local function sh(script, opts)
 end
 
 local function exe(args, opts)
-  local spec = { BATON, capture = true, check = false, input = opts and opts.input }
+  local spec = { BATON, capture = true, check = false, input = opts and opts.input, timeout = opts and opts.timeout }
   for i = 1, #args do spec[i + 1] = args[i] end
   return baton.run(spec)
 end
@@ -46,11 +46,16 @@ describe("the baton executable", function()
   end)
 
   it("runs the script as the main task, and waits for other tasks to finish", function()
+    -- The background task waits for `gate`, which ends only when the main
+    -- chunk's last line closes its stdin: it finishes after the main task
+    -- whatever the scheduling.
     local s = write("tasks.lua", [[
-      baton.go(function() baton.sleep(0.05); print("background done") end)
+      local gate = baton.spawn{"cat", stdin = "pipe"}
+      baton.go(function() gate:wait(); print("background done") end)
       local r = baton.run{"echo", "child output", capture = true}
       io.write(r.stdout)
       print("main done")
+      gate.stdin:close()
     ]])
     local r = exe { s }
     assert.are.equal("child output\nmain done\nbackground done\n", r.stdout)
@@ -76,10 +81,11 @@ describe("the baton executable", function()
     local s = write("misuse.lua", "local function f()\n  baton.output{'ls', colour = true}\nend\nf()\n")
     local r = exe { s }
     assert.are.equal(1, r.code)
-    assert.matches("misuse.lua:2: bad argument #1 to 'output' %(unknown option 'colour'%)", r.stderr)
+    assert.matches("misuse.lua:2: bad argument #1 to 'output' %(unknown option 'colour'%)\n", r.stderr)
     s = write("misuse2.lua", "local c = baton.cmd\nlocal p = c{'ls'} | c{'cat', stdin = 'null'}\n")
     r = exe { s }
-    assert.matches("misuse2.lua:2: bad argument #1 to 'pipeline'", r.stderr)
+    assert.are.equal(1, r.code)
+    assert.matches("misuse2.lua:2: bad argument #1 to 'pipeline' %(stage 2: only the first stage may set stdin%)\n", r.stderr)
   end)
 
   it("reports syntax errors and missing scripts", function()
@@ -118,6 +124,7 @@ describe("the baton executable", function()
     assert.matches("unrecognized option '%-%-nope'", r.stderr)
     r = exe { "-e" }
     assert.are.equal(100, r.code)
+    assert.matches("^[^\n]*: '%-e' needs an argument\nusage: ", r.stderr)
   end)
 
   it("handles a shebang line and os.exit codes", function()
@@ -179,10 +186,12 @@ describe("the baton executable", function()
   end)
 
   it("a failed script stops what it started; one read from stdin exits 128+n on a signal", function()
-    local r = exe { "-e", "local p = baton.spawn{'sh', '-c', 'echo $$; exec sleep 30'," ..
-      " stdout = 'pipe'}; print(p.stdout:read('l')); io.stdout:flush(); error('boom')" }
+    -- Bounded: a runner that waited for the sleep instead would time out.
+    local r = exe({ "-e", "local p = baton.spawn{'sh', '-c', 'echo $$; exec sleep 1000'," ..
+      " stdout = 'pipe'}; print(p.stdout:read('l')); io.stdout:flush(); error('boom')" }, { timeout = H.PATIENCE })
+    assert.is_false(r.timed_out, "the failed script waited for what it started")
     assert.are.equal(1, r.code)
-    assert.is_true(H.gone_within(tonumber(r.stdout:match("%d+")), 5))
+    assert.is_true(H.gone_within(tonumber(r.stdout:match("^(%d+)\n$"))))
     local p = assert(baton.spawn { BATON, input = "print('up'); io.stdout:flush(); baton.sleep(30)",
       stdout = "pipe", stderr = "pipe" })
     assert.are.equal("up", p.stdout:read("l"))
@@ -192,20 +201,23 @@ describe("the baton executable", function()
   end)
 
   it("an interrupt unwinds scopes and lines loops at once, with the loop running", function()
+    -- "ready" comes from inside the lines loop, which then waits for a line
+    -- that never comes.
     local p = assert(baton.spawn { BATON, "-e", [[
       baton.scope(function()
         baton.spawn{"sleep", "30"}
-        print("ready")
-        io.stdout:flush()
-        for _ in baton.lines{"sleep", "30"} do end
+        for _ in baton.lines{"sh", "-c", "echo; exec sleep 30"} do
+          print("ready")
+          io.stdout:flush()
+        end
       end)]], stdout = "pipe", stderr = "pipe" })
     assert.are.equal("ready", p.stdout:read("l"))
-    baton.sleep(0.1)
     p:signal("INT")
     local st = p:wait(1.5) -- not the 2 s TERM-to-KILL fallback of the runner
     assert.are.equal(130, st and st.code)
-    assert.matches("interrupted by SIGINT", p.stderr:read("a"))
-    assert.is_not_matches("deadlock", p.stderr:read("a") or "")
+    local err = p.stderr:read("a")
+    assert.matches("interrupted by SIGINT", err)
+    assert.is_not_matches("deadlock", err)
     p:close()
   end)
 

@@ -27,8 +27,8 @@ describe("commands", function()
     assert.are.equal("x a b 1", more:output())
     assert.are.equal("x c 1", echo("c"):output())
     assert.are.equal("x 1", echo:output())
-    assert.has_error(function() echo.cwd = "/" end, "baton: a command is immutable; derive a new one with cmd:with{…}")
-    assert.has_error(function() baton.cmd { "ls", bogus = 1 } end, "bad argument #1 to 'cmd' (unknown option 'bogus')")
+    H.error_here(function() echo.cwd = "/" end, "baton: a command is immutable; derive a new one with cmd:with{…}")
+    H.error_here(function() baton.cmd { "ls", bogus = 1 } end, "bad argument #1 to 'cmd' (unknown option 'bogus')")
     local spec = { "echo", "one" }
     local c = baton.cmd(spec)
     spec[2] = "two" -- the command took a copy
@@ -43,8 +43,14 @@ describe("commands", function()
     local lines = {}
     for l in baton.lines { "printf", "x\\ny\\nz" } do lines[#lines + 1] = l end
     assert.are.same({ "x", "y", "z" }, lines)
-    assert.has_error(function() for _ in baton.lines { "sh", "-c", "echo a; exit 3" } do end end)
-    for _ in baton.lines { "sh", "-c", "echo a; exit 3", check = false } do end
+    local ok, err = pcall(function() for _ in baton.lines { "sh", "-c", "echo a; exit 3" } do end end)
+    assert.is_false(ok)
+    assert.are.equal(baton.Error, getmetatable(err))
+    assert.are.equal("exit", err.kind)
+    assert.are.equal("command sh -c 'echo a; exit 3' exited with code 3", tostring(err))
+    lines = {}
+    for l in baton.lines { "sh", "-c", "echo a; exit 3", check = false } do lines[#lines + 1] = l end
+    assert.are.same({ "a" }, lines)
   end)
 
   it("lines: breaking out early kills and reaps the producer", function()
@@ -65,8 +71,8 @@ describe("commands", function()
     local words = baton.sh("for w in %s; do echo \"[$w]\"; done", { "one two", "three" }):output()
     assert.are.equal("[one two]\n[three]", words)
     assert.are.equal("'it'\\''s'", baton.quote("it's"))
-    assert.has_error(function() baton.sh("echo %d", 1) end)
-    assert.has_error(function() baton.sh("echo %s %s", 1) end)
+    H.error_here(function() baton.sh("echo %d", 1) end, "bad argument #1 to 'sh' (unknown directive %d; only %s and %%)")
+    H.error_here(function() baton.sh("echo %s %s", 1) end, "bad argument #1 to 'sh' (more %s than values: 1)")
   end)
 
   it("say when a program is only in a relative PATH entry", function()
@@ -87,9 +93,10 @@ describe("waiting for several", function()
   H.guard()
 
   it("wait_any returns the first done", function()
-    local slow = assert(baton.spawn { "sleep", "5" })
+    -- Neither `slow` nor `t` ends before the spec ends them.
+    local slow = assert(baton.spawn { "sleep", "30" })
     local fast = assert(baton.spawn { "sh", "-c", "sleep 0.05; exit 4" })
-    local t = baton.go(function() baton.sleep(2) end)
+    local t = baton.go(function() baton.sleep(1e6) end)
     local i, w = baton.wait_any { slow, fast, t }
     assert.are.equal(2, i)
     assert.are.equal(fast, w)
@@ -99,7 +106,8 @@ describe("waiting for several", function()
     t:cancel()
     local i2 = baton.wait_any { slow, t }
     assert.are.equal(1, i2)
-    assert.has_error(function() baton.wait_any {} end)
+    H.error_here(function() baton.wait_any {} end,
+      "bad argument #1 to 'wait_any' (non-empty list of tasks or processes expected)")
   end)
 end)
 
@@ -118,7 +126,7 @@ describe("adopt", function()
     local q, msg, code = baton.adopt(4194303)
     assert.is_nil(q)
     assert.are.equal("ESRCH", code)
-    assert.has_error(function() baton.adopt("1") end)
+    H.error_here(function() baton.adopt("1") end, "bad argument #1 to 'adopt' (positive integer pid expected)")
   end)
 end)
 
@@ -133,7 +141,7 @@ describe("scopes", function()
       error("boom")
     end, { grace = 1 })
     assert.is_false(ok)
-    assert.matches("boom", err)
+    assert.matches("^spec/command_spec.lua:%d+: boom$", err)
     assert.is_false(H.alive(pids[1]))
     assert.is_false(H.alive(pids[2]))
   end)
@@ -157,10 +165,11 @@ describe("scopes", function()
     local p
     do
       local s <close> = baton.scope { grace = 0.1 }
-      p = baton.spawn { "sh", "-c", "trap '' TERM; while :; do sleep 0.05; done" }
-      baton.sleep(0.05)
+      p = baton.spawn { "sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done", stdout = "pipe" }
+      assert.are.equal("ready", p.stdout:read("l")) -- the trap is set
     end
     assert.are.equal("SIGKILL", p:wait().signame)
+    p:close()
   end)
 end)
 
@@ -173,11 +182,7 @@ describe("the subreaper", function()
     local p = assert(baton.spawn { "sh", "-c", "(sleep 0.1; exit 5) & echo $!", stdout = "pipe" })
     local orphan = tonumber(p.stdout:read("l"))
     assert.are.equal(0, p:wait().code)
-    for _ = 1, 300 do
-      if reaped[orphan] then break end
-      baton.sleep(0.01)
-    end
-    assert.are.equal(5, reaped[orphan])
+    assert.are.equal(5, H.wait_for(function() return reaped[orphan] end, "the orphan to be reaped"))
     assert.is_true(baton.subreaper(false))
     p:close()
   end)
@@ -191,7 +196,8 @@ describe("exec", function()
     assert.are.equal("replaced me\n", r.stdout)
     r = baton.run { BATON, "-e", "print(baton.exec{'baton-no-such-program'})", capture = true }
     assert.matches("^nil\tENOENT: cannot run", r.stdout)
-    assert.has_error(function() baton.exec { "cat", stdin = "pipe" } end)
+    H.error_here(function() baton.exec { "cat", stdin = "pipe" } end,
+      "bad argument #1 to 'exec' (exec cannot use pipes, input or a timeout: nothing would be left to serve them)")
   end)
 
 end)
@@ -221,7 +227,7 @@ describe("regressions from review", function()
     assert.is_true(producer.stdout.closed) -- baton no longer holds the pipe
     assert.are.equal("y", head.stdout:read("l"))
     assert.is_true(head:wait().ok)
-    local st = producer:wait(5) -- SIGPIPE, as in a shell pipeline
+    local st = producer:wait(H.PATIENCE) -- SIGPIPE, as in a shell pipeline
     assert.is_not_nil(st)
     assert.are.equal("SIGPIPE", st.signame)
     head:close()
@@ -266,22 +272,31 @@ describe("regressions from review", function()
   end)
 
   it("baton.from leaves nothing behind when the outer command cannot start", function()
-    assert.has_error(function() baton.run { "cat", baton.from { "sleep", "7" }, stdin = "bogus" } end)
-    local ok = pcall(baton.run, { "cat", baton.from { "sleep", "7" }, stdout = { path = "/nonexistent/x" } })
+    H.error_here(function() baton.run { "cat", baton.from { "sleep", "7" }, stdin = "bogus" } end,
+      "bad argument #1 to 'run' (option 'stdin': unknown redirection \"bogus\" " ..
+      "(inherit, null, pipe, an fd, a file, {path=…}, a stream))")
+    local ok, err = pcall(baton.run, { "cat", baton.from { "sleep", "7" }, stdout = { path = "/nonexistent/x" } })
     assert.is_false(ok)
+    assert.are.equal("spawn", err.kind)
+    assert.are.equal("ENOENT", err.code)
+    assert.matches('^ENOENT: cannot run "cat": cannot open a redirection: /nonexistent/x: ', err.msg)
     -- the guard checks that no sleep and no fd is left
   end)
 
   it("a command checks its values when it is made, not when it runs", function()
-    for _, t in ipairs {
-      { "true", stdout = "bogus" }, { "true", env = { X = {} } }, { "true", rlimits = { bogus = 1 } },
-      { "true", fds = { x = 1 } }, { "true", input = "x", stdin = "null" }, { "true", stdout = { path = "f", mode = "q" } },
+    for _, case in ipairs {
+      { { "true", stdout = "bogus" }, "option 'stdout': unknown redirection \"bogus\" " ..
+        "(inherit, null, pipe, stderr, an fd, a file, {path=…}, a stream, a function)" },
+      { { "true", env = { X = {} } }, "option 'env': value of X must be a string, a number or false, got table" },
+      { { "true", rlimits = { bogus = 1 } }, "option 'rlimits': unknown limit \"bogus\"" },
+      { { "true", fds = { x = 1 } }, "option 'fds': keys must be fd numbers 3..63, got x" },
+      { { "true", input = "x", stdin = "null" }, "options 'input' and 'stdin' exclude each other" },
+      { { "true", stdout = { path = "f", mode = "q" } }, "option 'stdout': mode must be \"r\", \"w\", \"a\", \"r+\", \"w+\" or \"a+\"" },
     } do
-      local ok, err = pcall(baton.cmd, t)
-      assert.is_false(ok)
-      assert.matches("bad argument #1 to 'cmd'", err)
+      H.error_here(function() baton.cmd(case[1]) end, "bad argument #1 to 'cmd' (" .. case[2] .. ")")
     end
-    assert.has_error(function() baton.cmd { "true" }:with { stdin = function() end } end)
+    H.error_here(function() baton.cmd { "true" }:with { stdin = function() end } end,
+      "bad argument #1 to 'with' (option 'stdin': a function cannot be read from (use input = …))")
   end)
 
   it("a command's limits cannot be changed through the table it was made from", function()

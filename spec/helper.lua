@@ -58,15 +58,48 @@ function H.alive(pid)
   return stat:match("^%d+ %b() (%a)") ~= "Z"
 end
 
--- Whether `pid` is gone (exited) within `secs` seconds: a killed process
--- closes its fds a moment before it is a zombie.
+-- How long a wait for an event may take before the spec calls it a hang:
+-- such events take milliseconds, but under `ctest -j8` on a busy machine a
+-- process can go unscheduled for seconds. Only a hang reaches this bound, so
+-- it makes no timing claim.
+H.PATIENCE = 30
+
+-- Whether `pid` is gone (exited) within `secs` seconds (default H.PATIENCE):
+-- a killed process closes its fds a moment before it is a zombie.
 function H.gone_within(pid, secs)
-  local deadline = baton.now() + secs
+  assert(math.type(pid) == "integer", "gone_within: no pid")
+  local deadline = baton.now() + (secs or H.PATIENCE)
   while H.alive(pid) do
     if baton.now() > deadline then return false end
     baton.sleep(0.01)
   end
   return true
+end
+
+-- Wait until `pred()` returns a true value, and return that value; the loop
+-- runs meanwhile. Fails naming `what` after H.PATIENCE seconds. For events
+-- that have no callback to wait on (a line in a sink's buffer, a process
+-- gone from /proc).
+function H.wait_for(pred, what)
+  local deadline = baton.now() + H.PATIENCE
+  while true do
+    local v = pred()
+    if v then return v end
+    if baton.now() > deadline then error("gave up waiting for " .. what, 2) end
+    baton.sleep(0.01)
+  end
+end
+
+-- `fn`, a one-line function, raises exactly `msg` positioned at its own line:
+-- a misuse error points at the caller, never inside baton. (luassert's
+-- has_error and error_matches strip a leading "file:line: " before
+-- comparing, so they cannot check the position.)
+function H.error_here(fn, msg)
+  local info = debug.getinfo(fn, "S")
+  assert(info.linedefined == info.lastlinedefined, "error_here: the function must fit on one line")
+  local ok, err = pcall(fn)
+  assert(not ok, "no error raised; expected: " .. msg)
+  assert.are.equal(("%s:%d: %s"):format(info.short_src, info.linedefined, msg), err)
 end
 
 function H.guard()

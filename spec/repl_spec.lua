@@ -22,30 +22,42 @@ local function screen()
   return (tmux("capture-pane", "-p", "-t", "repl").stdout:gsub(" +", " "))
 end
 
--- Wait until the screen matches `pattern` (plain text); fail with the screen
--- after a generous bound. This is a wait for an event, not a timing claim.
-local function expect(text, count)
-  count = count or 1
-  local s
-  for _ = 1, 200 do
-    s = screen()
-    local n = select(2, s:gsub(text:gsub("%p", "%%%0"), ""))
-    if n >= count then return s end
+-- Poll the screen until `done(screen)` is true, and return the screen;
+-- fail with `what` and the screen after H.PATIENCE seconds. This is a wait
+-- for an event, not a timing claim.
+local function wait_screen(done, what, level)
+  local deadline = baton.now() + H.PATIENCE
+  while true do
+    local s = screen()
+    if done(s) then return s end
+    if baton.now() > deadline then error(("screen never showed %s:\n%s"):format(what, s), level + 1) end
     baton.sleep(0.025)
   end
-  error(("screen never showed %q (x%d):\n%s"):format(text, count, s), 2)
+end
+
+-- Wait until the screen shows `text` (plain text) `count` times (default 1).
+local function expect(text, count)
+  count = count or 1
+  local pattern = text:gsub("%p", "%%%0")
+  return wait_screen(function(s) return select(2, s:gsub(pattern, "")) >= count end,
+    ("%q (x%d)"):format(text, count), 2)
+end
+
+local function last_line(s)
+  return s:gsub("%s+$", ""):match("([^\n]*)$")
 end
 
 -- Wait until the REPL shows an empty prompt (">" or ">>") on its last line.
 local function expect_prompt()
-  local s
-  for _ = 1, 200 do
-    s = screen()
-    local last = s:gsub("%s+$", ""):match("([^\n]*)$")
-    if last == ">" or last == ">>" then return s end
-    baton.sleep(0.025)
-  end
-  error("no prompt:\n" .. s, 2)
+  return wait_screen(function(s) return last_line(s) == ">" or last_line(s) == ">>" end, "an empty prompt", 2)
+end
+
+-- Wait until the last line ends with `text`: what was typed is echoed, so the
+-- REPL (or the terminal, without libedit) has it. Until then the screen may
+-- still show the previous empty prompt.
+local function expect_typed(text)
+  local tail = text:gsub(" +", " ")
+  return wait_screen(function(s) return last_line(s):sub(-#tail) == tail end, ("%q typed"):format(text), 2)
 end
 
 -- Type a line and press Enter; unless `busy`, wait for the next prompt, as
@@ -53,17 +65,33 @@ end
 -- makes screens unreadable, not the REPL wrong).
 local function type_line(text, busy)
   tmux("send-keys", "-t", "repl", "-l", text)
+  expect_typed(text)
   tmux("send-keys", "-t", "repl", "Enter")
   if not busy then expect_prompt() end
 end
 
 -- Did the REPL's session end (the REPL exited)? Waits for it, boundedly.
 local function session_gone()
-  for _ = 1, 200 do
-    if tmux("has-session", "-t", "repl").code ~= 0 then return true end
+  local deadline = baton.now() + H.PATIENCE
+  while tmux("has-session", "-t", "repl").code == 0 do
+    if baton.now() > deadline then return false end
     baton.sleep(0.025)
   end
-  return false
+  return true
+end
+
+-- The REPL's pid (env execs it: the pane's own process).
+local function repl_pid()
+  return tonumber(tmux("display-message", "-p", "-t", "repl", "#{pane_pid}").stdout)
+end
+
+-- Whether process `pid` has a SIGINT sent to it but not yet delivered.
+local function sigint_pending(pid)
+  local f = assert(io.open("/proc/" .. pid .. "/status"))
+  local status = f:read("a")
+  f:close()
+  local pending = tonumber(status:match("\nShdPnd:%s*(%x+)"), 16) | tonumber(status:match("\nSigPnd:%s*(%x+)"), 16)
+  return pending & (1 << (baton.signals.INT - 1)) ~= 0
 end
 
 local homes = {}
@@ -138,9 +166,8 @@ describe("the REPL", function()
     expect("\n>")
     type_line("t = baton.go(function() for i = 1, 3 do baton.sleep(0.2) print('tick', i) end end)")
     tmux("send-keys", "-t", "repl", "-l", "half = 'typed while")
-    local s = expect("tick 3")
-    -- The ticks appeared above; the half-typed line is intact on the prompt.
-    assert.matches("tick 1\ntick 2\ntick 3\n> half = 'typed while", s)
+    -- The ticks appear above; the half-typed line stays intact on the prompt.
+    expect("tick 1\ntick 2\ntick 3\n> half = 'typed while")
     tmux("send-keys", "-t", "repl", "-l", " ticking'")
     tmux("send-keys", "-t", "repl", "Enter")
     type_line("half")
@@ -153,24 +180,27 @@ describe("the REPL", function()
   it("interrupts a busy entry and a waiting entry with Ctrl-C, drops a line, exits on Ctrl-D", function()
     local home = start(BATON)
     expect("\n>")
-    type_line("while true do end", true)
-    baton.sleep(0.2)
+    -- Each entry prints a word its echo does not show before it gets busy or
+    -- waits: Ctrl-C comes once it runs.
+    type_line("print('spin' .. 'ning') while true do end", true)
+    expect("\nspinning\n")
     tmux("send-keys", "-t", "repl", "C-c")
     expect("interrupted!")
     -- In its own process group the child does not get the terminal's SIGINT:
     -- Ctrl-C cancels the wait, and the REPL stops what the entry started.
-    type_line("p = baton.spawn{'sleep', '30', pgroup = true}; p:wait()", true)
-    baton.sleep(0.2)
+    type_line("p = baton.spawn{'sleep', '30', pgroup = true}; print('wait' .. 'ing'); p:wait()", true)
+    expect("\nwaiting\n")
     tmux("send-keys", "-t", "repl", "C-c")
     expect("interrupted!", 2)
     type_line("print(p:wait())")
     expect("killed by SIGTERM")
     tmux("send-keys", "-t", "repl", "-l", "this line is dropped")
+    expect_typed("this line is dropped")
     tmux("send-keys", "-t", "repl", "C-c")
-    expect("^C")
+    expect("> this line is dropped^C")
     type_line("'still alive'")
-    expect("still alive")
-    assert.is_nil(screen():match("this line is dropped[^\n]*\n[^\n]*still alive\n> this"))
+    -- The dropped line was neither run nor kept for the next entry.
+    assert.matches("\n> this line is dropped^C\n> 'still alive'\nstill alive\n>", screen(), 1, true)
     tmux("send-keys", "-t", "repl", "C-d")
     local gone = session_gone()
     assert.is_true(gone, "the REPL did not exit on Ctrl-D")
@@ -192,7 +222,9 @@ describe("the REPL", function()
     type_line("g(41)")
     expect("\n42\n")
     type_line("baton.go(function() baton.sleep(0.1) print('later') end)")
-    expect("later")
+    -- Its output, and the prompt drawn again under it (which wipes from the
+    -- screen what was typed on the line: type after it).
+    expect("\nlater\n>")
     type_line("'next'")
     expect("\nnext\n")
     tmux("send-keys", "-t", "repl", "C-d")
@@ -203,10 +235,14 @@ describe("the REPL", function()
   it("a second Ctrl-C ends the REPL when busy code in a task cannot be reached", function()
     start(BATON)
     expect("\n>")
-    type_line("baton.go(function() while true do end end)", true)
-    baton.sleep(0.2)
+    type_line("baton.go(function() print('spin' .. 'ning') while true do end end)", true)
+    expect("\nspinning\n")
     tmux("send-keys", "-t", "repl", "C-c")
-    baton.sleep(0.2)
+    -- Two SIGINTs pending at once are one: the second Ctrl-C only once the
+    -- first (echoed as ^C when the terminal sent it) reached baton.
+    expect("\nspinning\n^C")
+    local pid = repl_pid()
+    H.wait_for(function() return not sigint_pending(pid) end, "the first SIGINT to reach the REPL")
     tmux("send-keys", "-t", "repl", "C-c")
     local gone = session_gone()
     assert.is_true(gone, "the REPL did not end on a second Ctrl-C")

@@ -43,18 +43,23 @@ describe("tasks", function()
   end)
 
   it("wait for processes concurrently from several tasks", function()
-    local t0 = baton.now()
+    -- A barrier: each child marks itself started, then waits until all four
+    -- have. It finishes only if the four tasks' runs are under way at once;
+    -- waited for one after another, the first would never end (the timeout
+    -- turns that into a failure instead of a hang).
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir))
     local ts = {}
     for i = 1, 4 do
       ts[i] = baton.go(function()
-        return baton.run { "sh", "-c", "sleep 0.2; echo " .. i, capture = true }.stdout
+        return baton.run { "sh", "-c", 'touch "$1/$2"; until [ "$(ls "$1" | wc -l)" -eq 4 ]; do sleep 0.01; done; echo "$2"',
+          "sh", dir, tostring(i), capture = true, timeout = H.PATIENCE }.stdout
       end)
     end
     local outs = baton.all(ts)
+    os.execute("rm -rf " .. dir)
     assert.are.same({ "1\n", "2\n", "3\n", "4\n" }, outs)
-    -- Four 0.2 s sleeps in parallel, not in sequence (a loose bound: this is
-    -- about concurrency, not speed).
-    assert.is_true(baton.now() - t0 < 0.7)
   end)
 
   it("baton.all waits for processes too", function()
@@ -63,7 +68,7 @@ describe("tasks", function()
     local st = baton.all { p1, p2 }
     assert.are.equal(1, st[1].code)
     assert.are.equal(0, st[2].code)
-    assert.has_error(function() baton.all { 42 } end, "bad argument #1 to 'all' (item 1 cannot be waited for)")
+    H.error_here(function() baton.all { 42 } end, "bad argument #1 to 'all' (item 1 cannot be waited for)")
   end)
 
   it("keep their error for whoever waits", function()
@@ -103,19 +108,21 @@ describe("tasks", function()
     local p = baton.spawn { "sleep", "30" }
     local t = baton.go(function() return p:wait() end)
     assert.is_true(t:cancel("stop waiting"))
-    assert.has_error(function() t:wait() end, "stop waiting")
+    local ok, err = pcall(t.wait, t)
+    assert.is_false(ok)
+    assert.are.equal("stop waiting", err) -- the message as given: no position added
     assert.is_false(t:cancel())
     p:kill()
     p:wait()
   end)
 
   it("say what is wrong when a wait cannot work", function()
-    assert.has_error(function() baton.sleep(-1) end, "bad argument #1 to 'sleep' (a number of seconds from 0 to 1e9 expected, got -1)")
-    assert.has_error(function() baton.sleep("1") end, "bad argument #1 to 'sleep' (a number of seconds from 0 to 1e9 expected, got string)")
-    assert.has_error(function() baton.go(42) end, "bad argument #1 to 'go' (function expected, got number)")
+    H.error_here(function() baton.sleep(-1) end, "bad argument #1 to 'sleep' (a number of seconds from 0 to 1e9 expected, got -1)")
+    H.error_here(function() baton.sleep("1") end, "bad argument #1 to 'sleep' (a number of seconds from 0 to 1e9 expected, got string)")
+    H.error_here(function() baton.go(42) end, "bad argument #1 to 'go' (function expected, got number)")
     -- A wait for something that can never happen is a deadlock, not a hang.
     local never = baton.go(function() task.suspend(function() end) end)
-    assert.has_error(function() never:wait() end)
+    assert.has_error(function() never:wait() end, "baton: deadlock: waiting for an event that nothing in the loop can produce")
     -- A waiting call inside a plain coroutine resumed from a loop callback.
     local t = baton.go(function()
       baton.sleep(0.01)
@@ -124,20 +131,28 @@ describe("tasks", function()
     end)
     local ok, err = pcall(t.wait, t)
     assert.is_false(ok)
-    assert.matches("cannot wait here", err)
+    -- (coroutine.wrap adds the position of the line that resumed it.)
+    assert.matches("^spec/task_spec.lua:%d+: spec/task_spec.lua:%d+: baton: cannot wait here: the loop is running and this code is not in a task " ..
+      "%(a waiting call inside a plain coroutine or callback%); wrap it in baton%.go%(fn%)$", err)
   end)
 
   it("run as the main task with baton.main", function()
-    if baton.current() then return end -- under the runner, the specs already are the main task
-    local ok, t = baton.main(function()
-      baton.sleep(0.01)
-      return "done"
-    end)
-    assert.is_true(ok)
-    assert.are.equal("done", t:wait())
-    local ok2, trace = baton.main(function() error("main failed") end)
-    assert.is_false(ok2)
-    assert.matches("main failed", trace)
+    if baton.current() then
+      -- Under the runner the specs already are the main task, resumed from
+      -- the loop: a second main cannot drive the loop from inside it.
+      assert.has_error(function() baton.main(function() end) end,
+        "baton: cannot wait here: the loop is already running (waiting calls must run inside a task: wrap the code in baton.go)")
+    else
+      local ok, t = baton.main(function()
+        baton.sleep(0.01)
+        return "done"
+      end)
+      assert.is_true(ok)
+      assert.are.equal("done", t:wait())
+      local ok2, trace = baton.main(function() error("main failed") end)
+      assert.is_false(ok2)
+      assert.matches("^spec/task_spec.lua:%d+: main failed\nstack traceback:\n", trace)
+    end
   end)
 
   it("keep track of every open handle through closes and collections", function()
@@ -157,13 +172,10 @@ describe("tasks", function()
     local got
     local w = baton.on_signal("USR1", function(sig) got = sig end)
     baton.run { "kill", "-USR1", tostring(baton.core.getpid()) }
-    for _ = 1, 100 do
-      if got then break end
-      baton.sleep(0.01)
-    end
+    H.wait_for(function() return got end, "the SIGUSR1 callback")
     w:close()
     assert.are.equal(baton.signals.USR1, got)
-    assert.has_error(function() baton.on_signal("NOPE", print) end)
+    H.error_here(function() baton.on_signal("NOPE", print) end, "bad argument #1 to 'on_signal' (unknown signal \"NOPE\")")
   end)
 
   it("sleep(0) in a loop lets I/O and other tasks run", function()

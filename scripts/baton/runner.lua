@@ -18,7 +18,8 @@
 -- @module baton.runner
 local core = require "baton.core"
 local task = require "baton.task"
-require("baton.errors").own()
+local errors = require "baton.errors"
+errors.own()
 
 local M = {}
 
@@ -67,10 +68,11 @@ end
 local caught      -- the signal that interrupts the program
 local abandoning  -- the main task is over: stop waiting for what it left
 
--- Drive the loop for the main task `t` until nothing is left to do, an
--- uncaught error, or an interrupt that unwound it.
+-- Drive the loop for the main task `t` until nothing is left to do, or it
+-- failed (then the shutdown hooks stop what it left), or an interrupt
+-- unwound it.
 local function drive(t)
-  while not abandoning and not (t.done and caught) do
+  while not abandoning and not (t.done and (caught or t.failed)) do
     if core.alive() then
       core.run("default")
     elseif t.done or not t:cancel(task.DEADLOCK) then
@@ -91,6 +93,9 @@ end
 -- @return true, task | false, message (a traceback), error value, exit status
 -- (128 + signal after an interrupt; nil otherwise)
 function M.main(fn, ...)
+  if core.running() or task.current() then
+    errors.misuse("main: the loop runs already (a script run by baton is the main task; start tasks with baton.go)")
+  end
   caught, abandoning = nil, false -- before it runs: an interrupt may come at once
   -- A failure nobody waited for is printed when it is known to be one (the
   -- task was collected, or now at the end) and makes the exit status 1.
@@ -103,7 +108,7 @@ function M.main(fn, ...)
   local t = task.new(fn)
   M.main_task = t
   t.on_finish = function()
-    if caught then core.stop() end -- unwound: main takes over
+    if caught or t.failed then core.stop() end -- unwound or failed: main takes over
   end
   if M.on_main then M.on_main(t) end
   t:start(...)

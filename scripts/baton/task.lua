@@ -124,7 +124,6 @@ local function step(t, ...)
   if costatus(t.co) ~= "dead" then return end
   tasks[t.co] = nil
   t.done = true
-  if t.on_finish then t.on_finish(t) end
   local failed = r[1] and r[2] == FAILED
   if r[1] and not failed then
     t.results = pack(unpack(r, 2, r.n))
@@ -145,6 +144,7 @@ local function step(t, ...)
       if M.on_failure then M.on_failure(t) end
     end
   end
+  if t.on_finish then t.on_finish(t) end
   wake_joiners(t)
 end
 

@@ -191,17 +191,24 @@ static void lb_spawn_options(lua_State *L, int t, bt_spawn_options_t *o, lb_spaw
   o->nstdio = n;
 }
 
+/* The failure of a spawn or exec: the error triple every call returns
+ * (nil, "ENAME: message (stage)", "ENAME"), and what the Lua layer words its
+ * message from: {stage = "exec"…, path = the program looked up, strerror}. */
 static int lb_spawn_fail(lua_State *L, int err, bt_process_t *p) {
-  lua_pushnil(L);
-  lua_pushstring(L, bt_err_name(err));
-  lua_pushstring(L, bt_strerror(err));
-  lua_pushstring(L, bt_stage_name(p->stage));
+  const char *stage = bt_stage_name(p->stage);
+  lb_error(L, err, stage);
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, stage);
+  lua_setfield(L, -2, "stage");
   lua_pushstring(L, p->path);
-  return 5;
+  lua_setfield(L, -2, "path");
+  lua_pushstring(L, bt_strerror(err));
+  lua_setfield(L, -2, "strerror");
+  return 4;
 }
 
 /*
- * core.spawn(options) -> proc, {[fd] = stream} | nil, errname, message, stage, path
+ * core.spawn(options) -> proc, {[fd] = stream} | nil, msg, code, {stage, path, strerror}
  */
 static int l_spawn(lua_State *L) {
   bt_spawn_options_t o;

@@ -51,13 +51,6 @@ local function new(ud, fields, weak)
   return p
 end
 
--- core.spawn's result in one shape: the handle and its pipes, or nil and a
--- failure table (code, strerror, stage, path).
-local function core_spawn(o)
-  local ud, pipes, strerror, stage, path = core.spawn(o)
-  if ud then return ud, pipes end
-  return nil, { code = pipes, strerror = strerror, stage = stage, path = path }
-end
 
 -- Copy `src` (a stream read ahead) into the child's stdin, buffered bytes
 -- first; the copy ends with the child.
@@ -132,13 +125,14 @@ function M.start(spec, keys, fname, defaults, over)
     undo()
     return options.spawn_failure(argv, o, nil, ctx)
   end
-  local ud, pipes = core_spawn(o)
+  local ud, pipes, code, failure = core.spawn(o)
   options.release(ctx)
   for _, h in ipairs(held or {}) do core.close(h) end -- the child has its copies
   if not ud then
     held = nil
     undo()
-    return options.spawn_failure(argv, o, pipes)
+    failure.code = code
+    return options.spawn_failure(argv, o, failure)
   end
   local p = new(ud, { argv = argv, cwd = o.cwd })
   registry.child(p)
@@ -282,9 +276,10 @@ function M.exec(spec)
     options.release(ctx)
     return options.spawn_failure(argv, o, nil, ctx)
   end
-  local _, code, strerror, stage, path = core.exec(o)
+  local _, _, code, failure = core.exec(o)
   options.release(ctx)
-  return options.spawn_failure(argv, o, { code = code, strerror = strerror, stage = stage, path = path })
+  failure.code = code
+  return options.spawn_failure(argv, o, failure)
 end
 
 --- Find a program in PATH like the child will (absolute entries only).

@@ -16,7 +16,8 @@ static int l_hold(lua_State *L) {
    * would not be resident. */
   volatile char *mem = malloc(n);
   if (mem == NULL) return luaL_error(L, "hold: cannot allocate %d MiB", (int)(n >> 20));
-  for (size_t i = 0; i < n; i += 4096) mem[i] = 1;
+  for (size_t i = 0; i < n; i += 4096)
+    mem[i] = 1;
   lua_pushlightuserdata(L, (void *)mem);
   return 1;
 }

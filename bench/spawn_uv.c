@@ -30,7 +30,8 @@ int main(int argc, char **argv) {
   /* Touch every page through a volatile pointer: a plain memset before free
    * is a dead store the compiler may drop, and untouched pages cost fork nothing. */
   volatile char *mem = hold ? malloc(hold) : NULL;
-  for (size_t i = 0; mem && i < hold; i += 4096) mem[i] = 1;
+  for (size_t i = 0; mem && i < hold; i += 4096)
+    mem[i] = 1;
   char *args[] = {"/bin/true", NULL};
   opts.file = args[0];
   opts.args = args;

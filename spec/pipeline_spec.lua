@@ -97,7 +97,8 @@ describe("pipeline status", function()
   end)
 
   it("captures the stderr of every stage for the failure message", function()
-    local ok, err = pcall(baton.run, baton.pipeline { { "sh", "-c", "echo first-err >&2" }, { "sh", "-c", "cat; echo second-err >&2; exit 2" }, capture = true })
+    local ok, err = pcall(baton.run, baton.pipeline { { "sh", "-c", "echo first-err >&2" },
+      { "sh", "-c", "cat; echo second-err >&2; exit 2" }, capture = true })
     assert.is_false(ok)
     assert.matches("first%-err", err.result.stderr)
     assert.matches("second%-err", err.result.stderr)

@@ -85,7 +85,7 @@ describe("tasks", function()
   it("report an error nobody waits for when the task is collected, never into unrelated waits", function()
     local reported = {}
     local on_uncaught = task.on_uncaught
-    task.on_uncaught = function(t, trace) reported[#reported + 1] = trace end
+    task.on_uncaught = function(_, trace) reported[#reported + 1] = trace end
     local t = baton.go(function()
       baton.sleep(0.01)
       error("unobserved")

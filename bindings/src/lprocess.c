@@ -312,8 +312,10 @@ static int l_proc_ref(lua_State *L) {
   int on = lua_toboolean(L, 2);
   bt_process_ref(&lp->p, on);
   if (lp->adopted && lp->h.open) {
-    if (on) lb_handle_anchor(L, &lp->h, 1);
-    else lb_handle_unanchor(L, &lp->h);
+    if (on)
+      lb_handle_anchor(L, &lp->h, 1);
+    else
+      lb_handle_unanchor(L, &lp->h);
   }
   return 0;
 }

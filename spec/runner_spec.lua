@@ -72,6 +72,30 @@ describe("the runner", function()
     end
   end)
 
+  it("on a second signal during the TERM grace, KILLs what runs (groups too) and dies of the signal", function()
+    local tag = string.format("%d.%06d", 4000 + math.random(1000), math.random(999999))
+    local script = H.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(([[
+      -- TERM is trapped and reported; the sleeps are what must not survive
+      local stubborn = "trap 'echo term; trap - TERM' TERM; sleep %s & echo up; while :; do wait; done"
+      local p = baton.spawn { "sh", "-c", stubborn, pgroup = true }
+      local pl = (baton.cmd { "sh", "-c", "sleep %s" } | baton.cmd { "cat" }):spawn()
+      p:wait()
+    ]]):format(tag, tag))
+    f:close()
+    local b = baton.spawn { os.getenv("BATON_EXE"), script, stdout = "pipe" }
+    assert.are.equal("up", b.stdout:read("l"))
+    assert.is_true(H.wait_for(function() return baton.ok { "pgrep", "-f", "sleep " .. tag, stdout = "null" } end, "the sleeps"))
+    b:signal("INT")
+    assert.are.equal("term", b.stdout:read("l")) -- the runner is in its grace period
+    b:signal("INT")
+    local st = b:wait()
+    os.remove(script)
+    assert.are.equal("SIGINT", st.signame)
+    assert.is_true(H.wait_for(function() return not baton.ok { "pgrep", "-f", "sleep " .. tag, stdout = "null" } end, "the sleeps to go"))
+  end)
+
   it("stops what the REPL started when it exits at the end of its input", function()
     local secs = string.format("%d.%06d", 3000 + math.random(1000), math.random(999999))
     local r = baton.run { os.getenv("BATON_EXE"), "-i", capture = true,

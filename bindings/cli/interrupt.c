@@ -32,7 +32,15 @@ static void cli_on_signal(int sig) {
   if (in->pending) {
     /* The first one was never acted on (busy code the hook cannot reach, a
      * blocked C call) or, in the runner, is still being acted on: a second
-     * one ends the process, as in lua.c. */
+     * one ends the process, as in lua.c — from the loop, after on_last has
+     * killed what it knows, when there is one; a third one at once. */
+    if (in->on_last && !in->last) {
+      in->last = sig;
+      for (const int *s = in->signals; *s; s++)
+        signal(*s, SIG_DFL);
+      uv_async_send(&in->async);
+      return;
+    }
     signal(sig, SIG_DFL);
     raise(sig);
     return;
@@ -45,6 +53,7 @@ static void cli_on_signal(int sig) {
 
 static void cli_on_async(uv_async_t *a) {
   cli_interrupt *in = a->data;
+  if (in->last) in->on_last(in->last);
   int sig = in->pending;
   if (!sig) return; /* the hook acted on it already */
   if (in->flags & CLI_INTERRUPT_REARM) in->pending = 0;
@@ -72,6 +81,10 @@ int cli_interrupt_start(cli_interrupt *in, uv_loop_t *loop, const int *signals, 
   for (const int *s = signals; *s; s++)
     sigaction(*s, &sa, NULL);
   return 0;
+}
+
+void cli_interrupt_on_last(cli_interrupt *in, cli_last_cb on_last) {
+  in->on_last = on_last;
 }
 
 void cli_interrupt_set_target(cli_interrupt *in, lua_State *co) {

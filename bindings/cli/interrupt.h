@@ -26,6 +26,9 @@
 typedef void (*cli_hook_cb)(lua_State *co, int sig);
 /* From the loop: the target waits (its hook was removed), or there is none. */
 typedef void (*cli_wake_cb)(int sig);
+/* From the loop: a second signal came while the first was being acted on.
+ * Must not return: it ends the process (after killing what it knows). */
+typedef void (*cli_last_cb)(int sig);
 
 enum {
   /* Each signal is acted on once, and the next one interrupts again (the
@@ -39,6 +42,8 @@ enum {
 typedef struct {
   uv_async_t async;
   volatile sig_atomic_t pending; /* the signal not acted on yet, or 0 */
+  volatile sig_atomic_t last;    /* a second signal, for on_last, or 0 */
+  cli_last_cb on_last;           /* NULL: a second signal kills at once */
   lua_State *volatile target;    /* where the hook goes, or NULL */
   int flags;
   const int *signals; /* 0-terminated */
@@ -52,6 +57,11 @@ typedef struct {
  * starting one takes the signals over from the one before. */
 int cli_interrupt_start(cli_interrupt *in, uv_loop_t *loop, const int *signals, int flags,
                         cli_hook_cb on_hook, cli_wake_cb on_wake);
+
+/* Have a second signal (while the first is pending, without REARM) call
+ * `on_last` from the loop instead of killing at once; a third one still
+ * kills at once (the loop may be stuck). */
+void cli_interrupt_on_last(cli_interrupt *in, cli_last_cb on_last);
 
 /* The coroutine to hook when a signal comes (NULL: none; the wake callback
  * still runs). Called from the loop's thread, between signals or not. */

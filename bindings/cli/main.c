@@ -14,6 +14,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <errno.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <malloc.h>
@@ -63,7 +64,9 @@ static int report(lua_State *L, int status) {
  * Through interrupt.c: its handler sets a hook on the main task's coroutine,
  * as lua.c does, and wakes the loop; from the loop, baton.interrupt cancels
  * the main task's wait, and baton.main then stops the processes left. A
- * second signal kills baton at once with the default action. */
+ * second signal, while that goes on, KILLs every process baton started and
+ * did not detach (their groups too), reaps its own children, and ends baton
+ * with the signal's default action; a third one ends it at once. */
 
 static const int runner_signals[] = {SIGINT, SIGTERM, SIGHUP, 0};
 static cli_interrupt runner_intr;
@@ -91,7 +94,25 @@ static void on_wake(int sig) {
   call_interrupt(sig_L, sig);
 }
 
-/* baton.task.on_main: the main task's coroutine is what the hook stops. */
+/* A second signal: nothing is waited for any more. */
+static void on_last(int sig) {
+  lua_State *L = sig_L;
+  if (glue_kill_jobs(L) == LUA_OK && lua_istable(L, -1)) {
+    for (lua_Integer i = 1, n = luaL_len(L, -1); i <= n; i++) {
+      lua_geti(L, -1, i);
+      pid_t pid = (pid_t)lua_tointeger(L, -1);
+      lua_pop(L, 1);
+      while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+      }
+    }
+  }
+  fflush(NULL);
+  signal(sig, SIG_DFL);
+  raise(sig);
+  _exit(128 + sig); /* a signal that does not end the process by default */
+}
+
+/* runner.on_main: the main task's coroutine is what the hook stops. */
 static void set_main_co(lua_State *co) {
   cli_interrupt_set_target(&runner_intr, co);
 }
@@ -101,6 +122,7 @@ static void install_signals(lua_State *L) {
   sig_L = glue_runner_thread(L);
   cli_interrupt_start(&runner_intr, rt->loop, runner_signals, CLI_INTERRUPT_UNREF, on_busy,
                       on_wake);
+  cli_interrupt_on_last(&runner_intr, on_last);
   glue_on_main(L, set_main_co);
 }
 

@@ -71,6 +71,11 @@ int glue_interrupt(lua_State *L, int sig) {
   return lua_pcall(L, 1, 0, 0);
 }
 
+int glue_kill_jobs(lua_State *L) {
+  glue_field(L, glue_runner, "kill_jobs");
+  return lua_pcall(L, 0, 1, 0);
+}
+
 void glue_repl_install(lua_State *L, lua_CFunction hide, lua_CFunction show) {
   glue_repl = glue_require(L, "baton.repl");
   glue_field(L, glue_repl, "install");

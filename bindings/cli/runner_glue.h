@@ -10,6 +10,7 @@
  *                                              (printed already), err, status
  *   runner.interrupt(sig)                      a signal arrived (from the loop,
  *                                              or from the main task's hook)
+ *   runner.kill_jobs() -> {pid…}               a second signal: KILL what runs
  *   runner.on_main                             set to a C function: called with
  *                                              the main task; task.co is its coroutine
  *   repl.install(hide, show)                   the REPL's output wrappers
@@ -40,6 +41,12 @@ lua_State *glue_runner_thread(lua_State *L);
 
 /* Have `cb(co)` called with the coroutine of the main task when it starts. */
 void glue_on_main(lua_State *L, void (*cb)(lua_State *co));
+
+/* Call runner.kill_jobs() in protected mode: SIGKILL to every job baton
+ * started and did not detach; pushes the pids of its own children that it
+ * killed (a sequence), or the error message. Returns LUA_OK or an error
+ * status. */
+int glue_kill_jobs(lua_State *L);
 
 /* Call runner.interrupt(sig) in protected mode. Returns LUA_OK, or an error
  * status with the message pushed. */

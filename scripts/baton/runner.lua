@@ -51,6 +51,22 @@ function M.stop_jobs(grace)
   for _, t in ipairs(stoppers) do pcall(t.wait, t) end
 end
 
+--- KILL every job baton started and did not detach (their groups too),
+-- at once, without waiting: a second signal came. Returns the pids of
+-- baton's own children among them, for the caller to reap.
+function M.kill_jobs()
+  local pids = {}
+  if not package.loaded["baton.registry"] then return pids end
+  for _, j in ipairs(require("baton.registry").jobs()) do
+    pcall(j._send, j, 9)
+    for _, p in pairs(j.processes or { j }) do
+      if p.pid and not p.adopted then pids[#pids + 1] = p.pid end
+      for _, q in ipairs(p.inputs or {}) do pids[#pids + 1] = q.pid end
+    end
+  end
+  return pids
+end
+
 -- The first hook, so the last to run: unless the program ended normally
 -- (having waited for them), what it started and did not detach goes too.
 M.on_shutdown(function(reason)

@@ -96,6 +96,33 @@ describe("the runner", function()
     assert.is_true(H.wait_for(function() return not baton.ok { "pgrep", "-f", "sleep " .. tag, stdout = "null" } end, "the sleeps to go"))
   end)
 
+  it("under lua5.4, Ctrl-C ends a wait at once, and nothing the script started outlives lua", function()
+    local tag = string.format("%d.%06d", 5000 + math.random(1000), math.random(999999))
+    local code = ("local baton = require 'baton'; local p = baton.spawn { 'sleep', '%s', pgroup = true }; "
+      .. "print('ready'); io.stdout:flush(); p:wait()"):format(tag)
+    local l = baton.spawn { "lua5.4", "-e", code, env = H.lua_env(), stdout = "pipe", stderr = "pipe" }
+    assert.are.equal("ready", l.stdout:read("l"))
+    l:signal("INT")
+    assert.are.equal(1, l:wait().code)
+    assert.matches("^lua5.4: %(command line%):1: interrupted!\n", l.stderr:read("a"))
+    l:close()
+    assert.is_false(baton.ok { "pgrep", "-fx", "sleep " .. tag, stdout = "null" })
+  end)
+
+  it("under lua5.4, stops what still runs when the state closes, but not what was detached", function()
+    local tag = string.format("%d.%06d", 6000 + math.random(1000), math.random(999999))
+    local r = lua(([[
+      local baton = require "baton"
+      baton.spawn { "sleep", "%s" }
+      print(baton.spawn { "sleep", "%s", detach = true, stdout = "null", stderr = "null" }.pid)
+    ]]):format(tag, tag))
+    local pid = tonumber(r.stdout:match("^(%d+)\n$"))
+    assert.is_number(pid)
+    assert.are.same({ pid }, { tonumber(baton.output { "pgrep", "-fx", "sleep " .. tag }) })
+    assert.is_true(baton.ok { "kill", tostring(pid) })
+    assert.is_true(H.gone_within(pid, 5))
+  end)
+
   it("stops what the REPL started when it exits at the end of its input", function()
     local secs = string.format("%d.%06d", 3000 + math.random(1000), math.random(999999))
     local r = baton.run { os.getenv("BATON_EXE"), "-i", capture = true,

@@ -119,6 +119,7 @@ static void set_main_co(lua_State *co) {
 
 static void install_signals(lua_State *L) {
   lb_runtime *rt = lb_runtime_get(L);
+  rt->owns_signals = 1; /* blocking waits leave SIGINT to interrupt.c */
   sig_L = glue_runner_thread(L);
   cli_interrupt_start(&runner_intr, rt->loop, runner_signals, CLI_INTERRUPT_UNREF, on_busy,
                       on_wake);

@@ -48,6 +48,9 @@ struct lb_runtime {
   uv_idle_t *spin;                /* active while output streams in: poll, don't sleep */
   uv_idle_t *defer;               /* active while core.defer has functions to run */
   uint64_t last_read, spin_until; /* uv_hrtime of the last read; end of the spin */
+  uv_async_t intr;                /* wakes a blocking wait on SIGINT (see lloop.c) */
+  int intr_ready;                 /* intr was initialised */
+  int owns_signals;               /* the baton executable handles SIGINT itself */
   char readbuf[LB_READBUF_SIZE];  /* one read of a full output pipe */
 };
 

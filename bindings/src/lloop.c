@@ -6,26 +6,70 @@
  * When a host owns the loop (lb_set_loop), baton never runs it: core.run
  * refuses, and waits must happen inside tasks the host's loop drives.
  */
+#include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "lbaton.h"
 
-/* core.run([mode]) -> alive: "default", "once" or "nowait", as uv_run. */
+/* Ctrl-C during a blocking wait (plain lua5.4 with `require "baton"`): the
+ * wait is in epoll, where lua.c's own handler, a hook that stops the next
+ * Lua instruction, cannot reach. For the time of the run SIGINT gets a
+ * handler that wakes the loop and stops it; the old handler comes back
+ * after. Only async-signal-safe things happen in the handler. */
+static uv_async_t *volatile lb_intr_async;
+static volatile sig_atomic_t lb_intr_sig;
+
+static void lb_on_sigint(int sig) {
+  lb_intr_sig = sig;
+  uv_async_t *a = lb_intr_async;
+  if (a) uv_async_send(a);
+}
+
+static void lb_on_intr(uv_async_t *a) {
+  if (lb_intr_sig) uv_stop(a->loop);
+}
+
+/* core.run([mode[, interruptible]]) -> alive, interrupted: mode "default",
+ * "once" or "nowait", as uv_run; interruptible: a SIGINT ends the run. */
 static int l_run(lua_State *L) {
   static const char *const modes[] = {"default", "once", "nowait", NULL};
   static const uv_run_mode map[] = {UV_RUN_DEFAULT, UV_RUN_ONCE, UV_RUN_NOWAIT};
   int mode = luaL_checkoption(L, 1, "default", modes);
   lb_runtime *rt = lb_runtime_get(L);
+  int interruptible = lua_toboolean(L, 2) && !rt->owns_signals;
   if (!rt->owns_loop)
     return luaL_error(L, "baton: the host runs the loop; wait from inside a task (baton.go)");
   if (rt->running)
     return luaL_error(L, "baton: cannot wait here: the loop is already running "
                          "(waiting calls must run inside a task: wrap the code in baton.go)");
+  struct sigaction old;
+  if (interruptible && !rt->intr_ready && uv_async_init(rt->loop, &rt->intr, lb_on_intr) == 0) {
+    uv_unref((uv_handle_t *)&rt->intr);
+    rt->intr_ready = 1;
+  }
+  interruptible = interruptible && rt->intr_ready;
+  if (interruptible) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = lb_on_sigint;
+    sigemptyset(&sa.sa_mask);
+    lb_intr_sig = 0;
+    lb_intr_async = &rt->intr;
+    sigaction(SIGINT, &sa, &old);
+  }
   rt->running = 1;
   int alive = uv_run(rt->loop, map[mode]);
   rt->running = 0;
+  int interrupted = 0;
+  if (interruptible) {
+    sigaction(SIGINT, &old, NULL);
+    lb_intr_async = NULL;
+    interrupted = lb_intr_sig != 0;
+  }
   lua_pushboolean(L, alive != 0 || uv_loop_alive(rt->loop));
-  return 1;
+  lua_pushboolean(L, interrupted);
+  return 2;
 }
 
 static int l_stop(lua_State *L) {

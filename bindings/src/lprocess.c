@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "lbaton.h"
@@ -22,13 +23,26 @@ typedef struct {
   lb_handle h;
   bt_process_t p;
   int adopted; /* not our child: watched only while someone waits */
+  int unref;   /* not waited for by the loop: adopted, or detached */
 } lb_process;
 
 static void lb_process_closed(bt_process_t *p) {
   lb_handle_closed(p->data);
 }
 static void lb_process_close(lb_handle *h) {
-  bt_process_close(&((lb_process *)h)->p, lb_process_closed);
+  lb_process *lp = (lb_process *)h;
+  /* Collected while the child runs: a running child is anchored until it
+   * exits, so this is the Lua state closing (plain lua5.4 ending, a host
+   * closing its state). Nothing baton started outlives it unless detached
+   * (unref'd): KILL it and the group it leads, and reap it. Its pid cannot
+   * have been reused: it is our child, not yet reaped. */
+  if (h->collected && !lp->adopted && !lp->unref && !lp->p.exited && lp->p.pid > 0) {
+    kill(-lp->p.pid, SIGKILL); /* ESRCH unless it leads a group */
+    bt_process_kill(&lp->p, SIGKILL);
+    while (waitpid(lp->p.pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+  }
+  bt_process_close(&lp->p, lb_process_closed);
 }
 
 static void lb_on_exit(bt_process_t *p) {
@@ -311,6 +325,7 @@ static int l_proc_ref(lua_State *L) {
   lb_process *lp = lb_check(L, 1, LB_PROCESS);
   int on = lua_toboolean(L, 2);
   bt_process_ref(&lp->p, on);
+  lp->unref = !on;
   if (lp->adopted && lp->h.open) {
     if (on)
       lb_handle_anchor(L, &lp->h, 1);

@@ -193,7 +193,9 @@ function M.suspend(arm)
   local res
   arm(function(...) if not res then res = pack(...) end end)
   while not res do
-    local alive = core.run("once")
+    -- Ctrl-C ends the wait as lua.c ends busy code: "interrupted!"
+    local alive, interrupted = core.run("once", true)
+    if interrupted then error("interrupted!", errors.user_level()) end
     if not alive and not res then
       error(DEADLOCK, 3)
     end

@@ -53,6 +53,7 @@ local lazy = {
   cmd = { "baton.command", "cmd" }, sh = { "baton.command", "sh" },
   scope = { "baton.scope", "scope" }, subreaper = { "baton.scope", "subreaper" },
   pipeline = { "baton.pipeline", "pipeline" },
+  group = { "baton.group", "group" }, map = { "baton.group", "map" },
 }
 setmetatable(M, {
   __index = function(t, k)

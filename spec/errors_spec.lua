@@ -1,7 +1,4 @@
 -- The error convention (baton.errors): one rule, applied everywhere.
--- Misuse raises at the script's line naming the call the script made;
--- operational failures return nil, "ENAME: msg", "ENAME"; the conveniences
--- raise a baton.Error.
 local baton = require "baton"
 local H = require "helper"
 
@@ -14,6 +11,9 @@ end
 
 local HERE = "errors_spec.lua:%d+: "
 
+-- Misuse raises at the script's line naming the call the script made;
+-- operational failures return nil, "ENAME: msg", "ENAME"; the conveniences
+-- raise a baton.Error.
 describe("errors", function()
   H.guard()
 
@@ -105,42 +105,5 @@ describe("errors", function()
     assert.is_nil(r)
     assert.are.equal("ENOENT", code)
     assert.matches("^ENOENT: cannot open the tee file: /no/such/dir/tee.log: No such file or directory$", msg)
-  end)
-end)
-
-describe("run results", function()
-  H.guard()
-
-  it("name a sink that raised, in the status and its text", function()
-    local r = baton.run { "echo", "x", stdout = function(chunk) if chunk then error("sink boom", 0) end end, check = false }
-    assert.is_false(r.ok)
-    assert.are.equal("sink boom", r.sink_error)
-    assert.are.equal("exit 0 (a sink raised: sink boom)", tostring(r))
-  end)
-
-  it("flag output held open past wait_delay, and stop what holds it in the group", function()
-    local secs = string.format("%d.%06d", 2000 + math.random(1000), math.random(999999))
-    local r = baton.run { "sh", "-c", "sleep " .. secs .. " & echo started", stdout = function() end,
-      wait_delay = 0.1, pgroup = true, check = false }
-    assert.is_false(r.ok)
-    assert.is_true(r.wait_delay_expired)
-    assert.are.equal("exit 0 (output held open past wait_delay)", tostring(r))
-    local deadline = baton.now() + 5 -- a killed process takes a moment to go
-    while baton.ok { "pgrep", "-fx", "sleep " .. secs, stdout = "null" } and baton.now() < deadline do baton.sleep(0.01) end
-    assert.is_false(baton.ok { "pgrep", "-fx", "sleep " .. secs, stdout = "null" })
-  end)
-
-  it("are statuses: the same fields, and tostring gives the status", function()
-    local r = baton.run { "sh", "-c", "echo out; exit 3", capture = true, check = false }
-    assert.are.equal("exit 3", tostring(r))
-    assert.are.equal(3, r.code)
-    assert.is_false(r.ok)
-    assert.are.equal("out\n", r.stdout)
-    assert.is_true(r.known)
-    assert.is_number(r.rusage.maxrss)
-    local c = baton.cmd
-    local pr = (c { "true" } | c { "sh", "-c", "kill -TERM $$" }):run { check = false }
-    assert.are.equal("killed by SIGTERM", tostring(pr))
-    assert.are.same({ 0, 143 }, pr.statuses)
   end)
 end)

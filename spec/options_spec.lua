@@ -1,4 +1,4 @@
--- Every spawn option and redirection, observed from inside real children.
+-- Spawn options (baton.options): every option and redirection, observed from inside real children.
 local baton = require "baton"
 local H = require "helper"
 
@@ -53,6 +53,14 @@ describe("spawn options", function()
     end
   end)
 
+  it("a low nofile limit still lets the child start", function()
+    assert.are.equal("4\n", out { "sh", "-c", "ulimit -n", rlimits = { nofile = 4 } })
+    local keep = {}
+    for i = 1, 60 do keep[i] = io.open("/dev/null") end -- a parent holding many fds
+    assert.are.equal("16\n", out { "sh", "-c", "ulimit -n", rlimits = { nofile = 16 } })
+    for _, f in ipairs(keep) do f:close() end
+  end)
+
   it("argv0 is what the program sees as its name", function()
     assert.are.equal("renamed\n", out { "sh", "-c", "echo $0", argv0 = "renamed" })
     -- The program is still looked up by argv[1].
@@ -67,6 +75,23 @@ describe("spawn options", function()
     local p, msg = baton.spawn { "sh", clearenv = true, env = { PATH = "/nonexistent" } }
     assert.is_nil(p)
     assert.matches("PATH=/nonexistent", msg)
+  end)
+
+  it("runs in cwd with extra and removed environment variables", function()
+    local r = baton.run { "sh", "-c", 'pwd; echo "$BATON_X"; echo "${HOME-unset}"', cwd = "/tmp",
+      env = { BATON_X = "42", HOME = false }, capture = true }
+    assert.are.equal("/tmp\n42\nunset\n", r.stdout)
+    r = baton.run { "/usr/bin/env", clearenv = true, env = { ONLY = "me" }, capture = true }
+    assert.are.equal("ONLY=me\n", r.stdout)
+  end)
+
+  it("starts a new session or process group on request", function()
+    local r = baton.run { "sh", "-c", "ps -o sid= -o pgid= -p $$", setsid = true, capture = true }
+    local sid, pgid = r.stdout:match("(%d+)%s+(%d+)")
+    assert.are.equal(tostring(r.pid), sid)
+    assert.are.equal(tostring(r.pid), pgid)
+    r = baton.run { "sh", "-c", "ps -o pgid= -p $$", pgroup = true, capture = true }
+    assert.are.equal(tostring(r.pid), r.stdout:match("%d+"))
   end)
 
   it("extra fds land at the numbers asked for, and only those", function()
@@ -105,6 +130,33 @@ describe("spawn options", function()
     p:close()
   end)
 
+  it("a path for an extra fd is opened for reading unless a mode says otherwise", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write("kept\n")
+    f:close()
+    assert.are.equal("kept", baton.output { "sh", "-c", "cat <&3", fds = { [3] = { path = path } } })
+    baton.run { "sh", "-c", "echo more >&3", fds = { [3] = { path = path, mode = "a" } } }
+    assert.are.equal("kept\nmore", baton.output { "cat", path })
+    os.remove(path)
+  end)
+
+  it("redirects to files, fds and null", function()
+    local name = os.tmpname()
+    local f = assert(io.open(name, "w"))
+    baton.run { "echo", "to a file", stdout = f }
+    baton.run { "echo", "nothing", stdout = "null" }
+    f:close()
+    local g = assert(io.open(name))
+    assert.are.equal("to a file\n", g:read("a"))
+    g:close()
+    local fin = assert(io.open(name))
+    local r = baton.run { "cat", stdin = fin, capture = true }
+    fin:close()
+    assert.are.equal("to a file\n", r.stdout)
+    os.remove(name)
+  end)
+
   it("redirects to files by path: truncate, append, and stdin from a file", function()
     local name = tmpfile("old content\n")
     baton.run { "echo", "one", stdout = { path = name } }
@@ -118,6 +170,15 @@ describe("spawn options", function()
     assert.is_nil(p)
     assert.are.equal("ENOENT", code)
     assert.matches("cannot open a redirection: /nonexistent/file", msg)
+  end)
+
+  it("stdin from a path is read even when append is given", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write("hello\n")
+    f:close()
+    assert.are.equal("hello", baton.output { "cat", stdin = { path = path, append = true } })
+    os.remove(path)
   end)
 
   it("sends output to a Lua function, chunk by chunk, then nil", function()
@@ -188,84 +249,30 @@ describe("spawn options", function()
     assert.is_true(r.rusage.maxrss > 0)
     assert.is_true(r.rusage.utime >= 0 and r.rusage.stime >= 0)
   end)
-end)
 
-describe("timeouts", function()
-  H.guard()
-
-  it("TERM the process group at the timeout, then KILL after the grace", function()
-    local t0 = baton.now()
-    -- The timeout leaves the shell ample time to set its trap (nothing can
-    -- tell baton when it has); the grace is what is measured.
-    local r = baton.run { "sh", "-c", "trap '' TERM; sleep 10", timeout = 1, grace = 0.2, check = false }
-    assert.is_true(r.timed_out)
-    assert.are.equal("SIGKILL", r.signame)
-    assert.is_true(baton.now() - t0 < 5)
-    local ok, err = pcall(baton.run, { "sleep", "10", timeout = 0.1 })
-    assert.is_false(ok)
-    assert.matches("timed out and was killed by SIGTERM", tostring(err))
-  end)
-
-  it("returns within the drain bound when a grandchild holds stdout open", function()
-    local t0 = baton.now()
-    -- setsid puts the grandchild out of reach of the group kill: only the
-    -- drain bound can end the wait, long before the grandchild would.
-    local r = baton.run { "sh", "-c", 'setsid sleep 30 & echo "started $!"; sleep 10', timeout = 1, wait_delay = 0.3,
-      capture = true, check = false }
-    local took = baton.now() - t0
-    assert.is_true(r.timed_out)
-    local pid = tonumber(r.stdout:match("^started (%d+)\n$"))
-    assert.is_not_nil(pid, r.stdout)
-    assert.is_true(took < 10, "took " .. took)
-    -- The orphaned sleep leads its own group, and belongs to init now: kill
-    -- it (and only it: other specs running at the same time sleep too).
-    assert.is_true(baton.core.killpg(pid, 9))
-    assert.is_true(H.gone_within(pid))
-  end)
-
-  it("wait(timeout) gives ETIMEDOUT and the process keeps running", function()
-    local p = assert(baton.spawn { "sleep", "10" })
-    local st, msg, code = p:wait(0.05)
-    assert.is_nil(st)
-    assert.are.equal("ETIMEDOUT", code)
-    assert.matches("still running", msg)
-    assert.is_nil(p:poll())
-    local st2 = p:terminate(1)
-    assert.are.equal("SIGTERM", st2.signame)
-  end)
-
-  it("terminate escalates to KILL after the grace", function()
-    local p = assert(baton.spawn { "sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done", stdout = "pipe", pgroup = true })
-    assert.are.equal("ready", p.stdout:read("l"))
-    local st = p:terminate(0.2)
-    assert.are.equal("SIGKILL", st.signame)
-    p:close()
-  end)
-
-  it("signal_group reaches grandchildren", function()
-    local p = assert(baton.spawn { "sh", "-c", "sleep 30 & echo $!; wait", stdout = "pipe", pgroup = true })
-    local grandchild = tonumber(p.stdout:read("l"))
-    assert.is_true(H.alive(grandchild))
-    assert.is_true(p:signal_group("TERM"))
+  it("refuses out-of-range numbers before anything runs", function()
+    local seconds, id = "must be a number of seconds from 0 to 1e+09, got ", "must be a name or an id from 0 to 4294967294, got "
+    for _, case in ipairs {
+      { { "true", timeout = math.huge }, "'timeout' " .. seconds .. "inf" },
+      { { "true", grace = 1e300 }, "'grace' " .. seconds .. "1e+300" },
+      { { "true", wait_delay = -1 }, "'wait_delay' " .. seconds .. "-1" },
+      { { "id", user = 1 << 32 }, "'user' " .. id .. "4294967296" },
+      { { "id", user = -1 }, "'user' " .. id .. "-1" },
+      { { "id", group = -1 }, "'group' " .. id .. "-1" },
+      { { "id", groups = { 1 << 32 } }, "'groups': entry 1 must be a group name or an id from 0 to 4294967294, got 4294967296" },
+      { { "true", umask = -1 }, "'umask' must be an integer from 0 to 0777 (511), got -1" },
+      { { "true", umask = 1 << 40 }, "'umask' must be an integer from 0 to 0777 (511), got 1099511627776" },
+      { { "true", nice = 1 << 33 }, "'nice' must be an integer from -20 to 19, got 8589934592" },
+      { { "true", cwd = "/tmp\0x" }, "'cwd' contains a NUL byte" },
+      { { "true", env = { X = "a\0b" } }, "'env': value of X contains a NUL byte" },
+    } do
+      H.error_here(function() baton.run(case[1]) end, "bad argument #1 to 'run' (option " .. case[2] .. ")")
+    end
+    H.error_here(function() baton.sleep(math.huge) end,
+      "bad argument #1 to 'sleep' (a number of seconds from 0 to 1e9 expected, got inf)")
+    local p = baton.spawn { "true" }
+    H.error_here(function() p:wait(math.huge) end,
+      "bad argument #1 to 'wait' (timeout must be a number of seconds from 0 to 1e+09, got inf)")
     p:wait()
-    assert.is_true(H.gone_within(grandchild), "the grandchild survived the group's TERM")
-    p:close()
-    local q = assert(baton.spawn { "true" })
-    H.error_here(function() q:signal_group("TERM") end,
-      "baton: process " .. q.pid .. " does not lead a process group (spawn it with pgroup = true)")
-    q:wait()
-  end)
-
-end)
-
-describe("limits regressions from review", function()
-  H.guard()
-
-  it("a low nofile limit still lets the child start", function()
-    assert.are.equal("4\n", out { "sh", "-c", "ulimit -n", rlimits = { nofile = 4 } })
-    local keep = {}
-    for i = 1, 60 do keep[i] = io.open("/dev/null") end -- a parent holding many fds
-    assert.are.equal("16\n", out { "sh", "-c", "ulimit -n", rlimits = { nofile = 16 } })
-    for _, f in ipairs(keep) do f:close() end
   end)
 end)

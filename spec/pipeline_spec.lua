@@ -1,6 +1,4 @@
--- Pipelines against bash as the oracle: the same output byte for byte and the
--- same per-stage statuses (PIPESTATUS), plus SIGPIPE rules, redirections,
--- Lua stages, and what happens when things go wrong.
+-- Pipelines (baton.pipeline): output and statuses against bash, SIGPIPE rules, wiring, tee, Lua stages, failures.
 local baton = require "baton"
 local H = require "helper"
 local BATON = os.getenv("BATON_EXE") or "./build/baton"
@@ -96,6 +94,22 @@ describe("pipeline status", function()
     assert.are.equal(2, r3.failed_stage)
   end)
 
+  it("a Lua stage writing after the next stage stopped ends like SIGPIPE, forgiven", function()
+    local up = function(i, o) for l in i:lines() do o:write(l:upper(), "\n") end end
+    assert.are.equal("Y", (c { "yes" } | up | c { "head", "-1" }):output())
+    local gen = function(_, o)
+      local n = 0
+      while true do
+        n = n + 1
+        o:write(n, "\n")
+      end
+    end
+    local r = (gen | c { "head", "-2" }):run { capture = true }
+    assert.are.equal("1\n2\n", r.stdout)
+    assert.are.same({ 141, 0 }, r.statuses)
+    assert.is_true(r.ok)
+  end)
+
   it("captures the stderr of every stage for the failure message", function()
     local ok, err = pcall(baton.run, baton.pipeline { { "sh", "-c", "echo first-err >&2" },
       { "sh", "-c", "cat; echo second-err >&2; exit 2" }, capture = true })
@@ -103,6 +117,22 @@ describe("pipeline status", function()
     assert.matches("first%-err", err.result.stderr)
     assert.matches("second%-err", err.result.stderr)
     assert.matches("second%-err", tostring(err))
+  end)
+
+  it("output() reads every stage's stderr: a chatty stage cannot block it", function()
+    local out = (c { "sh", "-c", "head -c 1000000 /dev/zero >&2; echo hi" } | c { "cat" }):output()
+    assert.are.equal("hi", out)
+    local ok, err = pcall(baton.output, c { "sh", "-c", "echo 'disk full' >&2; exit 3" } | c { "cat" })
+    assert.is_false(ok)
+    assert.matches("disk full", tostring(err))
+  end)
+
+  it("a stage whose sink raised is named with the sink's error", function()
+    local pl = c { "sh", "-c", "echo err >&2; echo hi", stderr = function(chunk) if chunk then error("boom") end end }
+      | c { "cat" }
+    local ok, err = pcall(pl.run, pl)
+    assert.is_false(ok)
+    assert.matches("failed at stage 1 .*its stderr sink raised: .*boom", tostring(err))
   end)
 end)
 
@@ -126,6 +156,22 @@ describe("pipeline wiring", function()
     assert.are.equal("SIGTERM", st.stages[1].signame)
   end)
 
+  it("a stage's own timeout stops that stage only", function()
+    -- (The timeout leaves the stage ample time to print.)
+    local r = (c { "sh", "-c", "echo x; exec sleep 30", timeout = 1 } | c { "sh", "-c", "cat; echo downstream-finished" })
+      :with { capture = true, check = false }:run()
+    assert.are.same({ 143, 0 }, r.statuses)
+    assert.are.equal("x\ndownstream-finished\n", r.stdout)
+    assert.are.equal(1, r.failed_stage)
+  end)
+
+  it("a timeout cancels the Lua function stages too", function()
+    local r = (c { "echo", "x" } | function() baton.sleep(30) end):run { timeout = 0.3, check = false }
+    assert.is_false(r.ok)
+    assert.is_true(r.timed_out)
+    assert.are.equal(2, r.failed_stage)
+  end)
+
   it("takes a string or a file as the first stdin, and any redirection per stage", function()
     assert.are.equal("3", (c { "cat" } | c { "wc", "-l" }):with { input = "a\nb\nc\n" }:output())
     local name = os.tmpname()
@@ -146,6 +192,13 @@ describe("pipeline wiring", function()
     os.remove(errfile)
   end)
 
+  it("a stage's stdin may be another process's stream", function()
+    local src = baton.spawn { "printf", "a\\nb\\n", stdout = "pipe" }
+    local r = baton.pipeline { { "cat", stdin = src.stdout }, { "wc", "-l" }, capture = true }:run()
+    assert.are.equal("2", (r.stdout:gsub("%s", "")))
+    src:wait()
+  end)
+
   it("tees the output to a file while it is read", function()
     local name = os.tmpname()
     local seen = {}
@@ -156,6 +209,42 @@ describe("pipeline wiring", function()
     assert.are.equal("1\n2\n", r.stdout)
     assert.are.equal("1\n2\n3\n1\n2\n", slurp(name))
     os.remove(name)
+  end)
+
+  it("a tee file is complete once the stream reached its end", function()
+    local path = os.tmpname()
+    local r = baton.pipeline { { "echo", "hello" }, { "cat" }, tee = path, stdout = "pipe" }:spawn()
+    assert.are.equal("hello\n", r.stdout:read("a"))
+    r:wait()
+    assert.are.equal("hello\n", assert(io.open(path)):read("a"))
+    os.remove(path)
+  end)
+
+  it("tee with stdout inherited copies to baton's stdout too, like | tee", function()
+    local path = os.tmpname()
+    local r = baton.run { BATON, "-e", ([[
+      local c = baton.cmd
+      local r = (c{"echo", "hi"} | c{"cat"}):run{tee = %q}
+      assert(r.stdout == nil)
+      local p = (c{"seq", "100000"} | c{"cat"}):with{tee = %q}:spawn()
+      assert(p:wait(20).ok)]]):format(path, path .. ".2"), capture = true, timeout = 30 }
+    assert.are.equal("hi\n", r.stdout:sub(1, 3))
+    assert.are.equal(#"hi\n" + #baton.output { "seq", "100000" } + 1, #r.stdout)
+    assert.are.equal("hi\n", assert(io.open(path)):read("a"))
+    assert.are.equal(baton.output { "seq", "100000" } .. "\n", assert(io.open(path .. ".2")):read("a"))
+    os.remove(path)
+    os.remove(path .. ".2")
+  end)
+
+  it("tee copies what a function sink gets, and refuses a stdout it cannot copy", function()
+    local path = os.tmpname()
+    local got = {}
+    (c { "echo", "fn" } | c { "cat" }):run { tee = path, stdout = function(chunk) got[#got + 1] = chunk end }
+    assert.are.equal("fn\n", table.concat(got))
+    assert.are.equal("fn\n", assert(io.open(path)):read("a"))
+    H.error_here(function() (c { "echo", "x" } | c { "cat" }):run { tee = path, stdout = "null" } end,
+      "bad argument #1 to 'run' (option 'tee': stdout must be inherited, a pipe or a function to tee it, got \"null\")")
+    os.remove(path)
   end)
 
   it("runs Lua function stages between processes", function()
@@ -183,6 +272,12 @@ describe("pipeline wiring", function()
     assert.are.equal(1, r.code)
     assert.matches("< b\n%-%-%-\n> c", r.stdout)
     assert.are.equal("3\n2\n1", baton.output { "cat", baton.from(c { "seq", "3" } | c { "tac" }) })
+  end)
+
+  it("a stage may take another command's output as a path", function()
+    local pl = c { "cat", baton.from { "echo", "sub" } } | c { "tr", "a-z", "A-Z" }
+    assert.are.equal("SUB", pl:output())
+    assert.are.equal("cat <(echo sub) | tr a-z A-Z", tostring(pl))
   end)
 
   it("moves 100 MB through 5 stages without passing it through baton", function()
@@ -213,6 +308,30 @@ describe("pipelines going wrong", function()
       "bad argument #1 to 'pipeline' (stage 2: only the first stage may set stdin)")
   end)
 
+  it("a pipeline that fails to start with capture leaks no fd", function()
+    local ok, err = pcall(baton.run, (c { "echo", "hi" } | c { "cat", cwd = "/nonexistent" }):with { capture = true })
+    assert.is_false(ok)
+    assert.are.equal("spawn", err.kind)
+    assert.are.equal("ENOENT", err.code)
+    -- the guard checks the fds
+  end)
+
+  it("a tee file that cannot be opened starts nothing", function()
+    local p, msg, code = (c { "echo", "hi" } | c { "cat" }):with { tee = "/nonexistent/dir/tee", stdout = "pipe",
+      stderr = "pipe" }:spawn()
+    assert.is_nil(p)
+    assert.are.equal("ENOENT", code)
+    assert.matches("cannot open the tee file: /nonexistent/dir/tee", msg)
+    -- the guard checks that no child and no fd is left
+  end)
+
+  it("refuses a process group or session of a stage's own", function()
+    H.error_here(function() return c { "true", pgroup = true } | c { "cat" } end, "bad argument #1 to 'pipeline' " ..
+      "(stage 1: 'pgroup' cannot be set on a stage: the stages share the pipeline's process group)")
+    H.error_here(function() baton.pipeline { c { "true" }, c { "cat", setsid = true } } end, "bad argument #1 to 'pipeline' " ..
+      "(stage 2: 'setsid' cannot be set on a stage: the stages share the pipeline's process group)")
+  end)
+
   it("a stage killed midway ends the pipeline with its signal named", function()
     local pl = (c { "sh", "-c", "echo start; exec sleep 30" } | c { "cat" }):with { stdout = "pipe" }:spawn()
     assert.are.equal("start", pl.stdout:read("l"))
@@ -239,134 +358,6 @@ describe("pipelines going wrong", function()
     assert.are.equal(10, n)
   end)
 
-  it("a slow reader holds the producer back: memory stays bounded", function()
-    local p = assert(baton.spawn { "yes", stdout = "pipe" })
-    for _ = 1, 5 do
-      assert.are.equal("y", p.stdout:read("l"))
-      baton.sleep(0.05)
-    end
-    -- unread data in baton: at most the high-water mark plus one read
-    assert.is_true(p.stdout._n <= 256 * 1024 + 1024 * 1024, "buffered " .. p.stdout._n)
-    p:close()
-  end)
-
-end)
-
-describe("pipeline regressions from review", function()
-  H.guard()
-
-  it("output() reads every stage's stderr: a chatty stage cannot block it", function()
-    local out = (c { "sh", "-c", "head -c 1000000 /dev/zero >&2; echo hi" } | c { "cat" }):output()
-    assert.are.equal("hi", out)
-    local ok, err = pcall(baton.output, c { "sh", "-c", "echo 'disk full' >&2; exit 3" } | c { "cat" })
-    assert.is_false(ok)
-    assert.matches("disk full", tostring(err))
-  end)
-
-  it("a pipeline that fails to start with capture leaks no fd", function()
-    local ok, err = pcall(baton.run, (c { "echo", "hi" } | c { "cat", cwd = "/nonexistent" }):with { capture = true })
-    assert.is_false(ok)
-    assert.are.equal("spawn", err.kind)
-    assert.are.equal("ENOENT", err.code)
-    -- the guard checks the fds
-  end)
-
-  it("a stage's own timeout stops that stage only", function()
-    -- (The timeout leaves the stage ample time to print.)
-    local r = (c { "sh", "-c", "echo x; exec sleep 30", timeout = 1 } | c { "sh", "-c", "cat; echo downstream-finished" })
-      :with { capture = true, check = false }:run()
-    assert.are.same({ 143, 0 }, r.statuses)
-    assert.are.equal("x\ndownstream-finished\n", r.stdout)
-    assert.are.equal(1, r.failed_stage)
-  end)
-
-  it("refuses a process group or session of a stage's own", function()
-    H.error_here(function() return c { "true", pgroup = true } | c { "cat" } end, "bad argument #1 to 'pipeline' " ..
-      "(stage 1: 'pgroup' cannot be set on a stage: the stages share the pipeline's process group)")
-    H.error_here(function() baton.pipeline { c { "true" }, c { "cat", setsid = true } } end, "bad argument #1 to 'pipeline' " ..
-      "(stage 2: 'setsid' cannot be set on a stage: the stages share the pipeline's process group)")
-  end)
-
-  it("a tee file that cannot be opened starts nothing", function()
-    local p, msg, code = (c { "echo", "hi" } | c { "cat" }):with { tee = "/nonexistent/dir/tee", stdout = "pipe",
-      stderr = "pipe" }:spawn()
-    assert.is_nil(p)
-    assert.are.equal("ENOENT", code)
-    assert.matches("cannot open the tee file: /nonexistent/dir/tee", msg)
-    -- the guard checks that no child and no fd is left
-  end)
-
-  it("a stage may take another command's output as a path", function()
-    local pl = c { "cat", baton.from { "echo", "sub" } } | c { "tr", "a-z", "A-Z" }
-    assert.are.equal("SUB", pl:output())
-    assert.are.equal("cat <(echo sub) | tr a-z A-Z", tostring(pl))
-  end)
-
-  it("a stage's stdin may be another process's stream", function()
-    local src = baton.spawn { "printf", "a\\nb\\n", stdout = "pipe" }
-    local r = baton.pipeline { { "cat", stdin = src.stdout }, { "wc", "-l" }, capture = true }:run()
-    assert.are.equal("2", (r.stdout:gsub("%s", "")))
-    src:wait()
-  end)
-
-  it("a stage whose sink raised is named with the sink's error", function()
-    local pl = c { "sh", "-c", "echo err >&2; echo hi", stderr = function(chunk) if chunk then error("boom") end end }
-      | c { "cat" }
-    local ok, err = pcall(pl.run, pl)
-    assert.is_false(ok)
-    assert.matches("failed at stage 1 .*its stderr sink raised: .*boom", tostring(err))
-  end)
-
-  it("tee with stdout inherited copies to baton's stdout too, like | tee", function()
-    local path = os.tmpname()
-    local r = baton.run { BATON, "-e", ([[
-      local c = baton.cmd
-      local r = (c{"echo", "hi"} | c{"cat"}):run{tee = %q}
-      assert(r.stdout == nil)
-      local p = (c{"seq", "100000"} | c{"cat"}):with{tee = %q}:spawn()
-      assert(p:wait(20).ok)]]):format(path, path .. ".2"), capture = true, timeout = 30 }
-    assert.are.equal("hi\n", r.stdout:sub(1, 3))
-    assert.are.equal(#"hi\n" + #baton.output { "seq", "100000" } + 1, #r.stdout)
-    assert.are.equal("hi\n", assert(io.open(path)):read("a"))
-    assert.are.equal(baton.output { "seq", "100000" } .. "\n", assert(io.open(path .. ".2")):read("a"))
-    os.remove(path)
-    os.remove(path .. ".2")
-  end)
-
-  it("tee copies what a function sink gets, and refuses a stdout it cannot copy", function()
-    local path = os.tmpname()
-    local got = {}
-    (c { "echo", "fn" } | c { "cat" }):run { tee = path, stdout = function(chunk) got[#got + 1] = chunk end }
-    assert.are.equal("fn\n", table.concat(got))
-    assert.are.equal("fn\n", assert(io.open(path)):read("a"))
-    H.error_here(function() (c { "echo", "x" } | c { "cat" }):run { tee = path, stdout = "null" } end,
-      "bad argument #1 to 'run' (option 'tee': stdout must be inherited, a pipe or a function to tee it, got \"null\")")
-    os.remove(path)
-  end)
-
-  it("a timeout cancels the Lua function stages too", function()
-    local r = (c { "echo", "x" } | function() baton.sleep(30) end):run { timeout = 0.3, check = false }
-    assert.is_false(r.ok)
-    assert.is_true(r.timed_out)
-    assert.are.equal(2, r.failed_stage)
-  end)
-
-  it("a Lua stage writing after the next stage stopped ends like SIGPIPE, forgiven", function()
-    local up = function(i, o) for l in i:lines() do o:write(l:upper(), "\n") end end
-    assert.are.equal("Y", (c { "yes" } | up | c { "head", "-1" }):output())
-    local gen = function(_, o)
-      local n = 0
-      while true do
-        n = n + 1
-        o:write(n, "\n")
-      end
-    end
-    local r = (gen | c { "head", "-2" }):run { capture = true }
-    assert.are.equal("1\n2\n", r.stdout)
-    assert.are.same({ 141, 0 }, r.statuses)
-    assert.is_true(r.ok)
-  end)
-
   it("tee to an inherited stdout that goes away ends the pipeline, like | tee | head", function()
     local path = os.tmpname()
     local r = baton.run { "sh", "-c", '"$1" -e "baton.pipeline{{\'yes\'}, tee = \'$2\'}:run{check = false}" | head -1',
@@ -376,4 +367,3 @@ describe("pipeline regressions from review", function()
     os.remove(path)
   end)
 end)
-

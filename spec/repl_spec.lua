@@ -1,6 +1,4 @@
--- The REPL, driven through a real pseudo-terminal (tmux): typing, multi-line
--- entries, errors, Ctrl-C, Ctrl-D, and a background task printing while a
--- line is being edited. lua5.4's own REPL is the oracle for plain Lua entries.
+-- The REPL in a real pseudo-terminal (tmux): typing, multi-line entries, errors, Ctrl-C, Ctrl-D, output while editing.
 local baton = require "baton"
 local H = require "helper"
 
@@ -113,6 +111,7 @@ local function stop()
   tmux("kill-server")
 end
 
+-- lua5.4's own REPL is the oracle for plain Lua entries.
 describe("the REPL", function()
   H.guard()
   after_each(function()

@@ -1,11 +1,10 @@
--- The runner module (baton.runner): the program's life — main task,
--- shutdown hooks in order, interrupts, exit status — and the registry it
--- reads. Each case runs in a child lua5.4, where the runner is not driving
--- the loop already (under the `baton` executable the specs are its main task).
+-- The runner (baton.runner): main task, shutdown hooks in order, interrupts, exit status, and the registry it reads.
 local baton = require "baton"
 local H = require "helper"
 
--- Run `code` in a child lua5.4 that has baton; returns the result.
+-- Run `code` in a child lua5.4 that has baton; returns the result. Each case
+-- runs there, where the runner is not driving the loop already (under the
+-- `baton` executable the specs are its main task).
 local function lua(code)
   return baton.run { "lua5.4", "-e", code, env = H.lua_env(), capture = true, check = false }
 end

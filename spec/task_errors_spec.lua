@@ -1,14 +1,12 @@
--- Tasks you can trust: a task's error goes to its waiter, a failure nobody
--- waits for is reported at the end (exit 1) without stopping the rest, and
--- cancelling a task stops the processes its pending call started. Scripts
--- run both under the `baton` executable and under a plain lua5.4.
+-- Task errors: each reaches its waiter, an unwaited one is reported at the end, a cancel stops what a call started.
 local baton = require "baton"
 local H = require "helper"
 
 local BATON = os.getenv("BATON_EXE")
 
 -- Run `script` (a chunk using the global `baton`) in `mode` ("baton" or
--- "lua"); returns the result.
+-- "lua"); returns the result. Each case runs under both: the `baton`
+-- executable and a plain lua5.4.
 local function script(mode, code)
   local path = os.tmpname()
   local f = assert(io.open(path, "w"))

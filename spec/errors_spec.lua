@@ -41,6 +41,20 @@ describe("errors", function()
       raised(function() baton.sh("echo %d", 1) end))
   end)
 
+  it("raise on a stream handed to a child the wrong way round, and on writing what is not a string", function()
+    local a = baton.spawn { "cat", stdin = "pipe", stdout = "pipe" }
+    H.error_here(function() baton.run { "echo", "hi", stdout = a.stdout } end,
+      "bad argument #1 to 'run' (option 'stdout': stdout is the end of a pipe baton reads; the child would need the other end)")
+    H.error_here(function() baton.run { "cat", stdin = a.stdin } end,
+      "bad argument #1 to 'run' (option 'stdin': stdin is the end of a pipe baton writes; the child would need the other end)")
+    H.error_here(function() a.stdin:write("x", nil) end, "bad argument #2 to 'write' (string expected, got nil)")
+    H.error_here(function() a.stdin:write({}) end, "bad argument #1 to 'write' (string expected, got table)")
+    assert.is_false(a.stdin.closed)
+    a.stdin:close()
+    assert.are.equal("", a.stdout:read("a"))
+    assert.is_true(a:wait().ok)
+  end)
+
   it("raise on a method called with a dot, a stream used the wrong way, conflicting options", function()
     local p = baton.spawn { "cat", stdin = "pipe", stdout = "pipe" }
     assert.matches(HERE .. "bad argument #1 to 'wait' %(a process or pipeline run expected, got no value %(call it as obj:wait%(…%)%)%)$",

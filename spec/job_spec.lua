@@ -77,6 +77,14 @@ describe("timeouts", function()
     assert.matches("timed out and was killed by SIGTERM", tostring(err))
   end)
 
+  it("a process stopped by its timeout did not succeed, whatever it exited with", function()
+    local r = baton.run { "sh", "-c", "trap 'exit 0' TERM; sleep 30 & wait", timeout = 0.2, check = false }
+    assert.are.equal(0, r.code)
+    assert.is_true(r.timed_out)
+    assert.is_false(r.ok)
+    assert.are.equal("exit 0 (timed out)", tostring(r))
+  end)
+
   it("timers count from when they start, however long Lua was busy before", function()
     baton.sleep(0) -- the loop's clock is read here
     local t = baton.now()

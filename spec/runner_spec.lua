@@ -132,6 +132,79 @@ describe("the runner", function()
     assert.is_false(baton.ok { "pgrep", "-fx", "sleep " .. secs, stdout = "null" })
   end)
 
+  it("on a failure, cancels the script's tasks before it stops what runs: nothing left, nothing misreported", function()
+    local tag = string.format("%d.%06d", 8000 + math.random(1000), math.random(999999))
+    local r = baton.run { os.getenv("BATON_EXE"), "-e", ([[
+      baton.go(function() -- keeps starting processes that ignore TERM
+        while true do
+          baton.spawn { "sh", "-c", "trap '' TERM; exec sleep %s", pgroup = true }
+          baton.sleep(0.05)
+        end
+      end)
+      baton.go(function() baton.run { "sleep", "%s" } end)
+      baton.sleep(0.2)
+      error("main failed", 0)
+    ]]):format(tag, tag), capture = true, check = false }
+    assert.are.equal(1, r.code)
+    assert.matches("main failed", r.stderr)
+    assert.is_nil(r.stderr:find("uncaught", 1, true), r.stderr)
+    assert.is_false(baton.ok { "pgrep", "-f", "sleep " .. tag, stdout = "null" })
+  end)
+
+  it("an interrupt never stops baton's own code halfway: every child it started is stopped", function()
+    local tag = string.format("%d.%06d", 9000 + math.random(1000), math.random(999999))
+    local script = H.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(([[
+      print("up")
+      io.stdout:flush()
+      local ps = {}
+      while true do -- mostly busy inside spawn: a signal lands anywhere in it
+        ps[#ps + 1] = baton.spawn { "sleep", "%s", timeout = 5000, stdin = "pipe", stdout = "pipe", stderr = "pipe" }
+        if #ps > 20 then
+          local q = table.remove(ps, 1)
+          q:kill()
+          q:close()
+        end
+      end
+    ]]):format(tag))
+    f:close()
+    for round = 1, 5 do
+      local b = baton.spawn { os.getenv("BATON_EXE"), script, stdout = "pipe", stderr = "null" }
+      assert.are.equal("up", b.stdout:read("l"))
+      baton.sleep(0.05 * round) -- somewhere in the loop; any moment will do
+      b:signal("INT")
+      assert.are.equal(130, b:wait().code)
+      b:close()
+      assert.is_false(baton.ok { "pgrep", "-f", "sleep " .. tag, stdout = "null" }, "round " .. round)
+    end
+    os.remove(script)
+  end)
+
+  it("reports a shutdown hook that fails, and exits 1", function()
+    local r = baton.run { os.getenv("BATON_EXE"), "-e",
+      "require('baton.runner').on_shutdown(function() error('hook broke', 0) end)", capture = true, check = false }
+    assert.are.equal(1, r.code)
+    assert.matches("^baton: uncaught error in task: shutdown hook failed: hook broke\n", r.stderr)
+  end)
+
+  it("stops what runs when the script calls os.exit", function()
+    local tag = string.format("%d.%06d", 10000 + math.random(1000), math.random(999999))
+    local r = baton.run { os.getenv("BATON_EXE"), "-e",
+      ("print(baton.spawn { 'sleep', '%s' }.pid); os.exit(3)"):format(tag), capture = true, check = false }
+    assert.are.equal(3, r.code)
+    assert.is_true(H.gone_within(tonumber(r.stdout:match("^(%d+)")), 5))
+  end)
+
+  it("shows a background failure in the REPL once, when nobody waits for it", function()
+    local r = baton.run { os.getenv("BATON_EXE"), "-i", capture = true, check = false,
+      input = "t = baton.go(function() baton.sleep(0.01) error('E1', 0) end)\nprint(pcall(baton.all, {t}))\n"
+        .. "u = baton.go(function() baton.sleep(0.01) error('E2', 0) end)\nbaton.sleep(0.05)\n" }
+    assert.matches("false\tE1", r.stdout)
+    assert.is_nil(r.stderr:find("E1", 1, true), r.stderr)
+    assert.matches("baton: error in task: E2\n", r.stderr)
+  end)
+
   it("knows what runs: started jobs until done, not detached ones", function()
     local registry = require "baton.registry"
     local base = #registry.jobs()

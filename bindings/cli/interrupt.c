@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "interrupt.h"
+#include "runner_glue.h"
 
 #define CLI_HOOK_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT)
 
@@ -19,9 +20,18 @@ static cli_interrupt *volatile cli_active; /* the one the handler serves */
 /* Busy Lua code in the target: stop it where it runs. */
 static void cli_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
-  lua_sethook(L, NULL, 0, 0);
   cli_interrupt *in = cli_active;
-  if (in == NULL) return;
+  if (in == NULL || !in->pending) {
+    lua_sethook(L, NULL, 0, 0);
+    return;
+  }
+  /* Not inside baton's own code (a spawn half done, a process not yet
+   * recorded): stop at the script's next instruction instead. */
+  lua_Debug here;
+  if (lua_getstack(L, 0, &here) && lua_getinfo(L, "S", &here) &&
+      (here.what[0] == 'C' || glue_is_own(L, here.source)))
+    return; /* the hook stays */
+  lua_sethook(L, NULL, 0, 0);
   int sig = in->pending;
   if (in->flags & CLI_INTERRUPT_REARM) in->pending = 0;
   in->on_hook(L, sig);

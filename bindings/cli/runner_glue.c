@@ -13,6 +13,7 @@
 static int glue_runner = LUA_NOREF; /* registry ref: the module baton.runner */
 static int glue_repl = LUA_NOREF;   /* registry ref: the module baton.repl */
 static int glue_thread = LUA_NOREF; /* registry ref: the interrupt thread */
+static int glue_own = LUA_NOREF;    /* registry ref: errors.is_own */
 
 /* require(name), referenced in the registry. Raises on failure. */
 static int glue_require(lua_State *L, const char *name) {
@@ -36,6 +37,19 @@ void glue_open_baton(lua_State *L) {
   lua_call(L, 1, 1);
   lua_setglobal(L, "baton");
   glue_runner = glue_require(L, "baton.runner");
+  int errors = glue_require(L, "baton.errors");
+  glue_field(L, errors, "is_own");
+  glue_own = luaL_ref(L, LUA_REGISTRYINDEX);
+  luaL_unref(L, LUA_REGISTRYINDEX, errors);
+}
+
+int glue_is_own(lua_State *L, const char *source) {
+  if (glue_own == LUA_NOREF || !lua_checkstack(L, 3)) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, glue_own);
+  lua_pushstring(L, source);
+  int own = lua_pcall(L, 1, 1, 0) == LUA_OK && lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return own;
 }
 
 void glue_push_main(lua_State *L) {

@@ -11,6 +11,7 @@
  *   runner.interrupt(sig)                      a signal arrived (from the loop,
  *                                              or from the main task's hook)
  *   runner.kill_jobs() -> {pid…}               a second signal: KILL what runs
+ *   errors.is_own(source)                      baton's own code: not interrupted
  *   runner.on_main                             set to a C function: called with
  *                                              the main task; task.co is its coroutine
  *   repl.install(hide, show)                   the REPL's output wrappers
@@ -31,6 +32,10 @@
 /* Make the embedded modules requirable and set the global `baton`. Raises
  * on failure (call under lua_pcall). */
 void glue_open_baton(lua_State *L);
+
+/* Whether `source` (a chunk name) is baton's own Lua code, where an
+ * interrupt must not stop it halfway (errors.is_own). Never raises. */
+int glue_is_own(lua_State *L, const char *source);
 
 /* Push runner.main. */
 void glue_push_main(lua_State *L);

@@ -27,6 +27,11 @@ function M.own()
 end
 M.own()
 
+--- Whether `source` (a chunk name) is one of baton's own modules.
+function M.is_own(source)
+  return own[source] == true
+end
+
 --- The stack level (as `error` counts, from the caller of this function's
 -- caller) of the first frame that is neither baton's own Lua nor C.
 function M.user_level()

@@ -205,6 +205,7 @@ function Job:_done()
   registry.forget(self)
   if self._on_done then self:_on_done() end
   local st = self._exit
+  if st.timed_out then st.ok = false end -- stopped by its timeout, whatever it exited with
   if self._abandoned and st.ok then
     st.ok, st.wait_delay_expired = false, true
     st.failure = st.failure or "its output was still held open after wait_delay"
@@ -304,6 +305,24 @@ function Job:_terminate(grace, unwinding)
     if not self:wait(1) then self:_abandon_readers() end
   end
   return self:wait()
+end
+
+--- Stop every job of `list` at once (each as `_terminate` does) and wait
+-- until all are done. `unwinding`: see `_terminate` (then nothing waits).
+function M.stop_all(list, grace, unwinding)
+  local stoppers = {}
+  for _, j in ipairs(list) do
+    if not j.status then
+      stoppers[#stoppers + 1] = task.go_internal(function() return j:_terminate(grace) end)
+    end
+  end
+  if unwinding and not task.can_wait() then return end
+  local failed
+  for _, t in ipairs(stoppers) do
+    local ok, err = pcall(t.wait, t)
+    if not ok and failed == nil then failed = err end
+  end
+  if failed ~= nil then error(failed, 0) end
 end
 
 --- TERM (the group, if it leads one), wait up to `grace` seconds (default

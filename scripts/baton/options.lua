@@ -280,6 +280,12 @@ local function redirection(v, fd, key, fname, ctx)
     ctx.sinks[fd] = v
     return "pipe"
   elseif t == "table" and getmetatable(v) == Stream then
+    -- The child reads what baton would read, or writes what baton would write.
+    local want = fd == 0 and "r" or (fd <= 2 and "w")
+    if want and v.mode and v.mode ~= want then
+      argerror(fname, 1, fmt("option '%s': %s is the end of a pipe baton %s; the child would need the other end", key,
+        v.name or "the stream", v.mode == "r" and "reads" or "writes"))
+    end
     if not ctx then return end -- whether it is still open is for when it runs
     if v.closed then argerror(fname, 1, fmt("option '%s': stream is closed", key)) end
     if v._eof and v._qh > v._qt then return fd == 0 and "null" or "close" end -- read to its end: nothing left

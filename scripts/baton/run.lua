@@ -42,7 +42,13 @@ end
 local function wait(j)
   local ok, st = pcall(j.wait, j)
   if ok then return st end
-  if task.can_wait() then j:_terminate(j._grace or 1) else j:_terminate(0, true) end
+  if task.can_wait() then
+    -- In a task of baton's, so that a second cancel cannot cut it short.
+    local stopper = task.go_internal(function() j:_terminate(j._grace or 1) end)
+    while not stopper.done do pcall(stopper.wait, stopper) end
+  else
+    j:_terminate(0, true)
+  end
   error(st, 0)
 end
 

@@ -31,6 +31,7 @@ local hooks = {}
 -- "interrupted", or "exit" when the REPL exits); the last registered runs
 -- first. Returns a function that removes the hook.
 function M.on_shutdown(fn)
+  if type(fn) ~= "function" then errors.argerror("on_shutdown", 1, "function expected, got " .. type(fn)) end
   local entry = { fn = fn }
   hooks[#hooks + 1] = entry
   return function()
@@ -40,15 +41,20 @@ function M.on_shutdown(fn)
   end
 end
 
---- Stop every job baton started and did not detach, all at once: TERM,
--- `grace` seconds, KILL, reaped.
-function M.stop_jobs(grace)
-  if not package.loaded["baton.registry"] then return end -- nothing ever ran
-  local stoppers = {}
-  for _, j in ipairs(require("baton.registry").jobs()) do
-    stoppers[#stoppers + 1] = task.go_internal(function() pcall(j.terminate, j, grace) end)
+--- Stop what the script left running: cancel its tasks (a cancelled run
+-- stops its own process; a task's failure from that is not reported), then
+-- stop every job baton started and did not detach, all at once — TERM,
+-- `grace` seconds, KILL — again while new ones appear.
+function M.stop_all(grace, why)
+  for _, t in ipairs(task.running()) do t:cancel(why) end
+  if not package.loaded["baton.registry"] then return end -- no process ever ran
+  local registry, job = require "baton.registry", require "baton.job"
+  for _ = 1, 10 do
+    for _, t in ipairs(task.running()) do t:cancel(why) end -- started meanwhile
+    local jobs = registry.jobs()
+    if #jobs == 0 then break end
+    pcall(job.stop_all, jobs, grace)
   end
-  for _, t in ipairs(stoppers) do pcall(t.wait, t) end
 end
 
 --- KILL every job baton started and did not detach (their groups too),
@@ -70,14 +76,17 @@ end
 -- The first hook, so the last to run: unless the program ended normally
 -- (having waited for them), what it started and did not detach goes too.
 M.on_shutdown(function(reason)
-  if reason ~= "done" then M.stop_jobs(2) end
+  if reason ~= "done" then M.stop_all(2, "cancelled: baton is stopping (" .. reason .. ")") end
 end)
 
 --- Run the shutdown hooks, each in a task of its own, waiting for each.
 function M.shutdown(reason)
   for i = #hooks, 1, -1 do
     local t = task.go_internal(hooks[i].fn, reason)
-    pcall(t.wait, t)
+    local ok, err = pcall(t.wait, t)
+    if not ok then -- said, and counted as a failure nobody waited for
+      task.on_uncaught(t, "shutdown hook failed: " .. (t.trace or task.errmsg(err)))
+    end
   end
 end
 

@@ -42,15 +42,11 @@ function Scope:close()
   for t in pairs(self._tasks) do
     if t ~= me and not t.done then t:cancel("scope ended") end
   end
-  local failed
-  for p in pairs(self.procs) do
-    -- one failure must not spare the rest; unwinding an error, a task of
-    -- baton's does the waiting
-    local ok, err = pcall(p._terminate, p, self.grace, true)
-    if not ok and failed == nil then failed = err end
-  end
+  local list = {}
+  for p in pairs(self.procs) do list[#list + 1] = p end
   self.procs = {}
-  if failed ~= nil then error(failed, 0) end
+  -- All at once; unwinding an error, tasks of baton's do the waiting.
+  require("baton.job").stop_all(list, self.grace, true)
 end
 Scope.__close = Scope.close
 

@@ -226,11 +226,13 @@ end
 function Stream:write(...)
   check(self, "write", "w")
   local n = select("#", ...)
-  local data = n == 1 and ... or concat({ ... })
-  if type(data) ~= "string" then
-    if type(data) == "number" then data = tostring(data)
-    else argerror("write", 1, "string expected, got " .. type(data)) end
+  for i = 1, n do
+    local v = select(i, ...)
+    if type(v) ~= "string" and type(v) ~= "number" then
+      argerror("write", i, "string expected, got " .. (v == nil and "nil" or type(v)))
+    end
   end
+  local data = n == 1 and tostring((...)) or concat({ ... })
   if self.closed then errors.misuse("write to a closed stream (%s)", self.name or "pipe") end
   local wrote, msg, code = self._ud:try_write(data)
   if not wrote then return self:_write_failed(msg, code) end

@@ -141,7 +141,8 @@ local function step(t, ...)
     if not cancelled and (not t.joiners or #t.joiners == 0) then
       t.unobserved = true
       unobserved[t] = true
-      if M.on_failure then M.on_failure(t) end
+      -- (not when wait_any or all is watching it: they take it)
+      if M.on_failure and not (t.watchers and next(t.watchers)) then M.on_failure(t) end
     end
   end
   if t.on_finish then t.on_finish(t) end
@@ -233,7 +234,8 @@ function M.new(fn, internal)
     errors.argerror("go", 1, "function expected, got " .. type(fn))
   end
   seq = seq + 1
-  local t = setmetatable({ co = cocreate(body(fn)), done = false, scope = M.scope(), seq = seq }, Task)
+  local t = setmetatable({ co = cocreate(body(fn)), done = false, scope = M.scope(), seq = seq,
+    internal = internal or nil }, Task)
   tasks[t.co] = t
   -- A script's task is cancelled when its scope ends; baton's own (reading
   -- a process, feeding its input) end with what they serve.
@@ -247,6 +249,17 @@ function Task:start(...)
   self.started = true
   step(self, ...)
   return self
+end
+
+--- The script's tasks that started and are not done (not baton's own), in
+-- the order they were made.
+function M.running()
+  local out = {}
+  for _, t in pairs(tasks) do
+    if t.started and not t.done and not t.internal then out[#out + 1] = t end
+  end
+  table.sort(out, function(a, b) return a.seq < b.seq end)
+  return out
 end
 
 --- Start `fn(...)` as a new task; it runs at once until its first wait.

@@ -415,15 +415,16 @@ int lb_repl(lua_State *L) {
   }
 
   if (R.prompt_up) ed_remove();
-  cli_interrupt_stop(&R.intr); /* SIGINT back to its default, as the runner left it */
   uv_close(R.from_file ? (uv_handle_t *)&R.file_input : (uv_handle_t *)&R.input, NULL);
   uv_close((uv_handle_t *)&R.backlog, NULL);
   uv_run(R.rt->loop, UV_RUN_NOWAIT);
-  /* Nothing started at the prompt outlives it (unless detached). */
+  /* Nothing started at the prompt outlives it (unless detached); Ctrl-C
+   * meanwhile finds no entry and no prompt, and is ignored. */
   if (glue_repl_finish(L) != LUA_OK) {
     fprintf(stderr, "baton: %s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
   }
+  cli_interrupt_stop(&R.intr); /* SIGINT back to its default, as the runner left it */
   if (E.loaded && R.histfile[0]) E.write_history(R.histfile);
   free(R.pending);
   free(E.buf);

@@ -239,11 +239,11 @@ function Job:_subscribe(fn)
   end
   if self.released then errors.misuse("process %d was released (close): it cannot be waited for", self.pid) end
   self._waiters[fn] = true
-  if self._watch then self:_watch(true) end
+  if self._loose then self:_ref(true) end
   return function()
     self._waiters[fn] = nil
-    if self._watch and not self.status and not self.released and next(self._waiters) == nil then
-      self:_watch(false)
+    if self._loose and not self.status and not self.released and next(self._waiters) == nil then
+      self:_ref(false)
     end
   end
 end
@@ -339,9 +339,9 @@ end
 function Job:detach()
   check(self, "detach")
   registry.forget(self)
-  if not self.status and self._watching then
-    self._watch = self._watching
-    if next(self._waiters) == nil then self:_watch(false) end
+  if not self.status and not self._loose then
+    self._loose = true
+    if next(self._waiters) == nil then self:_ref(false) end
   end
   return self
 end

@@ -213,8 +213,8 @@ function Run:_stage_done()
   self:_exited(st)
 end
 
--- Whether the loop runs for the stages (see Job:detach).
-function Run:_watching(on)
+-- Whether the loop runs for the stages (a detached run: only while waited).
+function Run:_ref(on)
   for _, p in pairs(self.processes) do
     if not p.status then p._ud:ref(on) end
   end

@@ -28,15 +28,11 @@ local Process = job.class("baton.process")
 M.Process = Process
 
 -- A Process over the core's handle `ud`; `on_exit` is wired here.
--- Whether the loop runs for the process: while someone waits, for one
--- adopted or detached.
-local function watch(self, on) self._ud:ref(on) end
-
 -- `weak`: the exit callback does not keep the process alive (an adopted
 -- one nobody waits for or refers to is collected, and its pidfd closed);
 -- a child of ours stays until it is reaped.
 local function new(ud, fields, weak)
-  fields.pid, fields.path, fields._ud, fields.fds, fields._watching = ud:pid(), ud:path(), ud, {}, watch
+  fields.pid, fields.path, fields._ud, fields.fds = ud:pid(), ud:path(), ud, {}
   local p = job.new(Process, fields)
   local ref = setmetatable({ p }, weak and { __mode = "v" } or nil)
   ud:on_exit(function(code, sig, coredump, known)
@@ -216,6 +212,10 @@ function Process:signal_group(sig)
   return core.killpg(self.pgid, n)
 end
 
+-- Whether the loop runs for the process (one adopted or detached: only
+-- while someone waits for it).
+function Process:_ref(on) self._ud:ref(on) end
+
 --- Send SIGKILL.
 function Process:kill()
   job.check(self, "kill")
@@ -253,7 +253,7 @@ function M.adopt(pid)
   if mine and not mine._exit then return mine end
   local ud, msg, code = core.adopt(pid)
   if not ud then return nil, msg, code end
-  local p = new(ud, { argv = {}, adopted = true, _watch = watch }, true)
+  local p = new(ud, { argv = {}, adopted = true, _loose = true }, true)
   ud:ref(false)
   return p
 end

@@ -154,9 +154,6 @@ function M.current()
   return tasks[corunning()]
 end
 
---- Suspend until `arm`'s callback is called; return the callback's arguments.
--- `arm(wake)` must arrange for `wake(...)` to be called once, later, from the
--- loop. Inside a task this yields; outside, it drives the loop.
 --- Whether a wait can work here: in a task that can yield, or outside the
 -- loop (then the wait drives it). Not while unwinding an error through
 -- <close> handlers, nor in a loop callback.
@@ -164,6 +161,9 @@ function M.can_wait()
   return (tasks[corunning()] ~= nil and coroutine.isyieldable()) or not core.running()
 end
 
+--- Suspend until `arm`'s callback is called; return the callback's arguments.
+-- `arm(wake)` must arrange for `wake(...)` to be called once, later, from the
+-- loop. Inside a task this yields; outside, it drives the loop.
 function M.suspend(arm)
   local co = corunning()
   local t = tasks[co]

@@ -205,6 +205,20 @@ describe("the runner", function()
     assert.matches("baton: error in task: E2\n", r.stderr)
   end)
 
+  it("does not wait for a detached process's sink, timeout or pipeline stage either", function()
+    local r = baton.run { os.getenv("BATON_EXE"), "-e", [[
+      local a = baton.spawn { "sleep", "90", stdout = function() end, stderr = "null", detach = true }
+      local b = baton.spawn { "sleep", "90", timeout = 120, stdout = "null", stderr = "null", detach = true }
+      local c = (baton.cmd { "sleep", "90" } | function(i) i:read("a") end):spawn { detach = true, stderr = "null" }
+      print(a.pid, b.pid, c.processes[1].pid)
+    ]], capture = true, timeout = H.PATIENCE }
+    assert.is_false(r.timed_out, "the runner waited for a detached process")
+    for pid in r.stdout:gmatch("%d+") do
+      assert.is_true(baton.ok { "kill", tostring(pid) })
+      assert.is_true(H.gone_within(tonumber(pid), 5))
+    end
+  end)
+
   it("knows what runs: started jobs until done, not detached ones", function()
     local registry = require "baton.registry"
     local base = #registry.jobs()

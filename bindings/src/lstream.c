@@ -232,6 +232,19 @@ static int l_stream_fileno(lua_State *L) {
   return 1;
 }
 
+/* s:ref(on): whether reads and writes pending on the stream keep the loop
+ * running (default: yes). */
+static int l_stream_ref(lua_State *L) {
+  lb_stream *s = lb_check(L, 1, LB_STREAM);
+  if (!s->h.closing) {
+    if (lua_toboolean(L, 2))
+      uv_ref((uv_handle_t *)&s->pipe);
+    else
+      uv_unref((uv_handle_t *)&s->pipe);
+  }
+  return 0;
+}
+
 static int l_stream_closed(lua_State *L) {
   lb_stream *s = lb_check(L, 1, LB_STREAM);
   lua_pushboolean(L, s->h.closing);
@@ -248,10 +261,10 @@ static int l_stream_open(lua_State *L) {
 }
 
 void lb_open_stream(lua_State *L) {
-  static const luaL_Reg methods[] = {{"read_start", l_read_start}, {"read_stop", l_read_stop},
-                                     {"write", l_write},           {"try_write", l_try_write},
-                                     {"close", l_stream_close},    {"fileno", l_stream_fileno},
-                                     {"closed", l_stream_closed},  {NULL, NULL}};
+  static const luaL_Reg methods[] = {
+      {"read_start", l_read_start}, {"read_stop", l_read_stop}, {"write", l_write},
+      {"try_write", l_try_write},   {"close", l_stream_close},  {"fileno", l_stream_fileno},
+      {"closed", l_stream_closed},  {"ref", l_stream_ref},      {NULL, NULL}};
   lb_newmetatable(L, LB_STREAM, methods, lb_handle_release, lb_handle_tostring);
   lua_pushcfunction(L, l_stream_open);
   lua_setfield(L, -2, "stream_open");

@@ -70,6 +70,16 @@ static int l_timer_stop(lua_State *L) {
   return 0;
 }
 
+/* t:ref(on): whether the timer keeps the loop running (default: yes). */
+static int l_timer_ref(lua_State *L) {
+  lb_timer *t = lb_check(L, 1, LB_TIMER);
+  if (lua_toboolean(L, 2))
+    uv_ref((uv_handle_t *)&t->timer);
+  else
+    uv_unref((uv_handle_t *)&t->timer);
+  return 0;
+}
+
 static int l_timer_close(lua_State *L) {
   lb_timer *t = lb_check(L, 1, LB_TIMER);
   lb_handle_unanchor(L, &t->h);
@@ -78,8 +88,11 @@ static int l_timer_close(lua_State *L) {
 }
 
 void lb_open_timer(lua_State *L) {
-  static const luaL_Reg methods[] = {
-      {"start", l_timer_start}, {"stop", l_timer_stop}, {"close", l_timer_close}, {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"start", l_timer_start},
+                                     {"stop", l_timer_stop},
+                                     {"close", l_timer_close},
+                                     {"ref", l_timer_ref},
+                                     {NULL, NULL}};
   lb_newmetatable(L, LB_TIMER, methods, lb_handle_release, lb_handle_tostring);
   lua_pushcfunction(L, l_timer_new);
   lua_setfield(L, -2, "timer");

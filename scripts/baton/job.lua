@@ -171,6 +171,7 @@ function Job:_bound_readers(secs)
   if self._reader_timer then return end
   local timer = core.timer()
   self._reader_timer = timer
+  if self._loose then timer:ref(false) end
   timer:start(options.ms(secs), 0, function()
     self._abandoned = true
     if self.pgid then self:_send(9) end
@@ -331,6 +332,21 @@ function Job:terminate(grace)
   check(self, "terminate")
   options.check_seconds("terminate", 1, grace, "grace")
   return self:_terminate(grace or 5)
+end
+
+--- Whether the job's own timers and the pipes baton reads or writes for it
+-- keep the loop running (a detached job's do not, unless waited for; a
+-- write still under way always does).
+function Job:_ref_io(on)
+  for _, timer in ipairs { self._timer or false, self._reader_timer or false } do
+    if timer then timer:ref(on) end
+  end
+  for _, r in ipairs(self._readers) do
+    if r.stream and not r.stream.closed then r.stream._ud:ref(on) end
+  end
+  for _, s in pairs(self.fds or {}) do
+    if not s.closed then s._ud:ref(on) end
+  end
 end
 
 --- Leave the enclosing scope and the runner's care, as a daemon started by

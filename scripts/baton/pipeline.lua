@@ -216,7 +216,12 @@ end
 -- Whether the loop runs for the stages (a detached run: only while waited).
 function Run:_ref(on)
   for _, p in pairs(self.processes) do
-    if not p.status then p._ud:ref(on) end
+    if not p.status then p:_ref(on) end
+  end
+  self:_ref_io(on)
+  for _, name in ipairs { "stdin", "stdout", "stderr" } do
+    local s = self[name]
+    if s and not s.closed then s._ud:ref(on) end
   end
 end
 

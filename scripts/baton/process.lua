@@ -214,7 +214,10 @@ end
 
 -- Whether the loop runs for the process (one adopted or detached: only
 -- while someone waits for it).
-function Process:_ref(on) self._ud:ref(on) end
+function Process:_ref(on)
+  self._ud:ref(on)
+  self:_ref_io(on)
+end
 
 --- Send SIGKILL.
 function Process:kill()

@@ -181,6 +181,23 @@ describe("the runner", function()
     os.remove(script)
   end)
 
+  it("an interrupt stops busy code in any task, not only the main one", function()
+    local tag = string.format("%d.%06d", 11000 + math.random(1000), math.random(999999))
+    local b = baton.spawn { os.getenv("BATON_EXE"), "-e", ([[
+      local p = baton.spawn { "sleep", "%s", pgroup = true }
+      baton.go(function() baton.sleep(0); print("busy"); io.stdout:flush(); while true do end end)
+      p:wait()
+    ]]):format(tag), stdout = "pipe", stderr = "pipe" }
+    assert.are.equal("busy", b.stdout:read("l"))
+    b:signal("INT")
+    assert.are.equal(130, b:wait().code)
+    local err = b.stderr:read("a")
+    b:close()
+    assert.matches("interrupted by SIGINT", err)
+    assert.is_nil(err:find("uncaught", 1, true), err)
+    assert.is_false(baton.ok { "pgrep", "-fx", "sleep " .. tag, stdout = "null" })
+  end)
+
   it("reports a shutdown hook that fails, and exits 1", function()
     local r = baton.run { os.getenv("BATON_EXE"), "-e",
       "require('baton.runner').on_shutdown(function() error('hook broke', 0) end)", capture = true, check = false }

@@ -72,8 +72,9 @@ static const int runner_signals[] = {SIGINT, SIGTERM, SIGHUP, 0};
 static cli_interrupt runner_intr;
 static lua_State *sig_L; /* the thread baton.interrupt runs on from the loop */
 
-static void call_interrupt(lua_State *L, int sig) {
-  if (glue_interrupt(L, sig) != LUA_OK) {
+/* `busy`: the coroutine whose busy code is being stopped, or NULL. */
+static void call_interrupt(lua_State *L, int sig, lua_State *busy) {
+  if (glue_interrupt(L, sig, busy) != LUA_OK) {
     fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
     lua_pop(L, 1);
   }
@@ -81,7 +82,7 @@ static void call_interrupt(lua_State *L, int sig) {
 
 /* Busy Lua code in the main task: stop it where it runs. */
 static void on_busy(lua_State *co, int sig) {
-  call_interrupt(co, sig); /* so that baton.main stops the processes left */
+  call_interrupt(co, sig, co); /* so that baton.main stops the processes left */
   const char *name = bt_signal_name(sig);
   /* No position: the traceback says where, and the same message comes from
    * a cancelled wait. */
@@ -91,7 +92,7 @@ static void on_busy(lua_State *co, int sig) {
 
 /* The main task waits in the loop (or is over): cancel its wait. */
 static void on_wake(int sig) {
-  call_interrupt(sig_L, sig);
+  call_interrupt(sig_L, sig, NULL);
 }
 
 /* A second signal: nothing is waited for any more. */
@@ -125,6 +126,7 @@ static void install_signals(lua_State *L) {
                       on_wake);
   cli_interrupt_on_last(&runner_intr, on_last);
   glue_on_main(L, set_main_co);
+  glue_on_resume(L, set_main_co); /* busy code in any task, not only the main one */
 }
 
 static void remove_signals(void) {

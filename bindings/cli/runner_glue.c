@@ -79,10 +79,32 @@ void glue_on_main(lua_State *L, void (*cb)(lua_State *co)) {
   lua_pop(L, 1);
 }
 
-int glue_interrupt(lua_State *L, int sig) {
+int glue_interrupt(lua_State *L, int sig, lua_State *co) {
   glue_field(L, glue_runner, "interrupt");
   lua_pushinteger(L, sig);
-  return lua_pcall(L, 1, 0, 0);
+  if (co == L)
+    lua_pushthread(L);
+  else
+    lua_pushnil(L);
+  return lua_pcall(L, 2, 0, 0);
+}
+
+static void (*glue_resume_cb)(lua_State *co);
+
+/* task.on_resume(co or nil) */
+static int glue_on_resume_task(lua_State *L) {
+  glue_resume_cb(lua_tothread(L, 1));
+  return 0;
+}
+
+void glue_on_resume(lua_State *L, void (*cb)(lua_State *co)) {
+  glue_resume_cb = cb;
+  int task = glue_require(L, "baton.task");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, task);
+  lua_pushcfunction(L, glue_on_resume_task);
+  lua_setfield(L, -2, "on_resume");
+  lua_pop(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, task);
 }
 
 int glue_kill_jobs(lua_State *L) {

@@ -53,9 +53,15 @@ void glue_on_main(lua_State *L, void (*cb)(lua_State *co));
  * status. */
 int glue_kill_jobs(lua_State *L);
 
-/* Call runner.interrupt(sig) in protected mode. Returns LUA_OK, or an error
+/* Have `cb(co)` called with the coroutine of the task about to run, and
+ * with NULL (or the outer task's) when it gives control back
+ * (task.on_resume). */
+void glue_on_resume(lua_State *L, void (*cb)(lua_State *co));
+
+/* Call runner.interrupt(sig[, co]) in protected mode (`co`: busy code of
+ * that coroutine is being stopped; NULL: none). Returns LUA_OK, or an error
  * status with the message pushed. */
-int glue_interrupt(lua_State *L, int sig);
+int glue_interrupt(lua_State *L, int sig, lua_State *co);
 
 /* Load baton.repl and install its output wrappers `hide` and `show`. Raises
  * on failure. */

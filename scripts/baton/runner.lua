@@ -150,14 +150,18 @@ end
 
 --- From the loop, when SIGINT, SIGTERM or SIGHUP arrived: cancel the main
 -- task's wait and stop waiting for the rest.
-function M.interrupt(sig)
+-- `co`: the coroutine whose busy code the signal stops (it raises the same
+-- message), when that is not the main task.
+function M.interrupt(sig, co)
+  local msg = "interrupted by " .. (core.signame(sig) or sig)
+  if co then task.interrupted(co, msg) end
   if caught then return end
   caught = sig
   local t = M.main_task
   if t and not t.done then
     -- Its pending wait raises; its scopes and <close> variables unwind with
     -- the loop still running (they may wait), then main stops the rest.
-    t:cancel("interrupted by " .. (core.signame(sig) or sig))
+    t:cancel(msg)
     if not t.done then return end
   end
   abandoning = true

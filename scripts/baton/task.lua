@@ -119,8 +119,19 @@ local function body(fn)
   end
 end
 
+--- Called with the coroutine about to run (or nil) each time a task is
+-- resumed and when it gives control back: the executable points its
+-- interrupt hook at the code running now. nil: nothing to tell.
+M.on_resume = nil
+
 local function step(t, ...)
+  local hook = M.on_resume
+  if hook then hook(t.co) end
   local r = pack(coresume(t.co, ...))
+  if hook then
+    local outer = corunning()
+    hook(tasks[outer] and outer or nil)
+  end
   if costatus(t.co) ~= "dead" then return end
   tasks[t.co] = nil
   t.done = true
@@ -147,6 +158,13 @@ local function step(t, ...)
   end
   if t.on_finish then t.on_finish(t) end
   wake_joiners(t)
+end
+
+--- Mark the task of coroutine `co` cancelled with `msg`, so that failing
+-- with `msg` is not reported: an interrupt stopped its busy code.
+function M.interrupted(co, msg)
+  local t = tasks[co]
+  if t and not t.done then t.cancelled, t.cancel_msg = true, msg end
 end
 
 --- The task running the caller, or nil outside any task.

@@ -175,6 +175,23 @@ describe("adopt", function()
     H.error_here(function() baton.adopt("1") end, "bad argument #1 to 'adopt' (positive integer pid expected)")
   end)
 
+  it("lets go of the pidfd of an adopted process nobody refers to or waits for", function()
+    local pid = tonumber(baton.output { "sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!" })
+    -- With 64 fds, 300 adoptions that kept their pidfds would run out (EMFILE).
+    local r = baton.run { os.getenv("BATON_EXE"), "-e", ([[
+      for i = 1, 300 do
+        assert(baton.adopt(%d))
+        if i %% 20 == 0 then collectgarbage() baton.sleep(0) end
+      end
+      print(baton.run { "true" })
+    ]]):format(pid), rlimits = { nofile = 64 }, capture = true, check = false }
+    local p = assert(baton.adopt(pid))
+    p:kill()
+    p:wait()
+    assert.are.equal("", r.stderr)
+    assert.are.equal("exit 0\n", r.stdout)
+  end)
+
   it("adopting our own child gives its handle back", function()
     local p = baton.spawn { "sh", "-c", "sleep 0.1; exit 3" }
     local a = baton.adopt(p.pid)

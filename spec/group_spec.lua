@@ -88,10 +88,27 @@ describe("baton.group", function()
     assert.are.equal(2, peak)
   end)
 
+  it("takes the failures after the first: the group raises one error, none is left uncaught", function()
+    local reported = {}
+    local on_uncaught = require("baton.task").on_uncaught
+    require("baton.task").on_uncaught = function(_, trace) reported[#reported + 1] = trace end
+    local p = baton.spawn { "sleep", "0.05" }
+    local ok, err = pcall(baton.group, function(g)
+      g:go(function() p:wait() error("A", 0) end)
+      g:go(function() pcall(p.wait, p) error("B", 0) end)
+    end)
+    collectgarbage()
+    collectgarbage()
+    require("baton.task").on_uncaught = on_uncaught
+    assert.are.same({ false, "A" }, { ok, err })
+    assert.are.same({}, reported)
+  end)
+
   it("refuses bad arguments, at the caller's line", function()
     H.error_here(function() baton.group(5) end, "bad argument #1 to 'group' (function expected, got number)")
     H.error_here(function() baton.group(function() end, { limit = 0 }) end,
       "bad argument #3 to 'group' (option 'limit' must be a positive integer, got 0)")
+    H.error_here(function() baton.map({}, print, { grace = 1 }) end, "bad argument #3 to 'map' (unknown option 'grace')")
     local g
     baton.group(function(x) g = x end)
     H.error_here(function() g:go(print) end, "baton: go: the group is over")

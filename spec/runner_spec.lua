@@ -9,6 +9,17 @@ local function lua(code)
   return baton.run { "lua5.4", "-e", code, env = H.lua_env(), capture = true, check = false }
 end
 
+-- Wait until process `pid` blocks in the event loop (epoll): a SIGINT then
+-- reaches the wait, not busy Lua code (where lua.c's own handler acts).
+local function waits_in_loop(pid)
+  H.wait_for(function()
+    local f = io.open("/proc/" .. pid .. "/wchan")
+    local w = f and f:read("a")
+    if f then f:close() end
+    return w == "do_epoll_wait"
+  end, "the process to wait in epoll")
+end
+
 describe("the runner", function()
   H.guard()
 
@@ -101,6 +112,7 @@ describe("the runner", function()
       .. "print('ready'); io.stdout:flush(); p:wait()"):format(tag)
     local l = baton.spawn { "lua5.4", "-e", code, env = H.lua_env(), stdout = "pipe", stderr = "pipe" }
     assert.are.equal("ready", l.stdout:read("l"))
+    waits_in_loop(l.pid)
     l:signal("INT")
     assert.are.equal(1, l:wait().code)
     assert.matches("^lua5.4: %(command line%):1: interrupted!\n", l.stderr:read("a"))
@@ -203,6 +215,34 @@ describe("the runner", function()
       "require('baton.runner').on_shutdown(function() error('hook broke', 0) end)", capture = true, check = false }
     assert.are.equal(1, r.code)
     assert.matches("^baton: uncaught error in task: shutdown hook failed: hook broke\n", r.stderr)
+  end)
+
+  it("os.exit from any task or hook exits with its code, once, reporting nothing, leaving nothing", function()
+    local tag = string.format("%d.%06d", 12000 + math.random(1000), math.random(999999))
+    for _, code in ipairs {
+      ("local p = baton.spawn { 'sleep', '%s' }; baton.go(function() baton.sleep(0) os.exit(4) end); p:wait()"):format(tag),
+      ("require('baton.runner').on_shutdown(function() os.exit(4) end); baton.spawn { 'sleep', '%s' }; error('boom')")
+        :format(tag),
+    } do
+      local r = baton.run { os.getenv("BATON_EXE"), "-e", code, capture = true, check = false }
+      assert.are.equal(4, r.code)
+      assert.is_nil(r.stderr:find("uncaught", 1, true), r.stderr)
+      assert.is_false(baton.ok { "pgrep", "-fx", "sleep " .. tag, stdout = "null" })
+    end
+  end)
+
+  it("under lua5.4, Ctrl-C interrupts baton.main", function()
+    local tag = string.format("%d.%06d", 13000 + math.random(1000), math.random(999999))
+    local code = ("local baton = require 'baton'; print(select(4, baton.main(function() "
+      .. "local p = baton.spawn { 'sleep', '%s' }; print('ready'); io.stdout:flush(); p:wait() end)))"):format(tag)
+    local l = baton.spawn { "lua5.4", "-e", code, env = H.lua_env(), stdout = "pipe" }
+    assert.are.equal("ready", l.stdout:read("l"))
+    waits_in_loop(l.pid)
+    l:signal("INT")
+    assert.are.equal("130", l.stdout:read("l")) -- main's exit status for it
+    assert.is_true(l:wait().ok)
+    l:close()
+    assert.is_false(baton.ok { "pgrep", "-fx", "sleep " .. tag, stdout = "null" })
   end)
 
   it("stops what runs when the script calls os.exit", function()

@@ -240,12 +240,12 @@ static int pmain(lua_State *L) {
   luaL_openlibs(L);
   /* os.exit closes the state by default here, so finalizers run and the loop
    * is closed properly (`os.exit(code, false)` still skips that). */
-  /* ...and, unless told not to close, the shutdown hooks run first, so
-   * that what the script started is stopped, as at any other end. */
+  /* (Closing the state KILLs and reaps what baton started and did not
+   * detach: os.exit leaves nothing behind, though it runs no shutdown
+   * hooks and waits for nothing.) */
   luaL_dostring(L, "local exit = os.exit\n"
                    "os.exit = function(code, close)\n"
                    "  if close == nil then close = true end\n"
-                   "  if close then pcall(require('baton.runner').shutdown, 'exit') end\n"
                    "  return exit(code, close)\n"
                    "end");
   glue_open_baton(L);

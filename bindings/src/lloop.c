@@ -49,6 +49,8 @@ static int l_run(lua_State *L) {
     rt->intr_ready = 1;
   }
   interruptible = interruptible && rt->intr_ready;
+  if (interruptible && sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+    interruptible = 0; /* SIGINT ignored (a daemon, nohup): it stays so */
   if (interruptible) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

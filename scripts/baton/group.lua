@@ -24,12 +24,13 @@ errors.own()
 local M = {}
 local pack, unpack = table.pack, table.unpack
 
--- The `limit` option: nil, or a positive integer.
-local function limit_of(fname, opts)
+-- The `limit` option: nil, or a positive integer. `keys`: the options
+-- `fname` takes.
+local function limit_of(fname, opts, keys)
   if opts == nil then return nil end
   if type(opts) ~= "table" then errors.argerror(fname, 3, "options table expected, got " .. type(opts)) end
   for k in pairs(opts) do
-    if k ~= "limit" and k ~= "grace" then errors.argerror(fname, 3, ("unknown option '%s'"):format(tostring(k))) end
+    if not keys[k] then errors.argerror(fname, 3, ("unknown option '%s'"):format(tostring(k))) end
   end
   local n = opts.limit
   if n ~= nil and (math.type(n) ~= "integer" or n < 1) then
@@ -88,12 +89,17 @@ function Group:go(fn, ...)
 end
 
 -- Wait for every task; after a failure, for the cancelled ones to unwind.
+-- Failures after the first are taken and dropped (Go's errgroup keeps the
+-- first too): the group raises one error, and none is left uncaught.
 function Group:_join()
   while true do
     local now = running(self.tasks)
     if #now == 0 then break end
     if self.failure then self:_cancel() end
     task.wait_any(now)
+  end
+  for _, t in ipairs(self.tasks) do
+    if t.failed then pcall(t.wait, t) end
   end
 end
 
@@ -103,7 +109,7 @@ end
 -- 5). Returns what `fn` returned; raises the first failure.
 function M.group(fn, opts)
   if type(fn) ~= "function" then errors.argerror("group", 1, "function expected, got " .. type(fn)) end
-  local g = setmetatable({ tasks = {}, limit = limit_of("group", opts) }, Group)
+  local g = setmetatable({ tasks = {}, limit = limit_of("group", opts, { limit = true, grace = true }) }, Group)
   return scope.scope(function()
     -- The body is a task too, so that a failing task can cancel its wait.
     g.body = task.go(fn, g)
@@ -130,7 +136,7 @@ end
 function M.map(list, fn, opts)
   if type(list) ~= "table" then errors.argerror("map", 1, "table expected, got " .. type(list)) end
   if type(fn) ~= "function" then errors.argerror("map", 2, "function expected, got " .. type(fn)) end
-  local limit = limit_of("map", opts) or math.max(#list, 1)
+  local limit = limit_of("map", opts, { limit = true }) or math.max(#list, 1)
   local results, failures, active, index = {}, {}, {}, {}
   local function collect(t)
     local ok, v = pcall(t.wait, t)

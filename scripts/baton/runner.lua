@@ -99,7 +99,10 @@ local abandoning  -- the main task is over: stop waiting for what it left
 local function drive(t)
   while not abandoning and not (t.done and (caught or t.failed)) do
     if core.alive() then
-      core.run("default")
+      -- (interruptible only where baton's executable does not handle
+      -- SIGINT itself: baton.main under a plain lua5.4)
+      local _, interrupted = core.run("default", true)
+      if interrupted then M.interrupt(2) end
     elseif t.done or not t:cancel(task.DEADLOCK) then
       break -- finished, or stuck where it cannot be woken
     end

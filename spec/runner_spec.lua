@@ -210,6 +210,26 @@ describe("the runner", function()
     assert.is_false(baton.ok { "pgrep", "-fx", "sleep " .. tag, stdout = "null" })
   end)
 
+  it("a closed signal watcher gives the signal back as it was (SIGPIPE ignored, SIGINT the runner's)", function()
+    local r = baton.run { os.getenv("BATON_EXE"), "-e", [[
+      baton.on_signal("PIPE", function() end):close()
+      local p = baton.spawn { "true", stdin = "pipe" }
+      p:wait()
+      print(select(3, p.stdin:write(("x"):rep(100000))))
+    ]], capture = true, check = false }
+    assert.are.same({ 0, "EPIPE\n" }, { r.code, r.stdout })
+    local b = baton.spawn { os.getenv("BATON_EXE"), "-e", [[
+      baton.on_signal("INT", function() end):close()
+      print("ready") io.stdout:flush() baton.sleep(30)
+    ]], stdout = "pipe", stderr = "pipe" }
+    assert.are.equal("ready", b.stdout:read("l"))
+    waits_in_loop(b.pid)
+    b:signal("INT")
+    assert.are.equal(130, b:wait().code) -- exited through the runner, not killed by the signal
+    assert.matches("interrupted by SIGINT", b.stderr:read("a"))
+    b:close()
+  end)
+
   it("reports a shutdown hook that fails, and exits 1", function()
     local r = baton.run { os.getenv("BATON_EXE"), "-e",
       "require('baton.runner').on_shutdown(function() error('hook broke', 0) end)", capture = true, check = false }

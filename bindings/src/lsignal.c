@@ -4,6 +4,9 @@
  * A watcher never keeps the loop alive; closing it restores the previous
  * disposition.
  */
+#include <signal.h>
+#include <string.h>
+
 #include "lbaton.h"
 
 #define LB_SIGNAL "baton.core.signal"
@@ -11,13 +14,25 @@
 typedef struct {
   lb_handle h;
   uv_signal_t sig;
+  int signum; /* 0 until started */
+
 } lb_signal;
+
+/* Watchers per signal number, and the disposition before the first one:
+ * libuv gives the last one's signal SIG_DFL back when it stops, which
+ * would kill baton on a SIGPIPE, or take SIGINT from the runner. */
+static int lb_watchers[65];
+static struct sigaction lb_before[65];
 
 static void lb_signal_closed(uv_handle_t *handle) {
   lb_handle_closed(handle->data);
 }
 static void lb_signal_close(lb_handle *h) {
-  uv_close((uv_handle_t *)&((lb_signal *)h)->sig, lb_signal_closed);
+  lb_signal *s = (lb_signal *)h;
+  uv_close((uv_handle_t *)&s->sig, lb_signal_closed); /* stops it now */
+  int n = s->signum;
+  if (n > 0 && n < 65 && --lb_watchers[n] == 0) sigaction(n, &lb_before[n], NULL);
+  s->signum = 0;
 }
 
 static void lb_on_signal(uv_signal_t *handle, int signum) {
@@ -39,10 +54,16 @@ static int l_signal_watch(lua_State *L) {
   uv_signal_init(s->h.rt->loop, &s->sig);
   s->sig.data = s;
   s->h.open = 1;
+  struct sigaction before;
+  int known = signum > 0 && signum < 65 && sigaction(signum, NULL, &before) == 0;
   int err = uv_signal_start(&s->sig, lb_on_signal, signum);
   if (err < 0) {
     lb_handle_close(&s->h);
     return lb_error(L, err, "signal");
+  }
+  if (known) {
+    if (lb_watchers[signum]++ == 0) lb_before[signum] = before;
+    s->signum = signum;
   }
   uv_unref((uv_handle_t *)&s->sig);
   lb_handle_set_cb(L, &s->h, 2);

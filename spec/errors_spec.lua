@@ -77,6 +77,27 @@ describe("errors", function()
     assert.is_true(p:wait().ok)
   end)
 
+  it("name the call the script made for commands, pipelines, sh, lines and methods without self", function()
+    local c = baton.cmd
+    H.error_here(function() c { "true" }.argv() end,
+      "bad argument #1 to 'argv' (baton.command expected, got no value (call it as obj:argv(…)))")
+    H.error_here(function() return c "true" | 1 end, "bad argument #1 to '|' (table expected, got number)")
+    H.error_here(function() baton.pipeline { 1 } end, "bad argument #1 to 'pipeline' (table expected, got number)")
+    H.error_here(function() baton.sh("echo %s", { 1, {} }) end,
+      "bad argument #2 to 'sh' (list for %s number 1: item 2 must be a string or number, got table)")
+    H.error_here(function() baton.lines { "true", stdout = "null" } end,
+      "bad argument #1 to 'lines' (option 'stdout': lines() reads stdout, so it cannot go elsewhere)")
+    H.error_here(function() (c "true" | c "cat").with({}) end,
+      "bad argument #1 to 'with' (baton.pipeline expected, got table (call it as obj:with(…)))")
+    local t = baton.go(function() end)
+    H.error_here(function() t.is_done() end,
+      "bad argument #1 to 'is_done' (baton.task expected, got no value (call it as obj:is_done(…)))")
+    baton.scope(function(s)
+      H.error_here(function() s.processes() end,
+        "bad argument #1 to 'processes' (baton.scope expected, got no value (call it as obj:processes(…)))")
+    end)
+  end)
+
   it("raise on use after close: a write to a closed stream", function()
     local p = baton.spawn { "cat", stdin = "pipe", stdout = "null" }
     p.stdin:close()

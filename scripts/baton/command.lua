@@ -37,13 +37,14 @@ end
 --- Make a command from `{prog, args…, option = value…}` (or a program
 -- name). The options are checked now; the table is copied, so changing it
 -- later does not change the command.
-function M.cmd(spec)
+function M.cmd(spec, fname)
+  fname = fname or "cmd" -- (pipelines make their stages' commands: their name)
   if type(spec) == "string" then spec = { spec } end
   if getmetatable(spec) == Command then return spec end
   if type(spec) ~= "table" then
-    errors.argerror("cmd", 1, fmt("table expected, got %s", type(spec)))
+    errors.argerror(fname, 1, fmt("table expected, got %s", type(spec)))
   end
-  options.check(spec, options.RUN_KEYS, "cmd")
+  options.check(spec, options.RUN_KEYS, fname)
   return freeze(spec)
 end
 
@@ -101,6 +102,7 @@ Command.lines = runner("baton.run", "lines")
 
 --- A copy of the argument vector.
 function Command:argv()
+  errors.check_self(getmetatable(self) == Command, self, "argv", "baton.command")
   local c = self.__command
   return { table.unpack(c, 1, #c) }
 end
@@ -139,7 +141,13 @@ function M.sh(template, ...)
     end
     if type(v) == "table" then
       local words = {}
-      for j, w in ipairs(v) do words[j] = errors.quote(w) end
+      for j, w in ipairs(v) do
+        if type(w) ~= "string" and type(w) ~= "number" then
+          errors.argerror("sh", i + 1, fmt("list for %%s number %d: item %d must be a string or number, got %s", i, j,
+            type(w)))
+        end
+        words[j] = errors.quote(w)
+      end
       return table.concat(words, " ")
     end
     return errors.quote(v)

@@ -54,10 +54,10 @@ Pipeline.__index = Pipeline
 M.Pipeline = Pipeline
 
 -- One stage from a user value: a command, a command table, or a function.
-local function stage_of(v)
+local function stage_of(v, fname)
   if type(v) == "function" then return { fn = v } end
   if getmetatable(v) == Pipeline then return nil, v end
-  local c = command.cmd(v) -- checks the table, raises naming the problem
+  local c = command.cmd(v, fname) -- checks the table, raises naming the problem
   return { cmd = c }
 end
 
@@ -82,8 +82,8 @@ local function new(stages, opts)
   return setmetatable({ stages = stages, __options = opts or {} }, Pipeline)
 end
 
-local function append(list, v)
-  local st, pl = stage_of(v)
+local function append(list, v, fname)
+  local st, pl = stage_of(v, fname)
   if pl then
     for _, s in ipairs(pl.stages) do list[#list + 1] = s end
   else
@@ -96,7 +96,7 @@ end
 function M.pipeline(t)
   if type(t) ~= "table" then argerror("pipeline", "table expected, got " .. type(t)) end
   local stages, opts = {}, {}
-  for i = 1, #t do append(stages, t[i]) end
+  for i = 1, #t do append(stages, t[i], "pipeline") end
   for k, v in pairs(t) do
     if math.type(k) ~= "integer" or k < 1 or k > #t then
       check_option("pipeline", k, v)
@@ -111,8 +111,8 @@ end
 local function bor(a, b)
   local stages = {}
   local opts = getmetatable(a) == Pipeline and a.__options or {}
-  append(stages, a)
-  append(stages, b)
+  append(stages, a, "|")
+  append(stages, b, "|")
   return new(stages, opts)
 end
 Pipeline.__bor = bor
@@ -130,6 +130,7 @@ end
 
 --- A new pipeline with these options.
 function Pipeline:with(opts)
+  errors.check_self(getmetatable(self) == Pipeline, self, "with", "baton.pipeline")
   return self:_derive(opts, "with")
 end
 

@@ -101,7 +101,11 @@ end
 -- error) kills and reaps the process. At the end, a failed exit raises
 -- unless `check = false`.
 function M.lines(spec)
-  local check = options.of(spec).check
+  local o = options.of(spec)
+  if o.stdout ~= nil and o.stdout ~= "pipe" then
+    errors.argerror("lines", 1, "option 'stdout': lines() reads stdout, so it cannot go elsewhere")
+  end
+  local check = o.check
   local j = start(options.with(spec, { stdout = "pipe", check = false, capture = false }, true), "lines")
   local out = j.stdout
   -- The iterator reads stdout: the job is done once it reached the end (or

@@ -35,6 +35,7 @@ end
 --- End the scope: cancel the tasks started in it that still run, TERM
 -- (then KILL after `grace`) the processes that still run, wait for all.
 function Scope:close()
+  errors.check_self(getmetatable(self) == Scope, self, "close", "baton.scope")
   if self.closed then return end
   self.closed = true
   if task.scope() == self then task.set_scope(self.prev) end
@@ -52,6 +53,7 @@ Scope.__close = Scope.close
 
 --- The processes still recorded in the scope.
 function Scope:processes()
+  errors.check_self(getmetatable(self) == Scope, self, "processes", "baton.scope")
   local out = {}
   for p in pairs(self.procs) do out[#out + 1] = p end
   return out

@@ -331,7 +331,10 @@ function Task:_subscribe(fn)
 end
 
 --- Is the task finished (returned or failed)?
-function Task:is_done() return self.done end
+function Task:is_done()
+  errors.check_self(getmetatable(self) == Task, self, "is_done", "baton.task")
+  return self.done
+end
 
 --- Make the task's pending wait raise `msg` (default "cancelled").
 -- @return true if the task was waiting and got cancelled

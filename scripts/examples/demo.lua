@@ -79,6 +79,17 @@ for _, pid in ipairs(pids) do
 end
 print("still alive after the scope:", alive)
 
+step("groups of tasks: N at a time, every result in order; the first failure stops the rest")
+local sums, failures = baton.map({ "a", "bb", "ccc", "dddd" }, function(word)
+  return baton.output { "sh", "-c", 'printf %s "$0" | md5sum | cut -c1-8', word }
+end, { limit = 2 })
+print("md5 prefixes:", table.concat(sums, " "), "failures:", #failures)
+local ok5, err5 = pcall(baton.group, function(g)
+  g:go(baton.run, { "sleep", "30" }) -- stopped when its sibling fails
+  g:go(function() baton.sleep(0.05) error("deploy step failed", 0) end)
+end)
+print("group:", ok5, err5)
+
 step("resource use comes with every result")
 local r3 = baton.run { "sh", "-c", "head -c 50000000 /dev/zero | md5sum", capture = true }
 print(("md5 of 50 MB of zeros in %.0f ms, max RSS %d KiB"):format(r3.duration * 1000, r3.rusage.maxrss))

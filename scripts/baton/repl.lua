@@ -1,4 +1,4 @@
---- baton.repl — the Lua half of the interactive REPL (bindings/repl.c is the
+--- baton.repl — the Lua half of the interactive REPL (bindings/cli/repl.c is the
 -- terminal half). Compiles entries as lua.c does (an expression first, then a
 -- statement; "<eof>" in the error means the entry continues on the next
 -- line), runs each entry as a task, and routes output through `hide`/`show`

@@ -10,10 +10,15 @@
 --    `true, task` or `false, message, error value, exit status` — the
 --    message nil when it was printed already (failures of tasks nobody
 --    waited for, reported as they are found);
---  * `runner.interrupt(signum)`, from the loop, when SIGINT, SIGTERM or SIGHUP
+--  * `runner.interrupt(signum[, co])`, when SIGINT, SIGTERM or SIGHUP
 --    arrived: the main task's pending wait raises `interrupted by SIGINT`,
 --    its scopes unwind with the loop running, then the shutdown hooks stop
---    what is left and the exit status is 128 + signum.
+--    what is left and the exit status is 128 + signum (`co`, when given, is
+--    a task whose busy code the signal stops: its failure is the interrupt's);
+--  * `runner.kill_jobs()` on a second signal: KILL now, returns the pids to
+--    reap;
+--  * besides: `task.on_resume` (the hook follows the running task) and
+--    `errors.is_own` (the hook never stops baton's own code halfway).
 -- Hosts and stock `lua5.4` may call `main` too (as `baton.main`).
 -- @module baton.runner
 local core = require "baton.core"

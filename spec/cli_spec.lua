@@ -124,7 +124,43 @@ describe("the baton executable", function()
     assert.matches("unrecognized option '%-%-nope'", r.stderr)
     r = exe { "-e" }
     assert.are.equal(100, r.code)
-    assert.matches("^[^\n]*: '%-e' needs an argument\nusage: ", r.stderr)
+    assert.matches("^[^\n]*: '%-e' needs argument\nusage: ", r.stderr) -- lua.c's words
+    r = exe { "-l" }
+    assert.are.equal(100, r.code)
+    assert.matches("^[^\n]*: '%-l' needs argument\nusage: ", r.stderr)
+  end)
+
+  it("takes LUA_INIT, -l, -E, -W and builds ... from arg as lua5.4 does", function()
+    local init = write("init.lua", "y = 7\n")
+    local args = write("args.lua", "print(...)\n")
+    local cases = {
+      { env = { LUA_INIT = "x = 5" }, "-e", "print(x)" },
+      { env = { LUA_INIT = "x = 5", LUA_INIT_5_4 = "x = 6" }, "-e", "print(x)" },
+      { env = { LUA_INIT = "@" .. init }, "-e", "print(y)" },
+      { env = { LUA_INIT = "x = 5" }, "-E", "-e", "print(x)" },
+      { env = { LUA_INIT = "error('boom', 0)" }, "-e", "print(1)" },
+      { "-lstring", "-e", "print(string ~= nil)" },
+      { "-l", "s=string", "-e", "print(s.rep('a', 2))" },
+      { "-lnosuchmod", "-e", "print(1)" },
+      { "-W", "-e", "warn('hi')" },
+      { "-e", "warn('hi')" },
+      { "-e", "arg[1] = 100", args, "a", "b" },
+      { "-e", "arg = 1", args },
+    }
+    local function first(s) return (s:gsub("^[^:]*: ", "", 1):match("^[^\n]*")) end
+    for i, c in ipairs(cases) do
+      local function run(prog)
+        local cmd = { prog, table.unpack(c) }
+        cmd.env = c.env or {}
+        cmd.env.LUA_INIT = cmd.env.LUA_INIT or false
+        cmd.env.LUA_INIT_5_4 = cmd.env.LUA_INIT_5_4 or false
+        cmd.capture, cmd.check = true, false
+        return baton.run(cmd)
+      end
+      local ours, lua = run(BATON), run("lua5.4")
+      assert.are.same({ lua.code, lua.stdout, first(lua.stderr) }, { ours.code, ours.stdout, first(ours.stderr) },
+        "case " .. i)
+    end
   end)
 
   it("handles a shebang line and os.exit codes", function()

@@ -38,7 +38,10 @@ static void usage(FILE *f) {
           "Run a Lua script with baton's process orchestration, or an interactive REPL.\n"
           "\n"
           "  -e CODE        run CODE (may be given more than once)\n"
+          "  -l MOD         require MOD into global MOD (-l G=MOD: into global G)\n"
           "  -i             enter the REPL after running the script or -e code\n"
+          "  -E             ignore LUA_INIT, LUA_PATH and LUA_CPATH\n"
+          "  -W             turn warnings on\n"
           "  -v, --version  print the version\n"
           "  -h, --help     print this help\n"
           "  --             stop handling options\n"
@@ -174,16 +177,72 @@ static int createargtable(lua_State *L, char **argv, int argc, int script) {
   return narg;
 }
 
+/* The script's `...`: arg[1], arg[2]… as the table is now (-e code may
+ * have changed it), as lua.c does. Raises when `arg` is not a table. */
+static int pushargs(lua_State *L) {
+  if (lua_getglobal(L, "arg") != LUA_TTABLE) luaL_error(L, "'arg' is not a table");
+  int n = (int)luaL_len(L, -1);
+  luaL_checkstack(L, n + 3, "too many arguments to script");
+  for (int i = 1; i <= n; i++)
+    lua_rawgeti(L, -i, i);
+  lua_remove(L, -n - 1); /* the table */
+  return n;
+}
+
 static int run_script(lua_State *L, char **argv, int argc, int script) {
+  (void)argc;
   const char *fname = argv[script];
   if (strcmp(fname, "-") == 0 && strcmp(argv[script - 1], "--") != 0) fname = NULL;
   int status = luaL_loadfile(L, fname);
   if (status != LUA_OK) return report(L, status);
-  int n = argc - script - 1;
-  luaL_checkstack(L, n + 3, "too many arguments to script");
-  for (int i = 1; i <= n; i++)
-    lua_pushstring(L, argv[script + i]);
-  return run_main(L, n);
+  int chunk = lua_gettop(L);
+  lua_pushcfunction(L, pushargs);
+  status = lua_pcall(L, 0, LUA_MULTRET, 0);
+  if (status != LUA_OK) {
+    lua_remove(L, chunk);
+    return report(L, status);
+  }
+  return run_main(L, lua_gettop(L) - chunk);
+}
+
+/* dolibrary(g, m): _G[g] = require(m); called from C, so that require's
+ * errors carry no position, as lua.c's. */
+static int dolibrary(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushvalue(L, 2);
+  lua_call(L, 1, 1);
+  lua_setglobal(L, lua_tostring(L, 1));
+  return 0;
+}
+
+/* -l [G=]MOD: G (or MOD) = require(MOD), in the main task as any chunk. */
+static int run_library(lua_State *L, const char *spec) {
+  const char *eq = strchr(spec, '=');
+  lua_pushcfunction(L, dolibrary);
+  if (eq) {
+    lua_pushlstring(L, spec, (size_t)(eq - spec));
+    lua_pushstring(L, eq + 1);
+  } else {
+    lua_pushstring(L, spec);
+    lua_pushstring(L, spec);
+  }
+  return run_main(L, 2);
+}
+
+/* LUA_INIT_5_4, else LUA_INIT: "@file" runs the file, anything else is code
+ * (chunk name "=LUA_INIT"), as lua.c does. */
+static int run_init(lua_State *L) {
+  const char *name = "=LUA_INIT_5_4";
+  const char *init = getenv(name + 1);
+  if (init == NULL) {
+    name = "=LUA_INIT";
+    init = getenv(name + 1);
+  }
+  if (init == NULL) return LUA_OK;
+  int status =
+      init[0] == '@' ? luaL_loadfile(L, init + 1) : luaL_loadbuffer(L, init, strlen(init), name);
+  if (status != LUA_OK) return report(L, status);
+  return run_main(L, 0);
 }
 
 static int run_code(lua_State *L, const char *code) {
@@ -195,7 +254,7 @@ static int run_code(lua_State *L, const char *code) {
 static int pmain(lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
   char **argv = lua_touserdata(L, 2);
-  int script = 0, interactive = 0, has_e = 0, has_v = 0;
+  int script = 0, interactive = 0, has_e = 0, has_v = 0, no_env = 0;
 
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -219,11 +278,24 @@ static int pmain(lua_State *L) {
       has_v = 1;
     } else if (strcmp(a, "-i") == 0) {
       interactive = 1;
+    } else if (strcmp(a, "-E") == 0) {
+      no_env = 1;
+    } else if (strcmp(a, "-W") == 0) {
+      /* in order with -e and -l, below */
+    } else if (strncmp(a, "-l", 2) == 0 && a[2] != '\0') {
+      /* -lMOD: in order with -e, below */
+    } else if (strcmp(a, "-l") == 0) {
+      if (++i >= argc) {
+        fprintf(stderr, "%s: '-l' needs argument\n", progname);
+        usage(stderr);
+        lua_pushinteger(L, EXIT_USAGE);
+        return 1;
+      }
     } else if (strncmp(a, "-e", 2) == 0 && a[2] != '\0') {
       has_e = 1; /* -eCODE, as lua takes it */
     } else if (strcmp(a, "-e") == 0) {
       if (++i >= argc) {
-        fprintf(stderr, "%s: '-e' needs an argument\n", progname);
+        fprintf(stderr, "%s: '-e' needs argument\n", progname);
         usage(stderr);
         lua_pushinteger(L, EXIT_USAGE);
         return 1;
@@ -237,6 +309,10 @@ static int pmain(lua_State *L) {
     }
   }
 
+  if (no_env) { /* -E: package ignores LUA_PATH and LUA_CPATH, as in lua.c */
+    lua_pushboolean(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+  }
   luaL_openlibs(L);
   /* os.exit closes the state by default here, so finalizers run and the loop
    * is closed properly (`os.exit(code, false)` still skips that). */
@@ -252,14 +328,22 @@ static int pmain(lua_State *L) {
   createargtable(L, argv, argc, script);
   install_signals(L);
 
-  /* -e chunks in order, then the script. */
+  /* LUA_INIT (unless -E), then -e, -l and -W in order, then the script. */
+  if (!no_env && run_init(L) != LUA_OK) {
+    lua_pushinteger(L, exit_status);
+    return 1;
+  }
   for (int i = 1; i < (script ? script : argc); i++) {
-    if (strncmp(argv[i], "-e", 2) == 0) {
-      const char *code = argv[i][2] ? argv[i] + 2 : argv[++i];
-      if (run_code(L, code) != LUA_OK) {
-        lua_pushinteger(L, exit_status);
-        return 1;
-      }
+    int status = LUA_OK;
+    if (strncmp(argv[i], "-e", 2) == 0)
+      status = run_code(L, argv[i][2] ? argv[i] + 2 : argv[++i]);
+    else if (strncmp(argv[i], "-l", 2) == 0)
+      status = run_library(L, argv[i][2] ? argv[i] + 2 : argv[++i]);
+    else if (strcmp(argv[i], "-W") == 0)
+      lua_warning(L, "@on", 0);
+    if (status != LUA_OK) {
+      lua_pushinteger(L, exit_status);
+      return 1;
     }
   }
   if (script && run_script(L, argv, argc, script) != LUA_OK) {

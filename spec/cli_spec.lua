@@ -161,6 +161,20 @@ describe("the baton executable", function()
       assert.are.same({ lua.code, lua.stdout, first(lua.stderr) }, { ours.code, ours.stdout, first(ours.stderr) },
         "case " .. i)
     end
+    -- An error object with __tostring: its words alone, no traceback.
+    local code = "error(setmetatable({}, { __tostring = function() return 'custom' end }))"
+    local ours = exe { "-e", code }
+    local lua = baton.run { "lua5.4", "-e", code, capture = true, check = false }
+    assert.are.same({ 1, "lua5.4: custom\n" }, { lua.code, lua.stderr })
+    assert.are.same({ 1, "custom\n" }, { ours.code, (ours.stderr:gsub("^[^:]*: ", "", 1)) })
+  end)
+
+  it("REPL from a pipe: =expr, and a result print cannot show is an error, not a hang", function()
+    local r = exe({ "-i" }, { input = "=1+1\nprint = nil\n1+1\nio.stderr:write('still here\\n')\n", timeout = H.PATIENCE })
+    assert.are.equal(0, r.code)
+    assert.matches("> 2\n", r.stdout)
+    assert.are.equal("error calling 'print' (attempt to call a nil value)\nstill here\n"
+      .. "error calling 'print' (attempt to call a nil value)\n", r.stderr)
   end)
 
   it("handles a shebang line and os.exit codes", function()

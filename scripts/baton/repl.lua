@@ -39,6 +39,7 @@ end
 --- Compile an entry: returns the function, or nil and "incomplete", or nil and
 -- the syntax error.
 function M.compile(src)
+  if src:sub(1, 1) == "=" then src = "return " .. src:sub(2) end -- `=expr`, as lua still takes it
   local fn = load("return " .. src, "=stdin", "t")
   if fn then return fn end
   local err
@@ -68,7 +69,10 @@ function M.eval(fn, done)
   local t = task.new(function()
     local r = pack(xpcall(fn, traceback))
     if r[1] then
-      if r.n > 1 then print(unpack(r, 2, r.n)) end
+      -- The script's own `print`, whatever it is now (lua.c's l_print).
+      local ok, err = true, nil
+      if r.n > 1 then ok, err = pcall(_G.print, unpack(r, 2, r.n)) end
+      if not ok then io.stderr:write(("error calling 'print' (%s)\n"):format(task.errmsg(err))) end
     else
       io.stderr:write(tostring(r[2]), "\n")
       if tostring(r[2]):match("^[^\n]*interrupted!") then entry:close() end

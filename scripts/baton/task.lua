@@ -107,7 +107,12 @@ local function failure(e)
   if t and t.failing then return e end -- raised again while unwinding: keep the first trace
   if t then -- without baton's own frames below the task's function
     t.failing = true -- unwinding now: a cancel would only hide this error
-    t.trace = debug.traceback(M.errmsg(e), 2):gsub("\n%s*%[C%]: in function 'xpcall'.*$", "")
+    local mt = type(e) ~= "string" and type(e) ~= "number" and getmetatable(e)
+    if mt and mt.__tostring then
+      t.trace = M.errmsg(e) -- an error object that says what it is: its words alone, as lua.c
+    else
+      t.trace = debug.traceback(M.errmsg(e), 2):gsub("\n%s*%[C%]: in function 'xpcall'.*$", "")
+    end
   end
   return e
 end

@@ -169,6 +169,14 @@ describe("the baton executable", function()
     assert.are.same({ 1, "custom\n" }, { ours.code, (ours.stderr:gsub("^[^:]*: ", "", 1)) })
   end)
 
+  it("REPL from a pipe: _PROMPT and _PROMPT2 (through __tostring) as lua5.4 shows them", function()
+    local input = "_PROMPT = 'baton> '\n_PROMPT2 = setmetatable({}, { __tostring = function() return '... ' end })\n"
+      .. "for i = 1, 2 do\nend\n"
+    local r = exe({ "-i" }, { input = input, timeout = H.PATIENCE })
+    assert.are.equal(0, r.code)
+    assert.matches("\n> baton> baton> %.%.%. baton> $", r.stdout)
+  end)
+
   it("REPL from a pipe: =expr, and a result print cannot show is an error, not a hang", function()
     local r = exe({ "-i" }, { input = "=1+1\nprint = nil\n1+1\nio.stderr:write('still here\\n')\n", timeout = H.PATIENCE })
     assert.are.equal(0, r.code)

@@ -53,7 +53,8 @@ static struct {
   char histfile[1024];
 } R;
 
-static void repl_prompt(const char *prompt);
+static void repl_prompt(int second);
+static const char *repl_prompt_text(int second);
 static void repl_on_input(uv_poll_t *p, int status, int events);
 static void repl_on_file(uv_idle_t *idle) {
   (void)idle;
@@ -236,7 +237,7 @@ static void repl_on_wake(int sig) {
     fputs("^C\n", stdout);
     fflush(stdout);
     ed_remove();
-    repl_prompt(PROMPT);
+    repl_prompt(0);
   }
 }
 
@@ -264,7 +265,7 @@ static int repl_entry_done(lua_State *L) {
   cli_interrupt_set_target(&R.intr, NULL);
   luaL_unref(R.L, LUA_REGISTRYINDEX, R.entry_ref);
   R.entry_ref = LUA_NOREF;
-  if (!R.done) repl_prompt(PROMPT);
+  if (!R.done) repl_prompt(0);
   return 0;
 }
 
@@ -323,7 +324,7 @@ static void repl_line(char *line) {
     R.pending = src;
     lua_pop(L, 1);
     ed_remove();
-    repl_prompt(PROMPT2);
+    repl_prompt(1);
     return;
   }
   if (compiled == GLUE_SYNTAX_ERROR) {
@@ -332,7 +333,7 @@ static void repl_line(char *line) {
     free(src);
     lua_pop(L, 1);
     ed_remove(); /* a new prompt under the message, as for a finished entry */
-    repl_prompt(PROMPT);
+    repl_prompt(0);
     return;
   }
   if (src[strspn(src, " \t")] != '\0') ed_history(src);
@@ -343,9 +344,32 @@ static void repl_line(char *line) {
 
 static void ed_backlog(uv_idle_t *idle);
 
-static void repl_prompt(const char *prompt) {
+/* tostring(_PROMPT or _PROMPT2), for repl_prompt_text in protected mode. */
+static int repl_prompt_get(lua_State *L) {
+  lua_getglobal(L, lua_toboolean(L, 1) ? "_PROMPT2" : "_PROMPT");
+  if (lua_isnil(L, -1)) return 0;
+  luaL_tolstring(L, -1, NULL);
+  return 1;
+}
+
+/* The prompt as lua.c shows it: _PROMPT / _PROMPT2 when set (through
+ * __tostring), else "> " / ">> ". Kept in a buffer that lives until the
+ * next prompt. */
+static const char *repl_prompt_text(int second) {
+  static char buf[256];
+  lua_State *L = R.L;
+  const char *text = second ? PROMPT2 : PROMPT;
+  lua_pushcfunction(L, repl_prompt_get);
+  lua_pushboolean(L, second);
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_isstring(L, -1)) text = lua_tostring(L, -1);
+  snprintf(buf, sizeof buf, "%s", text);
+  lua_pop(L, 1);
+  return buf;
+}
+
+static void repl_prompt(int second) {
   R.prompt_up = 1;
-  ed_install(prompt);
+  ed_install(repl_prompt_text(second));
   repl_input(1);
   if (!E.loaded && (E.len > 0 || E.eof)) uv_idle_start(&R.backlog, ed_backlog);
 }
@@ -405,7 +429,7 @@ int lb_repl(lua_State *L) {
          LUA_RELEASE, uv_version_string());
   fflush(stdout);
   R.prompt_up = 1;
-  ed_install(PROMPT);
+  ed_install(repl_prompt_text(0));
   repl_input(1);
 
   while (!R.done) {

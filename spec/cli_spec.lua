@@ -174,7 +174,7 @@ describe("the baton executable", function()
       .. "for i = 1, 2 do\nend\n"
     local r = exe({ "-i" }, { input = input, timeout = H.PATIENCE })
     assert.are.equal(0, r.code)
-    assert.matches("\n> baton> baton> %.%.%. baton> $", r.stdout)
+    assert.matches("\n> baton> baton> %.%.%. baton> \n$", r.stdout)
   end)
 
   it("REPL from a pipe: =expr, and a result print cannot show is an error, not a hang", function()

@@ -146,6 +146,7 @@ describe("the baton executable", function()
       { "-e", "warn('hi')" },
       { "-e", "arg[1] = 100", args, "a", "b" },
       { "-e", "arg = 1", args },
+      { "-e", "local x <close> = setmetatable({}, { __close = function() print('closed') end }); os.exit(3, true)" },
     }
     local function first(s) return (s:gsub("^[^:]*: ", "", 1):match("^[^\n]*")) end
     for i, c in ipairs(cases) do

@@ -251,6 +251,20 @@ describe("the runner", function()
     end
   end)
 
+  it("os.exit closes the pending <close> variables of its task and of the main chunk, and pcall cannot stop it", function()
+    local r = baton.run { os.getenv("BATON_EXE"), "-e", [[
+      local x <close> = setmetatable({}, { __close = function() print("main closed") end })
+      baton.go(function()
+        local y <close> = setmetatable({}, { __close = function() print("task closed") end })
+        baton.sleep(0)
+        pcall(os.exit, 5)
+        print("not reached")
+      end)
+      baton.sleep(30)
+    ]], capture = true, check = false, timeout = H.PATIENCE }
+    assert.are.same({ 5, "task closed\nmain closed\n", "" }, { r.code, r.stdout, r.stderr })
+  end)
+
   it("under lua5.4, Ctrl-C interrupts baton.main", function()
     local tag = string.format("%d.%06d", 13000 + math.random(1000), math.random(999999))
     local code = ("local baton = require 'baton'; print(select(4, baton.main(function() "

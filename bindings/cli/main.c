@@ -322,6 +322,7 @@ static int pmain(lua_State *L) {
   luaL_dostring(L, "local exit = os.exit\n"
                    "os.exit = function(code, close)\n"
                    "  if close == nil then close = true end\n"
+                   "  if close then require('baton.task').exit_unwinding(code, exit) end\n"
                    "  return exit(code, close)\n"
                    "end");
   glue_open_baton(L);

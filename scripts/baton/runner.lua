@@ -140,6 +140,7 @@ function M.main(fn, ...)
   end
   local t = task.new(fn)
   M.main_task = t
+  task.main_task = function() return M.main_task end
   t.on_finish = function()
     if caught or t.failed then core.stop() end -- unwound or failed: main takes over
   end

@@ -124,6 +124,25 @@ local function body(fn)
   end
 end
 
+-- What a task yields to leave for good (os.exit): its step closes it.
+local EXIT = setmetatable({}, { __tostring = function() return "exit" end })
+
+--- `os.exit(code, true)` from a task: the task yields out, its step closes
+-- its pending to-be-closed variables (and the main task's, as lua closes
+-- the main chunk's), then calls `exit(code, true)`. Returns when that
+-- cannot be done (not in a task, or it cannot yield): exit at once then.
+function M.exit_unwinding(code, exit)
+  if tasks[corunning()] and coroutine.isyieldable() then coyield(EXIT, code, exit) end
+end
+
+-- A task yielded EXIT: close it (and the main task), then exit.
+local function leave(t, code, exit)
+  coroutine.close(t.co)
+  local main = M.main_task and M.main_task()
+  if main and main ~= t and not main.done then coroutine.close(main.co) end
+  exit(code, true)
+end
+
 --- Called with the coroutine about to run (or nil) each time a task is
 -- resumed and when it gives control back: the executable points its
 -- interrupt hook at the code running now. nil: nothing to tell.
@@ -137,6 +156,7 @@ local function step(t, ...)
     local outer = corunning()
     hook(tasks[outer] and outer or nil)
   end
+  if r[1] and r[2] == EXIT and costatus(t.co) == "suspended" then return leave(t, r[3], r[4]) end
   if costatus(t.co) ~= "dead" then return end
   tasks[t.co] = nil
   t.done = true

@@ -178,6 +178,12 @@ describe("the baton executable", function()
     assert.matches("\n> baton> baton> %.%.%. baton> \n$", r.stdout)
   end)
 
+  it("REPL from a pipe: tables laid out, `_` the last value shown", function()
+    local r = exe({ "-i" }, { input = "{1, 2, x = 3}\n_.x\n'a', nil, 3\n", timeout = H.PATIENCE })
+    assert.are.equal(0, r.code)
+    assert.matches("\n> {1, 2, x = 3}\n> 3\n> a\tnil\t3\n", r.stdout)
+  end)
+
   it("REPL from a pipe: =expr, and a result print cannot show is an error, not a hang", function()
     local r = exe({ "-i" }, { input = "=1+1\nprint = nil\n1+1\nio.stderr:write('still here\\n')\n", timeout = H.PATIENCE })
     assert.are.equal(0, r.code)

@@ -54,6 +54,7 @@ local lazy = {
   scope = { "baton.scope", "scope" }, subreaper = { "baton.scope", "subreaper" },
   pipeline = { "baton.pipeline", "pipeline" },
   group = { "baton.group", "group" }, map = { "baton.group", "map" },
+  inspect = { "baton.inspect", "inspect" },
 }
 setmetatable(M, {
   __index = function(t, k)

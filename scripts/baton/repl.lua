@@ -6,6 +6,7 @@
 -- @module baton.repl
 local task = require "baton.task"
 local scope = require "baton.scope"
+local inspect = require "baton.inspect"
 
 local M = {}
 local pack, unpack = table.pack, table.unpack
@@ -69,9 +70,15 @@ function M.eval(fn, done)
   local t = task.new(function()
     local r = pack(xpcall(fn, traceback))
     if r[1] then
-      -- The script's own `print`, whatever it is now (lua.c's l_print).
+      -- The script's own `print`, whatever it is now (lua.c's l_print);
+      -- tables laid out by baton.inspect; `_` is the first value shown.
       local ok, err = true, nil
-      if r.n > 1 then ok, err = pcall(_G.print, unpack(r, 2, r.n)) end
+      if r.n > 1 then
+        local shown = {}
+        for i = 2, r.n do shown[i - 1] = type(r[i]) == "table" and inspect.inspect(r[i]) or r[i] end
+        rawset(_G, "_", r[2])
+        ok, err = pcall(_G.print, unpack(shown, 1, r.n - 1))
+      end
       if not ok then io.stderr:write(("error calling 'print' (%s)\n"):format(task.errmsg(err))) end
     else
       io.stderr:write(tostring(r[2]), "\n")

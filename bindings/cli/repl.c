@@ -93,6 +93,10 @@ static struct {
   void (*using_history)(void);
   int *point, *end, *catch_signals;
   const char **name;
+  /* completion (optional: missing symbols leave it off) */
+  char *(**completion_entry)(const char *, int);
+  const char **word_breaks;
+  int *append_char;
   /* the fallback: lines assembled from read(2) in canonical mode */
   const char *prompt;
   char *buf; /* grows to hold a whole line, up to ED_MAXLINE */
@@ -121,8 +125,39 @@ static int ed_load(void) {
   SYM(catch_signals, "rl_catch_signals");
   SYM(name, "rl_readline_name");
 #undef SYM
+  *(void **)&E.completion_entry = dlsym(h, "rl_completion_entry_function");
+  *(void **)&E.word_breaks = dlsym(h, "rl_basic_word_break_characters");
+  *(void **)&E.append_char = dlsym(h, "rl_completion_append_character");
   E.loaded = 1;
   return 0;
+}
+
+/* Tab: the candidates repl.complete(text) gives, one per call (readline's
+ * generator protocol: state 0 starts a new list; each string is malloc'd
+ * and freed by the library). */
+static char *ed_complete(const char *text, int state) {
+  static char **list;
+  static size_t n, next;
+  if (state == 0) {
+    for (size_t i = next; i < n; i++)
+      free(list[i]);
+    free(list);
+    list = NULL;
+    n = next = 0;
+    lua_State *L = R.L;
+    if (glue_repl_complete(L, text) == LUA_OK) {
+      size_t count = (size_t)luaL_len(L, -1);
+      list = calloc(count ? count : 1, sizeof *list);
+      for (size_t i = 0; list && i < count; i++) {
+        lua_geti(L, -1, (lua_Integer)i + 1);
+        const char *s = lua_tostring(L, -1);
+        if (s && (list[n] = strdup(s)) != NULL) n++;
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  return next < n ? list[next++] : NULL;
 }
 
 static void ed_install(const char *prompt) {
@@ -402,6 +437,11 @@ int lb_repl(lua_State *L) {
   if ((plain == NULL || strcmp(plain, "1") != 0) && ed_load() == 0) {
     *E.name = "baton";
     *E.catch_signals = 0;
+    if (E.completion_entry) *E.completion_entry = ed_complete;
+    /* "baton.sp" and "p:w" are one word to complete */
+    static const char breaks[] = " \t\n\"'`@$><=;|&{(,+-*/%^#~[]";
+    if (E.word_breaks) *E.word_breaks = breaks;
+    if (E.append_char) *E.append_char = 0;
     E.using_history();
     const char *home = getenv("HOME");
     if (home &&

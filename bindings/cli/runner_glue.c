@@ -120,6 +120,12 @@ void glue_repl_install(lua_State *L, lua_CFunction hide, lua_CFunction show) {
   lua_call(L, 2, 0);
 }
 
+int glue_repl_complete(lua_State *L, const char *text) {
+  glue_field(L, glue_repl, "complete");
+  lua_pushstring(L, text);
+  return lua_pcall(L, 1, 1, 0);
+}
+
 int glue_repl_finish(lua_State *L) {
   glue_field(L, glue_repl, "finish");
   return lua_pcall(L, 0, 0, 0);

@@ -18,6 +18,7 @@
  *   repl.compile(src)  -> fn | nil, "incomplete" | nil, message
  *   repl.eval(fn, done) -> a task not started: task.co, task:start(),
  *                          task:cancel(msg); done() is called when it ends
+ *   repl.complete(text) -> {candidate…}        Tab completion
  *   repl.finish()                              the REPL exits: shutdown hooks,
  *                                              what runs is stopped (drives the loop)
  *
@@ -77,6 +78,10 @@ int glue_repl_compile(lua_State *L, const char *src);
  * entry and calls `done` when it ends; returns the task's coroutine. Raises
  * if the Lua side does. */
 lua_State *glue_repl_eval(lua_State *L, int fn_index, lua_CFunction done);
+
+/* repl.complete(text) in protected mode: pushes the list of completions
+ * (or the error message); LUA_OK or an error status. */
+int glue_repl_complete(lua_State *L, const char *text);
 
 /* repl.finish() in protected mode: LUA_OK, or an error status with the
  * message pushed. */

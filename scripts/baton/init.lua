@@ -57,6 +57,7 @@ local lazy = {
   inspect = { "baton.inspect", "inspect" },
 }
 setmetatable(M, {
+  __lazy = lazy, -- what the REPL completes besides what is loaded
   __index = function(t, k)
     local l = lazy[k]
     if not l then return nil end

@@ -90,6 +90,48 @@ function M.eval(fn, done)
   return t
 end
 
+-- The names a value offers: its own keys (a table's) and those its
+-- metatables' __index tables offer (methods), `methods`: functions only.
+local function names_of(v, methods, out)
+  local seen = 0
+  while v ~= nil and seen < 10 do
+    seen = seen + 1
+    if type(v) == "table" then
+      for k, x in pairs(v) do
+        if type(k) == "string" and k:match("^[%a_][%w_]*$") and (not methods or type(x) == "function") then
+          out[k] = true
+        end
+      end
+    end
+    local mt = getmetatable(v)
+    if type(mt) == "table" and type(mt.__lazy) == "table" and not methods then names_of(mt.__lazy, false, out) end
+    v = type(mt) == "table" and type(mt.__index) == "table" and mt.__index or nil
+  end
+  return out
+end
+
+--- Completions of `text` (the word before the cursor): globals, fields of a
+-- table (`baton.sp` → `baton.spawn`), methods (`p:w` → `p:wait`). Sorted.
+function M.complete(text)
+  local base, sep, partial = text:match("^(.-)([.:])([%w_]*)$")
+  local scope = _G
+  if base then
+    for name in base:gmatch("[^.:]+") do
+      local ok, v = pcall(function() return scope[name] end)
+      if not ok or v == nil then return {} end
+      scope = v
+    end
+  else
+    base, sep, partial = "", "", text
+  end
+  local out = {}
+  for k in pairs(names_of(scope, sep == ":", {})) do
+    if k:sub(1, #partial) == partial then out[#out + 1] = base .. sep .. k end
+  end
+  table.sort(out)
+  return out
+end
+
 --- The REPL exits (Ctrl-D, end of input): the shutdown hooks run, and every
 -- process started at the prompt and not detached is stopped. Called from
 -- outside any task, with the loop stopped: it drives the loop itself.

@@ -114,18 +114,18 @@ end
 -- table (`baton.sp` → `baton.spawn`), methods (`p:w` → `p:wait`). Sorted.
 function M.complete(text)
   local base, sep, partial = text:match("^(.-)([.:])([%w_]*)$")
-  local scope = _G
+  local where = _G
   if base then
     for name in base:gmatch("[^.:]+") do
-      local ok, v = pcall(function() return scope[name] end)
+      local ok, v = pcall(function() return where[name] end)
       if not ok or v == nil then return {} end
-      scope = v
+      where = v
     end
   else
     base, sep, partial = "", "", text
   end
   local out = {}
-  for k in pairs(names_of(scope, sep == ":", {})) do
+  for k in pairs(names_of(where, sep == ":", {})) do
     if k:sub(1, #partial) == partial then out[#out + 1] = base .. sep .. k end
   end
   table.sort(out)

@@ -78,12 +78,19 @@ function M.run(spec)
   return complete(spec, "run")
 end
 
---- Run and return stdout, trailing newlines removed (like `$(…)` in sh).
-function M.output(spec)
+-- The options of a call that reads stdout itself (`what` it does with it):
+-- a stdout sent elsewhere is refused.
+local function own_stdout(spec, fname, what)
   local o = options.of(spec)
   if o.stdout ~= nil and o.stdout ~= "pipe" then
-    errors.argerror("output", 1, "option 'stdout': output() returns stdout, so it cannot go elsewhere")
+    errors.argerror(fname, 1, ("option 'stdout': %s() %s stdout, so it cannot go elsewhere"):format(fname, what))
   end
+  return o
+end
+
+--- Run and return stdout, trailing newlines removed (like `$(…)` in sh).
+function M.output(spec)
+  local o = own_stdout(spec, "output", "returns")
   local extra = { stdout = "pipe" }
   if o.capture == nil then extra.stderr = "pipe" end
   local r = complete(options.with(spec, extra), "output")
@@ -101,11 +108,7 @@ end
 -- error) kills and reaps the process. At the end, a failed exit raises
 -- unless `check = false`.
 function M.lines(spec)
-  local o = options.of(spec)
-  if o.stdout ~= nil and o.stdout ~= "pipe" then
-    errors.argerror("lines", 1, "option 'stdout': lines() reads stdout, so it cannot go elsewhere")
-  end
-  local check = o.check
+  local check = own_stdout(spec, "lines", "reads").check
   local j = start(options.with(spec, { stdout = "pipe", check = false, capture = false }, true), "lines")
   local out = j.stdout
   -- The iterator reads stdout: the job is done once it reached the end (or

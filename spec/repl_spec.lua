@@ -175,6 +175,23 @@ describe("the REPL", function()
     stop()
   end)
 
+  it("shows tables in color on a terminal, without color when NO_COLOR is set", function()
+    local function colored_screen(env)
+      start("env " .. env .. " " .. BATON)
+      expect("\n>")
+      type_line("{7, 'seven', k = true}")
+      expect('{7, "seven", k = true}')
+      local s = tmux("capture-pane", "-e", "-p", "-t", "repl").stdout
+      stop()
+      return s
+    end
+    local s = colored_screen("NO_COLOR=")
+    assert.matches("{\27%[33m7\27%[[%d;]*m, \27%[32m\"seven\"\27%[[%d;]*m, k = \27%[33mtrue", s)
+    s = colored_screen("NO_COLOR=1")
+    assert.matches('\n{7, "seven", k = true}\n', s, 1, true)
+    assert.is_nil(s:find("\27[3", 1, true))
+  end)
+
   it("shows a new prompt after a syntax error", function()
     start(BATON)
     expect("\n>")

@@ -31,6 +31,12 @@ static int l_setblocking(lua_State *L) {
   return 0;
 }
 
+/* core.isatty(fd) -> boolean: is fd a terminal (colors, prompts). */
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
 static int l_close(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1);
   luaL_argcheck(L, fd > 2, 1, "refusing to close stdin, stdout or stderr");
@@ -39,7 +45,10 @@ static int l_close(lua_State *L) {
 }
 
 void lb_open_fd(lua_State *L) {
-  static const luaL_Reg funcs[] = {
-      {"pipe", l_pipe}, {"setblocking", l_setblocking}, {"close", l_close}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"pipe", l_pipe},
+                                   {"setblocking", l_setblocking},
+                                   {"close", l_close},
+                                   {"isatty", l_isatty},
+                                   {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
 }

@@ -1,9 +1,12 @@
 --- baton.inspect — values as a person reads them: tables laid out with
 -- their contents (keys sorted, strings quoted, cycles marked, depth and
--- width bounded), values with `__tostring` by it, and baton's results and
--- statuses by their status followed by their fields. The REPL shows what
--- entries return with it; scripts have it as `baton.inspect(v[, opts])`.
+-- width bounded, one item per line once a table outgrows a line), values
+-- with `__tostring` by it, and baton's results and statuses by their status
+-- followed by their fields; colors on request. The REPL shows what entries
+-- return with it (in color on a terminal unless `NO_COLOR` is set); scripts
+-- have it as `baton.inspect(v[, opts])`.
 -- @module baton.inspect
+local core = require "baton.core"
 local errors = require "baton.errors"
 errors.own()
 
@@ -30,19 +33,33 @@ local function before(a, b)
   return a < b
 end
 
+-- SGR colors by kind of value (node's util.inspect uses much the same).
+local COLOR = { string = 32, number = 33, boolean = 33, ["nil"] = 90, head = 35, mark = 90, other = 36 }
+
+local function paint(opts, kind, s)
+  if not opts.color then return s end
+  return fmt("\27[%dm%s\27[0m", COLOR[kind] or COLOR.other, s)
+end
+
+-- Columns a text takes on the terminal (colors take none).
+local function columns(s)
+  s = s:gsub("\27%[[%d;]*m", "")
+  return utf8.len(s) or #s
+end
+
 local function show(v, depth, opts, seen)
   local t = type(v)
-  if t == "string" then return quote(v) end
-  if t ~= "table" then return tostring(v) end
+  if t == "string" then return paint(opts, t, quote(v)) end
+  if t ~= "table" then return paint(opts, t, tostring(v)) end
   local mt = getmetatable(v)
   local head
   if mt and mt.__tostring then
     local ok, s = pcall(tostring, v)
-    head = ok and s or ("<" .. (mt.__name or "table") .. ">")
+    head = paint(opts, "head", ok and s or ("<" .. (mt.__name or "table") .. ">"))
     if mt.__name ~= "baton.status" then return head end -- a status shows its fields too
   end
-  if seen[v] then return "<cycle>" end
-  if depth >= opts.depth then return head or "{…}" end
+  if seen[v] then return paint(opts, "mark", "<cycle>") end
+  if depth >= opts.depth then return head or paint(opts, "mark", "{…}") end
   seen[v] = true
   local n, keys = #v, {}
   for k in pairs(v) do
@@ -59,27 +76,34 @@ local function show(v, depth, opts, seen)
     parts[#parts + 1] = key_text(k) .. " = " .. show(v[k], depth + 1, opts, seen)
   end
   local more = n + #keys - #parts
-  if more > 0 then parts[#parts + 1] = fmt("…(%d more)", more) end
+  if more > 0 then parts[#parts + 1] = paint(opts, "mark", fmt("…(%d more)", more)) end
   seen[v] = nil
   local body = "{" .. concat(parts, ", ") .. "}"
+  local indent = ("  "):rep(depth)
+  if body:find("\n") or columns(body) + #indent + (head and columns(head) + 1 or 0) > opts.line then
+    local inner = "\n" .. indent .. "  "
+    body = "{" .. inner .. concat(parts, "," .. inner) .. "\n" .. indent .. "}"
+  end
   return head and (head .. " " .. body) or body
 end
 
 --- `v` as text. `opts`: `depth` (nesting shown, default 4), `width` (items
--- per table, default 50).
+-- per table, default 50), `line` (columns a table may take before it is
+-- laid out one item per line, default 80), `color` (ANSI colors, default
+-- false; `inspect.colors(fd)` says whether a terminal wants them).
 function M.inspect(v, opts)
   if opts ~= nil and type(opts) ~= "table" then
     errors.argerror("inspect", 2, "options table expected, got " .. type(opts))
   end
-  opts = { depth = opts and opts.depth or 4, width = opts and opts.width or 50 }
+  opts = opts or {}
+  opts = { depth = opts.depth or 4, width = opts.width or 50, line = opts.line or 80, color = opts.color == true }
   return show(v, 0, opts, {})
 end
 
---- What the REPL prints for a result: strings, numbers and the like as
--- `print` shows them (as lua does), tables by `inspect`.
-function M.result(v)
-  if type(v) == "table" then return M.inspect(v) end
-  return tostring(v)
+--- Whether output on `fd` should be colored: it is a terminal, `NO_COLOR`
+-- is unset or empty (no-color.org) and `TERM` is not "dumb".
+function M.colors(fd)
+  return core.isatty(fd) and (os.getenv("NO_COLOR") or "") == "" and os.getenv("TERM") ~= "dumb"
 end
 
 return M

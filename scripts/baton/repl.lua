@@ -35,6 +35,7 @@ function M.install(hide, show)
     show()
   end
   task.on_uncaught = function() end
+  M.color = inspect.colors(1)
 end
 
 --- Compile an entry: returns the function, or nil and "incomplete", or nil and
@@ -71,11 +72,14 @@ function M.eval(fn, done)
     local r = pack(xpcall(fn, traceback))
     if r[1] then
       -- The script's own `print`, whatever it is now (lua.c's l_print);
-      -- tables laid out by baton.inspect; `_` is the first value shown.
+      -- tables laid out by baton.inspect (colored on a terminal), other
+      -- values as lua shows them (strings unquoted); `_` is the first value.
       local ok, err = true, nil
       if r.n > 1 then
         local shown = {}
-        for i = 2, r.n do shown[i - 1] = type(r[i]) == "table" and inspect.inspect(r[i]) or r[i] end
+        for i = 2, r.n do
+          shown[i - 1] = type(r[i]) == "table" and inspect.inspect(r[i], { color = M.color }) or r[i]
+        end
         rawset(_G, "_", r[2])
         ok, err = pcall(_G.print, unpack(shown, 1, r.n - 1))
       end

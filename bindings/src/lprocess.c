@@ -285,6 +285,38 @@ static int l_adopt(lua_State *L) {
   return 1;
 }
 
+/* core.descendants(pid) -> {pid…} (breadth first) | nil, msg, code */
+static int l_descendants(lua_State *L) {
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, pid > 0 && pid <= INT32_MAX, 1, "positive pid expected");
+  int max = 4096;
+  pid_t *out = malloc((size_t)max * sizeof *out);
+  if (out == NULL) return lb_error(L, -ENOMEM, "descendants");
+  int n = bt_proc_descendants((pid_t)pid, out, max);
+  if (n < 0) {
+    free(out);
+    return lb_error(L, n, "descendants");
+  }
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_pushinteger(L, out[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  free(out);
+  return 1;
+}
+
+/* core.kill(pid, sig) -> true | nil, msg, code: a plain kill(2), for
+ * processes baton holds no handle of (a service's descendants). */
+static int l_kill_pid(lua_State *L) {
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  int sig = (int)luaL_checkinteger(L, 2);
+  luaL_argcheck(L, pid > 1 && pid <= INT32_MAX, 1, "invalid pid");
+  if (kill((pid_t)pid, sig) < 0) return lb_error(L, -errno, "kill");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* core.killpg(pgid, sig) -> true | nil, msg, code */
 static int l_killpg(lua_State *L) {
   lua_Integer pgid = luaL_checkinteger(L, 1);
@@ -373,7 +405,12 @@ void lb_open_process(lua_State *L) {
                                      {"on_exit", l_proc_on_exit}, {"ref", l_proc_ref},
                                      {"release", l_proc_release}, {NULL, NULL}};
   lb_newmetatable(L, LB_PROCESS, methods, lb_handle_release, lb_handle_tostring);
-  static const luaL_Reg funcs[] = {
-      {"spawn", l_spawn}, {"exec", l_exec}, {"adopt", l_adopt}, {"killpg", l_killpg}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"spawn", l_spawn},
+                                   {"exec", l_exec},
+                                   {"adopt", l_adopt},
+                                   {"killpg", l_killpg},
+                                   {"descendants", l_descendants},
+                                   {"kill", l_kill_pid},
+                                   {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
 }

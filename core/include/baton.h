@@ -258,6 +258,17 @@ BT_EXTERN int bt_reaper_reap(bt_reaper_t *reaper);
  * and `close_cb` (may be NULL) fires from the loop when `reaper` may be freed. */
 BT_EXTERN void bt_reaper_close(bt_reaper_t *reaper, void (*close_cb)(bt_reaper_t *));
 
+/*
+ * The descendants of `pid` (children, their children, …; `pid` itself not
+ * included), breadth first, read from the kernel's per-thread children
+ * lists: a process that left the group or session (setsid) is still found,
+ * one re-parented away (its parent exited) is not. At most `max` pids are
+ * written to `out`. Returns how many, -ESRCH when `pid` does not exist,
+ * -ENOSYS when the kernel keeps no children lists, -EINVAL for bad
+ * arguments. A snapshot: processes fork and exit meanwhile.
+ */
+BT_EXTERN int bt_proc_descendants(pid_t pid, pid_t *out, int max);
+
 /* Signal number for "TERM", "SIGTERM", "term" or "15"; -EINVAL if unknown. */
 BT_EXTERN int bt_signal_number(const char *name);
 /* "SIGTERM" for 15 (a static string), or NULL if unknown (real-time signals too). */

@@ -1,0 +1,1062 @@
+--- baton.service — supervisors: long-running services declared in Lua and
+-- kept in the state the script describes, by events (a process exits, a
+-- readiness check answers, a backoff timer fires), never by polling.
+--
+--     local sv = baton.supervisor {
+--       db  = { "./db", "--port", "5400", ready = { fd = 3 } },
+--       web = { "./web", needs = "db", replicas = 2, restart = "on-failure" },
+--     }
+--     sv:start()          -- db, then web once db is ready
+--     print(sv:status())
+--     os.exit(sv:run())   -- until stopped, or a critical service dies
+--
+-- A service is a declaration (a command and its policy). At run time each
+-- of its replicas is an *instance* running one process tree (its own
+-- process group) at a time. A *generation* is one incarnation of the
+-- declaration: starting a stopped service or restarting it makes a new
+-- one; a crash restart stays in the same generation (the hot-upgrade work
+-- runs two side by side).
+--
+-- Instance states: stopped → waiting (for its needs) → starting (spawned,
+-- not ready) → running (ready) → stopping → stopped; a process that exits
+-- goes to backoff (a restart is due at `next_retry`), exited (done, not
+-- restarted) or failed (gave up, or failed with restart = "never").
+-- @module baton.service
+local core = require "baton.core"
+local task = require "baton.task"
+local errors = require "baton.errors"
+local options = require "baton.options"
+local command = require "baton.command"
+local process = require "baton.process"
+local runner = require "baton.runner"
+errors.own()
+
+local M = {}
+local fmt, now = string.format, core.now
+local argerror = errors.argerror
+
+-- ---- declarations -------------------------------------------------------------------
+
+-- Policy keys of a declaration; anything else is the command's.
+local POLICY = {
+  cmd = true, replicas = true, needs = true, bind = true, restart = true, success = true, backoff = true,
+  give_up = true, ready = true, stop = true, critical = true,
+}
+local RESTART = { always = true, ["on-failure"] = true, never = true }
+local BACKOFF = { initial = 0.1, max = 30, factor = 2, jitter = 0.2, reset = 10 }
+local READY_KINDS = { fd = "integer", line = "string", alive = "seconds", exec = "command" }
+
+local function bad(name, fmtstr, ...)
+  argerror("service", 1, fmt("service '%s': " .. fmtstr, name, ...))
+end
+
+local function seconds(name, what, v)
+  if not options.is_seconds(v) then
+    bad(name, "%s must be a number of seconds, got %s", what, type(v) == "number" and tostring(v) or type(v))
+  end
+  return v
+end
+
+-- `ready`: what makes an instance ready. Returns {kind, arg, timeout, interval}.
+local function readiness(name, r)
+  if r == nil then return { kind = "alive", arg = 1, timeout = 30 } end
+  if r == "exec" then return { kind = "exec", timeout = 30 } end
+  if type(r) == "number" then return { kind = "alive", arg = seconds(name, "ready", r), timeout = r + 30 } end
+  if type(r) == "function" then return { kind = "check", arg = r, timeout = 30, interval = 0.1 } end
+  if type(r) ~= "table" then
+    bad(name, "ready must be \"exec\", seconds, a function or a table, got %s",
+      type(r) == "string" and fmt("%q", r) or type(r))
+  end
+  local out = { timeout = 30, interval = 0.1 }
+  for k, v in pairs(r) do
+    if k == "timeout" or k == "interval" then
+      out[k] = seconds(name, "ready." .. k, v)
+    elseif READY_KINDS[k] then
+      if out.kind then bad(name, "ready has two checks: %s and %s", out.kind, k) end
+      out.kind, out.arg = k, v
+      local want = READY_KINDS[k]
+      if want == "integer" and (math.type(v) ~= "integer" or v < 3 or v > 1023) then
+        bad(name, "ready.fd must be an fd number from 3 to 1023, got %s", tostring(v))
+      elseif want == "string" and type(v) ~= "string" then
+        bad(name, "ready.line must be a Lua pattern, got %s", type(v))
+      elseif want == "seconds" then
+        seconds(name, "ready.alive", v)
+      elseif want == "command" then
+        out.arg = command.cmd(v, "service")
+      end
+    else
+      bad(name, "unknown readiness check '%s' (fd, line, alive, exec, timeout, interval)", tostring(k))
+    end
+  end
+  if not out.kind then bad(name, "ready names no check (fd, line, alive, exec)") end
+  if out.kind == "alive" then out.timeout = math.max(out.timeout, out.arg + 1) end
+  return out
+end
+
+-- A declaration, checked: {name, cmd, replicas, needs, policy…}.
+local function declare(name, spec)
+  if type(name) ~= "string" or not name:match("^[%w_][%w_.-]*$") then
+    argerror("service", 1, fmt("service names are words (letters, digits, _ . -), got %s",
+      type(name) == "string" and fmt("%q", name) or type(name)))
+  end
+  if type(spec) == "string" or getmetatable(spec) == command.Command then spec = { cmd = spec } end
+  if type(spec) ~= "table" then bad(name, "table expected, got %s", type(spec)) end
+  local d = { name = name }
+  local cmd = spec.cmd
+  if cmd == nil then -- the command's words and options are the declaration's own
+    cmd = {}
+    for k, v in pairs(spec) do if not POLICY[k] then cmd[k] = v end end
+    if cmd[1] == nil then bad(name, "no command (give cmd = … or the program as the first item)") end
+  else
+    for k in pairs(spec) do
+      if not POLICY[k] then bad(name, "unknown option '%s' (the command's options go in cmd)", tostring(k)) end
+    end
+  end
+  local ok, c = pcall(command.cmd, cmd, "service")
+  if not ok then bad(name, "%s", tostring(c):gsub("^bad argument #1 to 'service' %((.*)%)$", "%1")) end
+  d.cmd = c
+  local argv0 = c.__command[1]
+  if type(argv0) ~= "string" then bad(name, "the program must be a string, got %s", type(argv0)) end
+  if not argv0:find("/", 1, true) and not process.which(argv0) then
+    bad(name, "program '%s' not found in PATH", argv0)
+  end
+  local r = spec.replicas or 1
+  if math.type(r) ~= "integer" or r < 0 or r > 10000 then
+    bad(name, "replicas must be an integer from 0 to 10000, got %s", tostring(r))
+  end
+  d.replicas = r
+  local needs = spec.needs or {}
+  if type(needs) == "string" then needs = { needs } end
+  if type(needs) ~= "table" then bad(name, "needs must be a name or a list of names, got %s", type(needs)) end
+  d.needs = {}
+  for i, n in ipairs(needs) do
+    if type(n) ~= "string" then bad(name, "needs[%d] must be a service name, got %s", i, type(n)) end
+    d.needs[i] = n
+  end
+  d.bind = spec.bind == true
+  local restart = spec.restart or "always"
+  if not RESTART[restart] then
+    bad(name, "restart must be \"always\", \"on-failure\" or \"never\", got %s", tostring(restart))
+  end
+  d.restart = restart
+  d.success = {}
+  for i, v in ipairs(spec.success or { 0 }) do
+    if math.type(v) == "integer" then
+      d.success[v] = true
+    elseif type(v) == "string" and core.signum(v) then
+      d.success[core.signum(v) + 1000] = true -- (signals by number + 1000: no clash with codes)
+    else
+      bad(name, "success[%d] must be an exit code or a signal name, got %s", i, tostring(v))
+    end
+  end
+  local b = {}
+  for k, v in pairs(BACKOFF) do b[k] = v end
+  if spec.backoff ~= nil then
+    if type(spec.backoff) ~= "table" then bad(name, "backoff must be a table, got %s", type(spec.backoff)) end
+    for k, v in pairs(spec.backoff) do
+      if BACKOFF[k] == nil then
+        bad(name, "unknown backoff option '%s' (initial, max, factor, jitter, reset)", tostring(k))
+      end
+      b[k] = seconds(name, "backoff." .. k, v)
+    end
+    if b.factor < 1 then bad(name, "backoff.factor must be at least 1, got %s", b.factor) end
+    if b.jitter > 1 then bad(name, "backoff.jitter must be from 0 to 1, got %s", b.jitter) end
+  end
+  d.backoff = b
+  local g = spec.give_up
+  if g ~= nil and (math.type(g) ~= "integer" or g < 0) then
+    bad(name, "give_up must be a count of restarts, got %s", tostring(g))
+  end
+  d.give_up = g
+  d.ready = readiness(name, spec.ready)
+  local stop = spec.stop
+  if stop == nil or type(stop) == "string" or type(stop) == "number" then stop = { signal = stop } end
+  if type(stop) ~= "table" then bad(name, "stop must be a signal or a table, got %s", type(stop)) end
+  for k in pairs(stop) do
+    if k ~= "signal" and k ~= "timeout" then bad(name, "unknown stop option '%s' (signal, timeout)", tostring(k)) end
+  end
+  d.stop_signal = options.signum(stop.signal or "TERM", "service", 1)
+  d.stop_timeout = stop.timeout and seconds(name, "stop.timeout", stop.timeout) or 10
+  d.critical = spec.critical == true
+  return d
+end
+
+-- ---- instances: one replica, one process tree at a time -----------------------------------
+
+local Instance = {}
+Instance.__index = Instance
+
+local tokens = 0
+
+local function new_instance(svc, index)
+  tokens = tokens + 1
+  return setmetatable({ service = svc, index = index, state = "stopped", since = now(), restarts = 0,
+    failures = 0, generation = 0, ready = false, token = core.getpid() .. "." .. tokens }, Instance)
+end
+
+function Instance:_label()
+  local svc = self.service
+  return #svc.instances > 1 and fmt("%s.%d", svc.name, self.index) or svc.name
+end
+
+-- Move to `state` (visible to waiters); `ev`: the event that goes with it.
+function Instance:_set(state, ev)
+  if self.state ~= state then
+    self.state, self.since = state, now()
+  end
+  self.ready = state == "running"
+  local sv = self.service.sv
+  if ev then
+    ev.service, ev.replica, ev.generation = self.service.name, self.index, self.generation
+    ev.pid = ev.pid or self.pid
+    sv:_emit(ev)
+  end
+  sv:_changed(self.service)
+end
+
+function Instance:_clear_timers()
+  for _, k in ipairs { "_retry", "_ready_timer", "_stable", "_kill_timer" } do
+    if self[k] then
+      self[k]:close()
+      self[k] = nil
+    end
+  end
+  self.next_retry = nil
+end
+
+local function timer(secs, fn, ref)
+  local t = core.timer()
+  t:start(options.ms(secs), 0, fn)
+  if ref == false then t:ref(false) end
+  return t
+end
+
+-- Whether process `pid` carries `token` in its environment (inherited from
+-- the instance's main process, unless a program cleared it).
+local function carries(pid, token)
+  local f = io.open("/proc/" .. pid .. "/environ", "rb")
+  if not f then return false end
+  local env = f:read("a") or ""
+  f:close()
+  return ("\0" .. env):find("\0BATON_INSTANCE=" .. token .. "\0", 1, true) ~= nil
+end
+
+-- Send `sig` to a process tree: group `pgid`, every descendant of the
+-- live main process `main` (also those that left the group with setsid),
+-- and the orphans that came back to baton (a subreaper) and still carry
+-- the spawn's BATON_INSTANCE `token`.
+local function kill_tree(sig, pgid, main, token)
+  if pgid then core.killpg(pgid, sig) end
+  if main then
+    for _, pid in ipairs(core.descendants(main) or {}) do core.kill(pid, sig) end
+  end
+  for _, pid in ipairs(core.descendants(core.getpid()) or {}) do
+    if pid ~= main and carries(pid, token) then core.kill(pid, sig) end
+  end
+end
+
+-- Send `sig` to the instance's whole tree.
+function Instance:_signal(sig)
+  if self.run_token then kill_tree(sig, self.pgid, self.proc and self.pid, self.run_token) end
+end
+
+-- What the child needs for its readiness check; returns spawn options to add.
+function Instance:_ready_setup(env)
+  local r = self.service.decl.ready
+  if r.kind == "fd" then
+    local rfd, wfd = core.pipe()
+    self._ready_fd, self._ready_wfd = rfd, wfd
+    return { fds = { [r.arg] = wfd } }
+  elseif r.kind == "line" then
+    return { stdout = "pipe" }
+  end
+  return {}, env
+end
+
+-- The instance is ready (if this is still the process being checked).
+function Instance:_became_ready(p)
+  if self.proc ~= p or self.state ~= "starting" then return end
+  if self._ready_timer then
+    self._ready_timer:close()
+    self._ready_timer = nil
+  end
+  self:_set("running", { event = "ready" })
+  local svc = self.service
+  self._stable = timer(svc.decl.backoff.reset, function()
+    self._stable:close()
+    self._stable = nil
+    self.failures = 0
+  end, false)
+  svc.sv:_advance_dependents(svc)
+end
+
+-- Start checking readiness of process `p`.
+function Instance:_check_ready(p)
+  local r = self.service.decl.ready
+  local function ready() self:_became_ready(p) end
+  if r.kind == "exec" then return ready() end
+  self._ready_timer = timer(r.timeout, function()
+    if self.proc == p and self.state == "starting" then
+      self._ready_fail = fmt("not ready after %gs", r.timeout)
+      self:_signal(9)
+    end
+  end)
+  if r.kind == "alive" then
+    self._alive = timer(r.arg, function()
+      self._alive:close()
+      self._alive = nil
+      ready()
+    end)
+  elseif r.kind == "fd" then
+    core.close(self._ready_wfd)
+    self._ready_wfd = nil
+    local ud = core.stream_open(self._ready_fd)
+    self._ready_fd = nil
+    local Stream = require "baton.stream"
+    local s = Stream.new(ud, "notification fd", "r")
+    task.go_internal(function()
+      local line = s:read("l") -- a newline (s6's notification-fd protocol)
+      s:close()
+      if line then ready() end
+    end)
+  elseif r.kind == "line" then
+    local s = p.stdout
+    p.stdout = nil
+    task.go_internal(function()
+      local seen = false
+      for line in s:lines("L") do
+        io.stdout:write(line)
+        if not seen and line:find(r.arg) then
+          seen = true
+          ready()
+        end
+      end
+      s:close()
+    end)
+  else -- a probe, tried every `interval` seconds while starting
+    task.go_internal(function()
+      while self.proc == p and self.state == "starting" do
+        local ok, yes
+        if r.kind == "check" then
+          ok, yes = pcall(r.arg, self)
+        else
+          ok, yes = pcall(function() return require("baton.run").ok(r.arg) end)
+        end
+        if ok and yes then return ready() end
+        if not ok then self.last_error = tostring(yes) end
+        task.sleep(r.interval)
+      end
+    end)
+  end
+end
+
+function Instance:_release_ready()
+  for _, k in ipairs { "_ready_fd", "_ready_wfd" } do
+    if self[k] then
+      core.close(self[k])
+      self[k] = nil
+    end
+  end
+  if self._alive then
+    self._alive:close()
+    self._alive = nil
+  end
+end
+
+-- Start the process now (the instance wants to run and its needs are ready).
+function Instance:_spawn()
+  local svc = self.service
+  local d = svc.decl
+  self:_clear_timers()
+  local base = options.of(d.cmd)
+  local env = {}
+  for k, v in pairs(base.env or {}) do env[k] = v end
+  self.spawns = (self.spawns or 0) + 1
+  self.run_token = self.token .. "." .. self.spawns
+  env.BATON_SERVICE, env.BATON_REPLICA, env.BATON_INSTANCE = svc.name, tostring(self.index), self.run_token
+  local extra = self:_ready_setup(env)
+  extra.pgroup, extra.env = true, env
+  if extra.fds then
+    for fd, v in pairs(base.fds or {}) do if extra.fds[fd] == nil then extra.fds[fd] = v end end
+  end
+  -- Owned by the supervisor, not by the scope of the code that started it.
+  local prev = task.set_scope(nil)
+  local ok, p, msg = pcall(process.start, options.with(d.cmd, extra, true), options.RUN_KEYS, "service")
+  task.set_scope(prev)
+  if not ok then
+    self:_release_ready()
+    error(p, 0)
+  end
+  self.generation = svc.generation
+  if not p then
+    self:_release_ready()
+    self.last_error, self.pid, self.pgid = msg, nil, nil
+    self:_exited(nil)
+    return
+  end
+  self.proc, self.pid, self.pgid = p, p.pid, p.pid
+  self.last_error, self._ready_fail = nil, nil
+  self:_set("starting", { event = "spawned" })
+  self:_check_ready(p)
+  task.go_internal(function()
+    local st = p:wait()
+    if self.proc == p then self:_exited(st) end
+  end)
+end
+
+-- Whether status `st` counts as a success for the declaration `d`.
+local function succeeded(d, st)
+  if not st then return false end
+  if st.signal then return d.success[st.signal + 1000] == true end
+  return st.code ~= nil and d.success[st.code] == true
+end
+
+-- The delay before restart number `n` (1, 2, …): exponential, capped, jittered.
+local function delay_for(b, n)
+  local base = math.min(b.max, b.initial * b.factor ^ (n - 1))
+  return math.max(0, base * (1 + b.jitter * (2 * math.random() - 1)))
+end
+M._delay_for = delay_for
+
+-- The process ended (`st`; nil when it could not start): decide what next.
+function Instance:_exited(st)
+  local svc = self.service
+  local d, sv = svc.decl, svc.sv
+  local was = self.state
+  self.proc = nil
+  self:_release_ready()
+  self:_clear_timers()
+  -- What it left goes too: the service is its whole tree.
+  if was == "stopping" then
+    self:_signal(9)
+  else
+    self:_signal(d.stop_signal)
+    local t, token = nil, self.run_token
+    t = timer(d.stop_timeout, function()
+      t:close()
+      kill_tree(9, nil, nil, token) -- (the group's pid may be another's by then)
+    end, false)
+  end
+  self.last_status = st
+  local failure = self._ready_fail or (st == nil and self.last_error) or nil
+  if was == "starting" and not failure then failure = "exited before it was ready" end
+  self:_set(was, { event = "exited", status = st, error = failure, pid = self.pid })
+  self.pid = nil
+  if self.want ~= "up" then
+    self:_set("stopped", { event = "stopped" })
+    return
+  end
+  local ok = succeeded(d, st) and was == "running"
+  if was == "running" then sv:_unbind(svc) end
+  if d.critical and not sv._stopping then
+    self:_set(ok and "exited" or "failed", { event = ok and "exited" or "failed", status = st })
+    return sv:_critical(svc, st)
+  end
+  if d.restart == "never" or (d.restart == "on-failure" and ok) then
+    if ok then return self:_set("exited") end
+    return self:_set("failed", { event = "failed", status = st, error = failure })
+  end
+  self.failures = self.failures + 1
+  if d.give_up and self.failures > d.give_up then
+    return self:_set("failed", { event = "failed", status = st,
+      error = fmt("gave up after %d restarts", d.give_up) })
+  end
+  local delay = delay_for(d.backoff, self.failures)
+  self.next_retry = now() + delay
+  self._retry = timer(delay, function()
+    self._retry:close()
+    self._retry = nil
+    self.next_retry = nil
+    self.restarts = self.restarts + 1
+    svc.sv:_advance(svc, self)
+  end)
+  self:_set("backoff", { event = "restarting", delay = delay, status = st })
+end
+
+-- Stop the process tree: the stop signal to its group, KILL after the
+-- timeout; returns once it is gone.
+function Instance:_stop()
+  self.want = "down"
+  if self._retry or self.state == "waiting" or self.state == "backoff" then
+    self:_clear_timers()
+    self:_set("stopped", { event = "stopped" })
+  end
+  local p = self.proc
+  if not p then
+    if self.state ~= "stopped" and self.state ~= "exited" and self.state ~= "failed" then self:_set("stopped") end
+    return
+  end
+  if self.state ~= "stopping" then
+    self:_set("stopping")
+    self:_signal(self.service.decl.stop_signal)
+    self._kill_timer = timer(self.service.decl.stop_timeout, function() self:_signal(9) end)
+  end
+  p:wait()
+  while self.proc == p do task.sleep(0) end -- its exit handler runs first
+end
+
+-- ---- services ---------------------------------------------------------------------------
+
+local Service = {}
+Service.__index = Service
+
+-- Precedence of instance states in a service's summary state.
+local RANK = { failed = 1, backoff = 2, starting = 3, waiting = 4, stopping = 5, running = 6, exited = 7, stopped = 8 }
+
+--- The service's state: its instances' when they agree, else the most
+--- urgent one (failed, backoff, starting, waiting, stopping, running…).
+function Service:state()
+  local best
+  for _, i in ipairs(self.instances) do
+    if not best or RANK[i.state] < RANK[best] then best = i.state end
+  end
+  return best or (self.want == "up" and "running" or "stopped")
+end
+
+--- All instances ready (a service with 0 replicas is ready when wanted).
+function Service:is_ready()
+  if self.want ~= "up" then return false end
+  for _, i in ipairs(self.instances) do if not i.ready then return false end end
+  return true
+end
+
+-- Instances to match the declared replica count (extra ones are stopped
+-- first, by the caller).
+function Service:_resize()
+  local n = self.decl.replicas
+  for i = #self.instances + 1, n do self.instances[i] = new_instance(self, i) end
+end
+
+-- ---- the supervisor ------------------------------------------------------------------------
+
+local Supervisor = { __name = "baton.supervisor" }
+Supervisor.__index = Supervisor
+M.Supervisor = Supervisor
+
+local supervisors = setmetatable({}, { __mode = "k" })
+local register -- (below: the program's end)
+
+--- A supervisor for the services in `decls` (name → declaration). See the
+-- module comment and docs/reference.md for declarations.
+function M.supervisor(decls)
+  if decls ~= nil and type(decls) ~= "table" then
+    argerror("supervisor", 1, "table of services expected, got " .. type(decls))
+  end
+  local sv = setmetatable({ services = {}, _handlers = {}, _watchers = {} }, Supervisor)
+  local names = {}
+  for name in pairs(decls or {}) do names[#names + 1] = name end
+  table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
+  for _, name in ipairs(names) do sv:_put(name, decls[name]) end
+  sv:_check_graph()
+  supervisors[sv] = true
+  return sv
+end
+
+function Supervisor:_put(name, spec)
+  local d = declare(name, spec)
+  local svc = self.services[name]
+  if svc then
+    svc.decl = d
+  else
+    svc = setmetatable({ name = name, decl = d, sv = self, instances = {}, want = "down", generation = 0 }, Service)
+    self.services[name] = svc
+  end
+  svc:_resize()
+  return svc
+end
+
+-- Raise unless every need is declared and the needs form no cycle.
+function Supervisor:_check_graph()
+  local names = {}
+  for name in pairs(self.services) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    for _, n in ipairs(self.services[name].decl.needs) do
+      if not self.services[n] then
+        argerror("supervisor", 1, fmt("service '%s' needs '%s', which is not declared", name, n))
+      end
+    end
+  end
+  local mark, path = {}, {}
+  local function visit(name)
+    if mark[name] == "done" then return end
+    if mark[name] == "open" then
+      local from
+      for i, n in ipairs(path) do if n == name then from = i end end
+      local cycle = { table.unpack(path, from) }
+      cycle[#cycle + 1] = name
+      argerror("supervisor", 1, "dependency cycle: " .. table.concat(cycle, " -> "))
+    end
+    mark[name] = "open"
+    path[#path + 1] = name
+    for _, n in ipairs(self.services[name].decl.needs) do visit(n) end
+    path[#path] = nil
+    mark[name] = "done"
+  end
+  for _, name in ipairs(names) do visit(name) end
+end
+
+local function check_sv(self, fname)
+  errors.check_self(getmetatable(self) == Supervisor, self, fname, "a supervisor")
+end
+
+-- The services named by `...` (all when none), raising for unknown names.
+function Supervisor:_pick(fname, ...)
+  local out = {}
+  local n = select("#", ...)
+  if n == 0 then
+    for _, svc in pairs(self.services) do out[#out + 1] = svc end
+  else
+    for i = 1, n do
+      local name = select(i, ...)
+      local svc = type(name) == "string" and self.services[name]
+      if not svc then
+        argerror(fname, i, type(name) == "string" and fmt("no service '%s'", name) or
+          ("service name expected, got " .. type(name)))
+      end
+      out[#out + 1] = svc
+    end
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
+-- Services that need `svc` directly.
+function Supervisor:_dependents(svc)
+  local out = {}
+  for _, s in pairs(self.services) do
+    for _, n in ipairs(s.decl.needs) do if n == svc.name then out[#out + 1] = s end end
+  end
+  return out
+end
+
+-- ---- events and waiting ----------------------------------------------------------------
+
+--- Call `fn(event)` for each event of `kind` ("spawned", "ready", "exited",
+-- "restarting", "failed", "stopped", or "*" for all), in a task of its
+-- own. An event: `event`, `service`, `replica`, `generation`, `pid`,
+-- `time`, and `status` (exited, restarting, failed), `delay`
+-- (restarting), `error` (why a start failed). Returns a function that
+-- removes the handler.
+function Supervisor:on(kind, fn)
+  check_sv(self, "on")
+  if type(kind) ~= "string" then argerror("on", 1, "event name expected, got " .. type(kind)) end
+  if type(fn) ~= "function" then argerror("on", 2, "function expected, got " .. type(fn)) end
+  local entry = { kind = kind, fn = fn }
+  self._handlers[entry] = true
+  return function() self._handlers[entry] = nil end
+end
+
+-- A copy of a set's keys: handlers and watchers may come and go while
+-- they are called.
+local function keys(set)
+  local out = {}
+  for k in pairs(set) do out[#out + 1] = k end
+  return out
+end
+
+function Supervisor:_emit(ev)
+  ev.time = now()
+  for _, h in ipairs(keys(self._handlers)) do
+    if h.kind == ev.event or h.kind == "*" then task.go(h.fn, ev) end
+  end
+  self:_notify(ev)
+end
+
+function Supervisor:_changed()
+  self:_notify(nil)
+end
+
+function Supervisor:_notify(ev)
+  for _, w in ipairs(keys(self._watchers)) do
+    if self._watchers[w] then w(ev) end
+  end
+end
+
+-- Wait until `done(ev)` (called on every event, ev nil for a state
+-- change without one) returns a value; `timeout` seconds at most.
+function Supervisor:_until(done, timeout)
+  local v = done(nil)
+  if v ~= nil then return v end
+  local watcher, t
+  local ok, r = pcall(task.suspend, function(wake)
+    watcher = function(ev)
+      local x = done(ev)
+      if x ~= nil then wake(x) end
+    end
+    self._watchers[watcher] = true
+    if timeout then t = timer(timeout, function() wake(false) end) end
+  end)
+  self._watchers[watcher] = nil
+  if t then t:close() end
+  if not ok then error(r, 0) end
+  return r
+end
+
+--- Wait for the next event of `kind` ("*": any), of service `name` if
+-- given; returns the event.
+function Supervisor:next(kind, name)
+  check_sv(self, "next")
+  if type(kind) ~= "string" then argerror("next", 1, "event name expected, got " .. type(kind)) end
+  if name ~= nil then self:_pick("next", name) end
+  return self:_until(function(ev)
+    if ev and (kind == "*" or ev.event == kind) and (name == nil or ev.service == name) then return ev end
+  end)
+end
+
+--- Wait until service `name` is in `state`: "ready" (every replica ready),
+-- "stopped" (no process: stopped, exited or failed), "failed", or any
+-- instance state every replica shares. Returns true, or nil, msg, code:
+-- "EFAILED" when the service failed while waited for ready,
+-- "ETIMEDOUT" after `timeout` seconds.
+function Supervisor:wait(name, state, timeout)
+  check_sv(self, "wait")
+  local svc = self:_pick("wait", name)[1]
+  if type(state) ~= "string" then argerror("wait", 2, "state expected, got " .. type(state)) end
+  options.check_seconds("wait", 3, timeout, "timeout")
+  local r = self:_until(function()
+    if state == "ready" or state == "running" then
+      if svc:is_ready() then return true end
+      if svc:state() == "failed" then return "failed" end
+      if svc.want ~= "up" then return "stopped" end
+    elseif state == "stopped" then
+      local all = true
+      for _, i in ipairs(svc.instances) do
+        if i.proc or i.state == "backoff" or i.state == "waiting" then all = false end
+      end
+      if all then return true end
+    else
+      local s = svc:state()
+      if s == state then return true end
+    end
+  end, timeout)
+  if r == true then return true end
+  if r == false then return errors.fail("ETIMEDOUT", "service '%s' not %s after %gs", name, state, timeout) end
+  return errors.fail("EFAILED", "service '%s' %s while waited for: %s", name, r, svc:_why())
+end
+
+-- Why the service is not running, from its instances' last exits.
+function Service:_why()
+  for _, i in ipairs(self.instances) do
+    if i.last_error or i.last_status then
+      local st = i.last_status and tostring(i.last_status)
+      if i.last_error and st then return i.last_error .. " (" .. st .. ")" end
+      return i.last_error or st
+    end
+  end
+  return self:state()
+end
+
+-- ---- starting and stopping ---------------------------------------------------------------
+
+-- Whether every service `svc` needs is ready.
+function Supervisor:_needs_ready(svc)
+  for _, n in ipairs(svc.decl.needs) do
+    if not self.services[n]:is_ready() then return false end
+  end
+  return true
+end
+
+-- Bring `svc` (or only `only`, one of its instances) towards running.
+function Supervisor:_advance(svc, only)
+  if svc.want ~= "up" then return end
+  local ready = self:_needs_ready(svc)
+  for _, i in ipairs(svc.instances) do
+    if (only == nil or i == only) and not i.proc and i.want == "up" and not i._retry
+      and (i.state ~= "failed" or only) then
+      if ready then i:_spawn() elseif i.state ~= "waiting" then i:_set("waiting") end
+    end
+  end
+end
+
+-- `svc` became ready: start what waited for it.
+function Supervisor:_advance_dependents(svc)
+  if not svc:is_ready() then return end
+  for _, d in ipairs(self:_dependents(svc)) do
+    for _, i in ipairs(d.instances) do
+      if i.state == "waiting" then
+        self:_advance(d)
+        break
+      end
+    end
+  end
+end
+
+-- Want `svc` and what it needs up; a new generation when it was down.
+function Supervisor:_want_up(svc, seen)
+  seen = seen or {}
+  if seen[svc] then return end
+  seen[svc] = true
+  for _, n in ipairs(svc.decl.needs) do self:_want_up(self.services[n], seen) end
+  if svc.want ~= "up" then
+    svc.want = "up"
+    svc.generation = svc.generation + 1
+  end
+  for _, i in ipairs(svc.instances) do
+    if i.want ~= "up" or i.state == "failed" or i.state == "exited" then
+      i.want = "up"
+      i.failures = 0 -- a manual start bypasses the backoff
+      if i._retry then i:_clear_timers() end
+    end
+  end
+end
+
+--- Start services (all when no name is given) and what they need, in
+-- dependency order — independent ones at once, each after its needs are
+-- ready — and wait until the named ones are ready. Returns true, or nil,
+-- msg, "EFAILED" when one could not start (it keeps trying by its restart
+-- policy).
+function Supervisor:start(...)
+  check_sv(self, "start")
+  local targets = self:_pick("start", ...)
+  local seen = {}
+  for _, svc in ipairs(targets) do self:_want_up(svc, seen) end
+  register()
+  for svc in pairs(seen) do self:_advance(svc) end
+  for _, svc in ipairs(targets) do
+    local failed = self:_until(function()
+      if svc:is_ready() then return false end
+      for _, i in ipairs(svc.instances) do
+        if i.state == "failed" or i.state == "backoff" then return i end
+      end
+      if svc.want ~= "up" then return true end
+    end)
+    if failed then
+      local why = failed == true and "stopped" or failed:_why()
+      return errors.fail("EFAILED", "service '%s' did not start: %s", svc.name, why)
+    end
+  end
+  return true
+end
+
+function Instance:_why()
+  local st = self.last_status and tostring(self.last_status)
+  if self.last_error and st then return self.last_error .. " (" .. st .. ")" end
+  return self.last_error or st or self.state
+end
+
+-- Run `fn(x)` for each `x` of `list` at once, each in a task; wait for all.
+local function each(list, fn)
+  local ts = {}
+  for _, x in ipairs(list) do ts[#ts + 1] = task.go_internal(fn, x) end
+  for _, t in ipairs(ts) do t:wait() end
+end
+
+-- Stop `svc` after what needs it; `stopping`: the stop tasks under way.
+function Supervisor:_stop_one(svc, stopping)
+  if stopping[svc] then return stopping[svc]:wait() end
+  local t = task.go_internal(function()
+    local up = {}
+    for _, d in ipairs(self:_dependents(svc)) do if d.want == "up" then up[#up + 1] = d end end
+    each(up, function(d) self:_stop_one(d, stopping) end)
+    svc.want = "down"
+    each(svc.instances, function(i) i:_stop() end)
+  end)
+  stopping[svc] = t
+  return t:wait()
+end
+
+-- `svc` stopped being ready: services bound to it (`bind = true`) stop
+-- too, and start again once it is ready.
+function Supervisor:_unbind(svc)
+  for _, d in ipairs(self:_dependents(svc)) do
+    if d.decl.bind and d.want == "up" then
+      task.go_internal(function()
+        self:_unbind(d)
+        each(d.instances, function(i)
+          i:_stop()
+          i.want = "up"
+        end)
+        self:_advance(d)
+      end)
+    end
+  end
+end
+
+--- Stop services (all when none is named), each after the services that
+-- need it, with its stop signal and KILL after its stop timeout; waits
+-- until their process trees are gone.
+function Supervisor:stop(...)
+  check_sv(self, "stop")
+  local stopping = {}
+  each(self:_pick("stop", ...), function(svc) self:_stop_one(svc, stopping) end)
+  return true
+end
+
+--- Restart services: stop them (and what needs them), then start them
+-- again as a new generation, with what was running before; waits until
+-- they are ready (as `start`).
+function Supervisor:restart(...)
+  check_sv(self, "restart")
+  local targets = self:_pick("restart", ...)
+  local up = {}
+  for _, s in pairs(self.services) do if s.want == "up" then up[#up + 1] = s.name end end
+  local names = {}
+  for _, svc in ipairs(targets) do names[#names + 1] = svc.name end
+  self:stop(table.unpack(names))
+  local again = {}
+  for _, n in ipairs(up) do again[n] = true end
+  for _, n in ipairs(names) do again[n] = true end
+  local list = {}
+  for n in pairs(again) do list[#list + 1] = n end
+  return self:start(table.unpack(list))
+end
+
+--- Run until stopped: start every service, wait until the supervisor
+-- stops (`stop`, or a critical service died), return the exit status a
+-- program should exit with: 0, or the critical service's (its code, or
+-- 128 + signal). `os.exit(sv:run())` makes a container entry point.
+function Supervisor:run()
+  check_sv(self, "run")
+  local ok, msg = self:start()
+  if not ok and self._exit == nil then
+    io.stderr:write("baton: ", msg, "\n")
+  end
+  local code = self:_until(function()
+    if self._exit ~= nil then return self._exit end
+    for _, svc in pairs(self.services) do
+      if svc.want == "up" then return nil end
+    end
+    return 0
+  end)
+  if self._stop_task then self._stop_task:wait() end
+  return code
+end
+
+-- A critical service died: stop everything; `run` returns its status.
+function Supervisor:_critical(svc, st)
+  self._stopping = true
+  self._exit = st and (st.signal and 128 + st.signal or st.code) or 1
+  self._exit_service = svc.name
+  self._stop_task = task.go_internal(function() self:stop() end)
+end
+
+--- Declare a service at run time (it starts when `start` names it, or at
+-- once with `{start = true}` as `opts`). Raises for a bad declaration, a
+-- duplicate name or an undeclared need.
+function Supervisor:add(name, spec)
+  check_sv(self, "add")
+  if self.services[name] then argerror("add", 1, fmt("service '%s' exists already", tostring(name))) end
+  self:_put(name, spec)
+  local ok, err = pcall(self._check_graph, self)
+  if not ok then
+    self.services[name] = nil
+    error(err, 0)
+  end
+  return self.services[name]
+end
+
+--- Stop and forget a service; raises when another service needs it.
+function Supervisor:remove(name)
+  check_sv(self, "remove")
+  local svc = self:_pick("remove", name)[1]
+  local deps = self:_dependents(svc)
+  if #deps > 0 then argerror("remove", 1, fmt("service '%s' is needed by '%s'", name, deps[1].name)) end
+  self:stop(name)
+  self.services[name] = nil
+  return true
+end
+
+--- Change a service's declaration (command, policy, replicas): what runs
+-- keeps running until the next restart, except that extra replicas stop
+-- and new ones start at once.
+function Supervisor:update(name, spec)
+  check_sv(self, "update")
+  local svc = self:_pick("update", name)[1]
+  local old = svc.decl
+  self:_put(name, spec)
+  local ok, err = pcall(self._check_graph, self)
+  if not ok then
+    svc.decl = old
+    error(err, 0)
+  end
+  for i = #svc.instances, svc.decl.replicas + 1, -1 do
+    svc.instances[i]:_stop()
+    svc.instances[i] = nil
+  end
+  if svc.want == "up" then
+    for _, i in ipairs(svc.instances) do if i.want ~= "up" then i.want = "up" end end
+    self:_advance(svc)
+  end
+  return svc
+end
+
+-- ---- status ---------------------------------------------------------------------------
+
+local Status = { __name = "baton.services" }
+Status.__index = Status
+
+local function ago(t) return t and fmt("%.1fs", now() - t) or "-" end
+
+function Status.__tostring(s)
+  local rows = {}
+  for _, name in ipairs(s._order) do
+    local svc = s[name]
+    for _, r in ipairs(svc.replicas) do
+      local label = #svc.replicas > 1 and fmt("%s.%d", name, r.replica) or name
+      local state = r.state
+      if r.next_retry then state = fmt("backoff (next in %.1fs)", math.max(0, r.next_retry - now())) end
+      rows[#rows + 1] = fmt("%-16s %-24s pid %-7s gen %-3d since %-8s restarts %d%s", label, state,
+        r.pid or "-", r.generation, ago(r.since), r.restarts,
+        r.last_status and ("  last: " .. tostring(r.last_status)) or "")
+    end
+  end
+  return table.concat(rows, "\n")
+end
+
+--- Status as data: service name → {state, ready, generation, replicas =
+-- {{replica, state, pid, generation, since, restarts, failures,
+-- last_status, last_error, ready, next_retry}…}}; shown as a table when
+-- printed.
+function Supervisor:status()
+  check_sv(self, "status")
+  local out = setmetatable({ _order = {} }, Status)
+  for name, svc in pairs(self.services) do
+    out._order[#out._order + 1] = name
+    local reps = {}
+    for _, i in ipairs(svc.instances) do
+      reps[#reps + 1] = { replica = i.index, state = i.state, pid = i.pid, generation = i.generation,
+        since = i.since, restarts = i.restarts, failures = i.failures, last_status = i.last_status,
+        last_error = i.last_error, ready = i.ready, next_retry = i.next_retry }
+    end
+    out[name] = { state = svc:state(), ready = svc:is_ready(), generation = svc.generation, replicas = reps }
+  end
+  table.sort(out._order)
+  return out
+end
+
+function Supervisor:__tostring()
+  local n = 0
+  for _ in pairs(self.services) do n = n + 1 end
+  return fmt("baton.supervisor (%d services)", n)
+end
+
+function Supervisor:__close()
+  if task.can_wait() then
+    self:stop()
+  else
+    task.go_internal(function() self:stop() end)
+  end
+end
+
+-- ---- the program's end ------------------------------------------------------------------
+
+local registered = false
+
+-- Once a supervisor starts something: when the program ends other than
+-- normally (a signal, a failure, the REPL's exit), supervisors stop their
+-- services in order, before the runner stops what is left.
+function register()
+  -- Orphaned descendants of services come back to baton, which reaps them.
+  require("baton.scope").subreaper(true)
+  if registered then return end
+  registered = true
+  runner.on_shutdown(function(reason)
+    if reason == "done" then return end
+    local ts = {}
+    for sv in pairs(supervisors) do ts[#ts + 1] = task.go_internal(function() sv:stop() end) end
+    for _, t in ipairs(ts) do t:wait() end
+  end)
+end
+
+return M

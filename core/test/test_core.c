@@ -862,6 +862,40 @@ static void test_many_spawns(void) {
   CHECK_EQ(uv_loop_close(&loop), 0);
 }
 
+static void test_descendants(void) {
+  /* A child, a grandchild that left the group (setsid) and a great-grandchild
+   * are all found; what is not there is an error. */
+  uv_loop_t loop;
+  bt_process_t p;
+  int exits = 0;
+  char *argv[] = {"sh", "-c", "sleep 30 & setsid sh -c 'sleep 30 & wait' & wait", NULL};
+  bt_spawn_options_t o = {.argv = argv, .flags = BT_SPAWN_SETPGID};
+  pid_t out[16];
+  int n = 0;
+  uv_loop_init(&loop);
+  p.data = &exits;
+  CHECK_EQ(bt_spawn(&loop, &p, &o, on_exit_count), 0);
+  for (int tries = 0; tries < 2000 && n < 3; tries++) { /* until the shells forked */
+    n = bt_proc_descendants(p.pid, out, 16);
+    if (n < 3) usleep(5000);
+  }
+  CHECK_EQ(n, 3);
+  CHECK_EQ(bt_proc_descendants(p.pid, out, 1), 1); /* bounded by max */
+  n = bt_proc_descendants(p.pid, out, 16);
+  for (int i = 0; i < n; i++)
+    CHECK_EQ(kill(out[i], SIGKILL), 0);
+  bt_process_kill(&p, SIGKILL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(exits, 1);
+  bt_process_close(&p, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(uv_loop_close(&loop), 0);
+  CHECK_EQ(bt_proc_descendants(0, out, 16), -EINVAL);
+  CHECK_EQ(bt_proc_descendants(getpid(), NULL, 16), -EINVAL);
+  CHECK_EQ(bt_proc_descendants(getpid(), out, 16), 0);         /* reaped: no children left */
+  CHECK_EQ(bt_proc_descendants(4194304 + 1, out, 16), -ESRCH); /* above pid_max */
+}
+
 /* ---- the test list ------------------------------------------------------------------- */
 
 /* One line per test: core/test/CMakeLists.txt reads the names from these lines. */
@@ -873,6 +907,7 @@ static const struct {
   void (*fn)(void);
 } tests[] = {
     TEST_ENTRY(exit_codes),
+    TEST_ENTRY(descendants),
     TEST_ENTRY(signal_and_reuse),
     TEST_ENTRY(failures),
     TEST_ENTRY(pipe_and_fds),

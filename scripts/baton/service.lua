@@ -113,7 +113,7 @@ local function declare(name, spec)
     end
   end
   local ok, c = pcall(command.cmd, cmd, "service")
-  if not ok then bad(name, "%s", tostring(c):gsub("^bad argument #1 to 'service' %((.*)%)$", "%1")) end
+  if not ok then bad(name, "%s", (tostring(c):gsub("^.-bad argument #1 to 'service' %((.*)%)$", "%1"))) end
   d.cmd = c
   local argv0 = c.__command[1]
   if type(argv0) ~= "string" then bad(name, "the program must be a string, got %s", type(argv0)) end
@@ -260,6 +260,27 @@ function Instance:_signal(sig)
   if self.run_token then kill_tree(sig, self.pgid, self.proc and self.pid, self.run_token) end
 end
 
+-- KILL what earlier processes of the instance left (by their tokens; their
+-- group ids may be others' by now), and wait until it is gone.
+function Instance:_sweep()
+  local toks = self._leftovers or {}
+  self._leftovers = nil
+  if self.run_token and not self.proc then toks[#toks + 1] = self.run_token end
+  for _ = 1, 200 do
+    local left = false
+    for _, pid in ipairs(core.descendants(core.getpid()) or {}) do
+      for _, tok in ipairs(toks) do
+        if carries(pid, tok) then
+          core.kill(pid, 9)
+          left = true
+        end
+      end
+    end
+    if not left or not task.can_wait() then return end
+    task.sleep(0.005) -- (a KILLed process is gone within a scheduler tick)
+  end
+end
+
 -- What the child needs for its readiness check; returns spawn options to add.
 function Instance:_ready_setup(env)
   local r = self.service.decl.ready
@@ -368,6 +389,7 @@ function Instance:_spawn()
   local svc = self.service
   local d = svc.decl
   self:_clear_timers()
+  if self._leftovers then self:_sweep() end
   local base = options.of(d.cmd)
   local env = {}
   for k, v in pairs(base.env or {}) do env[k] = v end
@@ -430,16 +452,15 @@ function Instance:_exited(st)
   if was == "stopping" then
     self:_signal(9)
   else
+    -- Asked to go now; KILLed at the next spawn or stop if still there.
     self:_signal(d.stop_signal)
-    local t, token = nil, self.run_token
-    t = timer(d.stop_timeout, function()
-      t:close()
-      kill_tree(9, nil, nil, token) -- (the group's pid may be another's by then)
-    end, false)
+    self._leftovers = self._leftovers or {}
+    self._leftovers[#self._leftovers + 1] = self.run_token
   end
   self.last_status = st
   local failure = self._ready_fail or (st == nil and self.last_error) or nil
   if was == "starting" and not failure then failure = "exited before it was ready" end
+  self.last_error = failure
   self:_set(was, { event = "exited", status = st, error = failure, pid = self.pid })
   self.pid = nil
   if self.want ~= "up" then
@@ -484,6 +505,7 @@ function Instance:_stop()
   local p = self.proc
   if not p then
     if self.state ~= "stopped" and self.state ~= "exited" and self.state ~= "failed" then self:_set("stopped") end
+    self:_sweep()
     return
   end
   if self.state ~= "stopping" then
@@ -493,6 +515,7 @@ function Instance:_stop()
   end
   p:wait()
   while self.proc == p do task.sleep(0) end -- its exit handler runs first
+  self:_sweep()
 end
 
 -- ---- services ---------------------------------------------------------------------------
@@ -704,11 +727,12 @@ function Supervisor:next(kind, name)
   end)
 end
 
---- Wait until service `name` is in `state`: "ready" (every replica ready),
--- "stopped" (no process: stopped, exited or failed), "failed", or any
--- instance state every replica shares. Returns true, or nil, msg, code:
--- "EFAILED" when the service failed while waited for ready,
--- "ETIMEDOUT" after `timeout` seconds.
+--- Wait until service `name` is in `state`: "ready" (every replica ready;
+-- a service not started yet is waited for), "stopped" (no process:
+-- stopped, exited or failed), "failed", or any instance state every
+-- replica shares. Returns true, or nil, msg, code: "EFAILED" when the
+-- service failed while waited for ready, "ETIMEDOUT" after `timeout`
+-- seconds.
 function Supervisor:wait(name, state, timeout)
   check_sv(self, "wait")
   local svc = self:_pick("wait", name)[1]
@@ -717,8 +741,7 @@ function Supervisor:wait(name, state, timeout)
   local r = self:_until(function()
     if state == "ready" or state == "running" then
       if svc:is_ready() then return true end
-      if svc:state() == "failed" then return "failed" end
-      if svc.want ~= "up" then return "stopped" end
+      if svc.want == "up" and svc:state() == "failed" then return "failed" end
     elseif state == "stopped" then
       local all = true
       for _, i in ipairs(svc.instances) do
@@ -793,10 +816,11 @@ function Supervisor:_want_up(svc, seen)
     svc.generation = svc.generation + 1
   end
   for _, i in ipairs(svc.instances) do
-    if i.want ~= "up" or i.state == "failed" or i.state == "exited" then
-      i.want = "up"
-      i.failures = 0 -- a manual start bypasses the backoff
-      if i._retry then i:_clear_timers() end
+    i.want = "up"
+    i.failures = 0 -- a manual start bypasses the backoff
+    if i._retry then
+      i:_clear_timers()
+      i.restarts = i.restarts + 1
     end
   end
 end
@@ -928,7 +952,8 @@ function Supervisor:_critical(svc, st)
   self._stopping = true
   self._exit = st and (st.signal and 128 + st.signal or st.code) or 1
   self._exit_service = svc.name
-  self._stop_task = task.go_internal(function() self:stop() end)
+  self._stop_task = task.new(function() self:stop() end, true) -- (set before it runs: run() looks)
+  self._stop_task:start()
 end
 
 --- Declare a service at run time (it starts when `start` names it, or at

@@ -192,6 +192,17 @@ describe("the baton executable", function()
       .. "error calling 'print' (attempt to call a nil value)\n", r.stderr)
   end)
 
+  it("REPL from a pipe: a value that cannot be shown, an error object, io.stderr gone: never a hang", function()
+    local input = "setmetatable({1}, {__len = function() error('len') end, __index = error})\n"
+      .. "error(setmetatable({}, {__tostring = function() return 'custom' end}))\n"
+      .. "io.stderr = nil\nerror('plain', 0)\n'still here'\n"
+    local r = exe({ "-i" }, { input = input, timeout = H.PATIENCE })
+    assert.is_false(r.timed_out, "the REPL hung")
+    assert.are.equal(0, r.code)
+    assert.matches("\n> {1}\n> > > > still here\n> \n$", r.stdout)
+    assert.are.equal("custom\nplain\nstack traceback:\n\t[C]: in function 'error'\n\tstdin:1: in main chunk\n", r.stderr)
+  end)
+
   it("handles a shebang line and os.exit codes", function()
     local s = write("exit.lua", "#!/usr/bin/env baton\nos.exit(7)\n")
     local r = exe { s }

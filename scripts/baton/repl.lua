@@ -10,6 +10,7 @@ local inspect = require "baton.inspect"
 
 local M = {}
 local pack, unpack = table.pack, table.unpack
+local stderr = io.stderr
 
 --- Wrap print and io.write so that output first hides the prompt, then redraws it.
 function M.install(hide, show)
@@ -31,7 +32,7 @@ function M.install(hide, show)
   -- (waiting for it later still gives the error); nothing more at the end.
   task.on_failure = function(t)
     hide()
-    io.stderr:write("baton: error in task: ", t.trace, "\n")
+    stderr:write("baton: error in task: ", t.trace, "\n")
     show()
   end
   task.on_uncaught = function() end
@@ -52,13 +53,13 @@ function M.compile(src)
 end
 
 local function traceback(e)
-  local msg = type(e) == "string" and e or nil
-  if not msg then
+  -- An error object that says what it is (__tostring): its words alone, as lua.c.
+  if type(e) ~= "string" and type(e) ~= "number" then
     local mt = getmetatable(e)
-    msg = (mt and mt.__tostring) and tostring(e) or ("(error object is a " .. type(e) .. " value)")
+    if type(mt) == "table" and mt.__tostring then return task.errmsg(e) end
   end
   -- Stop at the entry itself: the REPL's own frames are noise to the user.
-  local tb = debug.traceback(msg, 2)
+  local tb = debug.traceback(task.errmsg(e), 2)
   return (tb:gsub("\n\t%[C%]: in function 'xpcall'.*$", ""))
 end
 
@@ -68,26 +69,37 @@ end
 -- prompt comes back; a finished one leaves it running.
 function M.eval(fn, done)
   local entry = scope.new(2)
-  local t = task.new(function()
+  local function run()
     local r = pack(xpcall(fn, traceback))
     if r[1] then
       -- The script's own `print`, whatever it is now (lua.c's l_print);
       -- tables laid out by baton.inspect (colored on a terminal), other
       -- values as lua shows them (strings unquoted); `_` is the first value.
+      -- Whatever fails in that is said, and the prompt comes back.
       local ok, err = true, nil
       if r.n > 1 then
+        rawset(_G, "_", r[2])
         local shown = {}
         for i = 2, r.n do
-          shown[i - 1] = type(r[i]) == "table" and inspect.inspect(r[i], { color = M.color }) or r[i]
+          local v = r[i]
+          if type(v) == "table" then
+            local done_ok, text = pcall(inspect.inspect, v, { color = M.color })
+            v = done_ok and text or ("<%s>"):format(task.errmsg(text))
+          end
+          shown[i - 1] = v
         end
-        rawset(_G, "_", r[2])
         ok, err = pcall(_G.print, unpack(shown, 1, r.n - 1))
       end
-      if not ok then io.stderr:write(("error calling 'print' (%s)\n"):format(task.errmsg(err))) end
+      if not ok then stderr:write(("error calling 'print' (%s)\n"):format(task.errmsg(err))) end
     else
-      io.stderr:write(tostring(r[2]), "\n")
+      stderr:write(tostring(r[2]), "\n")
       if tostring(r[2]):match("^[^\n]*interrupted!") then entry:close() end
     end
+  end
+  local t = task.new(function()
+    -- The prompt comes back whatever happens here.
+    local ok, err = pcall(run)
+    if not ok then pcall(stderr.write, stderr, "baton: ", task.errmsg(err), "\n") end
     done()
   end)
   t.scope = entry

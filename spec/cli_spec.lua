@@ -147,6 +147,10 @@ describe("the baton executable", function()
       { "-e", "arg[1] = 100", args, "a", "b" },
       { "-e", "arg = 1", args },
       { "-e", "local x <close> = setmetatable({}, { __close = function() print('closed') end }); os.exit(3, true)" },
+      { "-e", "os.exit(3.5)" },
+      { "-e", "os.exit('x')" },
+      { "-e", "os.exit('3')" },
+      { "-e", "os.exit(false)" },
     }
     local function first(s) return (s:gsub("^[^:]*: ", "", 1):match("^[^\n]*")) end
     for i, c in ipairs(cases) do

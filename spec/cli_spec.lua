@@ -259,7 +259,8 @@ describe("the baton executable", function()
     assert.matches("after wait\n.*no newline", r.stdout)
     r = exe({ "-i" }, { input = "x = '" .. ("a"):rep(20000) .. "' print(#x)\nfor i = 1, 2 do\n" })
     assert.matches("20000", r.stdout)
-    assert.matches("'end' expected", r.stderr)
+    assert.are.equal("stdin:1: 'end' expected near <eof>\n", r.stderr) -- a whole line
+    assert.matches(">> \n$", r.stdout)
     local f = write("entries.lua", "baton.sleep(0.05)\nprint('from a file')\n")
     r = baton.run { "sh", "-c", '"$1" -i < "$2"', "sh", BATON, f, capture = true }
     assert.matches("from a file", r.stdout)

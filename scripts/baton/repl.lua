@@ -106,6 +106,32 @@ function M.eval(fn, done)
   return t
 end
 
+-- Completion runs none of the user's code: it reads tables raw, follows
+-- __index tables, and calls no __index function but baton's own lazy
+-- loader (a metatable with __lazy), so that Tab never raises nor hangs.
+local function meta(v, field)
+  local mt = getmetatable(v)
+  return type(mt) == "table" and rawget(mt, field) or nil
+end
+
+-- v[name] as completion sees it (nil when it cannot tell without running code).
+local function field(v, name)
+  for _ = 1, 10 do
+    if type(v) == "table" then
+      local x = rawget(v, name)
+      if x ~= nil then return x end
+    end
+    local index = meta(v, "__index")
+    if type(index) == "function" then
+      if type(meta(v, "__lazy")) ~= "table" then return nil end
+      local ok, x = pcall(index, v, name)
+      return ok and x or nil
+    end
+    if index == nil then return nil end
+    v = index
+  end
+end
+
 -- The names a value offers: its own keys (a table's) and those its
 -- metatables' __index tables offer (methods), `methods`: functions only.
 local function names_of(v, methods, out)
@@ -113,15 +139,16 @@ local function names_of(v, methods, out)
   while v ~= nil and seen < 10 do
     seen = seen + 1
     if type(v) == "table" then
-      for k, x in pairs(v) do
+      for k, x in next, v do
         if type(k) == "string" and k:match("^[%a_][%w_]*$") and (not methods or type(x) == "function") then
           out[k] = true
         end
       end
     end
-    local mt = getmetatable(v)
-    if type(mt) == "table" and type(mt.__lazy) == "table" and not methods then names_of(mt.__lazy, false, out) end
-    v = type(mt) == "table" and type(mt.__index) == "table" and mt.__index or nil
+    local lazy = meta(v, "__lazy")
+    if type(lazy) == "table" and not methods then names_of(lazy, false, out) end
+    local index = meta(v, "__index")
+    v = type(index) == "table" and index or nil
   end
   return out
 end
@@ -132,10 +159,10 @@ function M.complete(text)
   local base, sep, partial = text:match("^(.-)([.:])([%w_]*)$")
   local where = _G
   if base then
+    if base == "" then return {} end -- `.x`, `:x`: of what, the word does not say
     for name in base:gmatch("[^.:]+") do
-      local ok, v = pcall(function() return where[name] end)
-      if not ok or v == nil then return {} end
-      where = v
+      where = field(where, name)
+      if where == nil then return {} end
     end
   else
     base, sep, partial = "", "", text

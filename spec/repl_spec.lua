@@ -190,7 +190,9 @@ describe("the REPL", function()
     assert.are.same({}, complete("probe_spin.x.y"))
     rawset(_G, "probe_spin", nil)
     rawset(_G, "probe_bad", nil)
-    assert.are.same({ "baton.inspect" }, complete("baton.inspec")) -- baton's own lazy fields still
+    rawset(_G, "probe_baton", baton)
+    assert.are.same({ "probe_baton.pipeline" }, complete("probe_baton.pipeli")) -- baton's lazy fields still
+    rawset(_G, "probe_baton", nil)
   end)
 
   it("shows tables in color on a terminal, without color when NO_COLOR is set", function()

@@ -182,6 +182,15 @@ describe("the baton executable", function()
     assert.matches("\n> baton> baton> %.%.%. baton> \n$", r.stdout)
   end)
 
+  it("REPL from a pipe: a _PROMPT that cannot be made a string gives the default prompt (a documented difference)", function()
+    local input = "_PROMPT = setmetatable({}, { __tostring = function() error('no') end })\n1\n"
+    local r = exe({ "-i" }, { input = input, timeout = H.PATIENCE })
+    assert.are.same({ 0, "" }, { r.code, r.stderr })
+    assert.matches("\n> > 1\n> \n$", r.stdout)
+    local man = assert(io.open("docs/baton.1")):read("a")
+    assert.matches("gives the default prompt instead of ending baton", man, 1, true)
+  end)
+
   it("REPL from a pipe: tables laid out, `_` the last value shown", function()
     local r = exe({ "-i" }, { input = "{1, 2, x = 3}\n_.x\n'a', nil, 3\n", timeout = H.PATIENCE })
     assert.are.equal(0, r.code)

@@ -147,6 +147,10 @@ describe("the baton executable", function()
       { "-e", "arg[1] = 100", args, "a", "b" },
       { "-e", "arg = 1", args },
       { "-e", "local x <close> = setmetatable({}, { __close = function() print('closed') end }); os.exit(3, true)" },
+      { "-e", "os.exit(3.5)" },
+      { "-e", "os.exit('x')" },
+      { "-e", "os.exit('3')" },
+      { "-e", "os.exit(false)" },
     }
     local function first(s) return (s:gsub("^[^:]*: ", "", 1):match("^[^\n]*")) end
     for i, c in ipairs(cases) do
@@ -178,6 +182,15 @@ describe("the baton executable", function()
     assert.matches("\n> baton> baton> %.%.%. baton> \n$", r.stdout)
   end)
 
+  it("REPL from a pipe: a _PROMPT that cannot be made a string gives the default prompt (a documented difference)", function()
+    local input = "_PROMPT = setmetatable({}, { __tostring = function() error('no') end })\n1\n"
+    local r = exe({ "-i" }, { input = input, timeout = H.PATIENCE })
+    assert.are.same({ 0, "" }, { r.code, r.stderr })
+    assert.matches("\n> > 1\n> \n$", r.stdout)
+    local man = assert(io.open("docs/baton.1")):read("a")
+    assert.matches("gives the default prompt instead of ending baton", man, 1, true)
+  end)
+
   it("REPL from a pipe: tables laid out, `_` the last value shown", function()
     local r = exe({ "-i" }, { input = "{1, 2, x = 3}\n_.x\n'a', nil, 3\n", timeout = H.PATIENCE })
     assert.are.equal(0, r.code)
@@ -190,6 +203,17 @@ describe("the baton executable", function()
     assert.matches("> 2\n", r.stdout)
     assert.are.equal("error calling 'print' (attempt to call a nil value)\nstill here\n"
       .. "error calling 'print' (attempt to call a nil value)\n", r.stderr)
+  end)
+
+  it("REPL from a pipe: a value that cannot be shown, an error object, io.stderr gone: never a hang", function()
+    local input = "setmetatable({1}, {__len = function() error('len') end, __index = error})\n"
+      .. "error(setmetatable({}, {__tostring = function() return 'custom' end}))\n"
+      .. "io.stderr = nil\nerror('plain', 0)\n'still here'\n"
+    local r = exe({ "-i" }, { input = input, timeout = H.PATIENCE })
+    assert.is_false(r.timed_out, "the REPL hung")
+    assert.are.equal(0, r.code)
+    assert.matches("\n> {1}\n> > > > still here\n> \n$", r.stdout)
+    assert.are.equal("custom\nplain\nstack traceback:\n\t[C]: in function 'error'\n\tstdin:1: in main chunk\n", r.stderr)
   end)
 
   it("handles a shebang line and os.exit codes", function()
@@ -244,7 +268,8 @@ describe("the baton executable", function()
     assert.matches("after wait\n.*no newline", r.stdout)
     r = exe({ "-i" }, { input = "x = '" .. ("a"):rep(20000) .. "' print(#x)\nfor i = 1, 2 do\n" })
     assert.matches("20000", r.stdout)
-    assert.matches("'end' expected", r.stderr)
+    assert.are.equal("stdin:1: 'end' expected near <eof>\n", r.stderr) -- a whole line
+    assert.matches(">> \n$", r.stdout)
     local f = write("entries.lua", "baton.sleep(0.05)\nprint('from a file')\n")
     r = baton.run { "sh", "-c", '"$1" -i < "$2"', "sh", BATON, f, capture = true }
     assert.matches("from a file", r.stdout)

@@ -41,4 +41,24 @@ describe("baton.inspect", function()
     assert.matches('stdout = "hi\\n"', s, 1, true)
     H.error_here(function() baton.inspect(1, 2) end, "bad argument #2 to 'inspect' (options table expected, got number)")
   end)
+
+  it("reads tables raw: metamethods that raise, loop or make contents up are not run", function()
+    local function boom() error("boom") end
+    local t = setmetatable({ 1, x = 2 }, { __index = boom, __len = boom, __pairs = boom })
+    assert.are.equal("{1, x = 2}", baton.inspect(t))
+    local looping = setmetatable({}, { __pairs = function() return function() return 1, 1 end end })
+    assert.are.equal("{}", baton.inspect(looping))
+    assert.are.equal("{}", baton.inspect(setmetatable({}, { __len = function() return 2.5 end })))
+    assert.are.equal("<table>", baton.inspect(setmetatable({}, { __tostring = boom, __name = {} })))
+    assert.are.equal("{a = 1}", baton.inspect(setmetatable({ a = 1 }, { __metatable = "locked" })))
+  end)
+
+  it("sorts keys of every kind without comparing across kinds, and quotes reserved words", function()
+    local t = { 1, [1.5] = "f", [-math.huge] = "m", [0.0] = "z", a = 1, [true] = 2, [print] = 3, ["end"] = 4 }
+    local s = baton.inspect(t, { line = 1000 })
+    assert.matches('^{1, %[%-inf%] = "m", %[0%] = "z", %[1%.5%] = "f", a = 1, %["end"%] = 4, '
+      .. '%[function: [^%]]+%] = 3, %[true%] = 2}$', s)
+    H.error_here(function() baton.inspect({}, { depth = "x" }) end,
+      "bad argument #2 to 'inspect' (option 'depth': number expected, got string)")
+  end)
 end)

@@ -175,6 +175,26 @@ describe("the REPL", function()
     stop()
   end)
 
+  it("completes without running the user's __index or __pairs: Tab never raises nor hangs", function()
+    local complete = require("baton.repl").complete
+    local function bad() error("no") end
+    local function spin() while true do end end
+    rawset(_G, "probe_bad", setmetatable({ abc = 1 }, { __index = bad, __pairs = bad }))
+    rawset(_G, "probe_spin", setmetatable({ abc = 1 }, { __index = spin, __pairs = spin }))
+    -- (the raising cases first: before the fix they fail at once, the spinning ones hang)
+    assert.are.same({ "probe_bad.abc" }, complete("probe_bad.a"))
+    assert.are.same({}, complete("probe_bad.x.y"))
+    assert.are.same({}, complete(".pri")) -- the word does not say of what
+    assert.are.same({}, complete(":pri"))
+    assert.are.same({ "probe_spin.abc" }, complete("probe_spin.a"))
+    assert.are.same({}, complete("probe_spin.x.y"))
+    rawset(_G, "probe_spin", nil)
+    rawset(_G, "probe_bad", nil)
+    rawset(_G, "probe_baton", baton)
+    assert.are.same({ "probe_baton.pipeline" }, complete("probe_baton.pipeli")) -- baton's lazy fields still
+    rawset(_G, "probe_baton", nil)
+  end)
+
   it("shows tables in color on a terminal, without color when NO_COLOR is set", function()
     local function colored_screen(env)
       start("env " .. env .. " " .. BATON)

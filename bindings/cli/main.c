@@ -319,12 +319,21 @@ static int pmain(lua_State *L) {
   /* (Closing the state KILLs and reaps what baton started and did not
    * detach: os.exit leaves nothing behind, though it runs no shutdown
    * hooks and waits for nothing.) */
-  luaL_dostring(L, "local exit = os.exit\n"
-                   "os.exit = function(code, close)\n"
-                   "  if close == nil then close = true end\n"
-                   "  if close then require('baton.task').exit_unwinding(code, exit) end\n"
-                   "  return exit(code, close)\n"
-                   "end");
+  /* (The code is checked first, as os.exit does, so that a bad one is the
+   * caller's error, raised where it called.) */
+  luaL_dostring(
+      L, "local exit = os.exit\n"
+         "os.exit = function(code, close)\n"
+         "  if code ~= nil and type(code) ~= 'boolean' then\n"
+         "    local n = (type(code) == 'number' or type(code) == 'string') and tonumber(code)\n"
+         "    local why = not n and 'number expected, got ' .. type(code)\n"
+         "      or not math.tointeger(n) and 'number has no integer representation'\n"
+         "    if why then error(\"bad argument #1 to 'exit' (\" .. why .. ')', 2) end\n"
+         "  end\n"
+         "  if close == nil then close = true end\n"
+         "  if close then require('baton.task').exit_unwinding(code, exit) end\n"
+         "  return exit(code, close)\n"
+         "end");
   glue_open_baton(L);
   createargtable(L, argv, argc, script);
   install_signals(L);

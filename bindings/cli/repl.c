@@ -328,14 +328,15 @@ static void repl_line(char *line) {
   if (line == NULL) { /* Ctrl-D */
     ed_remove();
     R.prompt_up = 0;
+    fputs("\n", stdout); /* off the prompt's line */
+    fflush(stdout);
     if (R.pending) { /* an entry left unfinished: say why, as lua does */
       if (luaL_loadbuffer(L, R.pending, strlen(R.pending), "=stdin") != LUA_OK)
-        fprintf(stderr, "\n%s", lua_tostring(L, -1));
+        fprintf(stderr, "%s\n", lua_tostring(L, -1));
       lua_pop(L, 1);
       free(R.pending);
       R.pending = NULL;
     }
-    fputs("\n", stdout);
     R.done = 1;
     uv_stop(R.rt->loop);
     return;

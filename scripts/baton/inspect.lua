@@ -19,8 +19,13 @@ local function quote(s)
   return '"' .. s:gsub('[%c"\\]', function(c) return ESC[c] or fmt("\\%03d", c:byte()) end) .. '"'
 end
 
+-- Lua's reserved words: `{["end"] = 1}`, not `{end = 1}`.
+local KEYWORD = {}
+for w in ([[and break do else elseif end false for function goto if in local nil not or repeat return then
+  true until while]]):gmatch("%a+") do KEYWORD[w] = true end
+
 local function key_text(k)
-  if type(k) == "string" and k:match("^[%a_][%w_]*$") then return k end
+  if type(k) == "string" and k:match("^[%a_][%w_]*$") and not KEYWORD[k] then return k end
   return "[" .. (type(k) == "string" and quote(k) or tostring(k)) .. "]"
 end
 
@@ -52,28 +57,32 @@ local function show(v, depth, opts, seen)
   if t == "string" then return paint(opts, t, quote(v)) end
   if t ~= "table" then return paint(opts, t, tostring(v)) end
   local mt = getmetatable(v)
+  mt = type(mt) == "table" and mt or nil -- (a __metatable field may hide it)
   local head
   if mt and mt.__tostring then
     local ok, s = pcall(tostring, v)
-    head = paint(opts, "head", ok and s or ("<" .. (mt.__name or "table") .. ">"))
+    local name = type(mt.__name) == "string" and mt.__name or "table"
+    head = paint(opts, "head", ok and type(s) == "string" and s or ("<" .. name .. ">"))
     if mt.__name ~= "baton.status" then return head end -- a status shows its fields too
   end
   if seen[v] then return paint(opts, "mark", "<cycle>") end
   if depth >= opts.depth then return head or paint(opts, "mark", "{…}") end
   seen[v] = true
-  local n, keys = #v, {}
-  for k in pairs(v) do
+  -- The table's own contents: raw accesses, so that no __len, __index or
+  -- __pairs runs (they may raise, loop, or make up contents).
+  local n, keys = rawlen(v), {}
+  for k in next, v do
     if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
   end
   table.sort(keys, before)
   local parts = {}
   for i = 1, n do
     if #parts >= opts.width then break end
-    parts[#parts + 1] = show(v[i], depth + 1, opts, seen)
+    parts[#parts + 1] = show(rawget(v, i), depth + 1, opts, seen)
   end
   for _, k in ipairs(keys) do
     if #parts >= opts.width then break end
-    parts[#parts + 1] = key_text(k) .. " = " .. show(v[k], depth + 1, opts, seen)
+    parts[#parts + 1] = key_text(k) .. " = " .. show(rawget(v, k), depth + 1, opts, seen)
   end
   local more = n + #keys - #parts
   if more > 0 then parts[#parts + 1] = paint(opts, "mark", fmt("…(%d more)", more)) end
@@ -96,6 +105,11 @@ function M.inspect(v, opts)
     errors.argerror("inspect", 2, "options table expected, got " .. type(opts))
   end
   opts = opts or {}
+  for _, o in ipairs { "depth", "width", "line" } do
+    if opts[o] ~= nil and type(opts[o]) ~= "number" then
+      errors.argerror("inspect", 2, "option '" .. o .. "': number expected, got " .. type(opts[o]))
+    end
+  end
   opts = { depth = opts.depth or 4, width = opts.width or 50, line = opts.line or 80, color = opts.color == true }
   return show(v, 0, opts, {})
 end

@@ -10,6 +10,7 @@ local inspect = require "baton.inspect"
 
 local M = {}
 local pack, unpack = table.pack, table.unpack
+local stderr = io.stderr
 
 --- Wrap print and io.write so that output first hides the prompt, then redraws it.
 function M.install(hide, show)
@@ -31,7 +32,7 @@ function M.install(hide, show)
   -- (waiting for it later still gives the error); nothing more at the end.
   task.on_failure = function(t)
     hide()
-    io.stderr:write("baton: error in task: ", t.trace, "\n")
+    stderr:write("baton: error in task: ", t.trace, "\n")
     show()
   end
   task.on_uncaught = function() end
@@ -52,13 +53,13 @@ function M.compile(src)
 end
 
 local function traceback(e)
-  local msg = type(e) == "string" and e or nil
-  if not msg then
+  -- An error object that says what it is (__tostring): its words alone, as lua.c.
+  if type(e) ~= "string" and type(e) ~= "number" then
     local mt = getmetatable(e)
-    msg = (mt and mt.__tostring) and tostring(e) or ("(error object is a " .. type(e) .. " value)")
+    if type(mt) == "table" and mt.__tostring then return task.errmsg(e) end
   end
   -- Stop at the entry itself: the REPL's own frames are noise to the user.
-  local tb = debug.traceback(msg, 2)
+  local tb = debug.traceback(task.errmsg(e), 2)
   return (tb:gsub("\n\t%[C%]: in function 'xpcall'.*$", ""))
 end
 
@@ -68,30 +69,67 @@ end
 -- prompt comes back; a finished one leaves it running.
 function M.eval(fn, done)
   local entry = scope.new(2)
-  local t = task.new(function()
+  local function run()
     local r = pack(xpcall(fn, traceback))
     if r[1] then
       -- The script's own `print`, whatever it is now (lua.c's l_print);
       -- tables laid out by baton.inspect (colored on a terminal), other
       -- values as lua shows them (strings unquoted); `_` is the first value.
+      -- Whatever fails in that is said, and the prompt comes back.
       local ok, err = true, nil
       if r.n > 1 then
+        rawset(_G, "_", r[2])
         local shown = {}
         for i = 2, r.n do
-          shown[i - 1] = type(r[i]) == "table" and inspect.inspect(r[i], { color = M.color }) or r[i]
+          local v = r[i]
+          if type(v) == "table" then
+            local done_ok, text = pcall(inspect.inspect, v, { color = M.color })
+            v = done_ok and text or ("<%s>"):format(task.errmsg(text))
+          end
+          shown[i - 1] = v
         end
-        rawset(_G, "_", r[2])
         ok, err = pcall(_G.print, unpack(shown, 1, r.n - 1))
       end
-      if not ok then io.stderr:write(("error calling 'print' (%s)\n"):format(task.errmsg(err))) end
+      if not ok then stderr:write(("error calling 'print' (%s)\n"):format(task.errmsg(err))) end
     else
-      io.stderr:write(tostring(r[2]), "\n")
+      stderr:write(tostring(r[2]), "\n")
       if tostring(r[2]):match("^[^\n]*interrupted!") then entry:close() end
     end
+  end
+  local t = task.new(function()
+    -- The prompt comes back whatever happens here.
+    local ok, err = pcall(run)
+    if not ok then pcall(stderr.write, stderr, "baton: ", task.errmsg(err), "\n") end
     done()
   end)
   t.scope = entry
   return t
+end
+
+-- Completion runs none of the user's code: it reads tables raw, follows
+-- __index tables, and calls no __index function but baton's own lazy
+-- loader (a metatable with __lazy), so that Tab never raises nor hangs.
+local function meta(v, field)
+  local mt = getmetatable(v)
+  return type(mt) == "table" and rawget(mt, field) or nil
+end
+
+-- v[name] as completion sees it (nil when it cannot tell without running code).
+local function field(v, name)
+  for _ = 1, 10 do
+    if type(v) == "table" then
+      local x = rawget(v, name)
+      if x ~= nil then return x end
+    end
+    local index = meta(v, "__index")
+    if type(index) == "function" then
+      if type(meta(v, "__lazy")) ~= "table" then return nil end
+      local ok, x = pcall(index, v, name)
+      return ok and x or nil
+    end
+    if index == nil then return nil end
+    v = index
+  end
 end
 
 -- The names a value offers: its own keys (a table's) and those its
@@ -101,15 +139,16 @@ local function names_of(v, methods, out)
   while v ~= nil and seen < 10 do
     seen = seen + 1
     if type(v) == "table" then
-      for k, x in pairs(v) do
+      for k, x in next, v do
         if type(k) == "string" and k:match("^[%a_][%w_]*$") and (not methods or type(x) == "function") then
           out[k] = true
         end
       end
     end
-    local mt = getmetatable(v)
-    if type(mt) == "table" and type(mt.__lazy) == "table" and not methods then names_of(mt.__lazy, false, out) end
-    v = type(mt) == "table" and type(mt.__index) == "table" and mt.__index or nil
+    local lazy = meta(v, "__lazy")
+    if type(lazy) == "table" and not methods then names_of(lazy, false, out) end
+    local index = meta(v, "__index")
+    v = type(index) == "table" and index or nil
   end
   return out
 end
@@ -120,10 +159,10 @@ function M.complete(text)
   local base, sep, partial = text:match("^(.-)([.:])([%w_]*)$")
   local where = _G
   if base then
+    if base == "" then return {} end -- `.x`, `:x`: of what, the word does not say
     for name in base:gmatch("[^.:]+") do
-      local ok, v = pcall(function() return where[name] end)
-      if not ok or v == nil then return {} end
-      where = v
+      where = field(where, name)
+      if where == nil then return {} end
     end
   else
     base, sep, partial = "", "", text

@@ -55,6 +55,7 @@ local lazy = {
   pipeline = { "baton.pipeline", "pipeline" },
   group = { "baton.group", "group" }, map = { "baton.group", "map" },
   inspect = { "baton.inspect", "inspect" },
+  connect = { "baton.net", "connect" }, http_get = { "baton.net", "http_get" },
 }
 setmetatable(M, {
   __lazy = lazy, -- what the REPL completes besides what is loaded

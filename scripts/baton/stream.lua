@@ -250,10 +250,15 @@ end
 
 --- End the writing side once what was written is sent (a connection's
 -- FIN: the peer reads end of stream), and keep reading. Waits until done;
--- returns the stream, or nil, msg, code.
+-- returns the stream, or nil, msg, code. A pipe baton writes is closed:
+-- writing is all it does (and shutdown(2) is for sockets only).
 function Stream:shutdown()
   check(self, "shutdown", "w")
   if self.closed then errors.misuse("shutdown of a closed stream (%s)", self.name or "pipe") end
+  if self.mode ~= "rw" then
+    self:close()
+    return self
+  end
   local ok, msg, code = suspend(function(wake)
     local started, m, c = self._ud:shutdown(wake)
     if not started then wake(nil, m, c) end

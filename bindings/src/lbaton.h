@@ -7,7 +7,8 @@
  * lhandle.c the runtime, handle lifetimes, metatables and callbacks; lutil.c
  * lb_error and the small lookups; lloop.c running the loop and core.defer;
  * then one file per Lua-visible type or group of functions: lprocess.c,
- * lstream.c, ltimer.c, lsignal.c, lfd.c, luser.c, lrlimit.c, lreaper.c.
+ * lstream.c, lnet.c, ltimer.c, lsignal.c, lfd.c, luser.c, lrlimit.c,
+ * lreaper.c.
  *
  * Every Lua-visible handle (process, stream, timer) is a small userdata that
  * points at a malloc'd struct starting with an lb_handle. The struct outlives
@@ -121,9 +122,29 @@ void lb_open_fd(lua_State *L);      /* lfd.c */
 void lb_open_user(lua_State *L);    /* luser.c */
 void lb_open_rlimit(lua_State *L);  /* lrlimit.c */
 void lb_open_reaper(lua_State *L);  /* lreaper.c */
+void lb_open_net(lua_State *L);     /* lnet.c */
+
+/* A byte stream (lstream.c): a pipe, or a TCP socket (lnet.c connects it).
+ * libuv's stream functions take either through `uv.stream`. */
+typedef struct {
+  lb_handle h;
+  union {
+    uv_stream_t stream;
+    uv_pipe_t pipe;
+    uv_tcp_t tcp;
+  } uv;
+  int reading;    /* read_start was called, and no EOF or error came since */
+  int writes;     /* writes and shutdowns whose callback has not come */
+  int connecting; /* a connect whose callback has not come (lnet.c) */
+} lb_stream;
 
 /* A stream userdata over `fd` (taken over: closed with the stream); pushed. */
 int lb_stream_new(lua_State *L, int fd);
+/* A stream userdata over a TCP handle with no socket yet, pushed; NULL (and
+ * nothing pushed) when the handle cannot be made, with *err set. */
+lb_stream *lb_stream_new_tcp(lua_State *L, int *err);
+/* Let go of the anchor once nothing is pending on the stream. */
+void lb_stream_maybe_unanchor(lb_stream *s);
 
 /* Register "baton.core" and the embedded Lua modules in package.preload (the
  * executable does this instead of loading `baton` through luaopen_baton). */

@@ -1,5 +1,6 @@
 /*
- * lstream.c — byte streams over pipe fds (a child's stdin, stdout, stderr).
+ * lstream.c — byte streams over pipe fds (a child's stdin, stdout, stderr)
+ * and over TCP sockets (lnet.c connects them).
  *
  * The C side only moves bytes: read_start delivers chunks to a callback,
  * write queues a Lua string (kept alive by a reference until written). The
@@ -13,36 +14,36 @@
 #define LB_STREAM "baton.core.stream"
 
 typedef struct {
-  lb_handle h;
-  uv_pipe_t pipe;
-  int reading;
-  int writes;
-} lb_stream;
-
-typedef struct {
   uv_write_t req;
   lb_stream *s;
   int data_ref, cb_ref;
 } lb_write_req;
 
+typedef struct {
+  uv_shutdown_t req;
+  lb_stream *s;
+  int cb_ref;
+} lb_shutdown_req;
+
 static void lb_stream_closed(uv_handle_t *handle) {
   lb_handle_closed(handle->data);
 }
 static void lb_stream_close(lb_handle *h) {
-  uv_close((uv_handle_t *)&((lb_stream *)h)->pipe, lb_stream_closed);
+  uv_close((uv_handle_t *)&((lb_stream *)h)->uv.stream, lb_stream_closed);
 }
 
-static void lb_stream_maybe_unanchor(lb_stream *s) {
-  if (!s->reading && s->writes == 0 && s->h.rt) lb_handle_unanchor(s->h.rt->cbL, &s->h);
+void lb_stream_maybe_unanchor(lb_stream *s) {
+  if (!s->reading && s->writes == 0 && !s->connecting && s->h.rt)
+    lb_handle_unanchor(s->h.rt->cbL, &s->h);
 }
 
 int lb_stream_new(lua_State *L, int fd) {
   lb_stream *s = lb_new(L, sizeof *s, LB_STREAM, lb_stream_close);
-  int err = uv_pipe_init(s->h.rt->loop, &s->pipe, 0);
+  int err = uv_pipe_init(s->h.rt->loop, &s->uv.pipe, 0);
   if (err == 0) {
-    s->pipe.data = s;
+    s->uv.pipe.data = s;
     s->h.open = 1;
-    err = uv_pipe_open(&s->pipe, fd);
+    err = uv_pipe_open(&s->uv.pipe, fd);
   }
   if (err < 0) {
     close(fd);
@@ -51,6 +52,19 @@ int lb_stream_new(lua_State *L, int fd) {
     return err;
   }
   return 0;
+}
+
+lb_stream *lb_stream_new_tcp(lua_State *L, int *err) {
+  lb_stream *s = lb_new(L, sizeof *s, LB_STREAM, lb_stream_close);
+  /* No socket yet: uv_tcp_connect makes one of the address's family. */
+  *err = uv_tcp_init(s->h.rt->loop, &s->uv.tcp);
+  if (*err < 0) {
+    lua_pop(L, 1); /* never opened: the collector frees it */
+    return NULL;
+  }
+  s->uv.tcp.data = s;
+  s->h.open = 1;
+  return s;
 }
 
 static void lb_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
@@ -124,7 +138,7 @@ static int l_read_start(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   if (s->h.closing) return lb_error(L, UV_EBADF, "stream is closed");
   lb_handle_set_cb(L, &s->h, 2);
-  int err = uv_read_start((uv_stream_t *)&s->pipe, lb_alloc, lb_on_read);
+  int err = uv_read_start(&s->uv.stream, lb_alloc, lb_on_read);
   if (err < 0 && err != UV_EALREADY) return lb_error(L, err, "read_start");
   s->reading = 1;
   lb_handle_anchor(L, &s->h, 1);
@@ -134,7 +148,7 @@ static int l_read_start(lua_State *L) {
 
 static int l_read_stop(lua_State *L) {
   lb_stream *s = lb_check(L, 1, LB_STREAM);
-  if (!s->h.closing) uv_read_stop((uv_stream_t *)&s->pipe);
+  if (!s->h.closing) uv_read_stop(&s->uv.stream);
   s->reading = 0;
   lb_stream_maybe_unanchor(s);
   return 0;
@@ -151,7 +165,7 @@ static int l_try_write(lua_State *L) {
     return 1;
   }
   uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
-  int n = uv_try_write((uv_stream_t *)&s->pipe, &buf, 1);
+  int n = uv_try_write(&s->uv.stream, &buf, 1);
   if (n == UV_EAGAIN) n = 0;
   if (n < 0) return lb_error(L, n, "write");
   lua_pushinteger(L, n);
@@ -193,7 +207,7 @@ static int l_write(lua_State *L) {
   lb_write_req *w = malloc(sizeof *w);
   if (w == NULL) return luaL_error(L, "baton: out of memory");
   uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
-  int err = uv_write(&w->req, (uv_stream_t *)&s->pipe, &buf, 1, lb_on_write);
+  int err = uv_write(&w->req, &s->uv.stream, &buf, 1, lb_on_write);
   if (err < 0) {
     free(w);
     return lb_error(L, err, "write");
@@ -205,6 +219,55 @@ static int l_write(lua_State *L) {
   if (!lua_isnoneornil(L, 3)) {
     lua_pushvalue(L, 3);
     w->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  s->writes++;
+  lb_handle_anchor(L, &s->h, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static void lb_on_shutdown(uv_shutdown_t *req, int status) {
+  lb_shutdown_req *r = (lb_shutdown_req *)req;
+  lb_stream *s = r->s;
+  lb_runtime *rt = s->h.rt;
+  s->writes--;
+  if (rt) {
+    lua_State *T = rt->cbL;
+    int cb = r->cb_ref;
+    if (cb != LUA_NOREF) {
+      lua_rawgeti(T, LUA_REGISTRYINDEX, cb);
+      luaL_unref(T, LUA_REGISTRYINDEX, cb);
+      if (status == 0) {
+        lua_pushboolean(T, 1);
+        lb_call(rt, T, 1);
+      } else {
+        lb_error(T, status, "shutdown");
+        lb_call(rt, T, 3);
+      }
+    }
+    lb_stream_maybe_unanchor(s);
+  }
+  free(r);
+}
+
+/* s:shutdown(fn): end the writing side once queued writes are done (a TCP
+ * FIN; the reading side stays open); fn(true), or fn(nil, msg, code). */
+static int l_shutdown(lua_State *L) {
+  lb_stream *s = lb_check(L, 1, LB_STREAM);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (s->h.closing) return lb_error(L, UV_EBADF, "stream is closed");
+  lb_shutdown_req *r = malloc(sizeof *r);
+  if (r == NULL) return luaL_error(L, "baton: out of memory");
+  int err = uv_shutdown(&r->req, &s->uv.stream, lb_on_shutdown);
+  if (err < 0) {
+    free(r);
+    return lb_error(L, err, "shutdown");
+  }
+  r->s = s;
+  r->cb_ref = LUA_NOREF;
+  if (!lua_isnoneornil(L, 2)) {
+    lua_pushvalue(L, 2);
+    r->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   s->writes++;
   lb_handle_anchor(L, &s->h, 1);
@@ -226,7 +289,7 @@ static int l_stream_close(lua_State *L) {
 static int l_stream_fileno(lua_State *L) {
   lb_stream *s = lb_check(L, 1, LB_STREAM);
   uv_os_fd_t fd;
-  if (s->h.closing || uv_fileno((uv_handle_t *)&s->pipe, &fd) < 0)
+  if (s->h.closing || uv_fileno((uv_handle_t *)&s->uv.stream, &fd) < 0)
     return lb_error(L, UV_EBADF, "fileno");
   lua_pushinteger(L, fd);
   return 1;
@@ -238,9 +301,9 @@ static int l_stream_ref(lua_State *L) {
   lb_stream *s = lb_check(L, 1, LB_STREAM);
   if (!s->h.closing) {
     if (lua_toboolean(L, 2))
-      uv_ref((uv_handle_t *)&s->pipe);
+      uv_ref((uv_handle_t *)&s->uv.stream);
     else
-      uv_unref((uv_handle_t *)&s->pipe);
+      uv_unref((uv_handle_t *)&s->uv.stream);
   }
   return 0;
 }
@@ -261,10 +324,11 @@ static int l_stream_open(lua_State *L) {
 }
 
 void lb_open_stream(lua_State *L) {
-  static const luaL_Reg methods[] = {
-      {"read_start", l_read_start}, {"read_stop", l_read_stop}, {"write", l_write},
-      {"try_write", l_try_write},   {"close", l_stream_close},  {"fileno", l_stream_fileno},
-      {"closed", l_stream_closed},  {"ref", l_stream_ref},      {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"read_start", l_read_start}, {"read_stop", l_read_stop},
+                                     {"write", l_write},           {"try_write", l_try_write},
+                                     {"close", l_stream_close},    {"fileno", l_stream_fileno},
+                                     {"closed", l_stream_closed},  {"ref", l_stream_ref},
+                                     {"shutdown", l_shutdown},     {NULL, NULL}};
   lb_newmetatable(L, LB_STREAM, methods, lb_handle_release, lb_handle_tostring);
   lua_pushcfunction(L, l_stream_open);
   lua_setfield(L, -2, "stream_open");

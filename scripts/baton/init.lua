@@ -56,6 +56,7 @@ local lazy = {
   group = { "baton.group", "group" }, map = { "baton.group", "map" },
   inspect = { "baton.inspect", "inspect" },
   supervisor = { "baton.service", "supervisor" },
+  connect = { "baton.net", "connect" }, http_get = { "baton.net", "http_get" },
 }
 setmetatable(M, {
   __lazy = lazy, -- what the REPL completes besides what is loaded

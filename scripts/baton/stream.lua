@@ -1,4 +1,5 @@
---- baton.stream — byte streams over pipes to and from children.
+--- baton.stream — byte streams over pipes to and from children, and over
+-- TCP connections (baton.net).
 --
 -- Reading follows Lua's io library: `read()` (the next chunk), `read("a")`,
 -- `read("l")`, `read("L")`, `read(n)`, `lines()`. The C side only delivers
@@ -20,8 +21,8 @@ local HIGH_WATER = 256 * 1024 -- stop reading from the pipe above this much unre
 local Stream = { __name = "baton.stream" }
 Stream.__index = Stream
 
---- Wrap a C stream userdata. `mode`: "r" (baton reads: a child's output)
--- or "w" (baton writes: a child's input).
+--- Wrap a C stream userdata. `mode`: "r" (baton reads: a child's output),
+-- "w" (baton writes: a child's input) or "rw" (both: a connection).
 function Stream.new(ud, name, mode)
   return setmetatable({ _ud = ud, name = name, mode = mode, _q = {}, _qh = 1, _qt = 0, _off = 0, _n = 0,
     _eof = false, _reading = false, closed = false }, Stream)
@@ -30,7 +31,7 @@ end
 -- Raise unless `self` is a stream that can be used for `fname`.
 local function check(self, fname, mode)
   errors.check_self(getmetatable(self) == Stream, self, fname, "baton.stream")
-  if mode and self.mode ~= mode then
+  if mode and self.mode ~= mode and self.mode ~= "rw" then
     errors.misuse("cannot %s %s: baton %s this end of the pipe", fname, self.name or "a stream",
       self.mode == "w" and "writes" or "reads")
   end
@@ -55,8 +56,9 @@ function Stream:_start()
       if emsg then self._err, self._errcode = emsg, ecode end
       -- Nothing more can come: let go of the fd now (what is queued stays
       -- readable), not when the collector gets to the stream; the tee file
-      -- has all it will get.
-      self._ud:close()
+      -- has all it will get. A connection can still be written to: its
+      -- fd goes with close().
+      if self.mode ~= "rw" then self._ud:close() end
       if self.tee and io.type(self.tee) == "file" then self.tee:close() end
     end
     self:_wake()
@@ -243,6 +245,25 @@ function Stream:write(...)
     if not queued then wake(nil, m, c) end
   end)
   if not ok then return self:_write_failed(emsg, ecode) end
+  return self
+end
+
+--- End the writing side once what was written is sent (a connection's
+-- FIN: the peer reads end of stream), and keep reading. Waits until done;
+-- returns the stream, or nil, msg, code. A pipe baton writes is closed:
+-- writing is all it does (and shutdown(2) is for sockets only).
+function Stream:shutdown()
+  check(self, "shutdown", "w")
+  if self.closed then errors.misuse("shutdown of a closed stream (%s)", self.name or "pipe") end
+  if self.mode ~= "rw" then
+    self:close()
+    return self
+  end
+  local ok, msg, code = suspend(function(wake)
+    local started, m, c = self._ud:shutdown(wake)
+    if not started then wake(nil, m, c) end
+  end)
+  if not ok then return nil, msg, code end
   return self
 end
 

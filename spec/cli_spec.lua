@@ -205,6 +205,20 @@ describe("the baton executable", function()
       .. "error calling 'print' (attempt to call a nil value)\n", r.stderr)
   end)
 
+  it("a bare coroutine.yield() in the main chunk or at the REPL fails as in lua5.4, never a hang", function()
+    local code = "coroutine.yield()"
+    local ours = exe({ "-e", code })
+    local oracle = baton.run { "lua5.4", "-e", code, capture = true, check = false }
+    assert.are.equal(oracle.code, ours.code)
+    assert.are.equal(oracle.stderr:match("^[^:]*: ([^\n]*)"), ours.stderr:match("^[^:]*: ([^\n]*)"))
+    local r = exe({ "-i" }, { input = "coroutine.yield()\nprint('after')\n", timeout = H.PATIENCE })
+    assert.are.equal(0, r.code)
+    assert.matches("^attempt to yield from outside a coroutine\n", r.stderr)
+    assert.matches("> after\n", r.stdout, 1, true)
+    -- A coroutine of the script's own still yields.
+    assert.are.equal("1\t2\n", exe({ "-e", "local c = coroutine.wrap(function() coroutine.yield(1) return 2 end) print(c(), c())" }).stdout)
+  end)
+
   it("REPL from a pipe: a value that cannot be shown, an error object, io.stderr gone: never a hang", function()
     local input = "setmetatable({1}, {__len = function() error('len') end, __index = error})\n"
       .. "error(setmetatable({}, {__tostring = function() return 'custom' end}))\n"

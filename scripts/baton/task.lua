@@ -22,6 +22,16 @@ local pack, unpack = table.pack, table.unpack
 local cocreate, coresume, costatus, coyield, corunning =
   coroutine.create, coroutine.resume, coroutine.status, coroutine.yield, coroutine.running
 
+-- A task is the outermost coroutine of the code it runs: a bare
+-- coroutine.yield() there would leave it suspended with nothing to resume
+-- it. It raises instead, where it was called, as the same yield fails
+-- under lua ("attempt to yield from outside a coroutine"). Baton's own
+-- waits yield through `coyield`; coroutines a script makes are untouched.
+coroutine.yield = function(...) -- luacheck: ignore 122
+  if tasks[corunning()] then error("attempt to yield from outside a coroutine", 0) end
+  return coyield(...)
+end
+
 -- Resuming a task with this value makes its pending wait raise.
 local CANCEL = setmetatable({}, { __tostring = function() return "cancelled" end })
 local DEADLOCK = "baton: deadlock: waiting for an event that nothing in the loop can produce"
@@ -157,7 +167,15 @@ local function step(t, ...)
     hook(tasks[outer] and outer or nil)
   end
   if r[1] and r[2] == EXIT and costatus(t.co) == "suspended" then return leave(t, r[3], r[4]) end
-  if costatus(t.co) ~= "dead" then return end
+  if costatus(t.co) ~= "dead" then
+    if t.token ~= nil or not r[1] then return end
+    -- A bare coroutine.yield() in the task, not a baton wait: nothing would
+    -- ever resume it. It fails, as the same yield fails under lua.
+    local msg = "attempt to yield from outside a coroutine"
+    t.trace = debug.traceback(t.co, msg)
+    coroutine.close(t.co)
+    r = pack(true, FAILED, msg)
+  end
   tasks[t.co] = nil
   t.done = true
   local failed = r[1] and r[2] == FAILED

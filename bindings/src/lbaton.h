@@ -8,7 +8,7 @@
  * lb_error and the small lookups; lloop.c running the loop and core.defer;
  * then one file per Lua-visible type or group of functions: lprocess.c,
  * lstream.c, lnet.c, ltimer.c, lsignal.c, lfd.c, luser.c, lrlimit.c,
- * lreaper.c.
+ * lreaper.c, lcgroup.c.
  *
  * Every Lua-visible handle (process, stream, timer) is a small userdata that
  * points at a malloc'd struct starting with an lb_handle. The struct outlives
@@ -122,6 +122,7 @@ void lb_open_fd(lua_State *L);      /* lfd.c */
 void lb_open_user(lua_State *L);    /* luser.c */
 void lb_open_rlimit(lua_State *L);  /* lrlimit.c */
 void lb_open_reaper(lua_State *L);  /* lreaper.c */
+void lb_open_cgroup(lua_State *L);  /* lcgroup.c */
 void lb_open_net(lua_State *L);     /* lnet.c */
 
 /* A byte stream (lstream.c): a pipe, or a TCP socket (lnet.c connects it).

@@ -40,6 +40,9 @@ static void (*const lb_openers[])(lua_State *L) = {
     lb_open_rlimit,
     /* lreaper.c: reaper set_subreaper; the reaper userdata */
     lb_open_reaper,
+    /* lcgroup.c: cgroup_self cgroup_create cgroup_enable cgroup_set cgroup_get cgroup_kill
+     * cgroup_populated cgroup_oom_kills cgroup_remove */
+    lb_open_cgroup,
 };
 
 int luaopen_baton_core(lua_State *L) {

@@ -88,6 +88,7 @@ typedef struct {
   bt_stdio_t stdio[BT_MAX_STDIO];
   bt_rlimit_t rlimits[16];
   gid_t groups[64];
+  const char *cgroup; /* the group's directory; opened just before the spawn */
 } lb_spawn_storage;
 
 /* A uid or gid the kernel takes as such: not -1 ("unchanged"), no wrap-around. */
@@ -108,7 +109,7 @@ static lua_Integer lb_optint(lua_State *L, int t, const char *key, int *present)
 /*
  * Read the normalized options table at `t` into `o`: argv=, file=, env=,
  * cwd=, stdio={spec for fd 0, fd 1, ...}, setsid=, pgid=, umask=, uid=, gid=,
- * groups={...}, nice=, rlimits={{res, cur, max}, ...}, pdeathsig=.
+ * groups={...}, nice=, rlimits={{res, cur, max}, ...}, pdeathsig=, cgroup=.
  * A stdio spec is "inherit", "null", "close", "pipe", an fd number or
  * {same = k}. Strings stay owned by the table; arrays go to `st` and to
  * userdata pushed on the stack (the caller keeps the stack until done).
@@ -146,6 +147,9 @@ static void lb_spawn_options(lua_State *L, int t, bt_spawn_options_t *o, lb_spaw
   o->nice = (int)lb_optint(L, t, "nice", &present);
   if (present) o->flags |= BT_SPAWN_NICE;
   o->pdeathsig = (int)lb_optint(L, t, "pdeathsig", &present);
+  lua_getfield(L, t, "cgroup");
+  st->cgroup = lua_tostring(L, -1); /* stays alive: it is in the table */
+  lua_pop(L, 1);
 
   if (lua_getfield(L, t, "groups") == LUA_TTABLE) {
     int n = (int)luaL_len(L, -1);
@@ -205,6 +209,26 @@ static void lb_spawn_options(lua_State *L, int t, bt_spawn_options_t *o, lb_spaw
   o->nstdio = n;
 }
 
+/* Open the group of the `cgroup` option for `o` (BT_SPAWN_CGROUP). Returns 0
+ * or a negative errno with `p->stage` set; lb_cgroup_close closes it. Done
+ * right before the spawn, once nothing can raise and leak the fd. */
+static int lb_cgroup_open(bt_spawn_options_t *o, const lb_spawn_storage *st, bt_process_t *p) {
+  if (st->cgroup == NULL) return 0;
+  int fd = bt_cgroup_open(st->cgroup);
+  if (fd < 0) {
+    p->stage = BT_STAGE_CGROUP;
+    return fd;
+  }
+  o->flags |= BT_SPAWN_CGROUP;
+  o->cgroup_fd = fd;
+  return 0;
+}
+
+static void lb_cgroup_close(bt_spawn_options_t *o) {
+  if (o->flags & BT_SPAWN_CGROUP) close(o->cgroup_fd);
+  o->flags &= ~(unsigned)BT_SPAWN_CGROUP;
+}
+
 /* The failure of a spawn or exec: the error triple every call returns
  * (nil, "ENAME: message (stage)", "ENAME"), and what the Lua layer words its
  * message from: {stage = "exec"…, path = the program looked up, strerror}. */
@@ -233,7 +257,10 @@ static int l_spawn(lua_State *L) {
   lb_process *lp = lb_new(L, sizeof *lp, LB_PROCESS, lb_process_close);
   int ud = lua_gettop(L);
   lp->p.data = lp;
-  int err = bt_spawn(lp->h.rt->loop, &lp->p, &o, lb_on_exit);
+  int err = lb_cgroup_open(&o, &st, &lp->p);
+  if (err < 0) return lb_spawn_fail(L, err, &lp->p);
+  err = bt_spawn(lp->h.rt->loop, &lp->p, &o, lb_on_exit);
+  lb_cgroup_close(&o);
   if (err < 0) return lb_spawn_fail(L, err, &lp->p);
   lp->h.open = 1;
   lb_handle_anchor(L, &lp->h, ud);
@@ -266,7 +293,10 @@ static int l_exec(lua_State *L) {
   lua_settop(L, 1);
   lb_spawn_options(L, 1, &o, &st);
   fflush(NULL); /* what Lua buffered must not be lost with the process image */
-  int err = bt_exec(&o, &info);
+  memset(&info, 0, sizeof info);
+  int err = lb_cgroup_open(&o, &st, &info);
+  if (err == 0) err = bt_exec(&o, &info);
+  lb_cgroup_close(&o);
   return lb_spawn_fail(L, err, &info);
 }
 

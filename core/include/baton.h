@@ -2,8 +2,9 @@
  * baton.h — the whole public C API of baton's core.
  *
  * The core spawns processes, watches their exit through a pidfd polled by the
- * host's libuv loop, sends them signals, reaps orphans, and names errors,
- * signals and spawn steps. It knows nothing of Lua: a C host links it alone.
+ * host's libuv loop, sends them signals, reaps orphans, manages cgroup v2
+ * groups, and names errors, signals and spawn steps. It knows nothing of Lua:
+ * a C host links it alone.
  * Every call returns 0 (or a non-negative value where said) on success and a
  * negative errno on failure, as libuv does; errno itself carries no meaning
  * afterwards. When a call that takes a callback fails, the callback never
@@ -60,6 +61,7 @@ enum {
   BT_SPAWN_SETGID = 1 << 4,    /* set real and effective gid to `gid` */
   BT_SPAWN_SETGROUPS = 1 << 5, /* set supplementary groups to `groups` (may be empty) */
   BT_SPAWN_NICE = 1 << 6,      /* set the nice value to `nice` */
+  BT_SPAWN_CGROUP = 1 << 7,    /* join the cgroup v2 group of directory fd `cgroup_fd` */
 };
 
 /* One resource limit for the child (see setrlimit(2)). */
@@ -78,7 +80,8 @@ typedef enum {
   BT_STAGE_STDIO,  /* wiring fds in the child */
   BT_STAGE_CREDS,  /* setgroups, setgid, setuid in the child */
   BT_STAGE_CHDIR,  /* changing to cwd in the child */
-  BT_STAGE_EXEC    /* execve itself */
+  BT_STAGE_EXEC,   /* execve itself */
+  BT_STAGE_CGROUP  /* joining the cgroup (BT_SPAWN_CGROUP), the child's first step */
 } bt_stage;
 
 typedef struct {
@@ -99,10 +102,13 @@ typedef struct {
   const bt_rlimit_t *rlimits; /* applied in the child, in order */
   int nrlimits;               /* entries in `rlimits` */
   int pdeathsig;              /* signal the child gets when baton's thread dies; 0: none */
+  int cgroup_fd;              /* with BT_SPAWN_CGROUP: a group's directory (bt_cgroup_open) */
 } bt_spawn_options_t;
-/* In the child, in this order: signals reset, setsid/setpgid, pdeathsig,
- * fds, rlimits, nice, umask, setgroups, setgid, setuid, chdir, empty mask,
- * execve. Limits come after the fds (a low RLIMIT_NOFILE must not stop the
+/* In the child, in this order: signals reset, cgroup, setsid/setpgid,
+ * pdeathsig, fds, rlimits, nice, umask, setgroups, setgid, setuid, chdir,
+ * empty mask, execve. The cgroup comes first, so that nothing the child does
+ * happens outside it (and while it is still privileged to move itself);
+ * limits come after the fds (a low RLIMIT_NOFILE must not stop the
  * rearranging), chdir after the credentials (checked as the new user). */
 
 #define BT_MAX_STDIO 64
@@ -179,7 +185,8 @@ BT_EXTERN int bt_process_open(uv_loop_t *loop, bt_process_t *proc, pid_t pid, bt
  * program is looked up and the cwd checked before anything changes; when
  * execve itself fails (ENOEXEC: a script without #!), signal dispositions,
  * mask, umask and fds 0..nstdio-1 are put back, other fds are left open
- * (marked close-on-exec). Limits, credentials and cwd, once changed, stay.
+ * (marked close-on-exec). Limits, credentials, cwd and cgroup, once changed,
+ * stay.
  */
 BT_EXTERN int bt_exec(const bt_spawn_options_t *opts, bt_process_t *info);
 
@@ -285,6 +292,86 @@ BT_EXTERN const char *bt_strerror(int err);
 
 /* A static name for a bt_stage ("exec", "chdir", …); "unknown" for other values. */
 BT_EXTERN const char *bt_stage_name(bt_stage stage);
+
+/*
+ * cgroup v2. A group is named by its directory in the unified hierarchy,
+ * found through /proc/self/mountinfo (fstype cgroup2): /sys/fs/cgroup on a
+ * pure v2 host, /sys/fs/cgroup/unified on a hybrid one. Only v2 is used; a
+ * controller that is v1 on the host is simply not available in v2. Calls
+ * that take a `dir` return -EINVAL when it is not a cgroup v2 directory and
+ * -ENOENT when it does not exist. Moving processes, making groups and
+ * writing limits need the right to write the files (root, or a delegated
+ * subtree); otherwise -EACCES or -EPERM.
+ */
+
+/* The directory of the calling process's own v2 group: the cgroup2 mount
+ * joined with the "0::" line of /proc/self/cgroup. Returns 0, -ENOENT when
+ * no cgroup2 is mounted where that group is visible, -ENAMETOOLONG. */
+BT_EXTERN int bt_cgroup_self(char *out, size_t outlen);
+/* Make group `name` (one path component) under `parent`, or find it there
+ * already; its directory goes to `out`. Returns 0, -EINVAL for a bad name,
+ * -ENAMETOOLONG, or mkdir's error. */
+BT_EXTERN int bt_cgroup_create(const char *parent, const char *name, char *out, size_t outlen);
+/* An O_DIRECTORY|O_CLOEXEC fd of group `dir`, for BT_SPAWN_CGROUP (the
+ * caller closes it), or a negative errno. */
+BT_EXTERN int bt_cgroup_open(const char *dir);
+/*
+ * Enable `controllers` ("memory pids cpu", "+memory,+pids": names split at
+ * spaces and commas, an optional '+' each) for the groups below `dir`, one
+ * write to cgroup.subtree_control each. A controller not listed in `dir`'s
+ * cgroup.controllers (not in the kernel, v1 on this host, not enabled in the
+ * parent) is not enabled but named in `missing` (space-separated, as many as
+ * fit in `missinglen` bytes; may be NULL). Returns how many were missing (0:
+ * all enabled), -EINVAL for a malformed name (then nothing changes), or the
+ * first write's error (-EBUSY: `dir` holds processes and is not the root,
+ * the "no internal processes" rule); controllers enabled before it stay.
+ */
+BT_EXTERN int bt_cgroup_enable(const char *dir, const char *controllers, char *missing,
+                               size_t missinglen);
+/* Write `value` to `file` of `dir` ("memory.max", "pids.max", "cpu.max",
+ * "cgroup.freeze", …). Returns 0, -EINVAL for a bad file name, -ENOENT when
+ * the file does not exist (its controller is not enabled for `dir`), or the
+ * kernel's refusal of the value (-EINVAL, -EBUSY, …). */
+BT_EXTERN int bt_cgroup_set(const char *dir, const char *file, const char *value);
+/* Read `file` of `dir` into `out`, trailing newlines removed. Returns its
+ * length, -ENOENT as bt_cgroup_set, -EOVERFLOW when it does not fit. */
+BT_EXTERN int bt_cgroup_get(const char *dir, const char *file, char *out, size_t outlen);
+/*
+ * SIGKILL every process in `dir` and the groups below it, escaped
+ * grandchildren and new sessions included: the caller too, if it is inside.
+ * Writes cgroup.kill (Linux 5.14), which the kernel applies to the whole
+ * subtree at once, forks in flight included; where it does not exist, falls
+ * back to bt_cgroup_kill_sweep. Does not wait: the processes are dying when
+ * it returns; bt_cgroup_populated says when they are gone. Returns 0 or a
+ * negative errno (-EINVAL for the root group, which has no cgroup.kill).
+ */
+BT_EXTERN int bt_cgroup_kill(const char *dir);
+/*
+ * The fallback of bt_cgroup_kill, public so that hosts and tests can use it
+ * where cgroup.kill exists too. Freezes the group (cgroup.freeze, Linux 5.2)
+ * unless it is frozen already, then in rounds reads cgroup.procs of `dir`
+ * and of every group below it and sends SIGKILL to each process listed,
+ * through a pidfd after checking it is still a member (a recycled pid is
+ * never hit), until none is listed or, for 20 rounds 1 ms apart, only
+ * processes already killed and still exiting are; then thaws the group.
+ * The race it narrows but cannot close: a fork that had passed the kernel's
+ * fatal-signal check when its parent was killed makes a child that joins
+ * the group just after; frozen, that child cannot run, and a later round
+ * finds it; without the freezer it can run until then. Returns 0, -EAGAIN
+ * when new processes kept appearing for 1000 rounds, -EINVAL for the root
+ * group, or another negative errno.
+ */
+BT_EXTERN int bt_cgroup_kill_sweep(const char *dir);
+/* 1 while a process is in `dir` or below (cgroup.events "populated"), 0
+ * once none is (zombies do not count), or a negative errno (-ENOENT for the
+ * root group, which has no cgroup.events). */
+BT_EXTERN int bt_cgroup_populated(const char *dir);
+/* How many processes the OOM killer killed in `dir` and below (memory.events
+ * "oom_kill"), or -ENOENT when the memory controller is not enabled there. */
+BT_EXTERN int bt_cgroup_oom_kills(const char *dir);
+/* Remove the empty group `dir` (rmdir). Returns 0, -EBUSY while a process
+ * or a child group is in it, or another negative errno. */
+BT_EXTERN int bt_cgroup_remove(const char *dir);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,7 @@
 /*
  * names.c — the names the core gives to numbers: signals both ways ("TERM",
  * "SIGTERM", "15" <-> 15), errno values ("ENOEXEC" and its message), and the
- * steps of a spawn ("chdir", "exec").
+ * steps of a spawn ("cgroup", "chdir", "exec").
  *
  * Hosts use them to build messages and to accept signal names from users; no
  * other file of the core depends on them. Every string returned is static,
@@ -71,6 +71,7 @@ const char *bt_stage_name(bt_stage stage) {
   case BT_STAGE_STDIO: return "stdio";
   case BT_STAGE_CHDIR: return "chdir";
   case BT_STAGE_EXEC: return "exec";
+  case BT_STAGE_CGROUP: return "cgroup";
   }
   return "unknown";
 }

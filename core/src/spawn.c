@@ -88,6 +88,21 @@ BT_NO_SANITIZE static int bt__child_setup(child_args *a) {
   for (int s = 1; s < 65; s++)
     if (s != SIGKILL && s != SIGSTOP) syscall(SYS_rt_sigaction, s, ksa, NULL, 8);
 
+  /* The cgroup first: from here on, whatever the child does (and every
+   * process it starts) is inside it. Before the fds are rearranged, which
+   * may reuse cgroup_fd's number; before the uid switch, which may take away
+   * the right to move. Writing "0" moves the writer. */
+  a->stage = BT_STAGE_CGROUP;
+  if (o->flags & BT_SPAWN_CGROUP) {
+    r = syscall(SYS_openat, o->cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+    if (r < 0) return errno;
+    int fd = (int)r;
+    r = syscall(SYS_write, fd, "0", 1);
+    int err = r < 0 ? errno : 0;
+    syscall(SYS_close, fd);
+    if (err) return err;
+  }
+
   a->stage = BT_STAGE_PGRP;
   if (o->flags & BT_SPAWN_SETSID) {
     if (syscall(SYS_setsid) < 0) return errno;

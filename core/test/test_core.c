@@ -247,6 +247,20 @@ static int run_until(uv_loop_t *loop, const int *done, unsigned hang_ms) {
   return *done != 0;
 }
 
+/* Run `loop` until `*count` reaches `n`, with run_until's guard against a hang. */
+static int run_until_n(uv_loop_t *loop, const int *count, int n, unsigned hang_ms) {
+  uv_timer_t t;
+  int hung = 0;
+  uv_timer_init(loop, &t);
+  t.data = &hung;
+  uv_timer_start(&t, on_hang, hang_ms, 0);
+  while (*count < n && !hung)
+    uv_run(loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return *count >= n;
+}
+
 /* Make a fresh directory (mode 0700) under $TMPDIR or /tmp into `dir`. */
 static int make_temp_dir(char *dir, size_t cap) {
   const char *tmp = getenv("TMPDIR");
@@ -896,6 +910,314 @@ static void test_descendants(void) {
   CHECK_EQ(bt_proc_descendants(4194304 + 1, out, 16), -ESRCH); /* above pid_max */
 }
 
+/* ---- cgroup v2 ----------------------------------------------------------------------- */
+
+static char cgroup_why[4400]; /* why the cgroup tests skip */
+
+/*
+ * A fresh, empty scratch group under our own, named by pid and a counter
+ * (tests run in parallel), into `dir`. Returns 0, or a negative errno with
+ * `cgroup_why` saying why the host cannot have one (then the test skips).
+ */
+static int cgroup_scratch(char *dir, size_t cap) {
+  static int counter;
+  char self_dir[4096], name[64];
+  int err = bt_cgroup_self(self_dir, sizeof self_dir);
+  if (err < 0) {
+    snprintf(cgroup_why, sizeof cgroup_why, "no cgroup v2 group of our own (%s)", bt_strerror(err));
+    return err;
+  }
+  snprintf(name, sizeof name, "baton-test-%d-%d", (int)getpid(), ++counter);
+  err = bt_cgroup_create(self_dir, name, dir, cap);
+  if (err < 0)
+    snprintf(cgroup_why, sizeof cgroup_why, "cannot create a cgroup under %s (%s)", self_dir,
+             bt_strerror(err));
+  return err;
+}
+
+/*
+ * Wait until nothing runs in group `dir` any more, for an event: kernfs
+ * wakes a poll for POLLPRI on cgroup.events when the file changes after it
+ * was last read through the fd. Returns 0, -ETIMEDOUT after `hang_ms` (only
+ * a broken test gets there), or a negative errno.
+ */
+static int cgroup_wait_empty(const char *dir, int hang_ms) {
+  char path[4200], buf[256];
+  snprintf(path, sizeof path, "%s/cgroup.events", dir);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  int err = -ETIMEDOUT;
+  for (;;) {
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    if (n < 0) {
+      err = -errno;
+      break;
+    }
+    buf[n] = '\0';
+    if (strstr(buf, "populated 0")) {
+      err = 0;
+      break;
+    }
+    struct pollfd pfd = {.fd = fd, .events = POLLPRI};
+    int r;
+    while ((r = poll(&pfd, 1, hang_ms)) < 0 && errno == EINTR)
+      continue;
+    if (r <= 0) break;
+  }
+  close(fd);
+  return err;
+}
+
+/* Kill what is left in `dir`, wait until it is empty, remove it. */
+static void cgroup_cleanup(const char *dir) {
+  int err = bt_cgroup_kill(dir);
+  if (err < 0) CHECK_EQ(bt_cgroup_kill_sweep(dir), 0);
+  CHECK_EQ(cgroup_wait_empty(dir, 20000), 0);
+  CHECK_EQ(bt_cgroup_remove(dir), 0);
+}
+
+/* Whether /proc/PID/cgroup names `dir` (whose path ends with the group's). */
+static int cgroup_has(const char *dir, pid_t pid) {
+  char path[64], line[4096];
+  int found = 0;
+  snprintf(path, sizeof path, "/proc/%d/cgroup", (int)pid);
+  FILE *f = fopen(path, "re");
+  while (f && fgets(line, sizeof line, f)) {
+    if (strncmp(line, "0::", 3) != 0) continue;
+    line[strcspn(line, "\n")] = '\0';
+    size_t n = strlen(line + 3), d = strlen(dir);
+    found = n > 1 && d >= n && strcmp(dir + d - n, line + 3) == 0;
+  }
+  if (f) fclose(f);
+  return found;
+}
+
+/* Read one line (a pid) from the nonblocking pipe `fd`, waiting for it. */
+static long read_pid_line(int fd) {
+  char buf[64];
+  size_t n = 0;
+  while (n < sizeof buf - 1) {
+    ssize_t r = read(fd, buf + n, sizeof buf - 1 - n);
+    if (r > 0) {
+      n += (size_t)r;
+      buf[n] = '\0';
+      if (strchr(buf, '\n')) break;
+      continue;
+    }
+    if (r == 0) break;
+    if (errno == EINTR) continue;
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (errno != EAGAIN || poll(&pfd, 1, 20000) <= 0) break;
+  }
+  buf[n] = '\0';
+  return atol(buf);
+}
+
+static void test_cgroup_self(void) {
+  char dir[4096], path[4200], line[64];
+  int err = bt_cgroup_self(dir, sizeof dir);
+  if (err == -ENOENT) SKIP("no cgroup2 hierarchy mounted where our group is visible");
+  CHECK_EQ(err, 0);
+  CHECK(dir[0] == '/');
+  /* We are listed in its cgroup.procs. */
+  snprintf(path, sizeof path, "%s/cgroup.procs", dir);
+  FILE *f = fopen(path, "re");
+  CHECK(f != NULL);
+  int found = 0;
+  while (f && fgets(line, sizeof line, f))
+    found |= atoi(line) == (int)getpid();
+  if (f) fclose(f);
+  CHECK(found);
+  char small[2];
+  CHECK_EQ(bt_cgroup_self(small, sizeof small), -ENAMETOOLONG);
+  int fd = bt_cgroup_open(dir);
+  CHECK(fd >= 0);
+  if (fd >= 0) {
+    CHECK(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+    close(fd);
+  }
+  CHECK_EQ(bt_cgroup_open("/tmp"), -EINVAL);
+  CHECK_EQ(bt_cgroup_open("/nonexistent-cgroup"), -ENOENT);
+}
+
+/* Spawn `argv` into group `dir` with stdout on a pipe (its fd in `*out`).
+ * Returns bt_spawn's result. */
+static int spawn_in(uv_loop_t *loop, bt_process_t *p, const char *dir, char **argv, int *out,
+                    int *exits) {
+  int cfd = bt_cgroup_open(dir);
+  if (cfd < 0) return cfd;
+  bt_stdio_t io[] = {{BT_STDIO_NULL, -1, 0}, {BT_STDIO_PIPE, -1, 0}, {BT_STDIO_INHERIT, -1, 0}};
+  bt_spawn_options_t o = {
+      .argv = argv, .stdio = io, .nstdio = 3, .flags = BT_SPAWN_CGROUP, .cgroup_fd = cfd};
+  p->data = exits;
+  int err = bt_spawn(loop, p, &o, on_exit_count);
+  close(cfd);
+  *out = io[1].fd;
+  return err;
+}
+
+/* A child in `dir` whose setsid'd grandchild escapes its session; both are
+ * killed through the group, by cgroup.kill or by the sweep. */
+static void cgroup_kill_tree(int sweep) {
+  char dir[4096], sub[4200];
+  if (cgroup_scratch(dir, sizeof dir) < 0) SKIP(cgroup_why);
+  uv_loop_t loop;
+  bt_process_t p, q;
+  int exits = 0, out = -1, out2 = -1;
+  uv_loop_init(&loop);
+  char *argv[] = {"sh", "-c", "setsid sh -c 'echo $$; exec sleep 1000' & exec sleep 1000", NULL};
+  int err = spawn_in(&loop, &p, dir, argv, &out, &exits);
+  if (err == -EBUSY || err == -EOPNOTSUPP) {
+    CHECK_EQ(bt_cgroup_remove(dir), 0);
+    uv_loop_close(&loop);
+    snprintf(cgroup_why, sizeof cgroup_why, "cannot move a process into %s (%s)", dir,
+             bt_strerror(err));
+    SKIP(cgroup_why);
+  }
+  CHECK_EQ(err, 0);
+  long grandchild = err == 0 ? read_pid_line(out) : 0;
+  CHECK(grandchild > 0);
+  CHECK(cgroup_has(dir, p.pid));
+  CHECK(grandchild > 0 && cgroup_has(dir, (pid_t)grandchild));
+  CHECK(grandchild > 0 && getsid((pid_t)grandchild) == (pid_t)grandchild);
+  CHECK_EQ(bt_cgroup_populated(dir), 1);
+  /* A group below, with a process of its own: the kill reaches it too. */
+  CHECK_EQ(bt_cgroup_create(dir, "sub", sub, sizeof sub), 0);
+  char *argv2[] = {"sleep", "1000", NULL};
+  CHECK_EQ(spawn_in(&loop, &q, sub, argv2, &out2, &exits), 0);
+  CHECK(cgroup_has(sub, q.pid));
+  CHECK_EQ(bt_cgroup_remove(dir), -EBUSY);
+
+  CHECK_EQ(sweep ? bt_cgroup_kill_sweep(dir) : bt_cgroup_kill(dir), 0);
+  CHECK(run_until_n(&loop, &exits, 2, 20000));
+  CHECK_EQ(p.term_signal, SIGKILL);
+  CHECK_EQ(q.term_signal, SIGKILL);
+  /* Empty: the escaped grandchild, in the group, is gone too. */
+  CHECK_EQ(cgroup_wait_empty(dir, 20000), 0);
+  CHECK_EQ(bt_cgroup_populated(dir), 0);
+  CHECK_EQ(bt_cgroup_populated(sub), 0);
+  if (sweep) {
+    char frozen[16] = "?";
+    CHECK(bt_cgroup_get(dir, "cgroup.freeze", frozen, sizeof frozen) >= 0);
+    CHECK_STR(frozen, "0"); /* thawed again */
+  }
+  bt_process_close(&p, NULL);
+  bt_process_close(&q, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  if (out >= 0) close(out);
+  if (out2 >= 0) close(out2);
+  cgroup_cleanup(sub);
+  cgroup_cleanup(dir);
+  CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+static void test_cgroup_kill(void) {
+  cgroup_kill_tree(0);
+}
+
+static void test_cgroup_kill_sweep(void) {
+  cgroup_kill_tree(1);
+}
+
+static void test_cgroup_spawn_fail(void) {
+  /* The join fails in the child, which then leaves no trace: no child, no fd. */
+  bt_process_t p;
+  char *argv[] = {"true", NULL};
+  bt_spawn_options_t o = {.argv = argv, .flags = BT_SPAWN_CGROUP, .cgroup_fd = -1};
+  CHECK_EQ(run_proc(&p, &o), -EBADF);
+  CHECK_EQ(p.stage, BT_STAGE_CGROUP);
+  CHECK_STR(bt_stage_name(BT_STAGE_CGROUP), "cgroup");
+  /* A directory that is no group: no cgroup.procs in it. */
+  o.cgroup_fd = open("/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  CHECK_EQ(run_proc(&p, &o), -ENOENT);
+  CHECK_EQ(p.stage, BT_STAGE_CGROUP);
+  CHECK_EQ(p.pid, 0);
+  CHECK_EQ(p.pidfd, -1);
+  close(o.cgroup_fd);
+
+  /* A group removed after it was opened. */
+  char dir[4096];
+  if (cgroup_scratch(dir, sizeof dir) < 0) SKIP(cgroup_why);
+  o.cgroup_fd = bt_cgroup_open(dir);
+  CHECK(o.cgroup_fd >= 0);
+  CHECK_EQ(bt_cgroup_remove(dir), 0);
+  bt_stdio_t io[] = {{BT_STDIO_NULL, -1, 0}, {BT_STDIO_PIPE, -1, 0}, {BT_STDIO_INHERIT, -1, 0}};
+  o.stdio = io;
+  o.nstdio = 3;
+  CHECK_EQ(run_proc(&p, &o), -ENOENT);
+  CHECK_EQ(p.stage, BT_STAGE_CGROUP);
+  CHECK_EQ(io[1].fd, -1); /* the pipe is closed again */
+  close(o.cgroup_fd);
+}
+
+static void test_cgroup_files(void) {
+  char dir[4096], leaf[4200], avail[1024], missing[256], val[256];
+  CHECK_EQ(bt_cgroup_enable("/tmp", "Memory!", NULL, 0), -EINVAL);
+  CHECK_EQ(bt_cgroup_set("/tmp", "memory.max", "1"), -EINVAL); /* not a cgroup */
+  if (cgroup_scratch(dir, sizeof dir) < 0) SKIP(cgroup_why);
+  CHECK_EQ(bt_cgroup_create(dir, "a/b", leaf, sizeof leaf), -EINVAL);
+  CHECK_EQ(bt_cgroup_create(dir, "..", leaf, sizeof leaf), -EINVAL);
+  CHECK_EQ(bt_cgroup_create(dir, "leaf", leaf, 8), -ENAMETOOLONG);
+  CHECK_EQ(bt_cgroup_create(dir, "leaf", leaf, sizeof leaf), 0);
+  CHECK_EQ(bt_cgroup_create(dir, "leaf", leaf, sizeof leaf), 0); /* there already: fine */
+  CHECK_EQ(bt_cgroup_populated(dir), 0);
+  CHECK_EQ(bt_cgroup_remove(dir), -EBUSY); /* holds a group */
+
+  /* What the host offers decides what enabling gives: both ways assert. */
+  CHECK(bt_cgroup_get(dir, "cgroup.controllers", avail, sizeof avail) >= 0);
+  const char *want[] = {"memory", "pids", "cpu"};
+  char expect[256] = "";
+  int nexpect = 0;
+  for (int i = 0; i < 3; i++) {
+    char padded[1100], word[16];
+    snprintf(padded, sizeof padded, " %s ", avail);
+    snprintf(word, sizeof word, " %s ", want[i]);
+    if (strstr(padded, word)) continue;
+    snprintf(expect + strlen(expect), sizeof expect - strlen(expect), "%s%s", nexpect ? " " : "",
+             want[i]);
+    nexpect++;
+  }
+  CHECK_EQ(bt_cgroup_enable(dir, "memory +pids,cpu", missing, sizeof missing), nexpect);
+  CHECK_STR(missing, expect);
+  fprintf(stderr, "cgroup_files: controllers offered: \"%s\"; not available: \"%s\"\n", avail,
+          missing);
+  int has_memory = !strstr(expect, "memory"), has_pids = !strstr(expect, "pids");
+  if (has_memory) {
+    CHECK_EQ(bt_cgroup_set(leaf, "memory.max", "100M"), 0);
+    CHECK_EQ(bt_cgroup_get(leaf, "memory.max", val, sizeof val), 9);
+    CHECK_STR(val, "104857600");
+    CHECK_EQ(bt_cgroup_oom_kills(leaf), 0);
+  } else {
+    CHECK_EQ(bt_cgroup_set(leaf, "memory.max", "100M"), -ENOENT);
+    CHECK_EQ(bt_cgroup_oom_kills(leaf), -ENOENT);
+  }
+  CHECK_EQ(bt_cgroup_set(leaf, "pids.max", "10"), has_pids ? 0 : -ENOENT);
+  if (has_pids) {
+    CHECK_EQ(bt_cgroup_get(leaf, "pids.max", val, sizeof val), 2);
+    CHECK_STR(val, "10");
+    CHECK_EQ(bt_cgroup_set(leaf, "pids.max", "lots"), -EINVAL); /* the kernel refuses it */
+  }
+  CHECK_EQ(bt_cgroup_set(leaf, "../cgroup.procs", "0"), -EINVAL);
+  CHECK_EQ(bt_cgroup_set(leaf, "no.such.file", "1"), -ENOENT);
+  CHECK_EQ(bt_cgroup_get(leaf, "cgroup.type", val, 2), -EOVERFLOW); /* "domain" */
+  CHECK_EQ(bt_cgroup_populated(leaf), 0);
+
+  CHECK_EQ(bt_cgroup_remove(leaf), 0);
+  CHECK_EQ(bt_cgroup_remove(leaf), -ENOENT);
+  CHECK_EQ(bt_cgroup_remove(dir), 0);
+  CHECK_EQ(bt_cgroup_populated(dir), -ENOENT);
+  CHECK_EQ(bt_cgroup_remove("/tmp"), -EINVAL);
+
+  /* The root group has no cgroup.events and cannot be killed. */
+  char self_dir[4096], events[4200];
+  CHECK_EQ(bt_cgroup_self(self_dir, sizeof self_dir), 0);
+  snprintf(events, sizeof events, "%s/cgroup.events", self_dir);
+  if (access(events, F_OK) < 0) {
+    CHECK_EQ(bt_cgroup_populated(self_dir), -ENOENT);
+    CHECK_EQ(bt_cgroup_kill(self_dir), -EINVAL);
+  }
+}
+
 /* ---- the test list ------------------------------------------------------------------- */
 
 /* One line per test: core/test/CMakeLists.txt reads the names from these lines. */
@@ -930,6 +1252,11 @@ static const struct {
     TEST_ENTRY(relative_path_cwd),
     TEST_ENTRY(signal_names),
     TEST_ENTRY(many_spawns),
+    TEST_ENTRY(cgroup_self),
+    TEST_ENTRY(cgroup_kill),
+    TEST_ENTRY(cgroup_kill_sweep),
+    TEST_ENTRY(cgroup_spawn_fail),
+    TEST_ENTRY(cgroup_files),
 };
 
 #define NTESTS (sizeof tests / sizeof tests[0])

@@ -123,6 +123,10 @@ local STAGES = {
   limits = function(f) return fmt("cannot apply limits (rlimits, nice, pdeathsig): %s", f.strerror) end,
   stdio = function(f) return fmt("cannot set up fds: %s", f.strerror) end,
   redirect = function(f) return fmt("cannot open a redirection: %s", f.strerror) end,
+  cgroup = function(f)
+    return fmt("cannot join cgroup %q: %s", f.cgroup or "?",
+      f.code == "EINVAL" and "not a cgroup v2 directory" or f.strerror)
+  end,
 }
 
 -- Why a lookup failed, and (Go's ErrDot lesson) why a program found in a
@@ -145,8 +149,8 @@ function STAGES.lookup(f, _, prog)
 end
 
 --- The failure triple of a process that could not start. `f`: `code`,
--- `strerror`, `stage` (lookup, chdir, exec, credentials, limits, stdio,
--- redirect, …), `path`, and the spawn's `cwd` and `env` list.
+-- `strerror`, `stage` (lookup, cgroup, chdir, exec, credentials, limits,
+-- stdio, redirect, …), `path`, and the spawn's `cwd`, `env` list and `cgroup`.
 function M.spawn_failure(argv, f)
   local prog = argv[1]
   local cwd = f.cwd or core.cwd() or "?"

@@ -23,7 +23,7 @@ M.SPAWN_KEYS = {
   setsid = "boolean", pgroup = "boolean", umask = "umask", nice = "nice",
   user = "id", group = "id", groups = "table", rlimits = "table", pdeathsig = "signal",
   timeout = "seconds", kill_signal = "signal", grace = "seconds", wait_delay = "seconds",
-  detach = "boolean",
+  detach = "boolean", cgroup = "cgroup",
 }
 M.RUN_KEYS = setmetatable({ capture = "boolean", check = "boolean" }, { __index = M.SPAWN_KEYS })
 
@@ -108,6 +108,11 @@ local function check_value(fname, k, want, v)
     if k ~= "input" and v:find("\0", 1, true) then argerror(fname, 1, fmt("option '%s' contains a NUL byte", k)) end
   elseif want == "signal" then
     M.signum(v, fname, 1)
+  elseif want == "cgroup" then
+    if t ~= "string" or v:sub(1, 1) ~= "/" or v:find("\0", 1, true) then
+      argerror(fname, 1, fmt("option 'cgroup' must be the absolute path of a cgroup v2 directory, got %s",
+        t == "string" and fmt("%q", v) or t))
+    end
   elseif t ~= want then
     argerror(fname, 1, fmt("option '%s' must be a %s, got %s", k, want, t))
   end
@@ -394,7 +399,7 @@ end
 -- (`stdin`, `stdout`, `stderr`, `fds`, `pgid`).
 function M.build(argv, s, fname, defaults, over)
   local ctx = { files = {}, sinks = {}, handoff = {} }
-  local o = { argv = argv, cwd = s.cwd, setsid = s.setsid, umask = s.umask, nice = s.nice }
+  local o = { argv = argv, cwd = s.cwd, setsid = s.setsid, umask = s.umask, nice = s.nice, cgroup = s.cgroup }
   if s.argv0 then
     o.file = argv[1]
     o.argv = { s.argv0, unpack(argv, 2) }
@@ -423,7 +428,7 @@ function M.spawn_failure(argv, o, f, ctx)
   if ctx and ctx.err then
     f = { code = errors.errname(ctx.errno), strerror = ctx.err, stage = "redirect" }
   end
-  f.cwd, f.env = o.cwd, o.env
+  f.cwd, f.env, f.cgroup = o.cwd, o.env, o.cgroup
   return errors.spawn_failure(argv, f)
 end
 

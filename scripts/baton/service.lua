@@ -40,8 +40,10 @@ local argerror = errors.argerror
 -- Policy keys of a declaration; anything else is the command's.
 local POLICY = {
   cmd = true, replicas = true, needs = true, bind = true, restart = true, success = true, backoff = true,
-  give_up = true, ready = true, stop = true, critical = true,
+  give_up = true, ready = true, stop = true, critical = true, limits = true, cgroup = true,
 }
+-- Resource limits → the cgroup file and controller each needs.
+local LIMITS = { memory = { "memory.max", "memory" }, pids = { "pids.max", "pids" }, cpu = { "cpu.max", "cpu" } }
 local RESTART = { always = true, ["on-failure"] = true, never = true }
 local BACKOFF = { initial = 0.1, max = 30, factor = 2, jitter = 0.2, reset = 10 }
 local READY_KINDS = { fd = "integer", line = "string", alive = "seconds", exec = "command" }
@@ -178,7 +180,76 @@ local function declare(name, spec)
   d.stop_signal = options.signum(stop.signal or "TERM", "service", 1)
   d.stop_timeout = stop.timeout and seconds(name, "stop.timeout", stop.timeout) or 10
   d.critical = spec.critical == true
+  if spec.cgroup ~= nil and type(spec.cgroup) ~= "boolean" then
+    bad(name, "cgroup must be a boolean, got %s", type(spec.cgroup))
+  end
+  d.cgroup = spec.cgroup ~= false
+  d.limits = {}
+  if spec.limits ~= nil then
+    if type(spec.limits) ~= "table" then bad(name, "limits must be a table, got %s", type(spec.limits)) end
+    for k, v in pairs(spec.limits) do
+      if not LIMITS[k] then bad(name, "unknown limit '%s' (memory, pids, cpu)", tostring(k)) end
+      if k == "cpu" and type(v) == "number" then
+        if not (v > 0 and v <= 4096) then bad(name, "limits.cpu must be a number of CPUs above 0, got %s", v) end
+        v = fmt("%d 100000", math.floor(v * 100000 + 0.5))
+      elseif math.type(v) == "integer" and v > 0 then
+        v = tostring(v)
+      elseif type(v) ~= "string" or not v:match("^[%w .]+$") then
+        bad(name, "limits.%s must be a positive integer or a cgroup value such as \"max\", got %s", k, tostring(v))
+      end
+      d.limits[#d.limits + 1] = { k, v }
+    end
+    table.sort(d.limits, function(x, y) return x[1] < y[1] end)
+    if not d.cgroup and #d.limits > 0 then bad(name, "limits need a cgroup (cgroup = false)") end
+  end
   return d
+end
+
+-- ---- cgroups: a leaf per instance, where the host lets baton make one ---------------------------
+
+-- Baton's own parent group for services (`<its group>/baton-<pid>`), made
+-- on first use; nil and why not where there is no writable cgroup v2.
+local cg = {}
+
+local function cgroup_base()
+  if cg.checked then return cg.base, cg.why end
+  cg.checked = true
+  local self, msg = core.cgroup_self()
+  if self then cg.base, msg = core.cgroup_create(self, "baton-" .. core.getpid()) end
+  if not cg.base then
+    cg.why = "no cgroup: " .. tostring(msg)
+    return nil, cg.why
+  end
+  cg.self = self
+  return cg.base
+end
+
+-- Make `controllers` available to the groups under the base: enabled in
+-- baton's group and in the base. The kernel lets a group that holds
+-- processes give none to its children, so baton moves itself into a leaf
+-- of the base when its group refuses (a container's or a unit's group).
+-- Returns true, or nil and what is missing.
+local function cgroup_controllers(controllers)
+  local list = table.concat(controllers, " ")
+  local missing, msg, code = core.cgroup_enable(cg.self, list)
+  if not missing and code == "EBUSY" then
+    local leaf = core.cgroup_create(cg.base, "supervisor")
+    if leaf and core.cgroup_set(leaf, "cgroup.procs", "0") then
+      missing, msg = core.cgroup_enable(cg.self, list)
+    end
+  end
+  if missing and #missing == 0 then missing, msg = core.cgroup_enable(cg.base, list) end
+  if not missing then return nil, msg end
+  if #missing > 0 then
+    return nil, fmt("the %s controller%s not available in %s", table.concat(missing, ", "),
+      #missing > 1 and "s are" or " is", cg.self)
+  end
+  return true
+end
+
+-- Remove the base once every supervisor is done with it.
+local function cgroup_release()
+  if cg.base and core.cgroup_remove(cg.base) then cg.base, cg.checked = nil, nil end
 end
 
 -- ---- instances: one replica, one process tree at a time -----------------------------------
@@ -245,7 +316,11 @@ end
 -- live main process `main` (also those that left the group with setsid),
 -- and the orphans that came back to baton (a subreaper) and still carry
 -- the spawn's BATON_INSTANCE `token`.
-local function kill_tree(sig, pgid, main, token)
+local function kill_tree(sig, pgid, main, token, leaf)
+  if leaf then -- exact: everything in the group
+    if sig == 9 then core.cgroup_kill(leaf) end
+    for pid in (core.cgroup_get(leaf, "cgroup.procs") or ""):gmatch("%d+") do core.kill(tonumber(pid), sig) end
+  end
   if pgid then core.killpg(pgid, sig) end
   if main then
     for _, pid in ipairs(core.descendants(main) or {}) do core.kill(pid, sig) end
@@ -257,7 +332,7 @@ end
 
 -- Send `sig` to the instance's whole tree.
 function Instance:_signal(sig)
-  if self.run_token then kill_tree(sig, self.pgid, self.proc and self.pid, self.run_token) end
+  if self.run_token then kill_tree(sig, self.pgid, self.proc and self.pid, self.run_token, self.cgroup) end
 end
 
 -- KILL what earlier processes of the instance left (by their tokens; their
@@ -266,8 +341,10 @@ function Instance:_sweep()
   local toks = self._leftovers or {}
   self._leftovers = nil
   if self.run_token and not self.proc then toks[#toks + 1] = self.run_token end
+  local leaf = self.cgroup
+  if leaf then core.cgroup_kill(leaf) end
   for _ = 1, 200 do
-    local left = false
+    local left = leaf and core.cgroup_populated(leaf) or false
     for _, pid in ipairs(core.descendants(core.getpid()) or {}) do
       for _, tok in ipairs(toks) do
         if carries(pid, tok) then
@@ -384,6 +461,34 @@ function Instance:_release_ready()
   end
 end
 
+-- The instance's cgroup leaf with the service's limits set, made on first
+-- use; nil where the host has none (the tree is then found by group,
+-- ancestry and token), or nil and why the limits cannot be enforced.
+function Instance:_cgroup()
+  local d = self.service.decl
+  if not d.cgroup then return nil end
+  local base, why = cgroup_base()
+  if base and not self.cgroup then
+    self.cgroup, why = core.cgroup_create(base, fmt("%s.%d-%s", self.service.name, self.index, self.token))
+  end
+  self.cgroup_why = why
+  if #d.limits == 0 then return self.cgroup end
+  local function refuse(msg)
+    return nil, fmt("limits cannot be enforced here: %s", msg)
+  end
+  if not self.cgroup then return refuse(why) end
+  local controllers = {}
+  for i, l in ipairs(d.limits) do controllers[i] = LIMITS[l[1]][2] end
+  local ok, msg = cgroup_controllers(controllers)
+  if not ok then return refuse(msg) end
+  for _, l in ipairs(d.limits) do
+    local set, err = core.cgroup_set(self.cgroup, LIMITS[l[1]][1], l[2])
+    if not set then return refuse(err) end
+    if l[1] == "memory" then self._oom_base = core.cgroup_oom_kills(self.cgroup) end
+  end
+  return self.cgroup
+end
+
 -- Start the process now (the instance wants to run and its needs are ready).
 function Instance:_spawn()
   local svc = self.service
@@ -398,6 +503,13 @@ function Instance:_spawn()
   env.BATON_SERVICE, env.BATON_REPLICA, env.BATON_INSTANCE = svc.name, tostring(self.index), self.run_token
   local extra = self:_ready_setup(env)
   extra.pgroup, extra.env = true, env
+  local cgroup, why = self:_cgroup()
+  if why then
+    self:_release_ready()
+    self.last_error = why
+    return self:_set("failed", { event = "failed", error = why })
+  end
+  extra.cgroup = cgroup
   if extra.fds then
     for fd, v in pairs(base.fds or {}) do if extra.fds[fd] == nil then extra.fds[fd] = v end end
   end
@@ -459,6 +571,11 @@ function Instance:_exited(st)
   end
   self.last_status = st
   local failure = self._ready_fail or (st == nil and self.last_error) or nil
+  local oom = self._oom_base and self.cgroup and core.cgroup_oom_kills(self.cgroup)
+  if oom and oom > self._oom_base then
+    self._oom_base = oom
+    failure = "killed by the OOM killer (memory limit)"
+  end
   if was == "starting" and not failure then failure = "exited before it was ready" end
   self.last_error = failure
   self:_set(was, { event = "exited", status = st, error = failure, pid = self.pid })
@@ -506,6 +623,7 @@ function Instance:_stop()
   if not p then
     if self.state ~= "stopped" and self.state ~= "exited" and self.state ~= "failed" then self:_set("stopped") end
     self:_sweep()
+    self:_drop_cgroup()
     return
   end
   if self.state ~= "stopping" then
@@ -516,6 +634,11 @@ function Instance:_stop()
   p:wait()
   while self.proc == p do task.sleep(0) end -- its exit handler runs first
   self:_sweep()
+  self:_drop_cgroup()
+end
+
+function Instance:_drop_cgroup()
+  if self.cgroup and not self.proc and core.cgroup_remove(self.cgroup) then self.cgroup = nil end
 end
 
 -- ---- services ---------------------------------------------------------------------------
@@ -1042,7 +1165,8 @@ function Supervisor:status()
     for _, i in ipairs(svc.instances) do
       reps[#reps + 1] = { replica = i.index, state = i.state, pid = i.pid, generation = i.generation,
         since = i.since, restarts = i.restarts, failures = i.failures, last_status = i.last_status,
-        last_error = i.last_error, ready = i.ready, next_retry = i.next_retry }
+        last_error = i.last_error, ready = i.ready, next_retry = i.next_retry,
+        cgroup = i.cgroup or false, cgroup_why = i.cgroup_why }
     end
     out[name] = { state = svc:state(), ready = svc:is_ready(), generation = svc.generation, replicas = reps }
   end
@@ -1077,10 +1201,11 @@ function register()
   if registered then return end
   registered = true
   runner.on_shutdown(function(reason)
-    if reason == "done" then return end
+    if reason == "done" then return cgroup_release() end
     local ts = {}
     for sv in pairs(supervisors) do ts[#ts + 1] = task.go_internal(function() sv:stop() end) end
     for _, t in ipairs(ts) do t:wait() end
+    cgroup_release()
   end)
 end
 

@@ -38,6 +38,8 @@ static void (*const lb_openers[])(lua_State *L) = {
     lb_open_rlimit,
     /* lreaper.c: reaper set_subreaper; the reaper userdata */
     lb_open_reaper,
+    /* lnotify.c: notify_listen sd_notify proc_stat; the notify listener userdata */
+    lb_open_notify,
 };
 
 int luaopen_baton_core(lua_State *L) {

@@ -8,7 +8,7 @@
  * lb_error and the small lookups; lloop.c running the loop and core.defer;
  * then one file per Lua-visible type or group of functions: lprocess.c,
  * lstream.c, lnet.c, ltimer.c, lsignal.c, lfd.c, luser.c, lrlimit.c,
- * lreaper.c, lcgroup.c.
+ * lreaper.c, lcgroup.c, lnotify.c.
  *
  * Every Lua-visible handle (process, stream, timer) is a small userdata that
  * points at a malloc'd struct starting with an lb_handle. The struct outlives
@@ -98,6 +98,10 @@ void *lb_new(lua_State *L, size_t size, const char *tname, void (*close)(lb_hand
  * when there is no callback. Then push arguments and call lb_call. */
 lua_State *lb_push_cb(lb_handle *h);
 void lb_call(lb_runtime *rt, lua_State *T, int nargs);
+/* lb_call keeping `nresults` results: returns 1 with them on T in place of
+ * the function and its arguments, or 0 after an error (reported as lb_call
+ * does), with the function and its arguments gone. */
+int lb_pcall(lb_runtime *rt, lua_State *T, int nargs, int nresults);
 /* Message handler for lua_pcall: the error (or its __tostring) with a traceback. */
 int lb_traceback(lua_State *L);
 
@@ -122,6 +126,7 @@ void lb_open_fd(lua_State *L);      /* lfd.c */
 void lb_open_user(lua_State *L);    /* luser.c */
 void lb_open_rlimit(lua_State *L);  /* lrlimit.c */
 void lb_open_reaper(lua_State *L);  /* lreaper.c */
+void lb_open_notify(lua_State *L);  /* lnotify.c */
 void lb_open_cgroup(lua_State *L);  /* lcgroup.c */
 void lb_open_net(lua_State *L);     /* lnet.c */
 

@@ -276,12 +276,12 @@ int lb_traceback(lua_State *L) {
   return 1;
 }
 
-void lb_call(lb_runtime *rt, lua_State *T, int nargs) {
+int lb_pcall(lb_runtime *rt, lua_State *T, int nargs, int nresults) {
   (void)rt;
   int base = lua_gettop(T) - nargs;
   lua_pushcfunction(T, lb_traceback);
   lua_insert(T, base);
-  if (lua_pcall(T, nargs, 0, base) != LUA_OK) {
+  if (lua_pcall(T, nargs, nresults, base) != LUA_OK) {
     if (lua_getfield(T, LUA_REGISTRYINDEX, LB_ONERROR) == LUA_TFUNCTION) {
       lua_pushvalue(T, -2);
       if (lua_pcall(T, 1, 0, 0) != LUA_OK) {
@@ -293,6 +293,14 @@ void lb_call(lb_runtime *rt, lua_State *T, int nargs) {
       fprintf(stderr, "baton: error in callback: %s\n", luaL_tolstring(T, -1, NULL));
       lua_pop(T, 1);
     }
+    lua_settop(T, base - 1);
+    return 0;
   }
-  lua_settop(T, base - 1);
+  lua_remove(T, base); /* the message handler */
+  return 1;
+}
+
+void lb_call(lb_runtime *rt, lua_State *T, int nargs) {
+  int base = lua_gettop(T) - nargs - 1;
+  if (lb_pcall(rt, T, nargs, 0)) lua_settop(T, base);
 }

@@ -43,6 +43,8 @@ static void (*const lb_openers[])(lua_State *L) = {
     /* lcgroup.c: cgroup_self cgroup_create cgroup_enable cgroup_set cgroup_get cgroup_kill
      * cgroup_populated cgroup_oom_kills cgroup_remove */
     lb_open_cgroup,
+    /* lnotify.c: notify_listen sd_notify proc_stat; the notify listener userdata */
+    lb_open_notify,
 };
 
 int luaopen_baton_core(lua_State *L) {

@@ -276,6 +276,115 @@ BT_EXTERN void bt_reaper_close(bt_reaper_t *reaper, void (*close_cb)(bt_reaper_t
  */
 BT_EXTERN int bt_proc_descendants(pid_t pid, pid_t *out, int max);
 
+/*
+ * Readiness notifications: the reader of the sd_notify protocol (the
+ * NOTIFY_SOCKET a service manager creates), its client, and /proc/<pid>/stat
+ * for telling which process tree a sender belongs to.
+ *
+ * A sender's datagram is text ("READY=1\nSTATUS=…"), possibly with fds
+ * (SCM_RIGHTS), and the kernel attaches the sender's credentials because the
+ * socket has SO_PASSCRED. A process with CAP_SYS_ADMIN may put another pid
+ * there: Debian's systemd-notify, run as root, reports its parent's pid and
+ * its own otherwise; attribute a message to a process tree (its process
+ * group, its ancestry), never to one exact pid.
+ */
+
+/* The largest datagram read whole; a longer one is dropped. systemd's own
+ * limit for a notification is 4096 bytes. */
+#define BT_NOTIFY_MAX 65536
+/* The most fds one datagram may carry (the kernel's SCM_MAX_FD); with more,
+ * the datagram is dropped. */
+#define BT_NOTIFY_MAX_FDS 253
+
+typedef struct bt_notify_s bt_notify_t;
+
+/* One datagram, as the callback sees it: valid during the callback only. */
+typedef struct {
+  pid_t pid;        /* the sender's, from SCM_CREDENTIALS; 0 when absent */
+  uid_t uid;        /* with it; (uid_t)-1 when absent */
+  gid_t gid;        /* with it; (gid_t)-1 when absent */
+  const char *text; /* the datagram, NUL-terminated (it may hold NULs itself) */
+  size_t len;       /* its length, the terminating NUL not counted */
+  int *fds;         /* fds that came with it (SCM_RIGHTS, close-on-exec) */
+  int nfds;         /* entries in `fds`; 0 when none */
+} bt_notify_msg_t;
+
+/* Fires from the loop for each datagram. Every fd left in msg->fds is closed
+ * when it returns: to keep one, take it and set its slot to -1. It may call
+ * bt_notify_close; then no further datagram is delivered. */
+typedef void (*bt_notify_cb)(bt_notify_t *notify, const bt_notify_msg_t *msg);
+
+/* A notification socket. The caller owns the memory, valid from a successful
+ * bt_notify_open until the close callback has fired. `data` is the caller's;
+ * the other public fields are the core's to write. */
+struct bt_notify_s {
+  void *data;
+  int fd;         /* the socket; -1 once closed */
+  char path[109]; /* as given to bt_notify_open ('@' for the abstract namespace) */
+  /* private */
+  uv_poll_t poll_;
+  bt_notify_cb cb_;
+  void (*close_cb_)(bt_notify_t *);
+  int closing_;
+  int unlink_; /* bound a file that close removes */
+  char buf_[BT_NOTIFY_MAX + 1];
+};
+
+/*
+ * Bind a datagram socket at `path` and deliver what arrives there to `cb`.
+ * `path` is a file system path, or with a leading '@' a name in Linux's
+ * abstract namespace (as in NOTIFY_SOCKET); it must fit sockaddr_un
+ * (-ENAMETOOLONG) and not exist yet (-EADDRINUSE: a stale socket is the
+ * caller's to remove). The socket is close-on-exec and nonblocking, has
+ * SO_PASSCRED and a receive buffer as large as the system allows, and is
+ * watched by `loop`, which it keeps alive (see bt_notify_ref). Returns 0, or
+ * a negative errno (-EINVAL for an empty path or a bare '@'; socket's,
+ * bind's, libuv's); on failure nothing needs closing, no file is left and
+ * `cb` never fires. `cb` fires from the loop only, never from inside this
+ * call. A datagram truncated by the buffer (longer than BT_NOTIFY_MAX, or
+ * with more fds than fit) is dropped, its fds closed.
+ */
+BT_EXTERN int bt_notify_open(uv_loop_t *loop, bt_notify_t *notify, const char *path,
+                             bt_notify_cb cb);
+/* Stop reading, close the socket and remove the file it was bound to (never
+ * for an abstract name), all before returning; `cb` never fires after this
+ * call, and `close_cb` (may be NULL) fires from the loop when `notify` may be
+ * freed. Calling it again does nothing. */
+BT_EXTERN void bt_notify_close(bt_notify_t *notify, void (*close_cb)(bt_notify_t *));
+/* Whether the socket keeps the loop alive (yes by default). Does nothing once
+ * `notify` is closing. */
+BT_EXTERN void bt_notify_ref(bt_notify_t *notify, int ref);
+
+/*
+ * Send one notification, as sd_pid_notify_with_fds(3) does: the datagram
+ * `state` (e.g. "READY=1\nSTATUS=up"), with `nfds` fds of `fds` (none when
+ * 0; they stay the caller's), to `socket_path`, or when it is NULL to
+ * $NOTIFY_SOCKET ('@' for the abstract namespace in both). Returns 1 once
+ * sent; 0 when `socket_path` is NULL and NOTIFY_SOCKET is unset or empty
+ * (nothing to notify: not an error, as for sd_notify); or a negative errno
+ * (-ENAMETOOLONG, -EINVAL for a bare '@', sendmsg's: -ENOENT or
+ * -ECONNREFUSED with no reader, -EMSGSIZE, -EAGAIN). It never blocks, unlike
+ * sd_notify: -EAGAIN says the reader's queue is full (it holds
+ * net.unix.max_dgram_qlen datagrams, 10 by default, 512 where systemd set
+ * it), and the caller retries later (a timer). The kernel attaches this
+ * process's credentials.
+ */
+BT_EXTERN int bt_sd_notify(const char *socket_path, const char *state, const int *fds, int nfds);
+
+/* What /proc/<pid>/stat says of a process. */
+typedef struct {
+  pid_t pid, ppid, pgid, sid;
+  char state;               /* 'R', 'S', 'D', 'Z', 'T', … */
+  unsigned long long start; /* start time, clock ticks after boot: with `pid`, names the process */
+  char comm[64];            /* its name, as the kernel keeps it (15 bytes at most for a task) */
+} bt_proc_stat_t;
+
+/* Fill `out` from /proc/<pid>/stat (the name may hold spaces and ')': it is
+ * taken up to the last ')'). Returns 0, -EINVAL for a pid <= 0, -ESRCH when
+ * there is no such process (a zombie is still one: state 'Z'), or another
+ * negative errno (-EIO when the file cannot be parsed). */
+BT_EXTERN int bt_proc_stat(pid_t pid, bt_proc_stat_t *out);
+
 /* Signal number for "TERM", "SIGTERM", "term" or "15"; -EINVAL if unknown. */
 BT_EXTERN int bt_signal_number(const char *name);
 /* "SIGTERM" for 15 (a static string), or NULL if unknown (real-time signals too). */

@@ -22,11 +22,14 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -126,6 +129,17 @@ static int child_orphan(void) {
     continue;
   close(ready[0]);
   printf("%d\n", (int)pid);
+  return 0;
+}
+
+/* Name this process "a) b (c" (spaces, parentheses), say so, wait for stdin's end. */
+static int child_comm(void) {
+  if (prctl(PR_SET_NAME, "a) b (c", 0, 0, 0) < 0) return 111;
+  printf("ready\n");
+  fflush(stdout);
+  char c;
+  while (read(0, &c, 1) != 0)
+    if (errno != EINTR) break;
   return 0;
 }
 
@@ -1218,6 +1232,489 @@ static void test_cgroup_files(void) {
   }
 }
 
+/* ---- notifications (sd_notify) ---------------------------------------------------------- */
+
+/* What the notification callbacks saw. */
+typedef struct {
+  int count;    /* datagrams delivered */
+  int done_at;  /* set `done` once `count` reaches this */
+  int done;     /* for run_until */
+  int keep;     /* take fds[0] (set its slot to -1) into `kept` */
+  int kept;     /* the fd taken, or -1 */
+  int close_at; /* close the handle from the callback at this count (0: never) */
+  pid_t pid;    /* of the last datagram, and the rest of it */
+  uid_t uid;
+  gid_t gid;
+  int nfds;
+  size_t len;
+  char text[BT_NOTIFY_MAX + 1];
+} notes_t;
+
+static void notes_init(notes_t *nt, int done_at) {
+  memset(nt, 0, offsetof(notes_t, text));
+  nt->text[0] = '\0';
+  nt->done_at = done_at;
+  nt->kept = -1;
+}
+
+static void on_note(bt_notify_t *n, const bt_notify_msg_t *msg) {
+  notes_t *nt = n->data;
+  nt->count++;
+  nt->pid = msg->pid;
+  nt->uid = msg->uid;
+  nt->gid = msg->gid;
+  nt->nfds = msg->nfds;
+  nt->len = msg->len;
+  memcpy(nt->text, msg->text, msg->len + 1);
+  if (nt->keep && msg->nfds > 0) {
+    nt->kept = msg->fds[0];
+    msg->fds[0] = -1;
+  }
+  if (nt->count == nt->close_at) bt_notify_close(n, NULL);
+  if (nt->count >= nt->done_at) nt->done = 1;
+}
+
+/* Fill `sa` for a socket path ('@': abstract); returns its length. */
+static socklen_t unix_addr(const char *path, struct sockaddr_un *sa) {
+  size_t n = strlen(path);
+  memset(sa, 0, sizeof *sa);
+  sa->sun_family = AF_UNIX;
+  memcpy(sa->sun_path, path, n);
+  if (path[0] != '@') return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+  sa->sun_path[0] = '\0';
+  return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+}
+
+/*
+ * Send one datagram of `len` bytes to `path` the raw way, with `nfds` fds
+ * and, when `cred` is given, those credentials stated explicitly (another
+ * pid than ours needs CAP_SYS_ADMIN). Returns 0 or a negative errno.
+ */
+static int send_raw(const char *path, const char *text, size_t len, const int *fds, int nfds,
+                    const struct ucred *cred) {
+  struct sockaddr_un sa;
+  socklen_t salen = unix_addr(path, &sa);
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * 8)];
+  } control;
+  memset(&control, 0, sizeof control);
+  struct iovec iov = {.iov_base = (void *)text, .iov_len = len};
+  struct msghdr mh = {.msg_name = &sa, .msg_namelen = salen, .msg_iov = &iov, .msg_iovlen = 1};
+  size_t used = 0;
+  mh.msg_control = control.buf;
+  mh.msg_controllen = sizeof control.buf;
+  struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+  if (cred) {
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_CREDENTIALS;
+    c->cmsg_len = CMSG_LEN(sizeof *cred);
+    memcpy(CMSG_DATA(c), cred, sizeof *cred);
+    used += CMSG_SPACE(sizeof *cred);
+    c = (struct cmsghdr *)(control.buf + used);
+  }
+  if (nfds > 0) {
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    used += CMSG_SPACE(sizeof(int) * (size_t)nfds);
+  }
+  mh.msg_controllen = used;
+  if (used == 0) mh.msg_control = NULL;
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  int r = sendmsg(fd, &mh, 0) < 0 ? -errno : 0;
+  close(fd);
+  return r;
+}
+
+/* Whether the read end `fd` of a pipe sees its end (every write end closed),
+ * without waiting: an fd the reader closed at once is closed by now. */
+static int pipe_ended(int fd) {
+  struct pollfd pfd = {.fd = fd, .events = POLLIN};
+  return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLHUP);
+}
+
+static void test_notify_basic(void) {
+  char dir[256], path[300];
+  CHECK_EQ(make_temp_dir(dir, sizeof dir), 0);
+  snprintf(path, sizeof path, "%s/notify", dir);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  bt_notify_t n;
+  static notes_t nt;
+  notes_init(&nt, 1);
+  n.data = &nt;
+  CHECK_EQ(bt_notify_open(&loop, &n, path, on_note), 0);
+  CHECK(n.fd >= 0);
+  CHECK_STR(n.path, path);
+  struct stat st;
+  CHECK(stat(path, &st) == 0 && S_ISSOCK(st.st_mode));
+  CHECK_EQ(fcntl(n.fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+  CHECK_EQ(nt.count, 0); /* never from inside open */
+
+  /* The kernel attaches the sender's credentials. */
+  CHECK_EQ(bt_sd_notify(path, "READY=1\nSTATUS=hi", NULL, 0), 1);
+  CHECK(run_until(&loop, &nt.done, 10000));
+  CHECK_EQ(nt.count, 1);
+  CHECK_EQ(nt.pid, getpid());
+  CHECK_EQ(nt.uid, getuid());
+  CHECK_EQ(nt.gid, getgid());
+  CHECK_EQ(nt.nfds, 0);
+  CHECK_EQ(nt.len, 17);
+  CHECK_STR(nt.text, "READY=1\nSTATUS=hi");
+
+  /* Many, from a sender that blocks while the queue is full (it holds
+   * net.unix.max_dgram_qlen datagrams, 10 by default): each arrives once,
+   * in order. NULs inside count in `len`. */
+  pid_t sender = fork();
+  CHECK(sender >= 0);
+  if (sender == 0) {
+    for (int i = 0; i < 150; i++) {
+      char text[32] = {0};
+      int len = snprintf(text, sizeof text, "N=%d", i);
+      if (send_raw(path, text, (size_t)len + 2, NULL, 0, NULL) < 0) _exit(1);
+    }
+    _exit(0);
+  }
+  nt.done = 0;
+  nt.done_at = 151;
+  CHECK(run_until(&loop, &nt.done, 30000));
+  CHECK_EQ(nt.count, 151);
+  CHECK_STR(nt.text, "N=149");
+  CHECK_EQ(nt.len, 7);
+  int st_sender = -1;
+  while (waitpid(sender, &st_sender, 0) < 0 && errno == EINTR)
+    continue;
+  CHECK_EQ(st_sender, 0);
+
+  /* Explicit credentials are taken as stated; another pid than ours (as
+   * systemd-notify claims its parent's) needs privilege. */
+  struct ucred cred = {.pid = getppid(), .uid = getuid(), .gid = getgid()};
+  int r = send_raw(path, "X=1", 3, NULL, 0, &cred);
+  if (r == -EPERM) {
+    cred.pid = getpid();
+    r = send_raw(path, "X=1", 3, NULL, 0, &cred);
+  }
+  CHECK_EQ(r, 0);
+  nt.done = 0;
+  nt.done_at = 152;
+  CHECK(run_until(&loop, &nt.done, 10000));
+  CHECK_EQ(nt.pid, cred.pid);
+
+  /* Unref'd, it does not keep the loop alive; ref'd again, it does. */
+  bt_notify_ref(&n, 0);
+  CHECK_EQ(uv_loop_alive(&loop), 0);
+  bt_notify_ref(&n, 1);
+  CHECK(uv_loop_alive(&loop));
+
+  /* Close: the file is gone at once, nothing fires after. */
+  CHECK_EQ(bt_sd_notify(path, "LATE=1", NULL, 0), 1);
+  bt_notify_close(&n, NULL);
+  bt_notify_close(&n, NULL); /* again: nothing */
+  CHECK_EQ(n.fd, -1);
+  CHECK_EQ(stat(path, &st), -1);
+  CHECK_EQ(errno, ENOENT);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(nt.count, 152);
+  CHECK_EQ(bt_sd_notify(path, "GONE=1", NULL, 0), -ENOENT);
+  CHECK_EQ(uv_loop_close(&loop), 0);
+  CHECK_EQ(rmdir(dir), 0);
+}
+
+static void test_notify_fds(void) {
+  char dir[256], path[300];
+  CHECK_EQ(make_temp_dir(dir, sizeof dir), 0);
+  snprintf(path, sizeof path, "%s/notify", dir);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  bt_notify_t n;
+  static notes_t nt;
+  notes_init(&nt, 1);
+  n.data = &nt;
+  CHECK_EQ(bt_notify_open(&loop, &n, path, on_note), 0);
+
+  /* As systemd-notify's BARRIER=1: the write end of a pipe, whose reader
+   * waits for its end. The callback leaves it: closed once it returns. */
+  int a[2], b[2];
+  CHECK_EQ(pipe2(a, O_CLOEXEC), 0);
+  CHECK_EQ(pipe2(b, O_CLOEXEC), 0);
+  int both[] = {a[1], b[1]};
+  CHECK_EQ(bt_sd_notify(path, "BARRIER=1", both, 2), 1);
+  close(a[1]);
+  close(b[1]);
+  CHECK(!pipe_ended(a[0])); /* the copies in flight hold it open */
+  CHECK(run_until(&loop, &nt.done, 10000));
+  CHECK_EQ(nt.nfds, 2);
+  CHECK_STR(nt.text, "BARRIER=1");
+  CHECK(pipe_ended(a[0]));
+  CHECK(pipe_ended(b[0]));
+  close(a[0]);
+  close(b[0]);
+
+  /* A callback that takes one keeps it open, close-on-exec; the rest close. */
+  CHECK_EQ(pipe2(a, O_CLOEXEC), 0);
+  CHECK_EQ(pipe2(b, O_CLOEXEC), 0);
+  int fds2[] = {a[1], b[1]};
+  CHECK_EQ(send_raw(path, "FDSTORE=1", 9, fds2, 2, NULL), 0);
+  close(a[1]);
+  close(b[1]);
+  nt.keep = 1;
+  nt.done = 0;
+  nt.done_at = 2;
+  CHECK(run_until(&loop, &nt.done, 10000));
+  CHECK(nt.kept >= 0);
+  CHECK_EQ(fcntl(nt.kept, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+  CHECK(!pipe_ended(a[0]));
+  CHECK(pipe_ended(b[0]));
+  close(nt.kept);
+  CHECK(pipe_ended(a[0]));
+  close(a[0]);
+  close(b[0]);
+
+  bt_notify_close(&n, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(uv_loop_close(&loop), 0);
+  CHECK_EQ(rmdir(dir), 0);
+}
+
+static void test_notify_truncated(void) {
+  char dir[256], path[300];
+  CHECK_EQ(make_temp_dir(dir, sizeof dir), 0);
+  snprintf(path, sizeof path, "%s/notify", dir);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  bt_notify_t n;
+  static notes_t nt;
+  notes_init(&nt, 1);
+  n.data = &nt;
+  CHECK_EQ(bt_notify_open(&loop, &n, path, on_note), 0);
+
+  /* One byte too long, with an fd: dropped, the fd closed; the datagram
+   * after it arrives. */
+  static char big[BT_NOTIFY_MAX + 1];
+  memset(big, 'x', sizeof big);
+  memcpy(big, "STATUS=", 7);
+  int a[2];
+  CHECK_EQ(pipe2(a, O_CLOEXEC), 0);
+  CHECK_EQ(send_raw(path, big, BT_NOTIFY_MAX + 1, &a[1], 1, NULL), 0);
+  close(a[1]);
+  CHECK_EQ(send_raw(path, "AFTER=1", 7, NULL, 0, NULL), 0);
+  CHECK(run_until(&loop, &nt.done, 10000));
+  CHECK_EQ(nt.count, 1);
+  CHECK_STR(nt.text, "AFTER=1");
+  CHECK(pipe_ended(a[0]));
+  close(a[0]);
+
+  /* 4096 bytes (systemd's limit), and the largest that fits, arrive whole. */
+  CHECK_EQ(send_raw(path, big, 4096, NULL, 0, NULL), 0);
+  CHECK_EQ(send_raw(path, big, BT_NOTIFY_MAX, NULL, 0, NULL), 0);
+  nt.done = 0;
+  nt.done_at = 3;
+  CHECK(run_until(&loop, &nt.done, 10000));
+  CHECK_EQ(nt.count, 3);
+  CHECK_EQ(nt.len, BT_NOTIFY_MAX);
+  CHECK_EQ(strlen(nt.text), BT_NOTIFY_MAX);
+  CHECK(memcmp(nt.text, big, BT_NOTIFY_MAX) == 0);
+
+  /* Fds that cannot be received (no fd number free below RLIMIT_NOFILE):
+   * the kernel cuts the control data (MSG_CTRUNC) and the datagram is
+   * dropped, the fds closed. */
+  CHECK_EQ(pipe2(a, O_CLOEXEC), 0);
+  CHECK_EQ(send_raw(path, "CUT=1", 5, &a[1], 1, NULL), 0);
+  close(a[1]);
+  struct rlimit rl, low;
+  CHECK_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+  int lowest = dup(0);
+  close(lowest);
+  low = rl;
+  low.rlim_cur = (rlim_t)lowest;
+  CHECK_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  CHECK_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+  CHECK_EQ(nt.count, 3);
+  CHECK(pipe_ended(a[0]));
+  close(a[0]);
+
+  /* A callback that closes the handle gets no further datagram. */
+  nt.close_at = 4;
+  CHECK_EQ(send_raw(path, "ONE=1", 5, NULL, 0, NULL), 0);
+  CHECK_EQ(send_raw(path, "TWO=1", 5, NULL, 0, NULL), 0);
+  nt.done = 0;
+  nt.done_at = 4;
+  CHECK(run_until(&loop, &nt.done, 10000));
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(nt.count, 4);
+  CHECK_STR(nt.text, "ONE=1");
+  CHECK_EQ(uv_loop_close(&loop), 0);
+  CHECK_EQ(access(path, F_OK), -1);
+  CHECK_EQ(rmdir(dir), 0);
+}
+
+static void test_notify_abstract(void) {
+  char name[64];
+  snprintf(name, sizeof name, "@baton-test-notify-%d", (int)getpid());
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  bt_notify_t n;
+  static notes_t nt;
+  notes_init(&nt, 2);
+  n.data = &nt;
+  CHECK_EQ(bt_notify_open(&loop, &n, name, on_note), 0);
+  CHECK_STR(n.path, name);
+  /* Named in full, and through NOTIFY_SOCKET. */
+  CHECK_EQ(bt_sd_notify(name, "ONE=1", NULL, 0), 1);
+  setenv("NOTIFY_SOCKET", name, 1);
+  CHECK_EQ(bt_sd_notify(NULL, "TWO=1", NULL, 0), 1);
+  unsetenv("NOTIFY_SOCKET");
+  CHECK(run_until(&loop, &nt.done, 10000));
+  CHECK_EQ(nt.count, 2);
+  CHECK_STR(nt.text, "TWO=1");
+  CHECK_EQ(nt.pid, getpid());
+  /* Taken while open; free again after the close. */
+  bt_notify_t other;
+  CHECK_EQ(bt_notify_open(&loop, &other, name, on_note), -EADDRINUSE);
+  bt_notify_close(&n, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(bt_sd_notify(name, "GONE=1", NULL, 0), -ECONNREFUSED);
+  CHECK_EQ(bt_notify_open(&loop, &other, name, on_note), 0);
+  bt_notify_close(&other, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+static void test_notify_errors(void) {
+  char dir[256], path[300];
+  CHECK_EQ(make_temp_dir(dir, sizeof dir), 0);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  bt_notify_t n;
+  n.data = NULL;
+  snprintf(path, sizeof path, "%s/missing/notify", dir);
+  CHECK_EQ(bt_notify_open(&loop, &n, path, on_note), -ENOENT);
+  CHECK_EQ(bt_notify_open(&loop, &n, "", on_note), -EINVAL);
+  CHECK_EQ(bt_notify_open(&loop, &n, "@", on_note), -EINVAL);
+  char longp[200];
+  memset(longp, 'a', sizeof longp - 1);
+  longp[0] = '/';
+  longp[sizeof longp - 1] = '\0';
+  CHECK_EQ(bt_notify_open(&loop, &n, longp, on_note), -ENAMETOOLONG);
+  CHECK_EQ(bt_sd_notify(longp, "X=1", NULL, 0), -ENAMETOOLONG);
+  /* An existing file is left alone. */
+  snprintf(path, sizeof path, "%s/file", dir);
+  int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  CHECK(fd >= 0);
+  close(fd);
+  CHECK_EQ(bt_notify_open(&loop, &n, path, on_note), -EADDRINUSE);
+  CHECK_EQ(access(path, F_OK), 0);
+  CHECK_EQ(bt_sd_notify(path, "X=1", NULL, 0), -ECONNREFUSED);
+  CHECK_EQ(unlink(path), 0);
+  CHECK_EQ(bt_sd_notify(path, "X=1", NULL, 0), -ENOENT);
+  CHECK_EQ(bt_sd_notify(path, "X=1", NULL, -1), -EINVAL);
+  CHECK_EQ(uv_loop_close(&loop), 0);
+  CHECK_EQ(rmdir(dir), 0);
+}
+
+static void test_sd_notify_unset(void) {
+  /* With NOTIFY_SOCKET unset or empty there is nothing to notify: 0, and no
+   * datagram anywhere. The listener below (where NOTIFY_SOCKET pointed
+   * before) gets only the marker sent after. */
+  char name[64];
+  snprintf(name, sizeof name, "@baton-test-unset-%d", (int)getpid());
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  bt_notify_t n;
+  static notes_t nt;
+  notes_init(&nt, 1);
+  n.data = &nt;
+  CHECK_EQ(bt_notify_open(&loop, &n, name, on_note), 0);
+  unsetenv("NOTIFY_SOCKET");
+  CHECK_EQ(bt_sd_notify(NULL, "READY=1", NULL, 0), 0);
+  setenv("NOTIFY_SOCKET", "", 1);
+  CHECK_EQ(bt_sd_notify(NULL, "READY=1", NULL, 0), 0);
+  unsetenv("NOTIFY_SOCKET");
+  CHECK_EQ(bt_sd_notify(name, "MARKER=1", NULL, 0), 1);
+  CHECK(run_until(&loop, &nt.done, 10000));
+  uv_run(&loop, UV_RUN_NOWAIT);
+  CHECK_EQ(nt.count, 1);
+  CHECK_STR(nt.text, "MARKER=1");
+  bt_notify_close(&n, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+static void test_proc_stat(void) {
+  bt_proc_stat_t st;
+  CHECK_EQ(bt_proc_stat(getpid(), &st), 0);
+  CHECK_EQ(st.pid, getpid());
+  CHECK_EQ(st.ppid, getppid());
+  CHECK_EQ(st.pgid, getpgrp());
+  CHECK_EQ(st.sid, getsid(0));
+  CHECK_EQ(st.state, 'R');
+  CHECK_STR(st.comm, "test_core");
+  CHECK(st.start > 0);
+  bt_proc_stat_t again;
+  CHECK_EQ(bt_proc_stat(getpid(), &again), 0);
+  CHECK_EQ(again.start, st.start);
+
+  CHECK_EQ(bt_proc_stat(0, &st), -EINVAL);
+  CHECK_EQ(bt_proc_stat(-1, &st), -EINVAL);
+  /* Past pid_max no pid ever exists. */
+  char buf[32] = "";
+  FILE *f = fopen("/proc/sys/kernel/pid_max", "re");
+  CHECK(f != NULL);
+  if (f) {
+    CHECK(fgets(buf, sizeof buf, f) != NULL);
+    fclose(f);
+  }
+  CHECK_EQ(bt_proc_stat((pid_t)atoi(buf) + 1, &st), -ESRCH);
+}
+
+static void test_proc_stat_comm(void) {
+  /* A child that names itself "a) b (c" (spaces, both parentheses), in a
+   * process group of its own, then waits for its stdin to end. */
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  bt_process_t p;
+  int exits = 0;
+  p.data = &exits;
+  char *argv[] = {(char *)self, "--child", "comm", NULL};
+  bt_stdio_t io[] = {{BT_STDIO_PIPE, -1, 0}, {BT_STDIO_PIPE, -1, 0}, {BT_STDIO_INHERIT, -1, 0}};
+  bt_spawn_options_t o = {.argv = argv, .stdio = io, .nstdio = 3, .flags = BT_SPAWN_SETPGID};
+  CHECK_EQ(bt_spawn(&loop, &p, &o, on_exit_count), 0);
+  char buf[16];
+  int fl = fcntl(io[1].fd, F_GETFL);
+  fcntl(io[1].fd, F_SETFL, fl & ~O_NONBLOCK);
+  ssize_t r;
+  while ((r = read(io[1].fd, buf, sizeof buf)) < 0 && errno == EINTR)
+    continue;
+  CHECK_EQ(r, 6); /* "ready\n": named by now */
+  bt_proc_stat_t st;
+  CHECK_EQ(bt_proc_stat(p.pid, &st), 0);
+  CHECK_STR(st.comm, "a) b (c");
+  CHECK_EQ(st.pid, p.pid);
+  CHECK_EQ(st.ppid, getpid());
+  CHECK_EQ(st.pgid, p.pid);
+  CHECK_EQ(st.sid, getsid(0));
+  CHECK(st.state == 'S' || st.state == 'R');
+  /* Exited, not reaped yet: a zombie is still there. */
+  close(io[0].fd);
+  CHECK_EQ(wait_exited(&p), 0);
+  CHECK_EQ(bt_proc_stat(p.pid, &st), 0);
+  CHECK_EQ(st.state, 'Z');
+  CHECK_STR(st.comm, "a) b (c");
+  pid_t pid = p.pid;
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(exits, 1);
+  CHECK_EQ(p.exit_code, 0);
+  CHECK_EQ(bt_proc_stat(pid, &st), -ESRCH);
+  close(io[1].fd);
+  bt_process_close(&p, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
 /* ---- the test list ------------------------------------------------------------------- */
 
 /* One line per test: core/test/CMakeLists.txt reads the names from these lines. */
@@ -1257,6 +1754,14 @@ static const struct {
     TEST_ENTRY(cgroup_kill_sweep),
     TEST_ENTRY(cgroup_spawn_fail),
     TEST_ENTRY(cgroup_files),
+    TEST_ENTRY(notify_basic),
+    TEST_ENTRY(notify_fds),
+    TEST_ENTRY(notify_truncated),
+    TEST_ENTRY(notify_abstract),
+    TEST_ENTRY(notify_errors),
+    TEST_ENTRY(sd_notify_unset),
+    TEST_ENTRY(proc_stat),
+    TEST_ENTRY(proc_stat_comm),
 };
 
 #define NTESTS (sizeof tests / sizeof tests[0])
@@ -1389,6 +1894,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[2], "fds") == 0) return child_fds();
     if (strcmp(argv[2], "sigs") == 0) return child_sigs();
     if (strcmp(argv[2], "pdeath") == 0) return child_pdeath();
+    if (strcmp(argv[2], "comm") == 0) return child_comm();
     if (strcmp(argv[2], "orphan") == 0) return child_orphan();
     if (strcmp(argv[2], "exec-ok") == 0) return child_exec("ok");
     if (strcmp(argv[2], "exec-missing") == 0) return child_exec("missing");

@@ -62,7 +62,14 @@ describe("baton.supervisor", function()
     H.error_here(function() baton.supervisor { web = { "true", replicas = -1 } } end,
       "bad argument #1 to 'service' (service 'web': replicas must be an integer from 0 to 10000, got -1)")
     H.error_here(function() baton.supervisor { web = { "true", ready = { port = 80 } } } end,
-      "bad argument #1 to 'service' (service 'web': unknown readiness check 'port' (fd, line, alive, exec, timeout, interval))")
+      "bad argument #1 to 'service' (service 'web': unknown readiness check 'port' (fd, line, alive, notify, exec, tcp, http, check, timeout, interval))")
+    H.error_here(function() baton.supervisor { web = { "true", health = { tcp = "localhost:80" } } } end,
+      "bad argument #1 to 'service' (service 'web': health.tcp: bad address \"localhost:80\": "
+        .. "\"localhost\" is not a numeric IPv4 or IPv6 address (names are not resolved: use 127.0.0.1 or ::1))")
+    H.error_here(function() baton.supervisor { web = { "true", ready = { http = "https://127.0.0.1/" } } } end,
+      "bad argument #1 to 'service' (service 'web': ready.http: bad URL \"https://127.0.0.1/\": https is not supported (plain http:// only))")
+    H.error_here(function() baton.supervisor { web = { "true", limits = { memory = {} } } } end,
+      "bad argument #1 to 'service' (service 'web': limits.memory must be a positive integer or a cgroup value such as \"max\", got table)")
     H.error_here(function() baton.supervisor { web = { "true", backoff = { initial = -1 } } } end,
       "bad argument #1 to 'service' (service 'web': backoff.initial must be a number of seconds, got -1)")
     H.error_here(function() baton.supervisor { web = { cmd = "true", cwd = "/" } } end,
@@ -317,6 +324,71 @@ describe("baton.supervisor", function()
     assert.is_nil(ok)
     assert.matches("^EFAILED: service 'x' did not start: .*/nonexistent/prog.*no such file", msg)
     assert.are.equal("backoff", sv:status().x.state)
+    sv:stop()
+  end)
+
+  it("readiness through Debian's systemd-notify: B starts after A's READY=1, in 100 of 100 runs", function()
+    assert(baton.which("systemd-notify"), "systemd-notify is needed (apt-get install systemd)")
+    for _ = 1, 100 do
+      local sv = baton.supervisor {
+        a = { "sh", "-c", "systemd-notify --ready --status=up && exec sleep " .. tag(), ready = "notify" },
+        b = sleeper(tag(), { needs = "a" }),
+      }
+      local log = record(sv)
+      assert.is_true(sv:start())
+      assert.are.equal("up", sv:status().a.replicas[1].status_text)
+      sv:stop()
+      baton.sleep(0)
+      assert.is_true(index_of(log, "ready", "a") < index_of(log, "spawned", "b"))
+    end
+  end)
+
+  it("ignores notifications from outside a service's tree, and honours EXTEND_TIMEOUT_USEC", function()
+    local fifo = os.tmpname()
+    os.remove(fifo)
+    assert.is_true(baton.run { "mkfifo", fifo }.ok)
+    local sv = baton.supervisor {
+      a = { "sh", "-c", "systemd-notify EXTEND_TIMEOUT_USEC=60000000; read x < " .. fifo
+        .. "; systemd-notify --ready; exec sleep " .. tag(), ready = { notify = true, timeout = 5 } },
+    }
+    local starter = baton.go(function() return sv:start() end)
+    -- The service's own EXTEND_TIMEOUT_USEC moves its deadline 60 s ahead.
+    H.wait_for(function()
+      local d = sv:status().a.replicas[1].ready_deadline
+      return d and d > baton.now() + 30
+    end, "the readiness deadline to be extended")
+    -- An outsider (run by the spec, not in a's tree) says READY=1 on a's socket: ignored.
+    assert.is_true(baton.run { "systemd-notify", "--ready", env = { NOTIFY_SOCKET = sv._notifier.path } }.ok)
+    H.wait_for(function() return (sv.notify_ignored or 0) >= 1 end, "the outsider's message")
+    assert.are.equal("starting", sv:status().a.state)
+    local f = assert(io.open(fifo, "w"))
+    f:write("go\n")
+    f:close()
+    assert.is_true(starter:wait())
+    os.remove(fifo)
+    sv:stop()
+  end)
+
+  it("restarts a SIGSTOP'd service whose watchdog expired, and one whose health checks fail", function()
+    local sv = baton.supervisor {
+      w = { "sh", "-c", "echo >&3; kill -STOP $$; exec sleep " .. tag(), ready = { fd = 3 }, watchdog = 0.2,
+        stop = { timeout = 5 }, backoff = { initial = 0.01 } },
+      h = sleeper(tag(), { health = { tcp = "127.0.0.1:1", interval = 0.05, failures = 2 }, backoff = { initial = 0.01 } }),
+      -- WATCHDOG=1 pings keep this one alive past its deadline, many times over.
+      pinged = { "sh", "-c", "echo >&3; while :; do systemd-notify WATCHDOG=1; sleep 0.05; done",
+        ready = { fd = 3 }, watchdog = 2 },
+    }
+    local log = record(sv)
+    assert.is_true(sv:start())
+    local w = sv:next("restarting", "w")
+    assert.are.equal("watchdog: no WATCHDOG=1 within 0.2s", w.error)
+    assert.are.equal("SIGTERM", w.status.signame) -- TERM, then CONT reached the stopped process
+    local h = sv:next("restarting", "h")
+    assert.matches("^health check failed 2 times in a row: ECONNREFUSED", h.error)
+    -- While w and h restarted twice, the pinged one stayed up.
+    sv:next("restarting", "w")
+    sv:next("restarting", "h")
+    assert.are.equal("spawned ready", kinds(log, "pinged"))
     sv:stop()
   end)
 end)

@@ -108,6 +108,13 @@ function M.connect(addr, opts)
   return connect(host, port, addr, opts.timeout)
 end
 
+--- Raise unless `addr` is an address `connect` takes (for early checks:
+-- a service's probe is checked when it is declared).
+function M.check_address(addr)
+  if type(addr) ~= "string" then argerror("connect", 1, "address string expected, got " .. type(addr)) end
+  host_port("connect", 1, "address", addr, (addr:gsub("^tcp://", "", 1)), nil)
+end
+
 -- ---- HTTP GET -----------------------------------------------------------------------
 
 -- host, port, authority (for Host:) and path of an http:// URL.
@@ -129,6 +136,11 @@ local function parse_url(url)
   if authority:find("@", 1, true) then argerror("http_get", 1, fmt("bad URL %q: user info is not supported", url)) end
   local host, port = host_port("http_get", 1, "URL", url, authority, 80)
   return host, port, authority, path
+end
+
+--- Raise unless `url` is a URL `http_get` takes.
+function M.check_url(url)
+  parse_url(url)
 end
 
 -- The request for `path` with extra `headers` (name -> value; theirs

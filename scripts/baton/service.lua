@@ -40,13 +40,17 @@ local argerror = errors.argerror
 -- Policy keys of a declaration; anything else is the command's.
 local POLICY = {
   cmd = true, replicas = true, needs = true, bind = true, restart = true, success = true, backoff = true,
-  give_up = true, ready = true, stop = true, critical = true, limits = true, cgroup = true,
+  give_up = true, ready = true, stop = true, critical = true, limits = true, cgroup = true, health = true,
+  watchdog = true,
 }
 -- Resource limits → the cgroup file and controller each needs.
 local LIMITS = { memory = { "memory.max", "memory" }, pids = { "pids.max", "pids" }, cpu = { "cpu.max", "cpu" } }
 local RESTART = { always = true, ["on-failure"] = true, never = true }
 local BACKOFF = { initial = 0.1, max = 30, factor = 2, jitter = 0.2, reset = 10 }
-local READY_KINDS = { fd = "integer", line = "string", alive = "seconds", exec = "command" }
+local READY_KINDS = { fd = true, line = true, alive = true, notify = true, exec = true, tcp = true, http = true,
+  check = true }
+local PROBES = { exec = true, tcp = true, http = true, check = true }
+local READY_LIST = "fd, line, alive, notify, exec, tcp, http, check"
 
 local function bad(name, fmtstr, ...)
   argerror("service", 1, fmt("service '%s': " .. fmtstr, name, ...))
@@ -59,14 +63,42 @@ local function seconds(name, what, v)
   return v
 end
 
+-- The argument of check `kind` (a probe, or a readiness check), checked;
+-- `what` names it in errors ("ready.tcp", "health.http").
+local function check_arg(name, what, kind, v)
+  if kind == "fd" then
+    if math.type(v) ~= "integer" or v < 3 or v > 1023 then
+      bad(name, "%s must be an fd number from 3 to 1023, got %s", what, tostring(v))
+    end
+  elseif kind == "line" then
+    if type(v) ~= "string" then bad(name, "%s must be a Lua pattern, got %s", what, type(v)) end
+  elseif kind == "alive" then
+    seconds(name, what, v)
+  elseif kind == "notify" then
+    if v ~= true then bad(name, "%s must be true, got %s", what, tostring(v)) end
+  elseif kind == "exec" then
+    local ok, c = pcall(command.cmd, v, "service")
+    if not ok then bad(name, "%s: %s", what, (tostring(c):gsub("^.-bad argument #1 to 'service' %((.*)%)$", "%1"))) end
+    return c
+  elseif kind == "tcp" or kind == "http" then
+    local net = require "baton.net"
+    local ok, err = pcall(kind == "tcp" and net.check_address or net.check_url, v)
+    if not ok then bad(name, "%s: %s", what, (tostring(err):gsub("^.-bad argument #1 to '[%w_]+' %((.*)%)$", "%1"))) end
+  elseif kind == "check" then
+    if type(v) ~= "function" then bad(name, "%s must be a function, got %s", what, type(v)) end
+  end
+  return v
+end
+
 -- `ready`: what makes an instance ready. Returns {kind, arg, timeout, interval}.
 local function readiness(name, r)
   if r == nil then return { kind = "alive", arg = 1, timeout = 30 } end
-  if r == "exec" then return { kind = "exec", timeout = 30 } end
+  if r == "exec" then return { kind = "spawned", timeout = 30 } end
+  if r == "notify" then return { kind = "notify", timeout = 30 } end
   if type(r) == "number" then return { kind = "alive", arg = seconds(name, "ready", r), timeout = r + 30 } end
   if type(r) == "function" then return { kind = "check", arg = r, timeout = 30, interval = 0.1 } end
   if type(r) ~= "table" then
-    bad(name, "ready must be \"exec\", seconds, a function or a table, got %s",
+    bad(name, "ready must be \"exec\", \"notify\", seconds, a function or a table, got %s",
       type(r) == "string" and fmt("%q", r) or type(r))
   end
   local out = { timeout = 30, interval = 0.1 }
@@ -75,23 +107,40 @@ local function readiness(name, r)
       out[k] = seconds(name, "ready." .. k, v)
     elseif READY_KINDS[k] then
       if out.kind then bad(name, "ready has two checks: %s and %s", out.kind, k) end
-      out.kind, out.arg = k, v
-      local want = READY_KINDS[k]
-      if want == "integer" and (math.type(v) ~= "integer" or v < 3 or v > 1023) then
-        bad(name, "ready.fd must be an fd number from 3 to 1023, got %s", tostring(v))
-      elseif want == "string" and type(v) ~= "string" then
-        bad(name, "ready.line must be a Lua pattern, got %s", type(v))
-      elseif want == "seconds" then
-        seconds(name, "ready.alive", v)
-      elseif want == "command" then
-        out.arg = command.cmd(v, "service")
-      end
+      out.kind, out.arg = k, check_arg(name, "ready." .. k, k, v)
     else
-      bad(name, "unknown readiness check '%s' (fd, line, alive, exec, timeout, interval)", tostring(k))
+      bad(name, "unknown readiness check '%s' (%s, timeout, interval)", tostring(k), READY_LIST)
     end
   end
-  if not out.kind then bad(name, "ready names no check (fd, line, alive, exec)") end
+  if not out.kind then bad(name, "ready names no check (%s)", READY_LIST) end
   if out.kind == "alive" then out.timeout = math.max(out.timeout, out.arg + 1) end
+  return out
+end
+
+-- `health`: a probe run every `interval` seconds once ready; `failures`
+-- in a row (each failing or not answering within `timeout`) restart it.
+local function health(name, h)
+  if h == nil then return nil end
+  if type(h) == "function" then h = { check = h } end
+  if type(h) ~= "table" then bad(name, "health must be a table or a function, got %s", type(h)) end
+  local out = { interval = 10, timeout = 5, failures = 3 }
+  for k, v in pairs(h) do
+    if k == "interval" or k == "timeout" then
+      out[k] = seconds(name, "health." .. k, v)
+      if v <= 0 then bad(name, "health.%s must be above 0, got %s", k, v) end
+    elseif k == "failures" then
+      if math.type(v) ~= "integer" or v < 1 then
+        bad(name, "health.failures must be a count from 1, got %s", tostring(v))
+      end
+      out.failures = v
+    elseif PROBES[k] then
+      if out.kind then bad(name, "health has two probes: %s and %s", out.kind, k) end
+      out.kind, out.arg = k, check_arg(name, "health." .. k, k, v)
+    else
+      bad(name, "unknown health option '%s' (exec, tcp, http, check, interval, timeout, failures)", tostring(k))
+    end
+  end
+  if not out.kind then bad(name, "health names no probe (exec, tcp, http, check)") end
   return out
 end
 
@@ -171,6 +220,11 @@ local function declare(name, spec)
   end
   d.give_up = g
   d.ready = readiness(name, spec.ready)
+  d.health = health(name, spec.health)
+  if spec.watchdog ~= nil then
+    d.watchdog = seconds(name, "watchdog", spec.watchdog)
+    if d.watchdog <= 0 then bad(name, "watchdog must be above 0 seconds, got %s", d.watchdog) end
+  end
   local stop = spec.stop
   if stop == nil or type(stop) == "string" or type(stop) == "number" then stop = { signal = stop } end
   if type(stop) ~= "table" then bad(name, "stop must be a signal or a table, got %s", type(stop)) end
@@ -195,7 +249,8 @@ local function declare(name, spec)
       elseif math.type(v) == "integer" and v > 0 then
         v = tostring(v)
       elseif type(v) ~= "string" or not v:match("^[%w .]+$") then
-        bad(name, "limits.%s must be a positive integer or a cgroup value such as \"max\", got %s", k, tostring(v))
+        bad(name, "limits.%s must be a positive integer or a cgroup value such as \"max\", got %s", k,
+          type(v) == "string" and fmt("%q", v) or type(v) == "number" and tostring(v) or type(v))
       end
       d.limits[#d.limits + 1] = { k, v }
     end
@@ -286,7 +341,7 @@ function Instance:_set(state, ev)
 end
 
 function Instance:_clear_timers()
-  for _, k in ipairs { "_retry", "_ready_timer", "_stable", "_kill_timer" } do
+  for _, k in ipairs { "_retry", "_ready_timer", "_stable", "_kill_timer", "_watchdog", "_health" } do
     if self[k] then
       self[k]:close()
       self[k] = nil
@@ -352,6 +407,9 @@ function Instance:_sweep()
           left = true
         end
       end
+      -- (a KILLed one is a zombie for a moment, until the loop reaps it)
+      local st = not left and core.proc_stat(pid)
+      if st and st.state == "Z" then left = true end
     end
     if not left or not task.can_wait() then return end
     task.sleep(0.005) -- (a KILLed process is gone within a scheduler tick)
@@ -378,7 +436,10 @@ function Instance:_became_ready(p)
     self._ready_timer:close()
     self._ready_timer = nil
   end
+  self.reloading = nil
   self:_set("running", { event = "ready" })
+  self:_arm_watchdog()
+  self:_start_health(p)
   local svc = self.service
   self._stable = timer(svc.decl.backoff.reset, function()
     self._stable:close()
@@ -389,16 +450,100 @@ function Instance:_became_ready(p)
 end
 
 -- Start checking readiness of process `p`.
-function Instance:_check_ready(p)
-  local r = self.service.decl.ready
-  local function ready() self:_became_ready(p) end
-  if r.kind == "exec" then return ready() end
-  self._ready_timer = timer(r.timeout, function()
+-- Run probe `kind` (exec, tcp, http, check) once, within `timeout`
+-- seconds: true, or false and why not.
+local function probe(kind, arg, timeout, inst)
+  if kind == "check" then
+    local ok, v = pcall(arg, inst)
+    if not ok then return false, tostring(v) end
+    return v and true or false, "the check returned " .. tostring(v)
+  elseif kind == "exec" then
+    local r = require("baton.run").run(options.with(arg,
+      { check = false, timeout = timeout, stdin = "null", stdout = "null", stderr = "null" }, true))
+    return r.ok, fmt("%s: %s", errors.quote_argv(r.argv), tostring(r))
+  elseif kind == "tcp" then
+    local conn, msg = require("baton.net").connect(arg, { timeout = timeout })
+    if not conn then return false, msg end
+    conn:close()
+    return true
+  end
+  local code, body = require("baton.net").http_get(arg, { timeout = timeout })
+  if not code then return false, body end
+  if code >= 200 and code < 300 then return true end
+  return false, fmt("HTTP status %d from %s", code, arg)
+end
+
+-- The process runs, but the instance is not live (watchdog, health): it
+-- goes like a stop (signal, CONT for a stopped one, KILL after the stop
+-- timeout) and counts as a failure, whatever its exit status.
+function Instance:_fail_liveness(msg)
+  if not self.proc or self._liveness_fail or self.state == "stopping" then return end
+  self._liveness_fail, self.last_error = msg, msg
+  local d = self.service.decl
+  self:_signal(d.stop_signal)
+  self:_signal(18) -- SIGCONT: a stopped process gets to handle it
+  self._kill_timer = timer(d.stop_timeout, function() self:_signal(9) end)
+end
+
+-- Arm (again) the watchdog: WATCHDOG=1 must come within `secs`.
+function Instance:_arm_watchdog(secs)
+  self.watchdog = secs or self.watchdog
+  if not self.watchdog or not self.proc then return end
+  if self._watchdog then self._watchdog:close() end
+  self._watchdog = timer(self.watchdog, function()
+    self._watchdog:close()
+    self._watchdog = nil
+    self:_fail_liveness(fmt("watchdog: no WATCHDOG=1 within %gs", self.watchdog))
+  end)
+end
+
+-- Health probes every `interval` seconds while the process runs and is ready.
+function Instance:_start_health(p)
+  local h = self.service.decl.health
+  if not h then return end
+  local t = core.timer()
+  self._health, self.health_failures = t, 0
+  local busy = false
+  t:start(options.ms(h.interval), options.ms(h.interval), function()
+    if busy then return end
+    busy = true
+    task.go_internal(function()
+      local ok, why = probe(h.kind, h.arg, h.timeout, self)
+      busy = false
+      if self.proc ~= p then return end
+      if ok then
+        self.health_failures = 0
+        return
+      end
+      self.health_failures = self.health_failures + 1
+      self.last_error = why
+      if self.health_failures >= h.failures then
+        self:_fail_liveness(fmt("health check failed %d times in a row: %s", self.health_failures, why))
+      end
+    end)
+  end)
+end
+
+-- (Re)arm the readiness deadline: `secs` from now.
+function Instance:_ready_deadline(p, secs)
+  if self._ready_timer then self._ready_timer:close() end
+  self.ready_deadline = now() + secs
+  self._ready_timer = timer(secs, function()
+    self._ready_timer:close()
+    self._ready_timer = nil
     if self.proc == p and self.state == "starting" then
-      self._ready_fail = fmt("not ready after %gs", r.timeout)
+      self._ready_fail = fmt("not ready after %gs", secs)
       self:_signal(9)
     end
   end)
+end
+
+-- Start checking readiness of process `p`.
+function Instance:_check_ready(p)
+  local r = self.service.decl.ready
+  local function ready() self:_became_ready(p) end
+  if r.kind == "spawned" then return ready() end
+  self:_ready_deadline(p, r.timeout)
   if r.kind == "alive" then
     self._alive = timer(r.arg, function()
       self._alive:close()
@@ -431,17 +576,13 @@ function Instance:_check_ready(p)
       end
       s:close()
     end)
-  else -- a probe, tried every `interval` seconds while starting
+  elseif r.kind ~= "notify" then -- a probe, tried every `interval` seconds while starting
     task.go_internal(function()
       while self.proc == p and self.state == "starting" do
-        local ok, yes
-        if r.kind == "check" then
-          ok, yes = pcall(r.arg, self)
-        else
-          ok, yes = pcall(function() return require("baton.run").ok(r.arg) end)
-        end
-        if ok and yes then return ready() end
-        if not ok then self.last_error = tostring(yes) end
+        local ok, why = probe(r.kind, r.arg, math.max(r.interval, 1), self)
+        if ok then return ready() end
+        self.last_error = why
+        if self.proc ~= p or self.state ~= "starting" then return end
         task.sleep(r.interval)
       end
     end)
@@ -501,6 +642,15 @@ function Instance:_spawn()
   self.spawns = (self.spawns or 0) + 1
   self.run_token = self.token .. "." .. self.spawns
   env.BATON_SERVICE, env.BATON_REPLICA, env.BATON_INSTANCE = svc.name, tostring(self.index), self.run_token
+  if d.ready.kind == "notify" or d.watchdog then
+    local path, why = svc.sv:_notify_socket()
+    if not path then
+      self.last_error = why
+      return self:_set("failed", { event = "failed", error = why })
+    end
+    env.NOTIFY_SOCKET = path
+  end
+  if d.watchdog then env.WATCHDOG_USEC = tostring(math.floor(d.watchdog * 1e6 + 0.5)) end
   local extra = self:_ready_setup(env)
   extra.pgroup, extra.env = true, env
   local cgroup, why = self:_cgroup()
@@ -529,11 +679,16 @@ function Instance:_spawn()
     return
   end
   self.proc, self.pid, self.pgid = p, p.pid, p.pid
-  self.last_error, self._ready_fail = nil, nil
+  self.last_error, self._ready_fail, self._liveness_fail = nil, nil, nil
+  self.watchdog, self.status_text, self.reloading, self.main_pid = d.watchdog, nil, nil, nil
   self:_set("starting", { event = "spawned" })
   self:_check_ready(p)
   task.go_internal(function()
     local st = p:wait()
+    -- Its readiness message may have come in the same turn of the loop as
+    -- its exit: read first, then judge (ready, then exited; not "exited
+    -- before it was ready").
+    if self.proc == p and self.state == "starting" then task.sleep(0) end
     if self.proc == p then self:_exited(st) end
   end)
 end
@@ -570,7 +725,7 @@ function Instance:_exited(st)
     self._leftovers[#self._leftovers + 1] = self.run_token
   end
   self.last_status = st
-  local failure = self._ready_fail or (st == nil and self.last_error) or nil
+  local failure = self._ready_fail or self._liveness_fail or (st == nil and self.last_error) or nil
   local oom = self._oom_base and self.cgroup and core.cgroup_oom_kills(self.cgroup)
   if oom and oom > self._oom_base then
     self._oom_base = oom
@@ -584,7 +739,7 @@ function Instance:_exited(st)
     self:_set("stopped", { event = "stopped" })
     return
   end
-  local ok = succeeded(d, st) and was == "running"
+  local ok = succeeded(d, st) and was == "running" and not self._liveness_fail
   if was == "running" then sv:_unbind(svc) end
   if d.critical and not sv._stopping then
     self:_set(ok and "exited" or "failed", { event = ok and "exited" or "failed", status = st })
@@ -608,7 +763,7 @@ function Instance:_exited(st)
     self.restarts = self.restarts + 1
     svc.sv:_advance(svc, self)
   end)
-  self:_set("backoff", { event = "restarting", delay = delay, status = st })
+  self:_set("backoff", { event = "restarting", delay = delay, status = st, error = failure })
 end
 
 -- Stop the process tree: the stop signal to its group, KILL after the
@@ -774,6 +929,90 @@ function Supervisor:_dependents(svc)
     for _, n in ipairs(s.decl.needs) do if n == svc.name then out[#out + 1] = s end end
   end
   return out
+end
+
+-- ---- sd_notify ---------------------------------------------------------------------------
+
+local sockets = 0
+
+--- The NOTIFY_SOCKET of the supervisor's services (an abstract unix
+-- socket), opened on first use; nil and why when it cannot be.
+function Supervisor:_notify_socket()
+  if self._notifier then return self._notifier.path end
+  sockets = sockets + 1
+  local path = fmt("@baton/%d/%d/notify", core.getpid(), sockets)
+  local l, msg = core.notify_listen(path, function(pid, text) self:_on_notify(pid, text) end)
+  if not l then return nil, "cannot open a NOTIFY_SOCKET: " .. msg end
+  l:ref(false) -- (the services keep the program running, not their socket)
+  self._notifier = l
+  return path
+end
+
+-- Whether process `pid` belongs to the tree of instance `i`: it is its
+-- main process, in its cgroup, in its process group, or descends from it.
+-- (Debian's systemd-notify, run as root, sends its parent's pid.)
+local function belongs(pid, i, stat)
+  if pid == i.pid then return true end
+  if i.cgroup then
+    local f = io.open("/proc/" .. pid .. "/cgroup")
+    local line = f and f:read("a"):match("0::(/[^\n]*)")
+    if f then f:close() end
+    if line and line ~= "/" and i.cgroup:sub(-#line) == line then return true end
+  end
+  if stat and stat.pgid == i.pgid then return true end
+  local p = stat and stat.ppid
+  for _ = 1, 32 do
+    if not p or p <= 1 then return false end
+    if p == i.pid then return true end
+    local st = core.proc_stat(p)
+    p = st and st.ppid
+  end
+  return false
+end
+
+-- A datagram from `pid`: what it says applies to the instance whose tree
+-- the sender is in; others' messages are ignored (systemd's NotifyAccess=all
+-- within the service).
+function Supervisor:_on_notify(pid, text)
+  if not pid then return end
+  local stat = core.proc_stat(pid)
+  local inst
+  for _, svc in pairs(self.services) do
+    for _, i in ipairs(svc.instances) do
+      if i.proc and belongs(pid, i, stat) then inst = i end
+    end
+  end
+  if not inst then
+    self.notify_ignored = (self.notify_ignored or 0) + 1
+    return
+  end
+  local p = inst.proc
+  local fields = {}
+  for line in text:gmatch("[^\n]+") do
+    local k, v = line:match("^([%u_]+)=(.*)$")
+    if k then fields[k] = v end
+  end
+  if fields.STATUS then inst.status_text = fields.STATUS end
+  if fields.MAINPID then inst.main_pid = tonumber(fields.MAINPID) end
+  if fields.ERRNO then
+    local n = tonumber(fields.ERRNO)
+    inst.last_error = fmt("the service reported errno %s%s", fields.ERRNO,
+      n and core.errname(-n) and (" (" .. core.errname(-n) .. ")") or "")
+  end
+  if fields.RELOADING == "1" then inst.reloading = true end
+  if fields.STOPPING == "1" then inst.stopping_notified = true end
+  local ext = tonumber(fields.EXTEND_TIMEOUT_USEC)
+  if ext and inst.state == "starting" then inst:_ready_deadline(p, ext / 1e6) end
+  if fields.WATCHDOG_USEC and tonumber(fields.WATCHDOG_USEC) then
+    inst:_arm_watchdog(tonumber(fields.WATCHDOG_USEC) / 1e6)
+  end
+  if fields.WATCHDOG == "1" and inst.state == "running" then inst:_arm_watchdog() end
+  if fields.WATCHDOG == "trigger" then inst:_fail_liveness("watchdog: the service asked for it (WATCHDOG=trigger)") end
+  if fields.READY == "1" then
+    inst.reloading = nil
+    if inst.state == "starting" and inst.service.decl.ready.kind == "notify" then inst:_became_ready(p) end
+  end
+  self:_changed()
 end
 
 -- ---- events and waiting ----------------------------------------------------------------
@@ -1027,6 +1266,12 @@ function Supervisor:stop(...)
   check_sv(self, "stop")
   local stopping = {}
   each(self:_pick("stop", ...), function(svc) self:_stop_one(svc, stopping) end)
+  local idle = true
+  for _, svc in pairs(self.services) do if svc.want == "up" then idle = false end end
+  if idle and self._notifier then
+    self._notifier:close()
+    self._notifier = nil
+  end
   return true
 end
 
@@ -1166,7 +1411,9 @@ function Supervisor:status()
       reps[#reps + 1] = { replica = i.index, state = i.state, pid = i.pid, generation = i.generation,
         since = i.since, restarts = i.restarts, failures = i.failures, last_status = i.last_status,
         last_error = i.last_error, ready = i.ready, next_retry = i.next_retry,
-        cgroup = i.cgroup or false, cgroup_why = i.cgroup_why }
+        cgroup = i.cgroup or false, cgroup_why = i.cgroup_why, status_text = i.status_text,
+        reloading = i.reloading, watchdog = i.watchdog, main_pid = i.main_pid,
+        ready_deadline = i.state == "starting" and i.ready_deadline or nil }
     end
     out[name] = { state = svc:state(), ready = svc:is_ready(), generation = svc.generation, replicas = reps }
   end

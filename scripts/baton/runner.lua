@@ -130,6 +130,9 @@ function M.main(fn, ...)
     errors.misuse("main: the loop runs already (a script run by baton is the main task; start tasks with baton.go)")
   end
   caught, abandoning = nil, false -- before it runs: an interrupt may come at once
+  -- As a container's init (pid 1) every orphan of the namespace is baton's
+  -- to reap; a script that asks (baton.subreaper(true)) gets the same.
+  if core.getpid() == 1 then require("baton.scope").subreaper(true) end
   -- A failure nobody waited for is printed when it is known to be one (the
   -- task was collected, or now at the end) and makes the exit status 1.
   local uncaught = 0

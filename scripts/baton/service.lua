@@ -270,7 +270,9 @@ local function cgroup_base()
   if cg.checked then return cg.base, cg.why end
   cg.checked = true
   local self, msg = core.cgroup_self()
-  if self then cg.base, msg = core.cgroup_create(self, "baton-" .. core.getpid()) end
+  -- (pid and a random part: batons in other pid namespaces may have our pid)
+  local name = fmt("baton-%d-%06x", core.getpid(), math.random(0, 0xffffff))
+  if self then cg.base, msg = core.cgroup_create(self, name) end
   if not cg.base then
     cg.why = "no cgroup: " .. tostring(msg)
     return nil, cg.why
@@ -374,7 +376,10 @@ end
 local function kill_tree(sig, pgid, main, token, leaf)
   if leaf then -- exact: everything in the group
     if sig == 9 then core.cgroup_kill(leaf) end
-    for pid in (core.cgroup_get(leaf, "cgroup.procs") or ""):gmatch("%d+") do core.kill(tonumber(pid), sig) end
+    for pid in (core.cgroup_get(leaf, "cgroup.procs") or ""):gmatch("%d+") do
+      pid = tonumber(pid)
+      if pid > 1 then core.kill(pid, sig) end -- (0: a process outside our pid namespace)
+    end
   end
   if pgid then core.killpg(pgid, sig) end
   if main then
@@ -650,6 +655,9 @@ function Instance:_spawn()
     end
     env.NOTIFY_SOCKET = path
   end
+  -- What baton's own service manager gave baton is not the service's.
+  if env.NOTIFY_SOCKET == nil then env.NOTIFY_SOCKET = false end
+  env.WATCHDOG_PID, env.WATCHDOG_USEC = false, false
   if d.watchdog then env.WATCHDOG_USEC = tostring(math.floor(d.watchdog * 1e6 + 0.5)) end
   local extra = self:_ready_setup(env)
   extra.pgroup, extra.env = true, env
@@ -836,6 +844,7 @@ M.Supervisor = Supervisor
 
 local supervisors = setmetatable({}, { __mode = "k" })
 local register -- (below: the program's end)
+local manager -- (below: baton under a service manager)
 
 --- A supervisor for the services in `decls` (name → declaration). See the
 -- module comment and docs/reference.md for declarations.
@@ -1042,6 +1051,7 @@ end
 
 function Supervisor:_emit(ev)
   ev.time = now()
+  if ev.event == "ready" or ev.event == "failed" or ev.event == "stopped" then manager.status() end
   for _, h in ipairs(keys(self._handlers)) do
     if h.kind == ev.event or h.kind == "*" then task.go(h.fn, ev) end
   end
@@ -1212,6 +1222,7 @@ function Supervisor:start(...)
       return errors.fail("EFAILED", "service '%s' did not start: %s", svc.name, why)
     end
   end
+  manager.ready(self)
   return true
 end
 
@@ -1435,6 +1446,63 @@ function Supervisor:__close()
   end
 end
 
+-- ---- baton under a service manager (systemd's NOTIFY_SOCKET for baton) ---------------------
+
+-- When baton itself runs as a Type=notify unit: READY=1 once a start
+-- brought every service it asked for up, STATUS= with a summary as states
+-- change, STOPPING=1 when the program stops, and WATCHDOG=1 at half of
+-- WATCHDOG_USEC while that is set for baton (its only timer when idle).
+manager = {}
+
+local function manager_socket()
+  local path = os.getenv("NOTIFY_SOCKET")
+  return path ~= nil and path ~= "" and path or nil
+end
+
+function manager.send(state)
+  if manager_socket() then core.sd_notify(state) end
+end
+
+function manager.summary()
+  local up, all, failed = 0, 0, 0
+  for sv in pairs(supervisors) do
+    for _, svc in pairs(sv.services) do
+      if svc.want == "up" then
+        all = all + 1
+        if svc:is_ready() then up = up + 1 elseif svc:state() == "failed" then failed = failed + 1 end
+      end
+    end
+  end
+  return fmt("%d/%d services ready%s", up, all, failed > 0 and fmt(", %d failed", failed) or "")
+end
+
+function manager.ready()
+  if not manager_socket() then return end
+  manager.send("READY=1\nSTATUS=" .. manager.summary())
+  local usec = tonumber(os.getenv("WATCHDOG_USEC") or "")
+  local pid = tonumber(os.getenv("WATCHDOG_PID") or "")
+  if usec and usec > 0 and (not pid or pid == core.getpid()) and not manager.watchdog then
+    local t = core.timer()
+    local half = math.max(1, math.floor(usec / 2000))
+    t:start(half, half, function() manager.send("WATCHDOG=1") end)
+    t:ref(false)
+    manager.watchdog = t
+    manager.send("WATCHDOG=1")
+  end
+end
+
+function manager.status()
+  if manager_socket() and manager.watchdog ~= false then manager.send("STATUS=" .. manager.summary()) end
+end
+
+function manager.stopping()
+  manager.send("STOPPING=1")
+  if manager.watchdog then
+    manager.watchdog:close()
+    manager.watchdog = nil
+  end
+end
+
 -- ---- the program's end ------------------------------------------------------------------
 
 local registered = false
@@ -1449,6 +1517,7 @@ function register()
   registered = true
   runner.on_shutdown(function(reason)
     if reason == "done" then return cgroup_release() end
+    manager.stopping()
     local ts = {}
     for sv in pairs(supervisors) do ts[#ts + 1] = task.go_internal(function() sv:stop() end) end
     for _, t in ipairs(ts) do t:wait() end

@@ -103,4 +103,18 @@ local ticker = baton.go(function()
 end)
 baton.run { "sleep", "0.35" }
 ticker:wait()
-print("\ndone. Try the REPL: build/baton")
+step("services: a supervised stack in dependency order, restarts with backoff, stopped in reverse")
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local examples = dofile(here .. "stack.lua")
+local sv, url = examples.stack(examples.free_port())
+sv:on("*", function(ev)
+  print(("  %-10s %-7s %s"):format(ev.event, ev.service, ev.error or ev.status or ev.pid or ""))
+end)
+assert(sv:start())
+print(sv:status())
+print("GET " .. url .. " ->", (baton.http_get(url)))
+baton.core.kill(sv:status().worker.replicas[1].pid, 9) -- a crash: restarted after its backoff
+sv:next("ready", "worker")
+sv:stop()
+
+print("\ndone. Try the REPL: build/baton; or a stack: build/baton scripts/examples/stack.lua")

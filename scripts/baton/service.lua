@@ -1113,7 +1113,8 @@ function Supervisor:wait(name, state, timeout)
   local r = self:_until(function()
     if state == "ready" or state == "running" then
       if svc:is_ready() then return true end
-      if svc.want == "up" and svc:state() == "failed" then return "failed" end
+      local st = svc.want == "up" and svc:state()
+      if st == "failed" or st == "exited" then return st end
     elseif state == "stopped" then
       local all = true
       for _, i in ipairs(svc.instances) do
@@ -1212,9 +1213,12 @@ function Supervisor:start(...)
   for _, svc in ipairs(targets) do
     local failed = self:_until(function()
       if svc:is_ready() then return false end
+      local done = true -- (each one ready, or ready once and exited for good)
       for _, i in ipairs(svc.instances) do
         if i.state == "failed" or i.state == "backoff" then return i end
+        if not (i.ready or i.state == "exited") then done = false end
       end
+      if done then return false end
       if svc.want ~= "up" then return true end
     end)
     if failed then
@@ -1283,6 +1287,7 @@ function Supervisor:stop(...)
     self._notifier:close()
     self._notifier = nil
   end
+  cgroup_release() -- (when no service of any supervisor holds a leaf)
   return true
 end
 

@@ -343,7 +343,7 @@ function Instance:_set(state, ev)
 end
 
 function Instance:_clear_timers()
-  for _, k in ipairs { "_retry", "_ready_timer", "_stable", "_kill_timer", "_watchdog", "_health" } do
+  for _, k in ipairs { "_retry", "_ready_timer", "_kill_timer", "_watchdog", "_health" } do
     if self[k] then
       self[k]:close()
       self[k] = nil
@@ -402,7 +402,8 @@ function Instance:_sweep()
   self._leftovers = nil
   if self.run_token and not self.proc then toks[#toks + 1] = self.run_token end
   local leaf = self.cgroup
-  if leaf then core.cgroup_kill(leaf) end
+  -- (cgroup.kill waits for the kernel's cgroup lock: not when empty)
+  if leaf and core.cgroup_populated(leaf) then core.cgroup_kill(leaf) end
   for _ = 1, 200 do
     local left = leaf and core.cgroup_populated(leaf) or false
     for _, pid in ipairs(core.descendants(core.getpid()) or {}) do
@@ -446,15 +447,19 @@ function Instance:_became_ready(p)
   self:_arm_watchdog()
   self:_start_health(p)
   local svc = self.service
-  self._stable = timer(svc.decl.backoff.reset, function()
-    self._stable:close()
-    self._stable = nil
-    self.failures = 0
-  end, false)
+  self.ready_since = now() -- (stable after backoff.reset seconds: see _failures)
   svc.sv:_advance_dependents(svc)
 end
 
--- Start checking readiness of process `p`.
+-- Failed starts and crashes in a row: none once the process ran ready
+-- for `backoff.reset` seconds (judged when asked: no timer, no wakeup).
+function Instance:_failures()
+  if self.ready_since and now() - self.ready_since >= self.service.decl.backoff.reset then
+    self.failures = 0
+  end
+  return self.failures
+end
+
 -- Run probe `kind` (exec, tcp, http, check) once, within `timeout`
 -- seconds: true, or false and why not.
 local function probe(kind, arg, timeout, inst)
@@ -686,7 +691,7 @@ function Instance:_spawn()
     self:_exited(nil)
     return
   end
-  self.proc, self.pid, self.pgid = p, p.pid, p.pid
+  self.proc, self.pid, self.pgid, self.ready_since = p, p.pid, p.pid, nil
   self.last_error, self._ready_fail, self._liveness_fail = nil, nil, nil
   self.watchdog, self.status_text, self.reloading, self.main_pid = d.watchdog, nil, nil, nil
   self:_set("starting", { event = "spawned" })
@@ -757,7 +762,8 @@ function Instance:_exited(st)
     if ok then return self:_set("exited") end
     return self:_set("failed", { event = "failed", status = st, error = failure })
   end
-  self.failures = self.failures + 1
+  self.failures = self:_failures() + 1
+  self.ready_since = nil
   if d.give_up and self.failures > d.give_up then
     return self:_set("failed", { event = "failed", status = st,
       error = fmt("gave up after %d restarts", d.give_up) })
@@ -1425,7 +1431,7 @@ function Supervisor:status()
     local reps = {}
     for _, i in ipairs(svc.instances) do
       reps[#reps + 1] = { replica = i.index, state = i.state, pid = i.pid, generation = i.generation,
-        since = i.since, restarts = i.restarts, failures = i.failures, last_status = i.last_status,
+        since = i.since, restarts = i.restarts, failures = i:_failures(), last_status = i.last_status,
         last_error = i.last_error, ready = i.ready, next_retry = i.next_retry,
         cgroup = i.cgroup or false, cgroup_why = i.cgroup_why, status_text = i.status_text,
         reloading = i.reloading, watchdog = i.watchdog, main_pid = i.main_pid,

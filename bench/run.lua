@@ -1,8 +1,10 @@
 -- bench/run.lua — runs each benchmark and its peers side by side, alternating,
 -- several rounds, and prints medians and ratios. Started by bench/run, which
 -- builds everything first. Sizes: BENCH_ROUNDS, BENCH_SPAWNS, BENCH_STARTS,
--- BENCH_HOLD_MIB, BENCH_CAPTURE, BENCH_WIRE;
--- BENCH_ONLY=spawn,hold,startup,capture,pipeline picks.
+-- BENCH_HOLD_MIB, BENCH_CAPTURE, BENCH_WIRE; for the supervisors (see
+-- bench/supervisors.lua) BENCH_IDLE_SECS, BENCH_IDLE_SETTLE, BENCH_KILLS.
+-- BENCH_ONLY=spawn,hold,startup,capture,pipeline,supervise-idle,supervise-latency
+-- picks (`supervise` picks both supervisor benchmarks).
 local baton = require "baton"
 
 local ROOT = arg[1]
@@ -14,7 +16,12 @@ local CAPTURE = os.getenv("BENCH_CAPTURE") or "1G"
 local WIRE = os.getenv("BENCH_WIRE") or "4G"
 local ONLY = os.getenv("BENCH_ONLY")
 
-local function wanted(name) return not ONLY or ONLY:find(name, 1, true) end
+-- Picked when BENCH_ONLY contains the name, or its group as a word (the part
+-- before the "-": `supervise` picks supervise-idle and supervise-latency).
+local function wanted(name)
+  return not ONLY or ONLY:find(name, 1, true) ~= nil or (" " .. ONLY:gsub(",", " ") .. " "):find(
+    " " .. (name:match("^(.-)%-") or name) .. " ", 1, true) ~= nil
+end
 
 local function median(t)
   local s = { table.unpack(t) }
@@ -126,4 +133,8 @@ if wanted("pipeline") then
   print(("  baton/python = %.2f (target >= 1.00); baton peak RSS %d KiB"):format(
     m2["baton pipeline, Lua function sink"] / m2["python3 Popen chain + read(65536)"],
     peak_rss["baton pipeline, Lua function sink"] or -1))
+end
+
+if wanted("supervise-idle") or wanted("supervise-latency") then
+  dofile(ROOT .. "/bench/supervisors.lua")(ROOT, BUILD, wanted)
 end

@@ -256,6 +256,22 @@ describe("baton.supervisor", function()
     assert.are.equal("failed", sv:status().core.state)
   end)
 
+  it("sends a signal to the trees of some services or of all, as an init forwards one", function()
+    local sv = baton.supervisor {
+      a = { "sh", "-c", "trap 'exit 0' HUP; echo >&3; while :; do sleep 0.01; done", ready = { fd = 3 },
+        restart = "never", stderr = "null" },
+      b = sleeper(tag()),
+    }
+    assert.is_true(sv:start())
+    assert.are.equal(1, sv:signal("a", "HUP"))
+    assert.are.equal(0, sv:next("exited", "a").status.code) -- its trap ran
+    assert.are.equal(1, sv:signal("USR2")) -- b (a is gone): killed by it
+    assert.are.equal("SIGUSR2", sv:next("exited", "b").status.signame)
+    H.error_here(function() sv:signal("a", "NOPE") end, "bad argument #2 to 'signal' (unknown signal \"NOPE\")")
+    H.error_here(function() sv:signal() end, "bad argument #1 to 'signal' (signal expected, got no value)")
+    sv:stop()
+  end)
+
   it("gives status as data and as text", function()
     local sv = baton.supervisor { web = sleeper(tag(), { replicas = 2 }) }
     sv:start()

@@ -1316,6 +1316,27 @@ function Supervisor:restart(...)
   return self:start(table.unpack(list))
 end
 
+--- Send signal `sig` to every running process tree of the named services
+-- (all when the only argument is the signal): `sv:signal("web", "HUP")`,
+-- `sv:signal("USR1")` — what an init forwards. Returns how many instances
+-- got it.
+function Supervisor:signal(...)
+  check_sv(self, "signal")
+  local n = select("#", ...)
+  if n == 0 then argerror("signal", 1, "signal expected, got no value") end
+  local sig = options.signum(select(n, ...), "signal", n)
+  local count = 0
+  for _, svc in ipairs(self:_pick("signal", table.unpack({ ... }, 1, n - 1))) do
+    for _, i in ipairs(svc.instances) do
+      if i.proc then
+        i:_signal(sig)
+        count = count + 1
+      end
+    end
+  end
+  return count
+end
+
 --- Run until stopped: start every service, wait until the supervisor
 -- stops (`stop`, or a critical service died), return the exit status a
 -- program should exit with: 0, or the critical service's (its code, or

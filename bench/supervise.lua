@@ -6,6 +6,8 @@
 --       argument unique, so the driver finds the sleeps by their command
 --       lines); prints "ready <pid>" once all run, then supervises until
 --       SIGTERM, which stops the services as any baton script does.
+--   supervise.lua crashloop SECS  /bin/false with the default policy for
+--       SECS seconds; prints "<spawns> <ready events> <state>".
 --   supervise.lua latency N ARG  one `sleep ARG` service, restart = "always"
 --       with the backoff at its floor (initial = 0). N times: SIGKILL its
 --       process and print "<exited> <spawned>", the seconds from the kill to
@@ -49,7 +51,20 @@ elseif mode == "latency" then
   end
   io.stdout:flush()
   sv:stop()
+elseif mode == "crashloop" then
+  -- /bin/false under the default policy (restart always, default backoff)
+  -- for SECS seconds: how often it was started, and whether it was ever
+  -- called ready or running (it never should be).
+  local secs = assert(tonumber(arg[2]), "usage: supervise.lua crashloop SECS")
+  local sv = baton.supervisor { crash = { "false" } }
+  local spawns, ready = 0, 0
+  sv:on("spawned", function() spawns = spawns + 1 end)
+  sv:on("ready", function() ready = ready + 1 end)
+  sv:start()
+  baton.sleep(secs)
+  io.stdout:write(("%d %d %s\n"):format(spawns, ready, sv:status().crash.state))
+  sv:stop()
 else
-  io.stderr:write("usage: supervise.lua idle SLEEP_ARG… | latency N SLEEP_ARG\n")
+  io.stderr:write("usage: supervise.lua idle SLEEP_ARG… | latency N SLEEP_ARG | crashloop SECS\n")
   os.exit(100)
 end

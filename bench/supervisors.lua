@@ -228,6 +228,9 @@ return function(ROOT, BUILD, wanted)
     end
     assert(#groups.s6 == SERVICES + 1, fmt("expected %d s6-supervise, found %d", SERVICES, #groups.s6 - 1))
 
+    -- Meanwhile, in a process of its own: /bin/false under the default policy.
+    local crash = baton.spawn { BUILD .. "/baton", ROOT .. "/bench/supervise.lua", "crashloop",
+      tostring(SETTLE + IDLE_SECS), stdout = "pipe" }
     baton.sleep(SETTLE)
     local before = {}
     for name, pids in pairs(groups) do before[name] = counters(pids) end
@@ -256,6 +259,10 @@ return function(ROOT, BUILD, wanted)
       (by.s6.vol + by.s6.invol) * 60 / IDLE_SECS))
     print(("  baton PSS / supervisord PSS = %.2f; baton RSS / s6 RSS = %.2f"):format(by.baton.pss / by.supervisord.pss,
       by.baton.rss / by.s6.rss))
+    local n, readies, state = (crash.stdout:read("l") or ""):match("^(%d+) (%d+) (%S+)")
+    crash:wait()
+    print(("  meanwhile /bin/false as a service (default policy) for %g s: %s starts (target <= 10 in 60 s), "
+      .. "%s ready, now %s"):format(SETTLE + IDLE_SECS, n or "?", readies or "?", state or "?"))
     return by
   end
 

@@ -1,0 +1,272 @@
+--- baton.logs — a service's output, held by baton: the pipes outlive the
+-- processes that write into them (a restarted or replaced process writes
+-- into the same pipe, so nothing written is lost when one dies), lines are
+-- split once and routed — to the combined terminal view, to log files, to
+-- Lua handlers — and the last lines are kept for status and error messages.
+--
+-- A `Log` is one instance's output (stdout and stderr each a pipe baton
+-- holds both ends of); `routes` say where lines go:
+--
+--     { "terminal", "/var/log/web.log", { file = "/var/log/web.log", max_size = 1e7 },
+--       function(line, stream, log) … end, "null" }
+--
+-- Lines are routed from the loop's read callback, chunk by chunk, without a
+-- task switch; a handler must not wait (hand waiting work to a task). A slow
+-- route slows the reading, so the pipe fills and the writer waits: memory
+-- stays bounded and nothing is dropped (s6-log's contract).
+-- @module baton.logs
+local core = require "baton.core"
+local task = require "baton.task"
+local errors = require "baton.errors"
+local inspect = require "baton.inspect"
+errors.own()
+
+local M = {}
+local fmt = string.format
+
+M.MAX_LINE = 64 * 1024 -- longer lines are split (each piece marked), never held whole
+M.RING = 100           -- last lines kept per log
+
+-- ---- the terminal view ----------------------------------------------------------------
+
+-- The combined view, as foreman and honcho print it: `HH:MM:SS name.N | line`,
+-- names padded to the widest, a color per service on a terminal.
+local view = { width = 0, colors = nil, next_color = 0, by_name = {} }
+local PALETTE = { 36, 33, 32, 35, 34, 31 } -- cyan yellow green magenta blue red (honcho's order)
+
+local function color_of(name)
+  local c = view.by_name[name]
+  if not c then
+    view.next_color = view.next_color % #PALETTE + 1
+    c = PALETTE[view.next_color]
+    view.by_name[name] = c
+  end
+  return c
+end
+
+--- Make room for `label` in the terminal view's name column.
+function M.widen(label)
+  if #label > view.width then view.width = #label end
+end
+
+--- The terminal view's line for `label` (a service.replica name): time,
+-- padded name, `|`, the line; stderr lines are marked. `now` (seconds of
+-- the day) may be given for tests.
+function M.prefix(label, stream, clock)
+  if view.colors == nil then view.colors = inspect.colors(1) end
+  local head = fmt("%s %-" .. view.width .. "s |", clock or os.date("%H:%M:%S"), label)
+  if stream == "stderr" then head = head .. " (stderr)" end
+  if view.colors then head = fmt("\27[%dm%s\27[0m", color_of(label:match("^[^.]+") or label), head) end
+  return head .. " "
+end
+
+--- Print a system line (`system | …`) in the terminal view.
+function M.system(text)
+  M.widen("system")
+  io.stdout:write(M.prefix("system"), text, "\n")
+  io.stdout:flush()
+end
+
+-- ---- routes ----------------------------------------------------------------------------
+
+-- A route as a function(line, stream, mark): checked once; `what` names it.
+local function route(r, what, owner)
+  if r == "terminal" then
+    return function(line, stream, mark)
+      io.stdout:write(M.prefix(owner.label, stream), line, mark and (" [" .. mark .. "]") or "", "\n")
+    end, function() io.stdout:flush() end
+  elseif r == "null" then
+    return function() end
+  elseif type(r) == "function" then
+    return function(line, stream, mark)
+      local ok, err = pcall(r, line, stream, owner, mark)
+      if not ok then
+        owner.handler_errors = owner.handler_errors + 1
+        owner.last_error = tostring(err)
+      end
+    end
+  elseif type(r) == "string" or type(r) == "table" then
+    local path, opts = r, nil
+    if type(r) == "table" then
+      path, opts = r.file, {}
+      for k, v in pairs(r) do if k ~= "file" then opts[k] = v end end
+    end
+    if type(path) ~= "string" then
+      errors.argerror("service", 1, fmt("%s: a file route needs file = path", what))
+    end
+    path = path:gsub("%%s", owner.label)
+    local f, msg = require("baton.logfile").open(path, opts)
+    if not f then return nil, msg end
+    owner.files[#owner.files + 1] = f
+    return function(line, _, mark) f:line(line, mark) end, function() f:flush() end
+  end
+  errors.argerror("service", 1,
+    fmt("%s: \"terminal\", \"null\", a file path, {file = …} or a function expected, got %s", what, type(r)))
+end
+
+--- Check routes as declared (raises on a bad one): "terminal", "null",
+-- a path ("%s" becomes the instance's label), `{file = path, …logfile
+-- options}`, a function, or a list of these.
+function M.check(routes, what)
+  if routes == nil then return nil end
+  if type(routes) ~= "table" or routes.file then routes = { routes } end
+  for i, r in ipairs(routes) do
+    local ok = r == "terminal" or r == "null" or type(r) == "function" or type(r) == "string"
+      or (type(r) == "table" and type(r.file) == "string")
+    if not ok then
+      errors.argerror("service", 1, fmt("%s[%d]: \"terminal\", \"null\", a file path, {file = …} or a function "
+        .. "expected, got %s", what, i, type(r)))
+    end
+  end
+  return routes
+end
+
+-- ---- a log: one instance's held pipes ----------------------------------------------------
+
+local Log = {}
+Log.__index = Log
+M.Log = Log
+
+--- A log for `label` with `routes` per stream (`{stdout = routes, stderr =
+-- routes}`, checked by `check`). Returns it, or nil and why (a log file
+-- that cannot be opened).
+function M.open(label, routes)
+  local log = setmetatable({ label = label, files = {}, ring = {}, ring_head = 0, lines = 0,
+    handler_errors = 0, streams = {} }, Log)
+  M.widen(label)
+  for _, name in ipairs { "stdout", "stderr" } do
+    local rs = routes[name]
+    if rs then
+      local fns, flushes = {}, {}
+      for i, r in ipairs(rs) do
+        local fn, flush = route(r, fmt("log.%s[%d]", name, i), log)
+        if not fn then
+          log:close()
+          return nil, flush
+        end
+        fns[#fns + 1] = fn
+        if flush then flushes[#flushes + 1] = flush end
+      end
+      local ok, why = log:_pipe(name, fns, flushes)
+      if not ok then
+        log:close()
+        return nil, why
+      end
+    end
+  end
+  return log
+end
+
+-- Keep `line` in the ring of last lines.
+function Log:_keep(line, stream)
+  local h = self.ring_head % M.RING + 1
+  self.ring_head = h
+  self.ring[h] = stream == "stderr" and ("(stderr) " .. line) or line
+end
+
+--- The last `n` lines (default all kept), oldest first.
+function Log:tail(n)
+  local out, count = {}, math.min(n or M.RING, #self.ring)
+  for i = count - 1, 0, -1 do
+    out[#out + 1] = self.ring[(self.ring_head - 1 - i) % M.RING + 1]
+  end
+  return out
+end
+
+-- One pipe for `stream`: baton holds both ends; the write end goes to each
+-- process as its fd, the read end is read here, line by line.
+function Log:_pipe(stream, fns, flushes)
+  local rfd, wfd = core.pipe(256 * 1024)
+  if not rfd then return nil, wfd end
+  local ud, msg = core.stream_open(rfd)
+  if not ud then
+    core.close(wfd)
+    return nil, msg
+  end
+  local s = { ud = ud, wfd = wfd, pending = "", fns = fns, flushes = flushes }
+  self.streams[stream] = s
+  local function emit(line, mark)
+    self.lines = self.lines + 1
+    self:_keep(line, stream)
+    for _, fn in ipairs(fns) do fn(line, stream, mark) end
+  end
+  s.emit = emit
+  ud:read_start(function(data)
+    if not data then -- the last write end closed: the log is closing
+      if #s.pending > 0 then emit(s.pending, "partial") end
+      s.pending, s.eof = "", true
+      for _, f in ipairs(flushes) do f() end
+      ud:close()
+      return
+    end
+    local buf = s.pending .. data
+    local start = 1
+    while true do
+      local nl = buf:find("\n", start, true)
+      if not nl then break end
+      local line = buf:sub(start, nl - 1)
+      while #line > M.MAX_LINE do
+        emit(line:sub(1, M.MAX_LINE), "split")
+        line = line:sub(M.MAX_LINE + 1)
+      end
+      emit(line)
+      start = nl + 1
+    end
+    local rest = buf:sub(start)
+    while #rest > M.MAX_LINE do
+      emit(rest:sub(1, M.MAX_LINE), "split")
+      rest = rest:sub(M.MAX_LINE + 1)
+    end
+    s.pending = rest
+    for _, f in ipairs(flushes) do f() end
+  end)
+  return true
+end
+
+--- The fd a process writes `stream` to (the held pipe's write end), or nil
+-- when the stream is not held.
+function Log:fd(stream)
+  local s = self.streams[stream]
+  return s and s.wfd
+end
+
+--- A process that wrote here ended: what it left without a newline is a
+-- line of its own, marked "partial". Called a turn after the exit, so that
+-- what it wrote last was read.
+function Log:flush_partial()
+  for _, s in pairs(self.streams) do
+    if #s.pending > 0 then
+      local line = s.pending
+      s.pending = ""
+      s.emit(line, "partial")
+      for _, f in ipairs(s.flushes) do f() end
+    end
+  end
+end
+
+--- Stop holding the pipes: what is left in them is read and routed once
+-- every process that had the write end is gone (waiting up to a second for
+-- that where the caller can wait), then the files close.
+function Log:close()
+  if self.closed then return end
+  self.closed = true
+  for _, s in pairs(self.streams) do
+    if s.wfd then
+      core.close(s.wfd)
+      s.wfd = nil
+    end
+  end
+  if task.can_wait() then
+    local deadline = core.now() + 1
+    for _, s in pairs(self.streams) do
+      while not s.eof and core.now() < deadline do task.sleep(0.005) end
+    end
+  end
+  for _, s in pairs(self.streams) do
+    if not s.eof then s.ud:close() end
+  end
+  for _, f in ipairs(self.files) do f:close() end
+  self.files = {}
+end
+
+return M

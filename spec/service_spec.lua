@@ -407,4 +407,28 @@ describe("baton.supervisor", function()
     assert.are.equal("spawned ready", kinds(log, "pinged"))
     sv:stop()
   end)
+
+  it("holds a service's output across restarts: every line, in order, a dying process's partial line marked", function()
+    local got = {}
+    local counter = os.tmpname()
+    local sv = baton.supervisor {
+      -- Each run prints the next three numbers (from a counter file), the
+      -- last without a newline, and dies.
+      s = { "sh", "-c", 'n=$(cat "$F" 2>/dev/null || echo 0); echo $((n+1)); echo $((n+2)) >&2; '
+        .. 'echo $((n+3)) > "$F"; printf $((n+3)); echo >&3; exec sleep ' .. tag(), env = { F = counter },
+        ready = { fd = 3 }, backoff = { initial = 0.01, jitter = 0 },
+        log = { function(line, stream, _, mark) got[#got + 1] = line .. (stream == "stderr" and "e" or "")
+          .. (mark and ("/" .. mark) or "") end } },
+    }
+    assert.is_true(sv:start())
+    for _ = 1, 3 do
+      baton.core.kill(sv:status().s.replicas[1].pid, 9)
+      sv:next("ready", "s")
+    end
+    sv:stop()
+    assert.are.same({ "1", "2e", "3/partial", "4", "5e", "6/partial", "7", "8e", "9/partial", "10", "11e",
+      "12/partial" }, got)
+    assert.are.same({ "10", "(stderr) 11", "12" }, sv:logs("s", 3))
+    os.remove(counter)
+  end)
 end)

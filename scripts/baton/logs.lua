@@ -8,7 +8,10 @@
 -- holds both ends of); `routes` say where lines go:
 --
 --     { "terminal", "/var/log/web.log", { file = "/var/log/web.log", max_size = 1e7 },
---       function(line, stream, log) … end, "null" }
+--       function(line, stream, log, mark) … end, "raw", "null" }
+--
+-- ("terminal": the combined, prefixed view; "raw": the line alone on
+-- baton's stdout or stderr.)
 --
 -- Lines are routed from the loop's read callback, chunk by chunk, without a
 -- task switch; a handler must not wait (hand waiting work to a task). A slow
@@ -71,7 +74,12 @@ end
 
 -- A route as a function(line, stream, mark): checked once; `what` names it.
 local function route(r, what, owner)
-  if r == "terminal" then
+  if r == "raw" then -- the line as written, on baton's own stdout or stderr
+    return function(line, stream, mark)
+      local out = stream == "stderr" and io.stderr or io.stdout
+      out:write(line, mark and (" [" .. mark .. "]") or "", "\n")
+    end, function() io.stdout:flush() end
+  elseif r == "terminal" then
     return function(line, stream, mark)
       io.stdout:write(M.prefix(owner.label, stream), line, mark and (" [" .. mark .. "]") or "", "\n")
     end, function() io.stdout:flush() end
@@ -111,7 +119,7 @@ function M.check(routes, what)
   if routes == nil then return nil end
   if type(routes) ~= "table" or routes.file then routes = { routes } end
   for i, r in ipairs(routes) do
-    local ok = r == "terminal" or r == "null" or type(r) == "function" or type(r) == "string"
+    local ok = r == "terminal" or r == "raw" or r == "null" or type(r) == "function" or type(r) == "string"
       or (type(r) == "table" and type(r.file) == "string")
     if not ok then
       errors.argerror("service", 1, fmt("%s[%d]: \"terminal\", \"null\", a file path, {file = …} or a function "
@@ -189,6 +197,7 @@ function Log:_pipe(stream, fns, flushes)
     self.lines = self.lines + 1
     self:_keep(line, stream)
     for _, fn in ipairs(fns) do fn(line, stream, mark) end
+    if self.watch then self.watch(line, stream) end -- (a readiness check on a line)
   end
   s.emit = emit
   ud:read_start(function(data)

@@ -41,7 +41,7 @@ local argerror = errors.argerror
 local POLICY = {
   cmd = true, replicas = true, needs = true, bind = true, restart = true, success = true, backoff = true,
   give_up = true, ready = true, stop = true, critical = true, limits = true, cgroup = true, health = true,
-  watchdog = true,
+  watchdog = true, log = true,
 }
 -- Resource limits → the cgroup file and controller each needs.
 local LIMITS = { memory = { "memory.max", "memory" }, pids = { "pids.max", "pids" }, cpu = { "cpu.max", "cpu" } }
@@ -144,6 +144,21 @@ local function health(name, h)
   return out
 end
 
+-- `log`: routes for both streams, or `{stdout = routes, stderr = routes}`
+-- (see baton.logs).
+function M._log_routes(name, l)
+  local logs = require "baton.logs"
+  local what = fmt("service '%s': log", name)
+  if type(l) == "table" and (l.stdout ~= nil or l.stderr ~= nil) and not l.file then
+    for k in pairs(l) do
+      if k ~= "stdout" and k ~= "stderr" then bad(name, "unknown log stream '%s' (stdout, stderr)", tostring(k)) end
+    end
+    return { stdout = logs.check(l.stdout, what .. ".stdout"), stderr = logs.check(l.stderr, what .. ".stderr") }
+  end
+  local routes = logs.check(l, what)
+  return { stdout = routes, stderr = routes }
+end
+
 -- A declaration, checked: {name, cmd, replicas, needs, policy…}.
 local function declare(name, spec)
   if type(name) ~= "string" or not name:match("^[%w_][%w_.-]*$") then
@@ -234,6 +249,11 @@ local function declare(name, spec)
   d.stop_signal = options.signum(stop.signal or "TERM", "service", 1)
   d.stop_timeout = stop.timeout and seconds(name, "stop.timeout", stop.timeout) or 10
   d.critical = spec.critical == true
+  d.log = spec.log ~= nil and M._log_routes(name, spec.log) or nil
+  if d.ready.kind == "line" then -- read from the held stdout (passed on as it is, unless routed)
+    d.log = d.log or {}
+    d.log.stdout = d.log.stdout or { "raw" }
+  end
   if spec.cgroup ~= nil and type(spec.cgroup) ~= "boolean" then
     bad(name, "cgroup must be a boolean, got %s", type(spec.cgroup))
   end
@@ -429,8 +449,6 @@ function Instance:_ready_setup(env)
     local rfd, wfd = core.pipe()
     self._ready_fd, self._ready_wfd = rfd, wfd
     return { fds = { [r.arg] = wfd } }
-  elseif r.kind == "line" then
-    return { stdout = "pipe" }
   end
   return {}, env
 end
@@ -573,19 +591,12 @@ function Instance:_check_ready(p)
       if line then ready() end
     end)
   elseif r.kind == "line" then
-    local s = p.stdout
-    p.stdout = nil
-    task.go_internal(function()
-      local seen = false
-      for line in s:lines("L") do
-        io.stdout:write(line)
-        if not seen and line:find(r.arg) then
-          seen = true
-          ready()
-        end
+    self.log.watch = function(line, stream)
+      if stream == "stdout" and line:find(r.arg) then
+        self.log.watch = nil
+        ready()
       end
-      s:close()
-    end)
+    end
   elseif r.kind ~= "notify" then -- a probe, tried every `interval` seconds while starting
     task.go_internal(function()
       while self.proc == p and self.state == "starting" do
@@ -666,6 +677,20 @@ function Instance:_spawn()
   if d.watchdog then env.WATCHDOG_USEC = tostring(math.floor(d.watchdog * 1e6 + 0.5)) end
   local extra = self:_ready_setup(env)
   extra.pgroup, extra.env = true, env
+  if d.log and not self.log then
+    local label = svc.name .. "." .. self.index
+    local log, msg = require("baton.logs").open(label, d.log)
+    if not log then
+      self:_release_ready()
+      self.last_error = msg
+      return self:_set("failed", { event = "failed", error = msg })
+    end
+    self.log = log
+  end
+  if self.log then
+    extra.stdout, extra.stderr = self.log:fd("stdout") or base.stdout, self.log:fd("stderr") or base.stderr
+    self.log.watch = nil
+  end
   local cgroup, why = self:_cgroup()
   if why then
     self:_release_ready()
@@ -701,7 +726,8 @@ function Instance:_spawn()
     -- Its readiness message may have come in the same turn of the loop as
     -- its exit: read first, then judge (ready, then exited; not "exited
     -- before it was ready").
-    if self.proc == p and self.state == "starting" then task.sleep(0) end
+    if self.proc == p and (self.state == "starting" or self.log) then task.sleep(0) end
+    if self.log then self.log:flush_partial() end -- (its last words, read by now)
     if self.proc == p then self:_exited(st) end
   end)
 end
@@ -793,6 +819,7 @@ function Instance:_stop()
     if self.state ~= "stopped" and self.state ~= "exited" and self.state ~= "failed" then self:_set("stopped") end
     self:_sweep()
     self:_drop_cgroup()
+    self:_close_log()
     return
   end
   if self.state ~= "stopping" then
@@ -804,6 +831,17 @@ function Instance:_stop()
   while self.proc == p do task.sleep(0) end -- its exit handler runs first
   self:_sweep()
   self:_drop_cgroup()
+  self:_close_log()
+end
+
+-- The service stopped: what its processes wrote is read to the end, its
+-- files close.
+function Instance:_close_log()
+  if self.log then
+    self.log:close()
+    self.last_lines = self.log:tail()
+    self.log = nil
+  end
 end
 
 function Instance:_drop_cgroup()
@@ -1229,6 +1267,8 @@ function Supervisor:start(...)
     end)
     if failed then
       local why = failed == true and "stopped" or failed:_why()
+      local tail = failed ~= true and failed.log and failed.log:tail(5) or {}
+      if #tail > 0 then why = why .. "; its last output:\n  " .. table.concat(tail, "\n  ") end
       return errors.fail("EFAILED", "service '%s' did not start: %s", svc.name, why)
     end
   end
@@ -1314,6 +1354,26 @@ function Supervisor:restart(...)
   local list = {}
   for n in pairs(again) do list[#list + 1] = n end
   return self:start(table.unpack(list))
+end
+
+--- The last `n` lines (default: all kept, up to 100 per replica) a
+-- service wrote to the streams baton holds (`log` declared), oldest first;
+-- each prefixed by its replica's label when there are several.
+function Supervisor:logs(name, n)
+  check_sv(self, "logs")
+  local svc = self:_pick("logs", name)[1]
+  if n ~= nil and (math.type(n) ~= "integer" or n < 0) then
+    argerror("logs", 2, "count expected, got " .. tostring(n))
+  end
+  local out = {}
+  for _, i in ipairs(svc.instances) do
+    local lines = i.log and i.log:tail(n) or i.last_lines or {}
+    if n and #lines > n then lines = { table.unpack(lines, #lines - n + 1) } end
+    for _, line in ipairs(lines) do
+      out[#out + 1] = #svc.instances > 1 and (i.index .. ": " .. line) or line
+    end
+  end
+  return out
 end
 
 --- Send signal `sig` to every running process tree of the named services

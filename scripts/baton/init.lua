@@ -56,6 +56,7 @@ local lazy = {
   group = { "baton.group", "group" }, map = { "baton.group", "map" },
   inspect = { "baton.inspect", "inspect" },
   supervisor = { "baton.service", "supervisor" },
+  procfile = { "baton.procfile" }, -- (no field: the module itself)
   connect = { "baton.net", "connect" }, http_get = { "baton.net", "http_get" },
 }
 setmetatable(M, {
@@ -63,7 +64,8 @@ setmetatable(M, {
   __index = function(t, k)
     local l = lazy[k]
     if not l then return nil end
-    local v = require(l[1])[l[2]]
+    local v = require(l[1])
+    if l[2] then v = v[l[2]] end
     rawset(t, k, v)
     return v
   end,

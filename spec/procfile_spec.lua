@@ -308,13 +308,9 @@ C=un quoted # gone
     return baton.which("honcho")
   end
 
-  it("agrees with the real honcho: ports, env, names, prefix format, system lines, exit status", function()
-    local honcho = honcho_path()
-    if not honcho then pending("no honcho (not packaged in Debian 12): set BATON_HONCHO to run this oracle") end
-    local dir = scratch()
-    local r = baton.run { honcho, "start", "-f", "Procfile", "-e", ".env", "-c", "web=2", "-p", "6000",
-      cwd = dir, capture = true, check = false, timeout = 60, env = { PORT = false } }
-    baton.run { "rm", "-rf", dir }
+  -- honcho's output and exit status for the scratch Procfile, as its own
+  -- run gives them, asserted on `r` (honcho's run, or baton procfile's).
+  local function like_honcho(r)
     assert.are.equal(7, r.code, "honcho's exit status: the first to stop's rc; output:\n" .. r.stdout .. r.stderr)
     local procs, by, text = expected()
     local width = pf.width(procs)
@@ -346,6 +342,40 @@ C=un quoted # gone
       assert.is_truthy(table.concat(sys, "\n"):find(w, 1, true), w .. " in:\n" .. r.stdout)
     end
     assert.are.equal(by["web.2"].port, 6001)
+  end
+
+  it("agrees with the real honcho: ports, env, names, prefix format, system lines, exit status", function()
+    local honcho = honcho_path()
+    if not honcho then pending("no honcho (not packaged in Debian 12): set BATON_HONCHO to run this oracle") end
+    local dir = scratch()
+    local r = baton.run { honcho, "start", "-f", "Procfile", "-e", ".env", "-c", "web=2", "-p", "6000",
+      cwd = dir, capture = true, check = false, timeout = 60, env = { PORT = false } }
+    baton.run { "rm", "-rf", dir }
+    like_honcho(r)
+  end)
+
+  it("baton procfile runs it as honcho does (the same assertions as honcho's run)", function()
+    local dir = scratch()
+    local r = baton.run { os.getenv("BATON_EXE") or "./build/baton", "procfile", "-f", "Procfile", "-e", ".env",
+      "-c", "web=2", "-p", "6000", cwd = dir, capture = true, check = false, timeout = 60, env = { PORT = false } }
+    baton.run { "rm", "-rf", dir }
+    like_honcho(r)
+    assert.are.equal("", r.stderr)
+  end)
+
+  it("baton procfile: a malformed Procfile or .env line is an error naming file and line", function()
+    local dir = scratch()
+    local f = assert(io.open(dir .. "/Procfile", "a"))
+    f:write("  indented: x\n")
+    f:close()
+    local exe = os.getenv("BATON_EXE") or "./build/baton"
+    local r = baton.run { exe, "procfile", cwd = dir, capture = true, check = false }
+    assert.are.equal(1, r.code)
+    assert.matches("Procfile:%d+: not a process line", r.stderr)
+    r = baton.run { exe, "procfile", "-f", "nope", cwd = dir, capture = true, check = false }
+    assert.are.equal(1, r.code)
+    assert.matches("nope: Procfile does not exist", r.stderr)
+    baton.run { "rm", "-rf", dir }
   end)
 
   it("agrees with Debian's foreman on ports, names, values and lines", function()

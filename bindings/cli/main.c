@@ -251,6 +251,19 @@ static int run_code(lua_State *L, const char *code) {
   return run_main(L, 0);
 }
 
+/* `baton procfile ARGS…`: baton.procfile.main(ARGS…) as the main task,
+ * its result the exit status. (A script named "procfile" runs as
+ * `baton ./procfile`.) */
+static int run_procfile(lua_State *L, char **argv, int argc) {
+  static const char code[] = "local main = require('baton.procfile').main\n"
+                             "os.exit(main(...))";
+  int status = luaL_loadbuffer(L, code, sizeof code - 1, "=baton procfile");
+  if (status != LUA_OK) return report(L, status);
+  for (int i = 2; i < argc; i++)
+    lua_pushstring(L, argv[i]);
+  return run_main(L, argc - 2);
+}
+
 static int pmain(lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
   char **argv = lua_touserdata(L, 2);
@@ -337,6 +350,10 @@ static int pmain(lua_State *L) {
   glue_open_baton(L);
   createargtable(L, argv, argc, script);
   install_signals(L);
+  if (script == 1 && strcmp(argv[1], "procfile") == 0) {
+    lua_pushinteger(L, run_procfile(L, argv, argc) == LUA_OK ? 0 : exit_status);
+    return 1;
+  }
 
   /* LUA_INIT (unless -E), then -e, -l and -W in order, then the script. */
   if (!no_env && run_init(L) != LUA_OK) {

@@ -507,4 +507,105 @@ function M.declarations(entries, opts)
   return decls, procs, unknown
 end
 
+-- ---- `baton procfile`: run one as foreman and honcho do ------------------------------------
+
+local USAGE = [==[
+usage: baton procfile [-f Procfile] [-e .env[,more]] [-d DIR] [-p PORT] [-c|-m web=2,worker=1]
+                      [--no-colour] [--restart] [type...]
+Runs the Procfile's processes with honcho's ports, environment and output;
+the first process to stop stops the rest and its code is the exit status.
+--restart: keep each one running instead (restart with backoff).]==]
+
+local function read_file(path)
+  local f, msg = io.open(path, "rb")
+  if not f then return nil, msg end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+--- `baton procfile ARGS…`: returns the exit status (honcho's: the first
+-- process to stop gives its code; 130 or 143 when interrupted).
+function M.main(...)
+  local args = { ... }
+  local o = { f = nil, e = nil, d = ".", p = nil, c = nil, colour = true, restart = false, only = nil }
+  local i = 1
+  local function value(flag)
+    i = i + 1
+    if args[i] == nil then error(fmt("procfile: option %s needs a value\n%s", flag, USAGE), 0) end
+    return args[i]
+  end
+  while i <= #args do
+    local a = args[i]
+    if a == "-f" or a == "--procfile" then o.f = value(a)
+    elseif a == "-e" or a == "--env" then o.e = value(a)
+    elseif a == "-d" or a == "--app-root" then o.d = value(a)
+    elseif a == "-p" or a == "--port" then o.p = value(a)
+    elseif a == "-c" or a == "-m" or a == "--concurrency" or a == "--formation" then o.c = value(a)
+    elseif a == "--no-colour" or a == "--no-color" then o.colour = false
+    elseif a == "--restart" then o.restart = true
+    elseif a == "-h" or a == "--help" then
+      io.stdout:write(USAGE, "\n")
+      return 0
+    elseif a:sub(1, 1) == "-" then error(fmt("procfile: unknown option %s\n%s", a, USAGE), 0)
+    else
+      o.only = o.only or {}
+      o.only[#o.only + 1] = a
+    end
+    i = i + 1
+  end
+  local path = o.f or (o.d .. "/Procfile")
+  local text, msg = read_file(path)
+  if not text then error(fmt("procfile: %s: Procfile does not exist or is not a file (%s)", path, msg), 0) end
+  local entries = M.parse_procfile(text, path)
+  local dotenv = {}
+  for file in (o.e or ".env"):gmatch("[^,]+") do
+    local where = file:sub(1, 1) == "/" and file or (o.d .. "/" .. file)
+    local etext = read_file(where)
+    if etext then
+      for k, v in pairs(M.parse_env(etext, where)) do dotenv[k] = v end
+    elseif o.e then
+      error(fmt("procfile: %s: no such .env file", where), 0)
+    end
+  end
+  local decls, procs, unknown = M.declarations(entries, {
+    env = dotenv, concurrency = o.c and M.concurrency(o.c), port = o.p, only = o.only,
+    restart = o.restart and "always" or "never", inherited_port = os.getenv("PORT") })
+  for _, name in ipairs(unknown or {}) do
+    io.stderr:write(fmt("procfile: no process type %s in %s (ignored)\n", tostring(name), path))
+  end
+  local names = { "system" }
+  for _, p in ipairs(procs) do names[#names + 1] = p.name end
+  local width = M.width(names)
+  local colours = o.colour and require("baton.core").isatty(1)
+  local function say(name, colour, line)
+    io.stdout:write(M.prefix(name, width, colours and colour or nil), line, "\n")
+    io.stdout:flush()
+  end
+  local function system(line) say("system", nil, line) end
+  for _, p in ipairs(procs) do
+    local d = decls[p.name]
+    d.cwd, d.stderr, d.setsid = o.d, "stdout", nil
+    d.log = { stdout = { function(line) say(p.name, p.colour, line) end } }
+  end
+  local baton = require "baton"
+  local sv = baton.supervisor(decls)
+  local first
+  sv:on("spawned", function(ev) system(M.messages.started(ev.service, ev.pid)) end)
+  sv:on("exited", function(ev)
+    local rc = ev.status and M.returncode(ev.status) or 1
+    system(M.messages.stopped(ev.service, rc))
+    if o.restart or first ~= nil then return end
+    first = rc
+    for _, p in ipairs(procs) do
+      local r = sv:status()[p.name].replicas[1]
+      if r.pid and p.name ~= ev.service then system(M.messages.sending("SIGTERM", p.name, r.pid)) end
+    end
+    sv:stop()
+  end)
+  for _, p in ipairs(procs) do sv:start(p.name) end -- (in the Procfile's order, as honcho)
+  sv:run()
+  return M.exit_status(first or 0)
+end
+
 return M

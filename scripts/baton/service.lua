@@ -1415,6 +1415,13 @@ function Supervisor:run()
     return 0
   end)
   if self._stop_task then self._stop_task:wait() end
+  -- A stop under way (from a handler, another task): until its trees are gone.
+  self:_until(function()
+    for _, svc in pairs(self.services) do
+      for _, i in ipairs(svc.instances) do if i.proc or i.state == "stopping" then return nil end end
+    end
+    return true
+  end)
   return code
 end
 

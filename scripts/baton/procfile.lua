@@ -585,7 +585,7 @@ function M.main(...)
   local function system(line) say("system", nil, line) end
   for _, p in ipairs(procs) do
     local d = decls[p.name]
-    d.cwd, d.stderr, d.setsid = o.d, "stdout", nil
+    d.cwd, d.stderr, d.stop = o.d, "stdout", { signal = "TERM", timeout = 5 } -- (honcho: KILL after 5 s)
     d.log = { stdout = { function(line) say(p.name, p.colour, line) end } }
   end
   local baton = require "baton"

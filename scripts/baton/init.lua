@@ -41,7 +41,8 @@ function M.on_signal(sig, fn)
   return w
 end
 
--- Loaded on first use, to keep `baton -e ''` quick: name -> {module, field}.
+-- Loaded on first use, to keep `baton -e ''` quick: name -> {module, field}
+-- ({module}: the module itself).
 local lazy = {
   spawn = { "baton.process", "spawn" }, adopt = { "baton.process", "adopt" },
   exec = { "baton.process", "exec" }, which = { "baton.process", "which" },
@@ -57,13 +58,15 @@ local lazy = {
   inspect = { "baton.inspect", "inspect" },
   supervisor = { "baton.service", "supervisor" },
   connect = { "baton.net", "connect" }, http_get = { "baton.net", "http_get" },
+  logfile = { "baton.logfile" }, -- a whole module: baton.logfile.open
 }
 setmetatable(M, {
   __lazy = lazy, -- what the REPL completes besides what is loaded
   __index = function(t, k)
     local l = lazy[k]
     if not l then return nil end
-    local v = require(l[1])[l[2]]
+    local v = require(l[1])
+    if l[2] then v = v[l[2]] end
     rawset(t, k, v)
     return v
   end,

@@ -13,7 +13,7 @@
 -- A write that fails (ENOSPC, EIO…) never raises: the file is cut back to
 -- its last whole line, the lines that did not make it are counted in
 -- `dropped`, and the next write that succeeds starts with a marker line
--- `[baton: N lines lost: <error>]`. Compression runs `gzip`/`zstd` as a
+-- `[baton: N lines lost: <error>]` ("1 line lost"). Compression runs `gzip`/`zstd` as a
 -- child, one at a time per log; its failure leaves the file uncompressed
 -- and is counted in `errors`.
 -- @module baton.logfile
@@ -308,7 +308,8 @@ function Log:flush()
   if self._dirty then head = "\n" end -- a failed write left a part line that could not be cut
   if self._lost > 0 then
     local ts = self.timestamps and stamp() or ""
-    head = head .. ts .. fmt("[baton: %d lines lost: %s]\n", self._lost, self._lost_why)
+    local lost = self._lost
+    head = head .. ts .. fmt("[baton: %d %s lost: %s]\n", lost, lost == 1 and "line" or "lines", self._lost_why)
   end
   if head ~= "" then data = head .. data end
   local f = self._f

@@ -313,7 +313,7 @@ function Log:flush()
   end
   if head ~= "" then data = head .. data end
   local f = self._f
-  local n, msg, code, written = f:write(data)
+  local n, _, code, written = f:write(data)
   if n then
     self.size = self.size + n
     self.lines = self.lines + blines
@@ -321,7 +321,8 @@ function Log:flush()
     return true
   end
   -- Keep the whole lines that reached the file, cut the rest.
-  self:_error(fmt("%s (writing %s)", msg, self.path))
+  local msg = fmt("%s: %s (writing %s)", code, core.strerror(code), self.path)
+  self:_error(msg)
   local keep = written
   while keep > 0 and data:byte(keep) ~= 10 do keep = keep - 1 end
   if written > keep then
@@ -361,16 +362,17 @@ end
 local function move(a, b)
   local ok, msg, errno = os.rename(a, b)
   if ok or errno == 2 then return true end
-  return nil, msg
+  return nil, msg, errno
 end
 
 -- Open `path` afresh. False (counted) when it cannot be: the log goes on in
 -- the file it has, and tries again at the next write.
 function Log:_reopen_now()
-  local f, msg, code = core.append_open(self.path, self.mode)
+  local f, _, code = core.append_open(self.path, self.mode)
   if not f then
     self._reopen = true
-    self:_error(fmt("%s (reopening %s)", msg, self.path))
+    local msg = fmt("%s: %s (reopening %s)", code, core.strerror(code), self.path)
+    self:_error(msg)
     return nil, msg, code
   end
   self._reopen = false
@@ -401,11 +403,12 @@ function Log:_rotate()
       end
     end
   end
-  local moved, err
-  if keep > 0 then moved, err = move(path, path .. ".1") else moved, err = os.remove(path) end
+  local moved, err, errno
+  if keep > 0 then moved, err, errno = move(path, path .. ".1") else moved, err, errno = os.remove(path) end
   if not moved then
-    self:_error(fmt("%s (rotating %s)", err, path))
-    return nil, self.last_error, "EIO"
+    local name = errors.errname(errno)
+    self:_error(fmt("%s: %s (rotating %s)", name, err, path))
+    return nil, self.last_error, name
   end
   self.rotations = self.rotations + 1
   if self._timer then self._timer:stop() end

@@ -45,6 +45,8 @@ static void (*const lb_openers[])(lua_State *L) = {
     lb_open_cgroup,
     /* lnotify.c: notify_listen sd_notify proc_stat; the notify listener userdata */
     lb_open_notify,
+    /* lfile.c: append_open realtime; the append file userdata (baton.logfile's) */
+    lb_open_file,
 };
 
 int luaopen_baton_core(lua_State *L) {

@@ -41,7 +41,8 @@ function M.on_signal(sig, fn)
   return w
 end
 
--- Loaded on first use, to keep `baton -e ''` quick: name -> {module, field}.
+-- Loaded on first use, to keep `baton -e ''` quick: name -> {module, field}
+-- ({module}: the module itself).
 local lazy = {
   spawn = { "baton.process", "spawn" }, adopt = { "baton.process", "adopt" },
   exec = { "baton.process", "exec" }, which = { "baton.process", "which" },
@@ -58,6 +59,7 @@ local lazy = {
   supervisor = { "baton.service", "supervisor" },
   procfile = { "baton.procfile" }, -- (no field: the module itself)
   connect = { "baton.net", "connect" }, http_get = { "baton.net", "http_get" },
+  logfile = { "baton.logfile" }, -- a whole module: baton.logfile.open
 }
 setmetatable(M, {
   __lazy = lazy, -- what the REPL completes besides what is loaded

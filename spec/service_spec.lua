@@ -391,4 +391,25 @@ describe("baton.supervisor", function()
     assert.are.equal("spawned ready", kinds(log, "pinged"))
     sv:stop()
   end)
+
+  it("an event handler that starts the service again sees the exit finished: no process left untracked", function()
+    local marker = H.tmpname()
+    local t = tag()
+    -- Exits (ready first) on its first run, sleeps on the next.
+    local sv = baton.supervisor {
+      a = { "sh", "-c", ("echo >&3; [ -s %s ] && exec sleep %s; echo x > %s"):format(marker, t, marker),
+        ready = { fd = 3 }, restart = "never" },
+    }
+    local again
+    sv:on("exited", function() if not again then again = baton.go(function() return sv:start() end) end end)
+    assert.is_true(sv:start())
+    H.wait_for(function() return again end, "the exited handler")
+    assert.is_true(again:wait())
+    local r = sv:status().a.replicas[1]
+    assert.are.equal("running", r.state)
+    assert.is_true(H.alive(r.pid))
+    sv:stop()
+    assert.is_false(alive_tagged(t))
+    os.remove(marker)
+  end)
 end)

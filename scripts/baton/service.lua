@@ -1049,13 +1049,31 @@ local function keys(set)
   return out
 end
 
+-- Handlers and waiters run on the loop's next turn, never inside the
+-- transition that emits (a handler or a woken task that stops, restarts or
+-- removes the service would otherwise run before the supervisor finished
+-- the change: a spawn not yet watched, a state not yet set).
 function Supervisor:_emit(ev)
   ev.time = now()
   if ev.event == "ready" or ev.event == "failed" or ev.event == "stopped" then manager.status() end
   for _, h in ipairs(keys(self._handlers)) do
-    if h.kind == ev.event or h.kind == "*" then task.go(h.fn, ev) end
+    if h.kind == ev.event or h.kind == "*" then
+      core.defer(function()
+        if not self._handlers[h] then return end -- (removed meanwhile)
+        local prev = task.set_scope(nil) -- (the supervisor's, not the emitting code's)
+        task.go(h.fn, ev)
+        task.set_scope(prev)
+      end)
+    end
   end
   self:_notify(ev)
+end
+
+-- One turn of the loop, where the code may wait: the handlers of the events
+-- emitted so far start (an operation returns after its events' handlers
+-- started, and the program does not end before them).
+local function settle()
+  if task.can_wait() then task.sleep(0) end
 end
 
 function Supervisor:_changed()
@@ -1077,7 +1095,7 @@ function Supervisor:_until(done, timeout)
   local ok, r = pcall(task.suspend, function(wake)
     watcher = function(ev)
       local x = done(ev)
-      if x ~= nil then wake(x) end
+      if x ~= nil then core.defer(function() wake(x) end) end -- (see _emit)
     end
     self._watchers[watcher] = true
     if timeout then t = timer(timeout, function() wake(false) end) end
@@ -1223,10 +1241,12 @@ function Supervisor:start(...)
     end)
     if failed then
       local why = failed == true and "stopped" or failed:_why()
+      settle()
       return errors.fail("EFAILED", "service '%s' did not start: %s", svc.name, why)
     end
   end
   manager.ready(self)
+  settle()
   return true
 end
 
@@ -1288,6 +1308,7 @@ function Supervisor:stop(...)
     self._notifier = nil
   end
   cgroup_release() -- (when no service of any supervisor holds a leaf)
+  settle()
   return true
 end
 

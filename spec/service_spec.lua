@@ -74,12 +74,26 @@ describe("baton.supervisor", function()
       "bad argument #1 to 'service' (service 'web': backoff.initial must be a number of seconds, got -1)")
     H.error_here(function() baton.supervisor { web = { cmd = "true", cwd = "/" } } end,
       "bad argument #1 to 'service' (service 'web': unknown option 'cwd' (the command's options go in cmd))")
+    H.error_here(function() baton.supervisor { web = { "true", success = "TERM" } } end,
+      "bad argument #1 to 'service' (service 'web': success must be a list of exit codes and signal names, got string)")
+    H.error_here(function() baton.supervisor { web = { "true", success = 3 } } end,
+      "bad argument #1 to 'service' (service 'web': success must be a list of exit codes and signal names, got number)")
+    H.error_here(function() baton.supervisor { web = { "true", critical = "yes" } } end,
+      "bad argument #1 to 'service' (service 'web': critical must be a boolean, got string)")
+    H.error_here(function() baton.supervisor { web = { "true", bind = 1 } } end,
+      "bad argument #1 to 'service' (service 'web': bind must be a boolean, got number)")
     H.error_here(function() baton.supervisor(5) end,
       "bad argument #1 to 'supervisor' (table of services expected, got number)")
     local sv = baton.supervisor { db = { "true" }, web = { "true", needs = "db" } }
     H.error_here(function() sv:add("db", { "true" }) end, "bad argument #1 to 'add' (service 'db' exists already)")
     H.error_here(function() sv:remove("db") end, "bad argument #1 to 'remove' (service 'db' is needed by 'web')")
     H.error_here(function() sv:start("nope") end, "bad argument #1 to 'start' (no service 'nope')")
+    H.error_here(function() sv:on("ready!", print) end,
+      "bad argument #1 to 'on' (unknown event \"ready!\" (spawned, ready, exited, restarting, failed, stopped or *))")
+    H.error_here(function() sv:next("exit") end,
+      "bad argument #1 to 'next' (unknown event \"exit\" (spawned, ready, exited, restarting, failed, stopped or *))")
+    H.error_here(function() sv:wait("db", "up") end,
+      "bad argument #2 to 'wait' (unknown state \"up\" (ready, running, stopped, failed, exited, starting, waiting, stopping, backoff))")
     H.error_here(function() sv.start() end, "bad argument #1 to 'start' (a supervisor expected, got no value (call it as obj:start(…)))")
     -- A failed change leaves the declaration as it was.
     H.error_here(function() sv:update("db", { "true", needs = "web" }) end,

@@ -184,6 +184,11 @@ local function declare(name, spec)
     if type(n) ~= "string" then bad(name, "needs[%d] must be a service name, got %s", i, type(n)) end
     d.needs[i] = n
   end
+  for _, k in ipairs { "bind", "critical" } do
+    if spec[k] ~= nil and type(spec[k]) ~= "boolean" then
+      bad(name, "%s must be a boolean, got %s", k, type(spec[k]))
+    end
+  end
   d.bind = spec.bind == true
   local restart = spec.restart or "always"
   if not RESTART[restart] then
@@ -191,7 +196,11 @@ local function declare(name, spec)
   end
   d.restart = restart
   d.success = {}
-  for i, v in ipairs(spec.success or { 0 }) do
+  local success = spec.success or { 0 }
+  if type(success) ~= "table" then
+    bad(name, "success must be a list of exit codes and signal names, got %s", type(success))
+  end
+  for i, v in ipairs(success) do
     if math.type(v) == "integer" then
       d.success[v] = true
     elseif type(v) == "string" and core.signum(v) then
@@ -1032,9 +1041,18 @@ end
 -- `time`, and `status` (exited, restarting, failed), `delay`
 -- (restarting), `error` (why a start failed). Returns a function that
 -- removes the handler.
+local EVENTS = { spawned = true, ready = true, exited = true, restarting = true, failed = true, stopped = true,
+  ["*"] = true }
+local EVENT_LIST = "spawned, ready, exited, restarting, failed, stopped or *"
+
+local function check_event(fname, kind)
+  if type(kind) ~= "string" then argerror(fname, 1, "event name expected, got " .. type(kind)) end
+  if not EVENTS[kind] then argerror(fname, 1, fmt("unknown event %q (%s)", kind, EVENT_LIST)) end
+end
+
 function Supervisor:on(kind, fn)
   check_sv(self, "on")
-  if type(kind) ~= "string" then argerror("on", 1, "event name expected, got " .. type(kind)) end
+  check_event("on", kind)
   if type(fn) ~= "function" then argerror("on", 2, "function expected, got " .. type(fn)) end
   local entry = { kind = kind, fn = fn }
   self._handlers[entry] = true
@@ -1110,7 +1128,7 @@ end
 -- given; returns the event.
 function Supervisor:next(kind, name)
   check_sv(self, "next")
-  if type(kind) ~= "string" then argerror("next", 1, "event name expected, got " .. type(kind)) end
+  check_event("next", kind)
   if name ~= nil then self:_pick("next", name) end
   return self:_until(function(ev)
     if ev and (kind == "*" or ev.event == kind) and (name == nil or ev.service == name) then return ev end
@@ -1127,6 +1145,10 @@ function Supervisor:wait(name, state, timeout)
   check_sv(self, "wait")
   local svc = self:_pick("wait", name)[1]
   if type(state) ~= "string" then argerror("wait", 2, "state expected, got " .. type(state)) end
+  if state ~= "ready" and not RANK[state] then
+    argerror("wait", 2, fmt("unknown state %q (ready, running, stopped, failed, exited, starting, waiting, "
+      .. "stopping, backoff)", state))
+  end
   options.check_seconds("wait", 3, timeout, "timeout")
   local r = self:_until(function()
     if state == "ready" or state == "running" then

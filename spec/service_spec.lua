@@ -426,4 +426,26 @@ describe("baton.supervisor", function()
     assert.is_false(alive_tagged(t))
     os.remove(marker)
   end)
+
+  it("a manual start or restart tries a failed service again", function()
+    local marker = H.tmpname()
+    local t = tag()
+    -- Fails on its first run, sleeps on the next.
+    local sv = baton.supervisor {
+      a = { "sh", "-c", ("[ -s %s ] && { echo >&3; exec sleep %s; }; echo x > %s; exit 3"):format(marker, t, marker),
+        ready = { fd = 3 }, restart = "never" },
+    }
+    assert.is_nil(sv:start())
+    assert.are.equal("failed", sv:status().a.state)
+    assert.is_true(sv:start("a"))
+    assert.are.equal("running", sv:status().a.state)
+    sv:stop()
+    os.remove(marker)
+    assert.is_nil(sv:start())
+    assert.is_true(sv:restart("a"))
+    assert.are.equal("running", sv:status().a.state)
+    sv:stop()
+    assert.is_false(alive_tagged(t))
+    os.remove(marker)
+  end)
 end)

@@ -1199,7 +1199,8 @@ function Supervisor:_advance(svc, only)
   local ready = self:_needs_ready(svc)
   for _, i in ipairs(svc.instances) do
     if (only == nil or i == only) and not i.proc and i.want == "up" and not i._retry
-      and (i.state ~= "failed" or only) then
+      and (i.state ~= "failed" or only or i._again) then
+      i._again = nil
       if ready then i:_spawn() elseif i.state ~= "waiting" then i:_set("waiting") end
     end
   end
@@ -1230,7 +1231,8 @@ function Supervisor:_want_up(svc, seen)
   end
   for _, i in ipairs(svc.instances) do
     i.want = "up"
-    i.failures = 0 -- a manual start bypasses the backoff
+    i.failures = 0 -- a manual start bypasses the backoff, and tries a failed one again
+    if i.state == "failed" and not i.proc then i._again = true end
     if i._retry then
       i:_clear_timers()
       i.restarts = i.restarts + 1

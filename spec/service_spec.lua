@@ -448,4 +448,29 @@ describe("baton.supervisor", function()
     assert.is_false(alive_tagged(t))
     os.remove(marker)
   end)
+
+  it("gives the rest of the tree what is left of the stop timeout once the main process exited", function()
+    local out = H.tmpname()
+    -- The child finishes its work on TERM (0.2 s); the main process exits at once.
+    local sv = baton.supervisor {
+      a = { "sh", "-c", ("sh -c 'trap \"sleep 0.2; echo done > %s; exit 0\" TERM; echo >&3; "
+        .. "while :; do sleep 0.05; done' & exec sleep %s"):format(out, tag()), ready = { fd = 3 } },
+    }
+    assert.is_true(sv:start())
+    sv:stop()
+    local f = assert(io.open(out))
+    assert.are.equal("done\n", f:read("a"))
+    f:close()
+    os.remove(out)
+  end)
+
+  it("stops a SIGSTOP'd service with its stop signal (CONT follows it), not only by KILL at the timeout", function()
+    local sv = baton.supervisor { a = sleeper(tag(), { stop = { timeout = H.PATIENCE } }) }
+    assert.is_true(sv:start())
+    local pid = sv:status().a.replicas[1].pid
+    baton.core.kill(pid, baton.signals.STOP)
+    H.wait_for(function() return baton.core.proc_stat(pid).state == "T" end, "the service to stop")
+    sv:stop()
+    assert.are.equal("SIGTERM", sv:status().a.replicas[1].last_status.signame)
+  end)
 end)

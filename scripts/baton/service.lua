@@ -732,10 +732,9 @@ function Instance:_exited(st)
   self.proc = nil
   self:_release_ready()
   self:_clear_timers()
-  -- What it left goes too: the service is its whole tree.
-  if was == "stopping" then
-    self:_signal(9)
-  else
+  -- What it left goes too: the service is its whole tree. (Stopping: the
+  -- stop waits for the rest within the stop timeout, then KILLs it.)
+  if was ~= "stopping" then
     -- Asked to go now; KILLed at the next spawn or stop if still there.
     self:_signal(d.stop_signal)
     self._leftovers = self._leftovers or {}
@@ -800,13 +799,36 @@ function Instance:_stop()
   end
   if self.state ~= "stopping" then
     self:_set("stopping")
+    self._stop_deadline = now() + self.service.decl.stop_timeout
     self:_signal(self.service.decl.stop_signal)
+    self:_signal(18) -- SIGCONT: a stopped process gets to handle it (as systemd does)
     self._kill_timer = timer(self.service.decl.stop_timeout, function() self:_signal(9) end)
   end
   p:wait()
   while self.proc == p do task.sleep(0) end -- its exit handler runs first
+  -- The rest of the tree gets the rest of the stop timeout to finish (as
+  -- systemd's control-group kill mode), then KILL.
+  while self:_tree_left() and now() < (self._stop_deadline or 0) do task.sleep(0.005) end
+  self:_signal(9)
   self:_sweep()
   self:_drop_cgroup()
+end
+
+-- Whether a live process of the current run's tree is left (its main
+-- process gone): in its cgroup, its process group, or carrying its token.
+function Instance:_tree_left()
+  if not self.run_token then return false end
+  if self.cgroup and core.cgroup_populated(self.cgroup) then
+    for pid in (core.cgroup_get(self.cgroup, "cgroup.procs") or ""):gmatch("%d+") do
+      local st = core.proc_stat(tonumber(pid))
+      if st and st.state ~= "Z" then return true end
+    end
+  end
+  for _, pid in ipairs(core.descendants(core.getpid()) or {}) do
+    local st = core.proc_stat(pid)
+    if st and st.state ~= "Z" and (st.pgid == self.pgid or carries(pid, self.run_token)) then return true end
+  end
+  return false
 end
 
 function Instance:_drop_cgroup()

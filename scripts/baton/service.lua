@@ -1587,6 +1587,23 @@ function register()
   require("baton.scope").subreaper(true)
   if registered then return end
   registered = true
+  -- A second signal: KILL every tree now, beyond the main processes' groups
+  -- (setsid'd descendants, the cgroup leaves), and remove the leaves.
+  table.insert(runner._kill_hooks, function()
+    for sv in pairs(supervisors) do
+      for _, svc in pairs(sv.services) do
+        for _, i in ipairs(svc.instances) do
+          if i.run_token then kill_tree(9, i.pgid, i.proc and i.pid, i.run_token, i.cgroup) end
+          -- (a KILLed process leaves its cgroup as it exits, within moments)
+          for _ = 1, 100000 do
+            if not (i.cgroup and core.cgroup_populated(i.cgroup)) then break end
+          end
+          if i.cgroup and core.cgroup_remove(i.cgroup) then i.cgroup = nil end
+        end
+      end
+    end
+    cgroup_release()
+  end)
   runner.on_shutdown(function(reason)
     if reason == "done" then return cgroup_release() end
     manager.stopping()

@@ -98,7 +98,10 @@ describe("baton.supervisor", function()
     -- A failed change leaves the declaration as it was.
     H.error_here(function() sv:update("db", { "true", needs = "web" }) end,
       "bad argument #1 to 'supervisor' (dependency cycle: db -> web -> db)")
+    H.error_here(function() sv:update("db", { "true", needs = "web", replicas = 3 }) end,
+      "bad argument #1 to 'supervisor' (dependency cycle: db -> web -> db)")
     assert.are.same({}, sv.services.db.decl.needs)
+    assert.are.equal(1, #sv:status().db.replicas)
   end)
 
   it("starts each service after its needs are ready, independent ones at once, and stops in reverse", function()

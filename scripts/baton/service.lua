@@ -889,6 +889,7 @@ function M.supervisor(decls)
   table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
   for _, name in ipairs(names) do sv:_put(name, decls[name]) end
   sv:_check_graph()
+  for _, svc in pairs(sv.services) do svc:_resize() end
   supervisors[sv] = true
   return sv
 end
@@ -902,7 +903,6 @@ function Supervisor:_put(name, spec)
     svc = setmetatable({ name = name, decl = d, sv = self, instances = {}, want = "down", generation = 0 }, Service)
     self.services[name] = svc
   end
-  svc:_resize()
   return svc
 end
 
@@ -1419,6 +1419,7 @@ function Supervisor:add(name, spec)
     self.services[name] = nil
     error(err, 0)
   end
+  self.services[name]:_resize()
   return self.services[name]
 end
 
@@ -1446,6 +1447,7 @@ function Supervisor:update(name, spec)
     svc.decl = old
     error(err, 0)
   end
+  svc:_resize() -- (only once the change is accepted: new replicas run it)
   for i = #svc.instances, svc.decl.replicas + 1, -1 do
     svc.instances[i]:_stop()
     svc.instances[i] = nil

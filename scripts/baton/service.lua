@@ -1270,6 +1270,12 @@ end
 function Supervisor:start(...)
   check_sv(self, "start")
   local targets = self:_pick("start", ...)
+  -- A stop under way finishes first (else both would act on the same
+  -- instances: a service killed by the stop restarted by its policy, one
+  -- left waiting for a need the stop took down).
+  for t in pairs(self._stops or {}) do
+    if not t.done then t:wait() end
+  end
   local seen = {}
   for _, svc in ipairs(targets) do self:_want_up(svc, seen) end
   register()
@@ -1346,7 +1352,14 @@ end
 function Supervisor:stop(...)
   check_sv(self, "stop")
   local stopping = {}
-  each(self:_pick("stop", ...), function(svc) self:_stop_one(svc, stopping) end)
+  local targets = self:_pick("stop", ...)
+  -- (tracked: a start waits until the stops under way are done)
+  local t = task.go_internal(function() each(targets, function(svc) self:_stop_one(svc, stopping) end) end)
+  self._stops = self._stops or {}
+  self._stops[t] = true
+  local ok, err = pcall(t.wait, t)
+  self._stops[t] = nil
+  if not ok then error(err, 0) end
   local idle = true
   for _, svc in pairs(self.services) do if svc.want == "up" then idle = false end end
   if idle and self._notifier then

@@ -74,17 +74,34 @@ describe("baton.supervisor", function()
       "bad argument #1 to 'service' (service 'web': backoff.initial must be a number of seconds, got -1)")
     H.error_here(function() baton.supervisor { web = { cmd = "true", cwd = "/" } } end,
       "bad argument #1 to 'service' (service 'web': unknown option 'cwd' (the command's options go in cmd))")
+    H.error_here(function() baton.supervisor { web = { "true", success = "TERM" } } end,
+      "bad argument #1 to 'service' (service 'web': success must be a list of exit codes and signal names, got string)")
+    H.error_here(function() baton.supervisor { web = { "true", success = 3 } } end,
+      "bad argument #1 to 'service' (service 'web': success must be a list of exit codes and signal names, got number)")
+    H.error_here(function() baton.supervisor { web = { "true", critical = "yes" } } end,
+      "bad argument #1 to 'service' (service 'web': critical must be a boolean, got string)")
+    H.error_here(function() baton.supervisor { web = { "true", bind = 1 } } end,
+      "bad argument #1 to 'service' (service 'web': bind must be a boolean, got number)")
     H.error_here(function() baton.supervisor(5) end,
       "bad argument #1 to 'supervisor' (table of services expected, got number)")
     local sv = baton.supervisor { db = { "true" }, web = { "true", needs = "db" } }
     H.error_here(function() sv:add("db", { "true" }) end, "bad argument #1 to 'add' (service 'db' exists already)")
     H.error_here(function() sv:remove("db") end, "bad argument #1 to 'remove' (service 'db' is needed by 'web')")
     H.error_here(function() sv:start("nope") end, "bad argument #1 to 'start' (no service 'nope')")
+    H.error_here(function() sv:on("ready!", print) end,
+      "bad argument #1 to 'on' (unknown event \"ready!\" (spawned, ready, exited, restarting, failed, stopped or *))")
+    H.error_here(function() sv:next("exit") end,
+      "bad argument #1 to 'next' (unknown event \"exit\" (spawned, ready, exited, restarting, failed, stopped or *))")
+    H.error_here(function() sv:wait("db", "up") end,
+      "bad argument #2 to 'wait' (unknown state \"up\" (ready, running, stopped, failed, exited, starting, waiting, stopping, backoff))")
     H.error_here(function() sv.start() end, "bad argument #1 to 'start' (a supervisor expected, got no value (call it as obj:start(…)))")
     -- A failed change leaves the declaration as it was.
     H.error_here(function() sv:update("db", { "true", needs = "web" }) end,
       "bad argument #1 to 'supervisor' (dependency cycle: db -> web -> db)")
+    H.error_here(function() sv:update("db", { "true", needs = "web", replicas = 3 }) end,
+      "bad argument #1 to 'supervisor' (dependency cycle: db -> web -> db)")
     assert.are.same({}, sv.services.db.decl.needs)
+    assert.are.equal(1, #sv:status().db.replicas)
   end)
 
   it("starts each service after its needs are ready, independent ones at once, and stops in reverse", function()
@@ -430,5 +447,84 @@ describe("baton.supervisor", function()
       "12/partial" }, got)
     assert.are.same({ "10", "(stderr) 11", "12" }, sv:logs("s", 3))
     os.remove(counter)
+  end)
+
+  it("an event handler that starts the service again sees the exit finished: no process left untracked", function()
+    local marker = H.tmpname()
+    local t = tag()
+    -- Exits (ready first) on its first run, sleeps on the next.
+    local sv = baton.supervisor {
+      a = { "sh", "-c", ("echo >&3; [ -s %s ] && exec sleep %s; echo x > %s"):format(marker, t, marker),
+        ready = { fd = 3 }, restart = "never" },
+    }
+    local again
+    sv:on("exited", function() if not again then again = baton.go(function() return sv:start() end) end end)
+    assert.is_true(sv:start())
+    H.wait_for(function() return again end, "the exited handler")
+    assert.is_true(again:wait())
+    local r = sv:status().a.replicas[1]
+    assert.are.equal("running", r.state)
+    assert.is_true(H.alive(r.pid))
+    sv:stop()
+    assert.is_false(alive_tagged(t))
+    os.remove(marker)
+  end)
+
+  it("a manual start or restart tries a failed service again", function()
+    local marker = H.tmpname()
+    local t = tag()
+    -- Fails on its first run, sleeps on the next.
+    local sv = baton.supervisor {
+      a = { "sh", "-c", ("[ -s %s ] && { echo >&3; exec sleep %s; }; echo x > %s; exit 3"):format(marker, t, marker),
+        ready = { fd = 3 }, restart = "never" },
+    }
+    assert.is_nil(sv:start())
+    assert.are.equal("failed", sv:status().a.state)
+    assert.is_true(sv:start("a"))
+    assert.are.equal("running", sv:status().a.state)
+    sv:stop()
+    os.remove(marker)
+    assert.is_nil(sv:start())
+    assert.is_true(sv:restart("a"))
+    assert.are.equal("running", sv:status().a.state)
+    sv:stop()
+    assert.is_false(alive_tagged(t))
+    os.remove(marker)
+  end)
+
+  it("gives the rest of the tree what is left of the stop timeout once the main process exited", function()
+    local out = H.tmpname()
+    -- The child finishes its work on TERM (0.2 s); the main process exits at once.
+    local sv = baton.supervisor {
+      a = { "sh", "-c", ("sh -c 'trap \"sleep 0.2; echo done > %s; exit 0\" TERM; echo >&3; "
+        .. "while :; do sleep 0.05; done' & exec sleep %s"):format(out, tag()), ready = { fd = 3 } },
+    }
+    assert.is_true(sv:start())
+    sv:stop()
+    local f = assert(io.open(out))
+    assert.are.equal("done\n", f:read("a"))
+    f:close()
+    os.remove(out)
+  end)
+
+  it("stops a SIGSTOP'd service with its stop signal (CONT follows it), not only by KILL at the timeout", function()
+    local sv = baton.supervisor { a = sleeper(tag(), { stop = { timeout = H.PATIENCE } }) }
+    assert.is_true(sv:start())
+    local pid = sv:status().a.replicas[1].pid
+    baton.core.kill(pid, baton.signals.STOP)
+    H.wait_for(function() return baton.core.proc_stat(pid).state == "T" end, "the service to stop")
+    sv:stop()
+    assert.are.equal("SIGTERM", sv:status().a.replicas[1].last_status.signame)
+  end)
+
+  it("a start while a stop is under way starts after it: every service ends up running", function()
+    local sv = baton.supervisor { a = sleeper(tag()), b = sleeper(tag(), { needs = "a" }) }
+    assert.is_true(sv:start())
+    local stopper = baton.go(function() return sv:stop() end)
+    assert.is_true(sv:start())
+    assert.is_true(stopper:wait())
+    assert.are.equal("running", sv:status().a.state)
+    assert.are.equal("running", sv:status().b.state)
+    sv:stop()
   end)
 end)

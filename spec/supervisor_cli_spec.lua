@@ -104,4 +104,34 @@ describe("a supervisor in the baton executable", function()
     os.remove(path)
     os.remove(seen)
   end)
+
+  it("a second SIGINT KILLs every service's whole tree at once and removes its cgroup leaves", function()
+    local t = "1000." .. baton.core.getpid() .. "77"
+    local path = script(([[
+      local sv = baton.supervisor {
+        db = { "sh", "-c", "setsid sh -c 'trap \"\" TERM; exec sleep %s' & trap 'echo got TERM' TERM; echo >&3; "
+          .. "while :; do sleep 0.05; done", ready = { fd = 3 } },
+      }
+      sv:on("ready", function() print(sv:status().db.replicas[1].cgroup) end)
+      os.exit(sv:run())
+    ]]):format(t))
+    local p = baton.spawn { BATON, path, stdout = "pipe", stderr = "null" }
+    local leaf = p.stdout:read("l")
+    H.wait_for(function()
+      return baton.run { "pgrep", "-fx", "sleep " .. t, capture = true, check = false }.ok
+    end, "the setsid'd grandchild")
+    p:signal("INT")
+    assert.are.equal("got TERM", p.stdout:read("l")) -- stopping: the main process ignores it
+    p:signal("INT")
+    local st = p:wait()
+    assert.are.equal("SIGINT", st.signame, tostring(st))
+    H.wait_for(function()
+      return not baton.run { "pgrep", "-fx", "sleep " .. t, capture = true, check = false }.ok
+    end, "the setsid'd grandchild to be gone")
+    if leaf ~= "false" then
+      assert.is_nil(io.open(leaf .. "/cgroup.procs"), "the cgroup leaf was left behind")
+      assert.is_nil(io.open(leaf:match("^(.*)/") .. "/cgroup.procs"), "the cgroup base was left behind")
+    end
+    os.remove(path)
+  end)
 end)

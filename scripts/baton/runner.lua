@@ -62,11 +62,16 @@ function M.stop_all(grace, why)
   end
 end
 
+-- Functions called first by `kill_jobs` (KILL at once, no waiting): what
+-- other modules own beyond jobs (the supervisors' process trees).
+M._kill_hooks = {}
+
 --- KILL every job baton started and did not detach (their groups too),
 -- at once, without waiting: a second signal came. Returns the pids of
 -- baton's own children among them, for the caller to reap.
 function M.kill_jobs()
   local pids = {}
+  for _, fn in ipairs(M._kill_hooks) do pcall(fn) end
   if not package.loaded["baton.registry"] then return pids end
   for _, j in ipairs(require("baton.registry").jobs()) do
     pcall(j._send, j, 9)

@@ -199,6 +199,11 @@ local function declare(name, spec)
     if type(n) ~= "string" then bad(name, "needs[%d] must be a service name, got %s", i, type(n)) end
     d.needs[i] = n
   end
+  for _, k in ipairs { "bind", "critical" } do
+    if spec[k] ~= nil and type(spec[k]) ~= "boolean" then
+      bad(name, "%s must be a boolean, got %s", k, type(spec[k]))
+    end
+  end
   d.bind = spec.bind == true
   local restart = spec.restart or "always"
   if not RESTART[restart] then
@@ -206,7 +211,11 @@ local function declare(name, spec)
   end
   d.restart = restart
   d.success = {}
-  for i, v in ipairs(spec.success or { 0 }) do
+  local success = spec.success or { 0 }
+  if type(success) ~= "table" then
+    bad(name, "success must be a list of exit codes and signal names, got %s", type(success))
+  end
+  for i, v in ipairs(success) do
     if math.type(v) == "integer" then
       d.success[v] = true
     elseif type(v) == "string" and core.signum(v) then
@@ -754,10 +763,9 @@ function Instance:_exited(st)
   self.proc = nil
   self:_release_ready()
   self:_clear_timers()
-  -- What it left goes too: the service is its whole tree.
-  if was == "stopping" then
-    self:_signal(9)
-  else
+  -- What it left goes too: the service is its whole tree. (Stopping: the
+  -- stop waits for the rest within the stop timeout, then KILLs it.)
+  if was ~= "stopping" then
     -- Asked to go now; KILLed at the next spawn or stop if still there.
     self:_signal(d.stop_signal)
     self._leftovers = self._leftovers or {}
@@ -824,11 +832,17 @@ function Instance:_stop()
   end
   if self.state ~= "stopping" then
     self:_set("stopping")
+    self._stop_deadline = now() + self.service.decl.stop_timeout
     self:_signal(self.service.decl.stop_signal)
+    self:_signal(18) -- SIGCONT: a stopped process gets to handle it (as systemd does)
     self._kill_timer = timer(self.service.decl.stop_timeout, function() self:_signal(9) end)
   end
   p:wait()
   while self.proc == p do task.sleep(0) end -- its exit handler runs first
+  -- The rest of the tree gets the rest of the stop timeout to finish (as
+  -- systemd's control-group kill mode), then KILL.
+  while self:_tree_left() and now() < (self._stop_deadline or 0) do task.sleep(0.005) end
+  self:_signal(9)
   self:_sweep()
   self:_drop_cgroup()
   self:_close_log()
@@ -842,6 +856,23 @@ function Instance:_close_log()
     self.last_lines = self.log:tail()
     self.log = nil
   end
+end
+
+-- Whether a live process of the current run's tree is left (its main
+-- process gone): in its cgroup, its process group, or carrying its token.
+function Instance:_tree_left()
+  if not self.run_token then return false end
+  if self.cgroup and core.cgroup_populated(self.cgroup) then
+    for pid in (core.cgroup_get(self.cgroup, "cgroup.procs") or ""):gmatch("%d+") do
+      local st = core.proc_stat(tonumber(pid))
+      if st and st.state ~= "Z" then return true end
+    end
+  end
+  for _, pid in ipairs(core.descendants(core.getpid()) or {}) do
+    local st = core.proc_stat(pid)
+    if st and st.state ~= "Z" and (st.pgid == self.pgid or carries(pid, self.run_token)) then return true end
+  end
+  return false
 end
 
 function Instance:_drop_cgroup()
@@ -902,6 +933,7 @@ function M.supervisor(decls)
   table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
   for _, name in ipairs(names) do sv:_put(name, decls[name]) end
   sv:_check_graph()
+  for _, svc in pairs(sv.services) do svc:_resize() end
   supervisors[sv] = true
   return sv
 end
@@ -915,7 +947,6 @@ function Supervisor:_put(name, spec)
     svc = setmetatable({ name = name, decl = d, sv = self, instances = {}, want = "down", generation = 0 }, Service)
     self.services[name] = svc
   end
-  svc:_resize()
   return svc
 end
 
@@ -1076,9 +1107,18 @@ end
 -- `time`, and `status` (exited, restarting, failed), `delay`
 -- (restarting), `error` (why a start failed). Returns a function that
 -- removes the handler.
+local EVENTS = { spawned = true, ready = true, exited = true, restarting = true, failed = true, stopped = true,
+  ["*"] = true }
+local EVENT_LIST = "spawned, ready, exited, restarting, failed, stopped or *"
+
+local function check_event(fname, kind)
+  if type(kind) ~= "string" then argerror(fname, 1, "event name expected, got " .. type(kind)) end
+  if not EVENTS[kind] then argerror(fname, 1, fmt("unknown event %q (%s)", kind, EVENT_LIST)) end
+end
+
 function Supervisor:on(kind, fn)
   check_sv(self, "on")
-  if type(kind) ~= "string" then argerror("on", 1, "event name expected, got " .. type(kind)) end
+  check_event("on", kind)
   if type(fn) ~= "function" then argerror("on", 2, "function expected, got " .. type(fn)) end
   local entry = { kind = kind, fn = fn }
   self._handlers[entry] = true
@@ -1093,13 +1133,31 @@ local function keys(set)
   return out
 end
 
+-- Handlers and waiters run on the loop's next turn, never inside the
+-- transition that emits (a handler or a woken task that stops, restarts or
+-- removes the service would otherwise run before the supervisor finished
+-- the change: a spawn not yet watched, a state not yet set).
 function Supervisor:_emit(ev)
   ev.time = now()
   if ev.event == "ready" or ev.event == "failed" or ev.event == "stopped" then manager.status() end
   for _, h in ipairs(keys(self._handlers)) do
-    if h.kind == ev.event or h.kind == "*" then task.go(h.fn, ev) end
+    if h.kind == ev.event or h.kind == "*" then
+      core.defer(function()
+        if not self._handlers[h] then return end -- (removed meanwhile)
+        local prev = task.set_scope(nil) -- (the supervisor's, not the emitting code's)
+        task.go(h.fn, ev)
+        task.set_scope(prev)
+      end)
+    end
   end
   self:_notify(ev)
+end
+
+-- One turn of the loop, where the code may wait: the handlers of the events
+-- emitted so far start (an operation returns after its events' handlers
+-- started, and the program does not end before them).
+local function settle()
+  if task.can_wait() then task.sleep(0) end
 end
 
 function Supervisor:_changed()
@@ -1121,7 +1179,7 @@ function Supervisor:_until(done, timeout)
   local ok, r = pcall(task.suspend, function(wake)
     watcher = function(ev)
       local x = done(ev)
-      if x ~= nil then wake(x) end
+      if x ~= nil then core.defer(function() wake(x) end) end -- (see _emit)
     end
     self._watchers[watcher] = true
     if timeout then t = timer(timeout, function() wake(false) end) end
@@ -1136,7 +1194,7 @@ end
 -- given; returns the event.
 function Supervisor:next(kind, name)
   check_sv(self, "next")
-  if type(kind) ~= "string" then argerror("next", 1, "event name expected, got " .. type(kind)) end
+  check_event("next", kind)
   if name ~= nil then self:_pick("next", name) end
   return self:_until(function(ev)
     if ev and (kind == "*" or ev.event == kind) and (name == nil or ev.service == name) then return ev end
@@ -1153,6 +1211,10 @@ function Supervisor:wait(name, state, timeout)
   check_sv(self, "wait")
   local svc = self:_pick("wait", name)[1]
   if type(state) ~= "string" then argerror("wait", 2, "state expected, got " .. type(state)) end
+  if state ~= "ready" and not RANK[state] then
+    argerror("wait", 2, fmt("unknown state %q (ready, running, stopped, failed, exited, starting, waiting, "
+      .. "stopping, backoff)", state))
+  end
   options.check_seconds("wait", 3, timeout, "timeout")
   local r = self:_until(function()
     if state == "ready" or state == "running" then
@@ -1203,7 +1265,8 @@ function Supervisor:_advance(svc, only)
   local ready = self:_needs_ready(svc)
   for _, i in ipairs(svc.instances) do
     if (only == nil or i == only) and not i.proc and i.want == "up" and not i._retry
-      and (i.state ~= "failed" or only) then
+      and (i.state ~= "failed" or only or i._again) then
+      i._again = nil
       if ready then i:_spawn() elseif i.state ~= "waiting" then i:_set("waiting") end
     end
   end
@@ -1234,7 +1297,8 @@ function Supervisor:_want_up(svc, seen)
   end
   for _, i in ipairs(svc.instances) do
     i.want = "up"
-    i.failures = 0 -- a manual start bypasses the backoff
+    i.failures = 0 -- a manual start bypasses the backoff, and tries a failed one again
+    if i.state == "failed" and not i.proc then i._again = true end
     if i._retry then
       i:_clear_timers()
       i.restarts = i.restarts + 1
@@ -1250,6 +1314,12 @@ end
 function Supervisor:start(...)
   check_sv(self, "start")
   local targets = self:_pick("start", ...)
+  -- A stop under way finishes first (else both would act on the same
+  -- instances: a service killed by the stop restarted by its policy, one
+  -- left waiting for a need the stop took down).
+  for t in pairs(self._stops or {}) do
+    if not t.done then t:wait() end
+  end
   local seen = {}
   for _, svc in ipairs(targets) do self:_want_up(svc, seen) end
   register()
@@ -1269,10 +1339,12 @@ function Supervisor:start(...)
       local why = failed == true and "stopped" or failed:_why()
       local tail = failed ~= true and failed.log and failed.log:tail(5) or {}
       if #tail > 0 then why = why .. "; its last output:\n  " .. table.concat(tail, "\n  ") end
+      settle()
       return errors.fail("EFAILED", "service '%s' did not start: %s", svc.name, why)
     end
   end
   manager.ready(self)
+  settle()
   return true
 end
 
@@ -1326,7 +1398,14 @@ end
 function Supervisor:stop(...)
   check_sv(self, "stop")
   local stopping = {}
-  each(self:_pick("stop", ...), function(svc) self:_stop_one(svc, stopping) end)
+  local targets = self:_pick("stop", ...)
+  -- (tracked: a start waits until the stops under way are done)
+  local t = task.go_internal(function() each(targets, function(svc) self:_stop_one(svc, stopping) end) end)
+  self._stops = self._stops or {}
+  self._stops[t] = true
+  local ok, err = pcall(t.wait, t)
+  self._stops[t] = nil
+  if not ok then error(err, 0) end
   local idle = true
   for _, svc in pairs(self.services) do if svc.want == "up" then idle = false end end
   if idle and self._notifier then
@@ -1334,6 +1413,7 @@ function Supervisor:stop(...)
     self._notifier = nil
   end
   cgroup_release() -- (when no service of any supervisor holds a leaf)
+  settle()
   return true
 end
 
@@ -1446,6 +1526,7 @@ function Supervisor:add(name, spec)
     self.services[name] = nil
     error(err, 0)
   end
+  self.services[name]:_resize()
   return self.services[name]
 end
 
@@ -1473,6 +1554,7 @@ function Supervisor:update(name, spec)
     svc.decl = old
     error(err, 0)
   end
+  svc:_resize() -- (only once the change is accepted: new replicas run it)
   for i = #svc.instances, svc.decl.replicas + 1, -1 do
     svc.instances[i]:_stop()
     svc.instances[i] = nil
@@ -1614,6 +1696,23 @@ function register()
   require("baton.scope").subreaper(true)
   if registered then return end
   registered = true
+  -- A second signal: KILL every tree now, beyond the main processes' groups
+  -- (setsid'd descendants, the cgroup leaves), and remove the leaves.
+  table.insert(runner._kill_hooks, function()
+    for sv in pairs(supervisors) do
+      for _, svc in pairs(sv.services) do
+        for _, i in ipairs(svc.instances) do
+          if i.run_token then kill_tree(9, i.pgid, i.proc and i.pid, i.run_token, i.cgroup) end
+          -- (a KILLed process leaves its cgroup as it exits, within moments)
+          for _ = 1, 100000 do
+            if not (i.cgroup and core.cgroup_populated(i.cgroup)) then break end
+          end
+          if i.cgroup and core.cgroup_remove(i.cgroup) then i.cgroup = nil end
+        end
+      end
+    end
+    cgroup_release()
+  end)
   runner.on_shutdown(function(reason)
     if reason == "done" then return cgroup_release() end
     manager.stopping()

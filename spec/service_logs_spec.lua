@@ -81,4 +81,25 @@ describe("a service's log files", function()
     assert.is_true(lines >= TOTAL + 100000)
     baton.run { "rm", "-rf", dir }
   end)
+
+  it("reopens its files when asked and on SIGUSR1 (an external logrotate moved them)", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir))
+    local path = dir .. "/x.log"
+    local sv = baton.supervisor {
+      x = { "sh", "-c", "echo hi; echo >&3; exec sleep 1000." .. baton.core.getpid(), ready = { fd = 3 }, log = path },
+    }
+    assert.is_true(sv:start())
+    H.wait_for(function() local f = io.open(path) local t = f and f:read("a") if f then f:close() end
+      return t == "hi\n" end, "the first line in the file")
+    assert.is_true(os.rename(path, path .. ".moved"))
+    assert.are.equal(1, sv:reopen_logs())
+    assert.is_truthy(io.open(path)):close()
+    assert.is_true(os.rename(path, path .. ".moved2"))
+    baton.core.kill(baton.core.getpid(), baton.signals.USR1)
+    H.wait_for(function() local f = io.open(path) if f then f:close() return true end end, "the file reopened on SIGUSR1")
+    sv:stop()
+    baton.run { "rm", "-rf", dir }
+  end)
 end)

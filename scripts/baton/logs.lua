@@ -103,9 +103,13 @@ local function route(r, what, owner)
       errors.argerror("service", 1, fmt("%s: a file route needs file = path", what))
     end
     path = path:gsub("%%s", owner.label)
-    local f, msg = require("baton.logfile").open(path, opts)
-    if not f then return nil, msg end
-    owner.files[#owner.files + 1] = f
+    local f = owner.by_path[path] -- (both streams to one file: one writer)
+    if not f then
+      local msg
+      f, msg = require("baton.logfile").open(path, opts)
+      if not f then return nil, msg end
+      owner.files[#owner.files + 1], owner.by_path[path] = f, f
+    end
     return function(line, _, mark) f:line(line, mark) end, function() f:flush() end
   end
   errors.argerror("service", 1,
@@ -129,6 +133,37 @@ function M.check(routes, what)
   return routes
 end
 
+-- ---- reopening files (an external logrotate moved them) -----------------------------------
+
+local open_logs = setmetatable({}, { __mode = "k" }) -- logs with files
+local usr1 -- the SIGUSR1 watcher, while there are such logs
+
+--- Reopen every log file (after an external logrotate renamed them); what
+-- SIGUSR1 does while a service writes to files. Returns how many.
+function M.reopen_all()
+  local n = 0
+  for log in pairs(open_logs) do
+    for _, f in ipairs(log.files) do
+      f:reopen()
+      n = n + 1
+    end
+  end
+  return n
+end
+
+local function track_files(log, on)
+  if on then
+    open_logs[log] = true
+    if not usr1 then usr1 = core.signal_watch(core.signum("USR1"), function() M.reopen_all() end) end
+  else
+    open_logs[log] = nil
+    if usr1 and next(open_logs) == nil then
+      usr1:close()
+      usr1 = nil
+    end
+  end
+end
+
 -- ---- a log: one instance's held pipes ----------------------------------------------------
 
 local Log = {}
@@ -139,7 +174,7 @@ M.Log = Log
 -- routes}`, checked by `check`). Returns it, or nil and why (a log file
 -- that cannot be opened).
 function M.open(label, routes)
-  local log = setmetatable({ label = label, files = {}, ring = {}, ring_head = 0, lines = 0,
+  local log = setmetatable({ label = label, files = {}, by_path = {}, ring = {}, ring_head = 0, lines = 0,
     handler_errors = 0, streams = {} }, Log)
   M.widen(label)
   for _, name in ipairs { "stdout", "stderr" } do
@@ -162,6 +197,7 @@ function M.open(label, routes)
       end
     end
   end
+  if #log.files > 0 then track_files(log, true) end
   return log
 end
 
@@ -276,6 +312,7 @@ function Log:close()
   end
   for _, f in ipairs(self.files) do f:close() end
   self.files = {}
+  track_files(self, false)
 end
 
 return M

@@ -1456,6 +1456,13 @@ function Supervisor:logs(name, n)
   return out
 end
 
+--- Reopen the log files of every service (of every supervisor): after an
+-- external logrotate renamed them. SIGUSR1 does the same. Returns how many.
+function Supervisor:reopen_logs()
+  check_sv(self, "reopen_logs")
+  return require("baton.logs").reopen_all()
+end
+
 --- Send signal `sig` to every running process tree of the named services
 -- (all when the only argument is the signal): `sv:signal("web", "HUP")`,
 -- `sv:signal("USR1")` — what an init forwards. Returns how many instances

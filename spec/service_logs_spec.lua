@@ -102,4 +102,18 @@ describe("a service's log files", function()
     sv:stop()
     baton.run { "rm", "-rf", dir }
   end)
+
+  it("a log file that cannot be opened is a failed start that says why; nothing else is disturbed", function()
+    local sv = baton.supervisor {
+      bad = { "true", ready = "exec", log = "/nonexistent-dir/x.log" },
+      good = { "sh", "-c", "echo >&3; exec sleep 1000." .. baton.core.getpid(), ready = { fd = 3 } },
+    }
+    local ok, msg, code = sv:start("bad")
+    assert.is_nil(ok)
+    assert.are.equal("EFAILED", code)
+    assert.matches("service 'bad' did not start: ENOENT: cannot open log file /nonexistent%-dir/x%.log", msg)
+    assert.are.equal("failed", sv:status().bad.state)
+    assert.is_true(sv:start("good"))
+    sv:stop()
+  end)
 end)

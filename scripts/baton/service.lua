@@ -351,6 +351,12 @@ local function new_instance(svc, index)
     failures = 0, generation = 0, ready = false, token = core.getpid() .. "." .. tokens }, Instance)
 end
 
+-- The declaration this instance runs: its generation's (an upgrade's new
+-- one), else the service's.
+function Instance:_decl()
+  return self.decl or self.service.decl
+end
+
 function Instance:_label()
   local svc = self.service
   return #svc.instances > 1 and fmt("%s.%d", svc.name, self.index) or svc.name
@@ -453,7 +459,7 @@ end
 
 -- What the child needs for its readiness check; returns spawn options to add.
 function Instance:_ready_setup(env)
-  local r = self.service.decl.ready
+  local r = self:_decl().ready
   if r.kind == "fd" then
     local rfd, wfd = core.pipe()
     self._ready_fd, self._ready_wfd = rfd, wfd
@@ -481,7 +487,7 @@ end
 -- Failed starts and crashes in a row: none once the process ran ready
 -- for `backoff.reset` seconds (judged when asked: no timer, no wakeup).
 function Instance:_failures()
-  if self.ready_since and now() - self.ready_since >= self.service.decl.backoff.reset then
+  if self.ready_since and now() - self.ready_since >= self:_decl().backoff.reset then
     self.failures = 0
   end
   return self.failures
@@ -516,7 +522,7 @@ end
 function Instance:_fail_liveness(msg)
   if not self.proc or self._liveness_fail or self.state == "stopping" then return end
   self._liveness_fail, self.last_error = msg, msg
-  local d = self.service.decl
+  local d = self:_decl()
   self:_signal(d.stop_signal)
   self:_signal(18) -- SIGCONT: a stopped process gets to handle it
   self._kill_timer = timer(d.stop_timeout, function() self:_signal(9) end)
@@ -536,7 +542,7 @@ end
 
 -- Health probes every `interval` seconds while the process runs and is ready.
 function Instance:_start_health(p)
-  local h = self.service.decl.health
+  local h = self:_decl().health
   if not h then return end
   local t = core.timer()
   self._health, self.health_failures = t, 0
@@ -577,7 +583,7 @@ end
 
 -- Start checking readiness of process `p`.
 function Instance:_check_ready(p)
-  local r = self.service.decl.ready
+  local r = self:_decl().ready
   local function ready() self:_became_ready(p) end
   if r.kind == "spawned" then return ready() end
   self:_ready_deadline(p, r.timeout)
@@ -636,7 +642,7 @@ end
 -- use; nil where the host has none (the tree is then found by group,
 -- ancestry and token), or nil and why the limits cannot be enforced.
 function Instance:_cgroup()
-  local d = self.service.decl
+  local d = self:_decl()
   if not d.cgroup then return nil end
   local base, why = cgroup_base()
   if base and not self.cgroup then
@@ -663,7 +669,7 @@ end
 -- Start the process now (the instance wants to run and its needs are ready).
 function Instance:_spawn()
   local svc = self.service
-  local d = svc.decl
+  local d = self:_decl()
   self:_clear_timers()
   if self._leftovers then self:_sweep() end
   local base = options.of(d.cmd)
@@ -758,7 +764,7 @@ M._delay_for = delay_for
 -- The process ended (`st`; nil when it could not start): decide what next.
 function Instance:_exited(st)
   local svc = self.service
-  local d, sv = svc.decl, svc.sv
+  local d, sv = self:_decl(), svc.sv
   local was = self.state
   self.proc = nil
   self:_release_ready()
@@ -832,10 +838,10 @@ function Instance:_stop()
   end
   if self.state ~= "stopping" then
     self:_set("stopping")
-    self._stop_deadline = now() + self.service.decl.stop_timeout
-    self:_signal(self.service.decl.stop_signal)
+    self._stop_deadline = now() + self:_decl().stop_timeout
+    self:_signal(self:_decl().stop_signal)
     self:_signal(18) -- SIGCONT: a stopped process gets to handle it (as systemd does)
-    self._kill_timer = timer(self.service.decl.stop_timeout, function() self:_signal(9) end)
+    self._kill_timer = timer(self:_decl().stop_timeout, function() self:_signal(9) end)
   end
   p:wait()
   while self.proc == p do task.sleep(0) end -- its exit handler runs first
@@ -1094,7 +1100,7 @@ function Supervisor:_on_notify(pid, text)
   if fields.WATCHDOG == "trigger" then inst:_fail_liveness("watchdog: the service asked for it (WATCHDOG=trigger)") end
   if fields.READY == "1" then
     inst.reloading = nil
-    if inst.state == "starting" and inst.service.decl.ready.kind == "notify" then inst:_became_ready(p) end
+    if inst.state == "starting" and inst:_decl().ready.kind == "notify" then inst:_became_ready(p) end
   end
   self:_changed()
 end

@@ -8,7 +8,7 @@
  * lb_error and the small lookups; lloop.c running the loop and core.defer;
  * then one file per Lua-visible type or group of functions: lprocess.c,
  * lstream.c, lnet.c, ltimer.c, lsignal.c, lfd.c, luser.c, lrlimit.c,
- * lreaper.c, lcgroup.c, lnotify.c, lfile.c.
+ * lreaper.c, lcgroup.c, lnotify.c, lfile.c, llisten.c.
  *
  * Every Lua-visible handle (process, stream, timer) is a small userdata that
  * points at a malloc'd struct starting with an lb_handle. The struct outlives
@@ -130,6 +130,7 @@ void lb_open_notify(lua_State *L);  /* lnotify.c */
 void lb_open_cgroup(lua_State *L);  /* lcgroup.c */
 void lb_open_net(lua_State *L);     /* lnet.c */
 void lb_open_file(lua_State *L);    /* lfile.c */
+void lb_open_listen(lua_State *L);  /* llisten.c */
 
 /* A byte stream (lstream.c): a pipe, or a TCP socket (lnet.c connects it).
  * libuv's stream functions take either through `uv.stream`. */

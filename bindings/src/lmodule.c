@@ -28,6 +28,8 @@ static void (*const lb_openers[])(lua_State *L) = {
     lb_open_stream,
     /* lnet.c: tcp_connect (its streams are lstream.c's) */
     lb_open_net,
+    /* llisten.c: listen socket_info unlink_socket */
+    lb_open_listen,
     /* ltimer.c: timer; the timer userdata */
     lb_open_timer,
     /* lsignal.c: signal_watch; the signal watcher userdata */

@@ -108,7 +108,7 @@ static lua_Integer lb_optint(lua_State *L, int t, const char *key, int *present)
 
 /*
  * Read the normalized options table at `t` into `o`: argv=, file=, env=,
- * cwd=, stdio={spec for fd 0, fd 1, ...}, setsid=, pgid=, umask=, uid=, gid=,
+ * cwd=, stdio={spec for fd 0, fd 1, ...}, setsid=, listen_pid=, pgid=, umask=, uid=, gid=,
  * groups={...}, nice=, rlimits={{res, cur, max}, ...}, pdeathsig=, cgroup=.
  * A stdio spec is "inherit", "null", "close", "pipe", an fd number or
  * {same = k}. Strings stay owned by the table; arrays go to `st` and to
@@ -135,6 +135,9 @@ static void lb_spawn_options(lua_State *L, int t, bt_spawn_options_t *o, lb_spaw
 
   lua_getfield(L, t, "setsid");
   if (lua_toboolean(L, -1)) o->flags |= BT_SPAWN_SETSID;
+  lua_pop(L, 1);
+  lua_getfield(L, t, "listen_pid"); /* LISTEN_PID=<the child's pid> in its env */
+  if (lua_toboolean(L, -1)) o->flags |= BT_SPAWN_LISTEN_PID;
   lua_pop(L, 1);
   o->pgid = (pid_t)lb_optint(L, t, "pgid", &present);
   if (present) o->flags |= BT_SPAWN_SETPGID;

@@ -54,14 +54,15 @@ typedef struct {
 } bt_stdio_t;
 
 enum {
-  BT_SPAWN_SETSID = 1 << 0,    /* child becomes a session (and group) leader */
-  BT_SPAWN_SETPGID = 1 << 1,   /* child joins group `pgid` (0: a new group of its own) */
-  BT_SPAWN_UMASK = 1 << 2,     /* set the umask to `umask` */
-  BT_SPAWN_SETUID = 1 << 3,    /* set real and effective uid to `uid` */
-  BT_SPAWN_SETGID = 1 << 4,    /* set real and effective gid to `gid` */
-  BT_SPAWN_SETGROUPS = 1 << 5, /* set supplementary groups to `groups` (may be empty) */
-  BT_SPAWN_NICE = 1 << 6,      /* set the nice value to `nice` */
-  BT_SPAWN_CGROUP = 1 << 7,    /* join the cgroup v2 group of directory fd `cgroup_fd` */
+  BT_SPAWN_SETSID = 1 << 0,     /* child becomes a session (and group) leader */
+  BT_SPAWN_SETPGID = 1 << 1,    /* child joins group `pgid` (0: a new group of its own) */
+  BT_SPAWN_UMASK = 1 << 2,      /* set the umask to `umask` */
+  BT_SPAWN_SETUID = 1 << 3,     /* set real and effective uid to `uid` */
+  BT_SPAWN_SETGID = 1 << 4,     /* set real and effective gid to `gid` */
+  BT_SPAWN_SETGROUPS = 1 << 5,  /* set supplementary groups to `groups` (may be empty) */
+  BT_SPAWN_NICE = 1 << 6,       /* set the nice value to `nice` */
+  BT_SPAWN_CGROUP = 1 << 7,     /* join the cgroup v2 group of directory fd `cgroup_fd` */
+  BT_SPAWN_LISTEN_PID = 1 << 8, /* the child's env gets LISTEN_PID=<its own pid> (see below) */
 };
 
 /* One resource limit for the child (see setrlimit(2)). */
@@ -104,7 +105,16 @@ typedef struct {
   int pdeathsig;              /* signal the child gets when baton's thread dies; 0: none */
   int cgroup_fd;              /* with BT_SPAWN_CGROUP: a group's directory (bt_cgroup_open) */
 } bt_spawn_options_t;
-/* In the child, in this order: signals reset, cgroup, setsid/setpgid,
+/* BT_SPAWN_LISTEN_PID: systemd's socket-activation protocol wants LISTEN_PID
+ * to be the receiving process's own pid, which the parent cannot know before
+ * clone. With the flag, bt_spawn builds the child's environment from `env`
+ * (or environ when NULL) without any LISTEN_PID entry it holds, plus
+ * "LISTEN_PID=" and room for the digits, all in memory of this spawn only;
+ * the child writes its own pid there after clone, before anything else. The
+ * fds themselves (`stdio` entries 3, 4, … of type BT_STDIO_FD), LISTEN_FDS
+ * and LISTEN_FDNAMES are the caller's. With bt_exec the pid is the caller's,
+ * which is right too: execve keeps it. */
+/* In the child, in this order: signals reset, LISTEN_PID, cgroup, setsid/setpgid,
  * pdeathsig, fds, rlimits, nice, umask, setgroups, setgid, setuid, chdir,
  * empty mask, execve. The cgroup comes first, so that nothing the child does
  * happens outside it (and while it is still privileged to move itself);
@@ -384,6 +394,110 @@ typedef struct {
  * there is no such process (a zombie is still one: state 'Z'), or another
  * negative errno (-EIO when the file cannot be parsed). */
 BT_EXTERN int bt_proc_stat(pid_t pid, bt_proc_stat_t *out);
+
+/*
+ * Listeners owned by baton: sockets bound (and listening, for streams) once
+ * and handed to each generation of a service, so that the kernel's accept
+ * queue survives every restart.
+ *
+ * An address is a string:
+ *   tcp://127.0.0.1:8080   tcp://[::1]:8080   tcp://0.0.0.0:0   tcp://[::]:443
+ *   udp://127.0.0.1:5353   udp://[::1]:0
+ *   unix:/run/app.sock     unix:///run/app.sock   unix:relative.sock   unix:@abstract
+ * Hosts are numeric (no name lookup); ports are 0..65535, 0 letting the
+ * kernel choose. A unix path must fit sockaddr_un (107 bytes); '@' names
+ * Linux's abstract namespace.
+ */
+typedef struct {
+  int family;       /* AF_INET, AF_INET6, AF_UNIX, or another AF_* (then nothing below is set) */
+  int type;         /* SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET, … */
+  int listening;    /* 1 when listen(2) was called on it (SO_ACCEPTCONN) */
+  int port;         /* AF_INET, AF_INET6: the port, host order */
+  char address[46]; /* AF_INET, AF_INET6: the numeric host, without brackets; else "" */
+  char path[109];   /* AF_UNIX: the path, '@' + name for an abstract one, "" when unnamed */
+} bt_socket_info_t;
+
+/* What bt_listen reports of the socket it made: the address it is bound to
+ * (for port 0, the port the kernel chose). */
+typedef bt_socket_info_t bt_listen_info_t;
+
+enum {
+  BT_LISTEN_REUSEPORT = 1 << 0,    /* SO_REUSEPORT: several sockets may bind the same address */
+  BT_LISTEN_REUSEADDR = 1 << 1,    /* SO_REUSEADDR on (the default for TCP only) */
+  BT_LISTEN_NO_REUSEADDR = 1 << 2, /* SO_REUSEADDR off, TCP included */
+  BT_LISTEN_V6ONLY = 1 << 3,       /* IPv6: IPV6_V6ONLY on (no IPv4-mapped peers) */
+  BT_LISTEN_DUALSTACK = 1 << 4,    /* IPv6: IPV6_V6ONLY off; neither flag: the system's default */
+  BT_LISTEN_MODE = 1 << 5,         /* unix path: chmod to `mode` after bind */
+  BT_LISTEN_UID = 1 << 6,          /* unix path: chown to `uid` after bind */
+  BT_LISTEN_GID = 1 << 7,          /* unix path: chown to group `gid` after bind */
+};
+
+typedef struct {
+  const char *address; /* as above; required */
+  unsigned flags;      /* BT_LISTEN_* */
+  int backlog;         /* streams: listen(2)'s backlog; 0: SOMAXCONN */
+  int defer_accept;    /* TCP: TCP_DEFER_ACCEPT, in seconds; 0: off */
+  mode_t mode;         /* with BT_LISTEN_MODE: permission bits, 07777 at most */
+  uid_t uid;           /* with BT_LISTEN_UID */
+  gid_t gid;           /* with BT_LISTEN_GID */
+} bt_listen_options_t;
+
+/*
+ * Parse `address` into `out`: family, type and port or path (listening 0).
+ * Returns 0, or -EINVAL (malformed: no "scheme:", no port, a host that is
+ * not a numeric IPv4 or bracketed IPv6 address, an empty path), -ERANGE (a
+ * port above 65535), -EAFNOSUPPORT (a scheme other than tcp, udp, unix),
+ * -ENAMETOOLONG (a unix path too long for sockaddr_un).
+ */
+BT_EXTERN int bt_listen_parse(const char *address, bt_socket_info_t *out);
+
+/*
+ * Make a socket for `opts->address`: bound, and listening for TCP and unix
+ * (backlog `opts->backlog`, SOMAXCONN when 0; UDP is only bound). Returns
+ * the fd, which the caller owns and closes, or a negative errno; `info`
+ * (may be NULL) then says what the socket is bound to (getsockname: the
+ * port the kernel chose for port 0). The fd is O_CLOEXEC and left blocking:
+ * O_NONBLOCK is a flag of the open file, shared with every process the fd
+ * is handed to, so set it only on a dup the caller keeps to itself (or
+ * accept with SOCK_NONBLOCK). Errors: bt_listen_parse's; -EINVAL for an
+ * option that does not fit the kind (`defer_accept` on UDP or unix, a
+ * backlog on UDP, BT_LISTEN_MODE/UID/GID on anything but a unix path,
+ * V6ONLY/DUALSTACK on IPv4, both V6ONLY and DUALSTACK, a negative backlog
+ * or defer_accept, a mode above 07777); socket's, setsockopt's, bind's
+ * (-EADDRINUSE, -EADDRNOTAVAIL, -EACCES for a privileged port), listen's;
+ * for a unix path: -ENOENT when its directory does not exist, -EEXIST when
+ * a file that is not a socket is there (it is left alone), -EADDRINUSE when
+ * a socket there accepts connections, chmod's and chown's (-EPERM).
+ *
+ * A unix path where a socket file already exists: a connect is tried, and
+ * only when it is refused (ECONNREFUSED: nothing listens, a stale file left
+ * by a process that died) is the file removed and bound anew. Between that
+ * test and the bind, another process could bind it; the bind then fails.
+ * The file is created by bind with the process's umask applied, then chmod
+ * and chown set `mode` and the owner: a peer could connect in that short
+ * window, so put the socket in a directory whose permissions guard it when
+ * that matters. The file is never removed by closing the fd (the kernel
+ * does not either): bt_unlink_socket does, when the caller decides (a
+ * service's final stop). On failure nothing is left: no fd, and no file
+ * this call created.
+ */
+BT_EXTERN int bt_listen(const bt_listen_options_t *opts, bt_listen_info_t *info);
+
+/*
+ * Describe the socket `fd` (one inherited from systemd's LISTEN_FDS, say):
+ * its family, type, whether it listens, and its bound address. Returns 0,
+ * -ENOTSOCK when `fd` is not a socket, -EBADF, or getsockopt's or
+ * getsockname's error. An unbound socket has port 0 or an empty path.
+ */
+BT_EXTERN int bt_socket_info(int fd, bt_socket_info_t *info);
+
+/*
+ * Remove the socket file at `path` (a unix listener's, once it is no longer
+ * wanted), but only if it is a socket. Returns 0, -ENOENT when there is no
+ * file, -ENOTSOCK when the file is not a socket (it is left alone), or
+ * lstat's or unlink's error.
+ */
+BT_EXTERN int bt_unlink_socket(const char *path);
 
 /* Signal number for "TERM", "SIGTERM", "term" or "15"; -EINVAL if unknown. */
 BT_EXTERN int bt_signal_number(const char *name);

@@ -62,6 +62,8 @@ typedef struct {
   int inherit[BT_MAX_STDIO];
   int tmp[BT_MAX_STDIO]; /* temporary copies of the sources (closed by exec) */
   int exec_mode;         /* bt_exec: mark other fds close-on-exec, do not close them */
+  char **own_env;        /* BT_SPAWN_LISTEN_PID: the env built for this spawn (malloc'd) */
+  char *listen_pid;      /* in the same block: "LISTEN_PID=", the digits written by the child */
   int err;               /* written by the child on failure */
   bt_stage stage;
 } child_args;
@@ -87,6 +89,23 @@ BT_NO_SANITIZE static int bt__child_setup(child_args *a) {
   unsigned long ksa[4] = {0, 0, 0, 0};
   for (int s = 1; s < 65; s++)
     if (s != SIGKILL && s != SIGSTOP) syscall(SYS_rt_sigaction, s, ksa, NULL, 8);
+
+  /* LISTEN_PID=<our pid>, into this spawn's own buffer (the parent is
+   * suspended, and only this child writes it). No libc: raw getpid, and
+   * digits by hand. */
+  if (o->flags & BT_SPAWN_LISTEN_PID) {
+    char digits[24];
+    int nd = 0;
+    unsigned long v = (unsigned long)syscall(SYS_getpid);
+    do {
+      digits[nd++] = (char)('0' + v % 10);
+      v /= 10;
+    } while (v && nd < 20);
+    char *p = a->listen_pid + sizeof "LISTEN_PID=" - 1;
+    while (nd > 0)
+      *p++ = digits[--nd];
+    *p = '\0';
+  }
 
   /* The cgroup first: from here on, whatever the child does (and every
    * process it starts) is inside it. Before the fds are rearranged, which
@@ -212,6 +231,37 @@ static const char *bt__env_path(char *const *env) {
   return NULL;
 }
 
+/*
+ * BT_SPAWN_LISTEN_PID: the child's environment, `base` without its
+ * LISTEN_PID entries, then a->listen_pid ("LISTEN_PID=", digits to come).
+ * The array is this spawn's (freed by bt__free_env); the strings stay the
+ * caller's. Returns 0 or -ENOMEM.
+ */
+static int bt__listen_pid_env(child_args *a, char *const *base) {
+  size_t n = 0;
+  for (char *const *e = base; e && *e; e++)
+    n++;
+  /* Room for 20 digits, more than any pid_t needs. */
+  char **env = malloc((n + 2) * sizeof *env + 32);
+  if (env == NULL) return -ENOMEM;
+  a->listen_pid = (char *)(env + n + 2);
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(base[i], "LISTEN_PID=", 11) != 0) env[k++] = base[i];
+  memset(a->listen_pid, 0, 32);
+  memcpy(a->listen_pid, "LISTEN_PID=", 11);
+  env[k++] = a->listen_pid;
+  env[k] = NULL;
+  a->own_env = env;
+  a->envp = env;
+  return 0;
+}
+
+static void bt__free_env(child_args *a) {
+  free(a->own_env);
+  a->own_env = NULL;
+}
+
 static void bt__close_pipes(const bt_spawn_options_t *o, child_args *a, int parent_too) {
   for (int i = 0; i < o->nstdio; i++) {
     if (o->stdio[i].type != BT_STDIO_PIPE) continue;
@@ -255,6 +305,7 @@ static int bt__prepare(const bt_spawn_options_t *o, bt_process_t *proc, child_ar
    * execs a path as it was given: a relative cwd would be applied twice. */
   a->path = strchr(file, '/') ? file : proc->path;
   proc->stage = BT_STAGE_SETUP;
+  if (o->flags & BT_SPAWN_LISTEN_PID) return bt__listen_pid_env(a, a->envp);
   return 0;
 }
 
@@ -358,19 +409,21 @@ int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o, b
     goto fail_parent;
   }
   proc->owned_ = 1;
+  bt__free_env(&a); /* the child has exec'd: its env is its own copy now */
   return 0;
 
 fail:
   proc->stage = BT_STAGE_SETUP;
 fail_parent:
   bt__close_pipes(o, &a, 1);
+  bt__free_env(&a);
   return err;
 }
 
-int bt_exec(const bt_spawn_options_t *o, bt_process_t *info) {
-  child_args a;
-  int err = bt__prepare(o, info, &a);
-  if (err < 0) return err;
+/* bt_exec once bt__prepare has filled `a`. */
+static int bt__exec(const bt_spawn_options_t *o, bt_process_t *info, child_args *ap) {
+  child_args a = *ap;
+  int err;
   for (int i = 0; i < o->nstdio; i++)
     if (o->stdio[i].type == BT_STDIO_PIPE) return -EINVAL;
   /* Fail early on what can be known without changing anything (from here,
@@ -420,4 +473,13 @@ int bt_exec(const bt_spawn_options_t *o, bt_process_t *info) {
     if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &saved[sig], NULL);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   return -err;
+}
+
+int bt_exec(const bt_spawn_options_t *o, bt_process_t *info) {
+  child_args a;
+  int err = bt__prepare(o, info, &a);
+  if (err < 0) return err;
+  err = bt__exec(o, info, &a);
+  bt__free_env(&a);
+  return err;
 }

@@ -30,6 +30,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1715,6 +1718,443 @@ static void test_proc_stat_comm(void) {
   CHECK_EQ(uv_loop_close(&loop), 0);
 }
 
+/* ---- listeners ----------------------------------------------------------------------- */
+
+/* Connect a blocking client to `info`'s address; returns the fd or -errno. */
+static int connect_to(const bt_socket_info_t *info, int type) {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  memset(&ss, 0, sizeof ss);
+  if (info->family == AF_INET) {
+    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+    in->sin_family = AF_INET;
+    in->sin_port = htons((uint16_t)info->port);
+    inet_pton(AF_INET, info->address, &in->sin_addr);
+    len = sizeof *in;
+  } else if (info->family == AF_INET6) {
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons((uint16_t)info->port);
+    inet_pton(AF_INET6, info->address, &in6->sin6_addr);
+    len = sizeof *in6;
+  } else {
+    struct sockaddr_un *un = (struct sockaddr_un *)&ss;
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, info->path, strnlen(info->path, sizeof un->sun_path - 1));
+    len = sizeof *un;
+  }
+  int fd = socket(info->family, type | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
+    int err = -errno;
+    close(fd);
+    return err;
+  }
+  return fd;
+}
+
+/* Listen at `address`, connect, accept, pass a byte each way; checks info. */
+static void listen_roundtrip(const char *address, int family) {
+  bt_listen_options_t o = {.address = address};
+  bt_listen_info_t info;
+  int fd = bt_listen(&o, &info);
+  CHECK(fd >= 0);
+  if (fd < 0) {
+    fprintf(stderr, "bt_listen(%s): %s\n", address, bt_strerror(fd));
+    return;
+  }
+  CHECK_EQ(info.family, family);
+  CHECK_EQ(info.type, SOCK_STREAM);
+  CHECK_EQ(info.listening, 1);
+  CHECK(info.port > 0);
+  CHECK_EQ(fcntl(fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+  CHECK_EQ(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
+  int c = connect_to(&info, SOCK_STREAM);
+  CHECK(c >= 0);
+  int s = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+  CHECK(s >= 0);
+  char ch = 0;
+  CHECK_EQ(write(c, "x", 1), 1);
+  CHECK_EQ(read(s, &ch, 1), 1);
+  CHECK_EQ(ch, 'x');
+  bt_socket_info_t si;
+  CHECK_EQ(bt_socket_info(fd, &si), 0);
+  CHECK_EQ(si.family, family);
+  CHECK_EQ(si.listening, 1);
+  CHECK_EQ(si.port, info.port);
+  CHECK_STR(si.address, info.address);
+  CHECK_EQ(bt_socket_info(s, &si), 0);
+  CHECK_EQ(si.listening, 0); /* an accepted connection */
+  CHECK_EQ(si.port, info.port);
+  close(s);
+  close(c);
+  close(fd);
+}
+
+static int has_ipv6(void) {
+  int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+  int ok = bind(fd, (struct sockaddr *)&in6, sizeof in6) == 0;
+  close(fd);
+  return ok;
+}
+
+static void test_listen_tcp4(void) {
+  listen_roundtrip("tcp://127.0.0.1:0", AF_INET);
+  bt_listen_info_t info;
+  bt_listen_options_t o = {.address = "tcp://0.0.0.0:0", .backlog = 5, .defer_accept = 1};
+  int fd = bt_listen(&o, &info);
+  CHECK(fd >= 0);
+  CHECK_STR(info.address, "0.0.0.0");
+  int v = 0;
+  socklen_t vl = sizeof v;
+  CHECK_EQ(getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &v, &vl), 0);
+  CHECK(v > 0); /* the kernel rounds seconds to retransmits */
+  vl = sizeof v;
+  CHECK_EQ(getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &v, &vl), 0);
+  CHECK_EQ(v, 1);
+  if (fd >= 0) close(fd);
+}
+
+static void test_listen_tcp6(void) {
+  if (!has_ipv6()) SKIP("no IPv6 loopback");
+  listen_roundtrip("tcp://[::1]:0", AF_INET6);
+  bt_listen_info_t info;
+  bt_listen_options_t o = {.address = "tcp://[::]:0", .flags = BT_LISTEN_V6ONLY};
+  int fd = bt_listen(&o, &info);
+  CHECK(fd >= 0);
+  CHECK_STR(info.address, "::");
+  int v = 0;
+  socklen_t vl = sizeof v;
+  CHECK_EQ(getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, &vl), 0);
+  CHECK_EQ(v, 1);
+  /* v6only: an IPv4 client is refused on that port. */
+  bt_socket_info_t four = {.family = AF_INET, .port = info.port, .address = "127.0.0.1"};
+  int c = connect_to(&four, SOCK_STREAM);
+  CHECK_EQ(c, -ECONNREFUSED);
+  if (c >= 0) close(c);
+  if (fd >= 0) close(fd);
+}
+
+static void test_listen_udp(void) {
+  bt_listen_options_t o = {.address = "udp://127.0.0.1:0"};
+  bt_listen_info_t info;
+  int fd = bt_listen(&o, &info);
+  CHECK(fd >= 0);
+  if (fd < 0) return;
+  CHECK_EQ(info.type, SOCK_DGRAM);
+  CHECK_EQ(info.listening, 0);
+  CHECK(info.port > 0);
+  int c = connect_to(&info, SOCK_DGRAM);
+  CHECK(c >= 0);
+  CHECK_EQ(send(c, "ping", 4, 0), 4);
+  char buf[8];
+  CHECK_EQ(recv(fd, buf, sizeof buf, 0), 4);
+  bt_socket_info_t si;
+  CHECK_EQ(bt_socket_info(fd, &si), 0);
+  CHECK_EQ(si.type, SOCK_DGRAM);
+  CHECK_EQ(si.family, AF_INET);
+  CHECK_EQ(si.port, info.port);
+  close(c);
+  close(fd);
+  /* A backlog or defer_accept makes no sense for UDP. */
+  o.backlog = 4;
+  CHECK_EQ(bt_listen(&o, &info), -EINVAL);
+  o.backlog = 0;
+  o.defer_accept = 1;
+  CHECK_EQ(bt_listen(&o, &info), -EINVAL);
+}
+
+static void test_listen_unix(void) {
+  char dir[256], path[300], addr[320];
+  CHECK_EQ(make_temp_dir(dir, sizeof dir), 0);
+  snprintf(path, sizeof path, "%s/app.sock", dir);
+  snprintf(addr, sizeof addr, "unix:%s", path);
+  bt_listen_options_t o = {.address = addr,
+                           .flags = BT_LISTEN_MODE | BT_LISTEN_UID | BT_LISTEN_GID,
+                           .mode = 0620,
+                           .uid = getuid(),
+                           .gid = getgid()};
+  bt_listen_info_t info;
+  int fd = bt_listen(&o, &info);
+  CHECK(fd >= 0);
+  CHECK_EQ(info.family, AF_UNIX);
+  CHECK_EQ(info.listening, 1);
+  CHECK_STR(info.path, path);
+  struct stat st;
+  CHECK_EQ(lstat(path, &st), 0);
+  CHECK(S_ISSOCK(st.st_mode));
+  CHECK_EQ(st.st_mode & 07777, 0620);
+  CHECK_EQ(st.st_uid, getuid());
+  int c = connect_to(&info, SOCK_STREAM);
+  CHECK(c >= 0);
+  int s = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+  CHECK(s >= 0);
+  bt_socket_info_t si;
+  CHECK_EQ(bt_socket_info(fd, &si), 0);
+  CHECK_EQ(si.family, AF_UNIX);
+  CHECK_EQ(si.type, SOCK_STREAM);
+  CHECK_STR(si.path, path);
+  CHECK_EQ(bt_socket_info(c, &si), 0);
+  CHECK_STR(si.path, ""); /* the client is unnamed */
+  close(s);
+  close(c);
+  close(fd);
+  /* Closing does not remove the file; bt_unlink_socket does. */
+  CHECK_EQ(lstat(path, &st), 0);
+  CHECK_EQ(bt_unlink_socket(path), 0);
+  CHECK_EQ(bt_unlink_socket(path), -ENOENT);
+  /* unix:/// and an abstract name. */
+  snprintf(addr, sizeof addr, "unix://%s", path);
+  bt_listen_options_t o2 = {.address = addr};
+  fd = bt_listen(&o2, &info);
+  CHECK(fd >= 0);
+  CHECK_STR(info.path, path);
+  close(fd);
+  CHECK_EQ(bt_unlink_socket(path), 0);
+  snprintf(addr, sizeof addr, "unix:@baton-test-%d", (int)getpid());
+  fd = bt_listen(&o2, &info);
+  CHECK(fd >= 0);
+  CHECK_STR(info.path, addr + 5);
+  close(fd);
+  o2.flags = BT_LISTEN_MODE; /* no file to chmod */
+  CHECK_EQ(bt_listen(&o2, &info), -EINVAL);
+  CHECK_EQ(rmdir(dir), 0);
+}
+
+static void test_listen_addrinuse(void) {
+  bt_listen_options_t o = {.address = "tcp://127.0.0.1:0"};
+  bt_listen_info_t info;
+  int a = bt_listen(&o, &info);
+  CHECK(a >= 0);
+  char addr[64];
+  snprintf(addr, sizeof addr, "tcp://127.0.0.1:%d", info.port);
+  o.address = addr;
+  CHECK_EQ(bt_listen(&o, NULL), -EADDRINUSE);
+  close(a);
+
+  /* With SO_REUSEPORT on both, two sockets share the port. */
+  bt_listen_options_t r = {.address = "tcp://127.0.0.1:0", .flags = BT_LISTEN_REUSEPORT};
+  a = bt_listen(&r, &info);
+  CHECK(a >= 0);
+  snprintf(addr, sizeof addr, "tcp://127.0.0.1:%d", info.port);
+  r.address = addr;
+  int b = bt_listen(&r, &info);
+  CHECK(b >= 0);
+  o.address = addr; /* one without it is still refused */
+  CHECK_EQ(bt_listen(&o, NULL), -EADDRINUSE);
+  if (b >= 0) close(b);
+  close(a);
+
+  /* UDP too. */
+  bt_listen_options_t u = {.address = "udp://127.0.0.1:0"};
+  a = bt_listen(&u, &info);
+  snprintf(addr, sizeof addr, "udp://127.0.0.1:%d", info.port);
+  u.address = addr;
+  CHECK_EQ(bt_listen(&u, NULL), -EADDRINUSE);
+  close(a);
+}
+
+static void test_listen_unix_stale(void) {
+  char dir[256], path[300], addr[320];
+  CHECK_EQ(make_temp_dir(dir, sizeof dir), 0);
+  snprintf(path, sizeof path, "%s/s.sock", dir);
+  snprintf(addr, sizeof addr, "unix:%s", path);
+  bt_listen_options_t o = {.address = addr};
+
+  /* A stale socket file: bound, then its socket closed. Replaced. */
+  int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un un = {.sun_family = AF_UNIX};
+  memcpy(un.sun_path, path, strnlen(path, sizeof un.sun_path - 1));
+  CHECK_EQ(bind(s, (struct sockaddr *)&un, sizeof un), 0);
+  close(s);
+  int fd = bt_listen(&o, NULL);
+  CHECK(fd >= 0);
+
+  /* A live one: refused, and left working. */
+  CHECK_EQ(bt_listen(&o, NULL), -EADDRINUSE);
+  bt_socket_info_t info;
+  CHECK_EQ(bt_socket_info(fd, &info), 0);
+  int c = connect_to(&info, SOCK_STREAM);
+  CHECK(c >= 0);
+  if (c >= 0) close(c);
+  close(fd);
+  CHECK_EQ(bt_unlink_socket(path), 0);
+
+  /* A file that is not a socket: refused, left alone. */
+  int f = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  close(f);
+  CHECK_EQ(bt_listen(&o, NULL), -EEXIST);
+  CHECK_EQ(bt_unlink_socket(path), -ENOTSOCK);
+  struct stat st;
+  CHECK_EQ(lstat(path, &st), 0);
+  CHECK(S_ISREG(st.st_mode));
+  CHECK_EQ(unlink(path), 0);
+
+  /* A missing directory. */
+  snprintf(addr, sizeof addr, "unix:%s/no-such-dir/s.sock", dir);
+  CHECK_EQ(bt_listen(&o, NULL), -ENOENT);
+  /* A failed chown leaves no file behind (unless running as root). */
+  if (getuid() != 0) {
+    snprintf(addr, sizeof addr, "unix:%s", path);
+    bt_listen_options_t own = {.address = addr, .flags = BT_LISTEN_UID, .uid = 0};
+    CHECK_EQ(bt_listen(&own, NULL), -EPERM);
+    CHECK_EQ(lstat(path, &st), -1);
+  }
+  CHECK_EQ(rmdir(dir), 0);
+}
+
+static void test_listen_parse(void) {
+  bt_socket_info_t a;
+  CHECK_EQ(bt_listen_parse("tcp://127.0.0.1:8080", &a), 0);
+  CHECK_EQ(a.family, AF_INET);
+  CHECK_EQ(a.type, SOCK_STREAM);
+  CHECK_EQ(a.port, 8080);
+  CHECK_STR(a.address, "127.0.0.1");
+  CHECK_EQ(bt_listen_parse("udp://[::0001]:53", &a), 0);
+  CHECK_EQ(a.family, AF_INET6);
+  CHECK_EQ(a.type, SOCK_DGRAM);
+  CHECK_STR(a.address, "::1");
+  CHECK_EQ(bt_listen_parse("unix:/run/x.sock", &a), 0);
+  CHECK_STR(a.path, "/run/x.sock");
+  CHECK_EQ(bt_listen_parse("tcp://127.0.0.1:65536", &a), -ERANGE);
+  CHECK_EQ(bt_listen_parse("tcp://127.0.0.1:99999999999999999999", &a), -ERANGE);
+  CHECK_EQ(bt_listen_parse("tcp://127.0.0.1:", &a), -EINVAL);
+  CHECK_EQ(bt_listen_parse("tcp://127.0.0.1:8o", &a), -EINVAL);
+  CHECK_EQ(bt_listen_parse("tcp://127.0.0.1", &a), -EINVAL);
+  CHECK_EQ(bt_listen_parse("tcp://localhost:80", &a), -EINVAL);
+  CHECK_EQ(bt_listen_parse("tcp://::1:80", &a), -EINVAL);
+  CHECK_EQ(bt_listen_parse("tcp://[::1]80", &a), -EINVAL);
+  CHECK_EQ(bt_listen_parse("tcp://[127.0.0.1]:80", &a), -EINVAL);
+  CHECK_EQ(bt_listen_parse("tcp:127.0.0.1:80", &a), -EINVAL);
+  CHECK_EQ(bt_listen_parse("sctp://127.0.0.1:80", &a), -EAFNOSUPPORT);
+  CHECK_EQ(bt_listen_parse("127.0.0.1:80", &a), -EAFNOSUPPORT);
+  CHECK_EQ(bt_listen_parse("unix:", &a), -EINVAL);
+  CHECK_EQ(bt_listen_parse("unix:@", &a), -EINVAL);
+  char longp[200];
+  memset(longp, 'a', sizeof longp);
+  memcpy(longp, "unix:/", 6);
+  longp[sizeof longp - 1] = '\0';
+  CHECK_EQ(bt_listen_parse(longp, &a), -ENAMETOOLONG);
+  /* Options that do not fit the kind. */
+  bt_listen_options_t o = {.address = "tcp://127.0.0.1:0", .flags = BT_LISTEN_MODE};
+  CHECK_EQ(bt_listen(&o, NULL), -EINVAL);
+  o.flags = BT_LISTEN_V6ONLY;
+  CHECK_EQ(bt_listen(&o, NULL), -EINVAL);
+  o.flags = 0;
+  o.backlog = -1;
+  CHECK_EQ(bt_listen(&o, NULL), -EINVAL);
+  o.backlog = 0;
+  o.address = "tcp://bad";
+  CHECK_EQ(bt_listen(&o, NULL), -EINVAL);
+  /* bt_socket_info on what is not a socket. */
+  int p[2];
+  CHECK_EQ(pipe2(p, O_CLOEXEC), 0);
+  CHECK_EQ(bt_socket_info(p[0], &a), -ENOTSOCK);
+  close(p[0]);
+  close(p[1]);
+  CHECK_EQ(bt_socket_info(p[0], &a), -EBADF);
+}
+
+/* BT_SPAWN_LISTEN_PID: the exec'd child sees its own pid. */
+static void test_spawn_listen_pid(void) {
+  char buf[256], want[64];
+  char *argv[] = {"sh", "-c", "echo $LISTEN_PID $$ $LISTEN_FDS", NULL};
+  char *env[] = {"LISTEN_PID=garbage", "PATH=/usr/bin:/bin", "LISTEN_FDS=1", "LISTEN_PID=x", NULL};
+  bt_spawn_options_t base = {.env = env, .flags = BT_SPAWN_LISTEN_PID};
+  bt_process_t p;
+  bt_stdio_t io[] = {{BT_STDIO_NULL, -1, 0}, {BT_STDIO_PIPE, -1, 0}, {BT_STDIO_INHERIT, -1, 0}};
+  base.argv = argv;
+  base.stdio = io;
+  base.nstdio = 3;
+  for (int round = 0; round < 3; round++) {
+    CHECK_EQ(run_proc(&p, &base), 0);
+    drain(io[1].fd, buf, sizeof buf);
+    close(io[1].fd);
+    snprintf(want, sizeof want, "%d %d 1\n", (int)p.pid, (int)p.pid);
+    CHECK_STR(buf, want);
+  }
+  /* The caller's env is untouched. */
+  CHECK_STR(env[0], "LISTEN_PID=garbage");
+  /* Without env: environ, plus LISTEN_PID. */
+  base.env = NULL;
+  CHECK_EQ(run_proc(&p, &base), 0);
+  drain(io[1].fd, buf, sizeof buf);
+  close(io[1].fd);
+  snprintf(want, sizeof want, "%d %d\n", (int)p.pid, (int)p.pid);
+  CHECK_STR(buf, want);
+  /* Without the flag, no LISTEN_PID is added. */
+  base.flags = 0;
+  CHECK_EQ(run_proc(&p, &base), 0);
+  drain(io[1].fd, buf, sizeof buf);
+  close(io[1].fd);
+  snprintf(want, sizeof want, "%d\n", (int)p.pid);
+  CHECK_STR(buf, want);
+  /* A failed spawn frees what it built. */
+  char *missing[] = {"/nonexistent/prog", NULL};
+  base.argv = missing;
+  base.flags = BT_SPAWN_LISTEN_PID;
+  base.env = env;
+  CHECK_EQ(run_proc(&p, &base), -ENOENT);
+}
+
+/*
+ * fds at exact numbers: the parent's fds 3 and 4 given crossed (4 at 3, 3
+ * at 4), and one given at its own number (5 at 5). The child gets them
+ * without FD_CLOEXEC; the parent's own flags stay as they were.
+ */
+static void test_spawn_fds_exact(void) {
+  int a[2], b[2], c[2];
+  CHECK_EQ(pipe2(a, O_CLOEXEC), 0);
+  CHECK_EQ(pipe2(b, O_CLOEXEC), 0);
+  CHECK_EQ(pipe2(c, O_CLOEXEC), 0);
+  /* Free fds 3, 4, 5 for the test, putting what held them back after. */
+  int saved[3], saved_fl[3];
+  for (int i = 0; i < 3; i++) {
+    saved_fl[i] = fcntl(3 + i, F_GETFD);
+    saved[i] = saved_fl[i] >= 0 ? fcntl(3 + i, F_DUPFD_CLOEXEC, 100) : -1;
+  }
+  CHECK_EQ(dup3(a[1], 3, O_CLOEXEC), 3);
+  CHECK_EQ(dup3(b[1], 4, O_CLOEXEC), 4);
+  CHECK_EQ(dup3(c[1], 5, O_CLOEXEC), 5);
+  CHECK_EQ(fcntl(5, F_SETFL, fcntl(5, F_GETFL) | O_NONBLOCK), 0);
+  close(a[1]);
+  close(b[1]);
+  close(c[1]);
+
+  char *argv[] = {"sh", "-c", "echo three >&3 && echo four >&4 && echo five >&5", NULL};
+  bt_stdio_t io[] = {{BT_STDIO_NULL, -1, 0}, {BT_STDIO_INHERIT, -1, 0}, {BT_STDIO_INHERIT, -1, 0},
+                     {BT_STDIO_FD, 4, 0},    {BT_STDIO_FD, 3, 0},       {BT_STDIO_FD, 5, 0}};
+  bt_spawn_options_t o = {.argv = argv, .stdio = io, .nstdio = 6};
+  bt_process_t p;
+  CHECK_EQ(run_proc(&p, &o), 0);
+  CHECK_EQ(p.exit_code, 0);
+  for (int fd = 3; fd <= 5; fd++)
+    CHECK_EQ(fcntl(fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+  CHECK_EQ(fcntl(5, F_GETFL) & O_NONBLOCK, O_NONBLOCK); /* a flag of the file: never cleared */
+
+  /* Put back whatever held fds 3..5 (or close them). */
+  for (int i = 0; i < 3; i++) {
+    if (saved[i] >= 0) {
+      dup3(saved[i], 3 + i, (saved_fl[i] & FD_CLOEXEC) ? O_CLOEXEC : 0);
+      close(saved[i]);
+    } else {
+      close(3 + i);
+    }
+  }
+  char buf[64];
+  drain(a[0], buf, sizeof buf); /* a was the parent's 3, given at 4 */
+  CHECK_STR(buf, "four\n");
+  drain(b[0], buf, sizeof buf);
+  CHECK_STR(buf, "three\n");
+  drain(c[0], buf, sizeof buf);
+  CHECK_STR(buf, "five\n");
+  close(a[0]);
+  close(b[0]);
+  close(c[0]);
+}
+
 /* ---- the test list ------------------------------------------------------------------- */
 
 /* One line per test: core/test/CMakeLists.txt reads the names from these lines. */
@@ -1762,6 +2202,15 @@ static const struct {
     TEST_ENTRY(sd_notify_unset),
     TEST_ENTRY(proc_stat),
     TEST_ENTRY(proc_stat_comm),
+    TEST_ENTRY(listen_tcp4),
+    TEST_ENTRY(listen_tcp6),
+    TEST_ENTRY(listen_udp),
+    TEST_ENTRY(listen_unix),
+    TEST_ENTRY(listen_addrinuse),
+    TEST_ENTRY(listen_unix_stale),
+    TEST_ENTRY(listen_parse),
+    TEST_ENTRY(spawn_listen_pid),
+    TEST_ENTRY(spawn_fds_exact),
 };
 
 #define NTESTS (sizeof tests / sizeof tests[0])

@@ -23,7 +23,7 @@ M.SPAWN_KEYS = {
   setsid = "boolean", pgroup = "boolean", umask = "umask", nice = "nice",
   user = "id", group = "id", groups = "table", rlimits = "table", pdeathsig = "signal",
   timeout = "seconds", kill_signal = "signal", grace = "seconds", wait_delay = "seconds",
-  detach = "boolean", cgroup = "cgroup",
+  detach = "boolean", cgroup = "cgroup", listen_pid = "boolean",
 }
 M.RUN_KEYS = setmetatable({ capture = "boolean", check = "boolean" }, { __index = M.SPAWN_KEYS })
 
@@ -399,7 +399,8 @@ end
 -- (`stdin`, `stdout`, `stderr`, `fds`, `pgid`).
 function M.build(argv, s, fname, defaults, over)
   local ctx = { files = {}, sinks = {}, handoff = {} }
-  local o = { argv = argv, cwd = s.cwd, setsid = s.setsid, umask = s.umask, nice = s.nice, cgroup = s.cgroup }
+  local o = { argv = argv, cwd = s.cwd, setsid = s.setsid, umask = s.umask, nice = s.nice, cgroup = s.cgroup,
+    listen_pid = s.listen_pid }
   if s.argv0 then
     o.file = argv[1]
     o.argv = { s.argv0, unpack(argv, 2) }

@@ -41,8 +41,32 @@ local argerror = errors.argerror
 local POLICY = {
   cmd = true, replicas = true, needs = true, bind = true, restart = true, success = true, backoff = true,
   give_up = true, ready = true, stop = true, critical = true, limits = true, cgroup = true, health = true,
-  watchdog = true, log = true,
+  watchdog = true, log = true, listen = true, handoff = true,
 }
+-- How a generation receives its listeners (fds from 3, in declaration order).
+local HANDOFF = {
+  -- systemd's socket activation: LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID (the
+  -- child's own pid, written by the child).
+  systemd = function(ls, env, extra)
+    local names = {}
+    for i, l in ipairs(ls) do names[i] = l.name end
+    env.LISTEN_FDS, env.LISTEN_FDNAMES = tostring(#ls), table.concat(names, ":")
+    extra.listen_pid = true
+  end,
+  -- nginx's own binary-upgrade variable: NGINX="3;4;".
+  nginx = function(ls, env)
+    local fds = {}
+    for i in ipairs(ls) do fds[i] = (2 + i) .. ";" end
+    env.NGINX = table.concat(fds)
+  end,
+  -- php-fpm's: FPM_SOCKETS="addr=3,addr=4".
+  fpm = function(ls, env)
+    local t = {}
+    for i, l in ipairs(ls) do t[i] = (l.info.path or (l.info.address .. ":" .. l.info.port)) .. "=" .. (2 + i) end
+    env.FPM_SOCKETS = table.concat(t, ",")
+  end,
+}
+M.HANDOFF = HANDOFF
 -- Resource limits → the cgroup file and controller each needs.
 local LIMITS = { memory = { "memory.max", "memory" }, pids = { "pids.max", "pids" }, cpu = { "cpu.max", "cpu" } }
 local RESTART = { always = true, ["on-failure"] = true, never = true }
@@ -258,6 +282,33 @@ local function declare(name, spec)
   d.stop_signal = options.signum(stop.signal or "TERM", "service", 1)
   d.stop_timeout = stop.timeout and seconds(name, "stop.timeout", stop.timeout) or 10
   d.critical = spec.critical == true
+  if spec.listen ~= nil then
+    if type(spec.listen) ~= "table" then
+      bad(name, "listen must be a table of name = address, got %s", type(spec.listen))
+    end
+    d.listen = {}
+    for lname, v in pairs(spec.listen) do
+      if type(lname) ~= "string" or not lname:match("^[%w_.-]+$") then
+        bad(name, "listen: names are words (they become LISTEN_FDNAMES), got %s", tostring(lname))
+      end
+      local addr, opts = v, {}
+      if type(v) == "table" then
+        addr = v[1] or v.address
+        for k, x in pairs(v) do if k ~= 1 and k ~= "address" then opts[k] = x end end
+      end
+      if type(addr) ~= "string" or not addr:match("^%a+:") then
+        bad(name, "listen.%s: an address as \"tcp://127.0.0.1:8080\", \"udp://…\" or \"unix:/path\" expected, got %s",
+          lname, type(addr) == "string" and fmt("%q", addr) or type(addr))
+      end
+      d.listen[#d.listen + 1] = { name = lname, address = addr, opts = opts }
+    end
+    table.sort(d.listen, function(x, y) return x.name < y.name end)
+  end
+  local h = spec.handoff or "systemd"
+  if not (HANDOFF[h] or type(h) == "function") then
+    bad(name, "handoff must be \"systemd\", \"nginx\", \"fpm\" or a function, got %s", tostring(h))
+  end
+  d.handoff = HANDOFF[h] or h
   d.log = spec.log ~= nil and M._log_routes(name, spec.log) or nil
   if d.ready.kind == "line" then -- read from the held stdout (passed on as it is, unless routed)
     d.log = d.log or {}
@@ -706,6 +757,19 @@ function Instance:_spawn()
     extra.stdout, extra.stderr = self.log:fd("stdout") or base.stdout, self.log:fd("stderr") or base.stderr
     self.log.watch = nil
   end
+  if d.listen then
+    local ls, lwhy = svc:_listeners(d)
+    if not ls then
+      self:_release_ready()
+      self.last_error = lwhy
+      return self:_set("failed", { event = "failed", error = lwhy })
+    end
+    extra.fds = extra.fds or {}
+    for fd, v in pairs(base.fds or {}) do if extra.fds[fd] == nil then extra.fds[fd] = v end end
+    for i, l in ipairs(ls) do extra.fds[2 + i] = l.fd end
+    env.LISTEN_FDS, env.LISTEN_FDNAMES, env.LISTEN_PID = false, false, false
+    d.handoff(ls, env, extra)
+  end
   local cgroup, why = self:_cgroup()
   if why then
     self:_release_ready()
@@ -724,7 +788,7 @@ function Instance:_spawn()
     self:_release_ready()
     error(p, 0)
   end
-  self.generation = svc.generation
+  self.generation = self.own_generation or svc.generation
   if not p then
     self:_release_ready()
     self.last_error, self.pid, self.pgid = msg, nil, nil
@@ -791,6 +855,10 @@ function Instance:_exited(st)
   if self.want ~= "up" then
     self:_set("stopped", { event = "stopped" })
     return
+  end
+  if self.trial then -- a generation on trial (an upgrade) is not restarted: it failed
+    self.want = "down"
+    return self:_set("failed", { event = "failed", status = st, error = failure or "exited" })
   end
   local ok = succeeded(d, st) and was == "running" and not self._liveness_fail
   if was == "running" then sv:_unbind(svc) end
@@ -885,13 +953,16 @@ function Instance:_drop_cgroup()
   if self.cgroup and not self.proc and core.cgroup_remove(self.cgroup) then self.cgroup = nil end
 end
 
+M._new_instance = function(...) return new_instance(...) end
+
 -- ---- services ---------------------------------------------------------------------------
 
 local Service = {}
 Service.__index = Service
 
 -- Precedence of instance states in a service's summary state.
-local RANK = { failed = 1, backoff = 2, starting = 3, waiting = 4, stopping = 5, running = 6, exited = 7, stopped = 8 }
+local RANK = { failed = 1, backoff = 2, starting = 3, waiting = 4, stopping = 5, draining = 5, running = 6, exited = 7,
+  stopped = 8 }
 
 --- The service's state: its instances' when they agree, else the most
 --- urgent one (failed, backoff, starting, waiting, stopping, running…).
@@ -909,6 +980,36 @@ function Service:is_ready()
   for _, i in ipairs(self.instances) do if not i.ready then return false end end
   return true
 end
+
+-- The service's listeners, bound once (the first time a process needs
+-- them) and kept across restarts and generations: the same sockets, the
+-- same accept queues. Returns the list ({name, fd, info}), or nil and why.
+function Service:_listeners(d)
+  self.listeners = self.listeners or {}
+  local out = {}
+  for i, l in ipairs(d.listen) do
+    local have = self.listeners[l.address]
+    if not have then
+      local fd, info = core.listen(l.address, l.opts)
+      if not fd then return nil, fmt("listen %s: %s", l.name, info) end
+      have = { name = l.name, fd = fd, info = info, address = l.address }
+      self.listeners[l.address] = have
+    end
+    out[i] = { name = l.name, fd = have.fd, info = have.info }
+  end
+  return out
+end
+
+--- Close the service's listeners (unix socket files removed): at its
+-- final stop (remove, or the end of the program).
+function Service:_close_listeners()
+  for addr, l in pairs(self.listeners or {}) do
+    core.close(l.fd)
+    if l.info.path then core.unlink_socket(l.info.path) end
+    self.listeners[addr] = nil
+  end
+end
+
 
 -- Instances to match the declared replica count (extra ones are stopped
 -- first, by the caller).
@@ -1069,6 +1170,9 @@ function Supervisor:_on_notify(pid, text)
   local inst
   for _, svc in pairs(self.services) do
     for _, i in ipairs(svc.instances) do
+      if i.proc and belongs(pid, i, stat) then inst = i end
+    end
+    for i in pairs(svc.extra or {}) do -- (another generation: an upgrade's)
       if i.proc and belongs(pid, i, stat) then inst = i end
     end
   end
@@ -1469,6 +1573,36 @@ function Supervisor:reopen_logs()
   return require("baton.logs").reopen_all()
 end
 
+--- Replace service `name`'s running generation with a new one, without
+-- dropping a connection: see baton.upgrade. `decl`: a new declaration (nil:
+-- the same one, e.g. a new binary at the same path); `opts`: the policy.
+-- Returns the result ({outcome = "promoted" | "rolled_back" | "failed",
+-- reason, generation, timings}).
+function Supervisor:upgrade(name, decl, opts)
+  check_sv(self, "upgrade")
+  local svc = self:_pick("upgrade", name)[1]
+  if decl ~= nil then
+    decl = declare(name, decl)
+    if #decl.needs ~= #svc.decl.needs then
+      argerror("upgrade", 2, "an upgrade cannot change what a service needs (use update, then restart)")
+    end
+  end
+  return require("baton.upgrade").run(self, svc, decl or svc.decl, opts)
+end
+
+--- Where listener `lname` of service `name` is bound ({family, address,
+-- port, path, url}: port 0 shows the port chosen), binding the service's
+-- listeners now if no process did yet. Returns the info, or nil, msg.
+function Supervisor:listener(name, lname)
+  check_sv(self, "listener")
+  local svc = self:_pick("listener", name)[1]
+  if not svc.decl.listen then return nil, fmt("service '%s' declares no listeners", name) end
+  local ls, why = svc:_listeners(svc.decl)
+  if not ls then return nil, why end
+  for _, l in ipairs(ls) do if l.name == lname then return l.info end end
+  return nil, fmt("service '%s' has no listener '%s'", name, tostring(lname))
+end
+
 --- Send signal `sig` to every running process tree of the named services
 -- (all when the only argument is the signal): `sv:signal("web", "HUP")`,
 -- `sv:signal("USR1")` — what an init forwards. Returns how many instances
@@ -1550,6 +1684,7 @@ function Supervisor:remove(name)
   local deps = self:_dependents(svc)
   if #deps > 0 then argerror("remove", 1, fmt("service '%s' is needed by '%s'", name, deps[1].name)) end
   self:stop(name)
+  self.services[name]:_close_listeners()
   self.services[name] = nil
   return true
 end
@@ -1612,7 +1747,9 @@ function Supervisor:status()
   for name, svc in pairs(self.services) do
     out._order[#out._order + 1] = name
     local reps = {}
-    for _, i in ipairs(svc.instances) do
+    local all = { table.unpack(svc.instances) }
+    for i in pairs(svc.extra or {}) do all[#all + 1] = i end -- (another generation: trial or draining)
+    for _, i in ipairs(all) do
       reps[#reps + 1] = { replica = i.index, state = i.state, pid = i.pid, generation = i.generation,
         since = i.since, restarts = i.restarts, failures = i:_failures(), last_status = i.last_status,
         last_error = i.last_error, ready = i.ready, next_retry = i.next_retry,
@@ -1632,11 +1769,20 @@ function Supervisor:__tostring()
   return fmt("baton.supervisor (%d services)", n)
 end
 
+--- Stop every service and let go of their listeners (unix socket files
+-- removed): the supervisor's end. (`stop` keeps the listeners, so that a
+-- later `start` serves on the same sockets.)
+function Supervisor:close()
+  check_sv(self, "close")
+  self:stop()
+  for _, svc in pairs(self.services) do svc:_close_listeners() end
+end
+
 function Supervisor:__close()
   if task.can_wait() then
-    self:stop()
+    self:close()
   else
-    task.go_internal(function() self:stop() end)
+    task.go_internal(function() self:close() end)
   end
 end
 
@@ -1732,6 +1878,9 @@ function register()
     local ts = {}
     for sv in pairs(supervisors) do ts[#ts + 1] = task.go_internal(function() sv:stop() end) end
     for _, t in ipairs(ts) do t:wait() end
+    for sv in pairs(supervisors) do
+      for _, svc in pairs(sv.services) do svc:_close_listeners() end -- (unix socket files go)
+    end
     cgroup_release()
   end)
 end

@@ -1,0 +1,190 @@
+--- baton.upgrade — hot upgrades of a supervised service, as a policy in Lua
+-- (read it, copy it, change it): one generation replaces another without a
+-- dropped connection.
+--
+--   1. a new generation starts beside the old one, on the same listening
+--      sockets (the service's `listen`: bound once, the kernel's accept
+--      queue shared, never re-bound);
+--   2. it must be ready (its `ready` check) before a deadline — or it is
+--      killed and the old one goes on serving, untouched: `rolled_back`;
+--   3. promoted: it is the service now. During the bake window (`bake`
+--      seconds) the old generation is kept running; if the new one fails
+--      then, the old one is the service again: `rolled_back`;
+--   4. the old generation drains: its drain signal (default its stop
+--      signal), `drain` seconds to finish what it serves, then its stop
+--      (signal, timeout, KILL) reaches whatever is left of its tree.
+--
+-- Upgrades of one service run one after another; the result is a value:
+-- `{outcome = "promoted" | "rolled_back" | "failed", reason, service,
+-- generation, from, timings = {ready, promoted, drained}}`.
+-- @module baton.upgrade
+local core = require "baton.core"
+local task = require "baton.task"
+local errors = require "baton.errors"
+local options = require "baton.options"
+errors.own()
+
+local M = {}
+local fmt, now = string.format, core.now
+
+local OPTS = { timeout = "seconds", bake = "seconds", drain = "seconds", drain_signal = "signal", hooks = "table" }
+local HOOKS = { spawned = true, ready = true, promoted = true, draining = true, exited = true, rolled_back = true }
+
+local function check(opts)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then errors.argerror("upgrade", 3, "options table expected, got " .. type(opts)) end
+  for k, v in pairs(opts) do
+    local want = OPTS[k]
+    if not want then errors.argerror("upgrade", 3, fmt("unknown option '%s'", tostring(k))) end
+    if want == "seconds" then
+      options.check_seconds("upgrade", 3, v, "option '" .. k .. "'")
+    elseif want == "signal" then
+      options.signum(v, "upgrade", 3)
+    elseif type(v) ~= want then
+      errors.argerror("upgrade", 3, fmt("option '%s' must be a %s, got %s", k, want, type(v)))
+    end
+  end
+  for k, v in pairs(opts.hooks or {}) do
+    if not HOOKS[k] or type(v) ~= "function" then
+      errors.argerror("upgrade", 3, fmt("hooks.%s: a function for spawned, ready, promoted, draining, exited or "
+        .. "rolled_back expected", tostring(k)))
+    end
+  end
+  return opts
+end
+
+-- Stop instances (their whole trees) at once; wait until they are gone.
+local function stop_all(list)
+  local ts = {}
+  for _, i in ipairs(list) do ts[#ts + 1] = task.go_internal(function() i:_stop() end) end
+  for _, t in ipairs(ts) do t:wait() end
+end
+
+--- Run an upgrade of `svc` (a service of supervisor `sv`) to declaration
+-- `decl` with `opts` (`timeout`: readiness deadline, default the
+-- declaration's ready timeout; `bake`: seconds the old generation is kept
+-- after promotion, default 0; `drain`: seconds it gets to finish, default
+-- its stop timeout; `drain_signal`: default its stop signal; `hooks`:
+-- functions called with the result table as it fills).
+function M.run(sv, svc, decl, opts)
+  opts = check(opts)
+  -- One upgrade of a service at a time: a second one waits its turn.
+  while svc._upgrading do svc._upgrading:wait() end
+  local res = { service = svc.name, from = svc.generation, timings = {} }
+  local hooks = opts.hooks or {}
+  local function hook(name)
+    local fn = hooks[name]
+    if not fn then return end
+    local ok, err = pcall(fn, res)
+    if not ok then
+      res.hook_errors, res.last_hook_error = (res.hook_errors or 0) + 1, tostring(err)
+    end
+  end
+  local body = function()
+    local t0 = now()
+    if svc.want ~= "up" then
+      res.outcome, res.reason = "failed", "the service is not running (start it first)"
+      return res
+    end
+    local old, old_decl, old_gen = svc.instances, svc.decl, svc.generation
+    local gen = svc.generation + 1
+    res.generation = gen
+    svc.extra = svc.extra or {}
+    local news = {}
+    for i = 1, decl.replicas do
+      local inst = require("baton.service")._new_instance(svc, i)
+      inst.decl, inst.own_generation, inst.trial, inst.want = decl, gen, true, "up"
+      news[i] = inst
+      svc.extra[inst] = true
+    end
+    for _, inst in ipairs(news) do inst:_spawn() end
+    hook("spawned")
+    local deadline = opts.timeout or decl.ready.timeout
+    local ready = sv:_until(function()
+      local all = true
+      for _, inst in ipairs(news) do
+        if inst.state == "failed" or inst.state == "exited" or inst.state == "stopped" then return inst end
+        if not inst.ready then all = false end
+      end
+      if all then return true end
+    end, deadline + 1) -- (each instance's own deadline comes first; this one is a backstop)
+    if ready ~= true then
+      res.outcome = "rolled_back"
+      res.reason = ready and ("the new generation failed: " .. ready:_why())
+        or fmt("the new generation was not ready after %gs", deadline)
+      stop_all(news)
+      for _, inst in ipairs(news) do svc.extra[inst] = nil end
+      hook("rolled_back")
+      return res
+    end
+    res.timings.ready = now() - t0
+    hook("ready")
+    -- Promote: the new generation is the service.
+    for _, inst in ipairs(news) do
+      inst.trial = nil
+      svc.extra[inst] = nil
+    end
+    for _, inst in ipairs(old) do
+      inst.want = "down" -- (it is not restarted any more, whatever happens)
+      svc.extra[inst] = true
+    end
+    svc.instances, svc.decl, svc.generation = news, decl, gen
+    for _, inst in ipairs(news) do inst.decl = nil end -- (they follow the service's declaration now)
+    res.timings.promoted = now() - t0
+    hook("promoted")
+    sv:_changed()
+    -- Bake: the old generation stays while the new one proves itself.
+    if (opts.bake or 0) > 0 then
+      local failed = sv:_until(function()
+        for _, inst in ipairs(news) do
+          if not inst.proc or inst.state == "backoff" or inst.state == "failed" then return inst end
+        end
+      end, opts.bake)
+      if failed then
+        -- Back to the old generation (still running: it never drained).
+        for _, inst in ipairs(old) do
+          inst.want = "up"
+          svc.extra[inst] = nil
+        end
+        svc.instances, svc.decl, svc.generation = old, old_decl, old_gen
+        for _, inst in ipairs(news) do svc.extra[inst] = true end
+        stop_all(news)
+        for _, inst in ipairs(news) do svc.extra[inst] = nil end
+        res.outcome = "rolled_back"
+        res.reason = "the new generation failed within the bake window: " .. failed:_why()
+        hook("rolled_back")
+        return res
+      end
+    end
+    -- Drain the old generation: its drain signal, then its stop.
+    hook("draining")
+    local sig = opts.drain_signal and options.signum(opts.drain_signal, "upgrade", 3) or old_decl.stop_signal
+    for _, inst in ipairs(old) do
+      if inst.proc then
+        inst:_set("draining")
+        inst:_signal(sig)
+      end
+    end
+    local drain = opts.drain or old_decl.stop_timeout
+    sv:_until(function()
+      for _, inst in ipairs(old) do if inst.proc then return nil end end
+      return true
+    end, drain)
+    stop_all(old) -- (what did not finish in time: stop signal, timeout, KILL)
+    for _, inst in ipairs(old) do svc.extra[inst] = nil end
+    res.timings.drained = now() - t0
+    hook("exited")
+    res.outcome = "promoted"
+    return res
+  end
+  local t = task.new(function() return body() end, true)
+  svc._upgrading = t
+  t:start()
+  local ok, r = pcall(t.wait, t)
+  if svc._upgrading == t then svc._upgrading = nil end
+  if not ok then error(r, 0) end
+  sv:_changed()
+  return r
+end
+
+return M

@@ -1,0 +1,109 @@
+-- Hot upgrades: a new generation on the same listening socket, promoted once ready, the old one drained —
+-- under load, with 0 failed requests; and every way it can go wrong rolls back with the old one serving.
+local baton = require "baton"
+local H = require "helper"
+
+assert(baton.subreaper(true)) -- (supervisors make baton a subreaper: its handle is counted from the start)
+
+local SERVER = "spec/upgrade_server.py"
+
+local function web(gen, extra)
+  local d = { "python3", SERVER, env = { GEN = tostring(gen) }, listen = { http = "tcp://127.0.0.1:0" },
+    ready = { notify = true, timeout = 10 }, stop = { timeout = 5 } }
+  for k, v in pairs(extra or {}) do
+    if k == "env" then for ek, ev in pairs(v) do d.env[ek] = ev end else d[k] = v end
+  end
+  return d
+end
+
+-- Clients hammering `url` in tasks until stopped: counts of answers by body, and failures.
+local function load(url, n)
+  local stats = { ok = 0, failed = 0, by = {}, errors = {} }
+  local running = true
+  local tasks = {}
+  for i = 1, n do
+    tasks[i] = baton.go(function()
+      while running do
+        local code, body = baton.http_get(url, { timeout = 10 })
+        if code == 200 then
+          stats.ok = stats.ok + 1
+          stats.by[body] = (stats.by[body] or 0) + 1
+        else
+          stats.failed = stats.failed + 1
+          stats.errors[#stats.errors + 1] = tostring(body)
+        end
+      end
+    end)
+  end
+  return stats, function()
+    running = false
+    for _, t in ipairs(tasks) do t:wait() end
+  end
+end
+
+describe("hot upgrades", function()
+  H.guard()
+
+  it("replaces a server 10 times under load: every request answered, each generation served", function()
+    local sv = baton.supervisor { web = web(1) }
+    assert.is_true(sv:start())
+    local url = assert(sv:listener("web", "http")).url:gsub("^tcp", "http") .. "/"
+    local fds = H.fds()
+    local stats, stop = load(url, 4)
+    for gen = 2, 11 do
+      local r = sv:upgrade("web", web(gen))
+      assert.are.equal("promoted", r.outcome, r.reason)
+      assert.are.equal(gen, r.generation)
+      while (stats.by[gen .. "\n"] or 0) == 0 do baton.sleep(0.01) end -- (the new one answers)
+    end
+    stop()
+    assert.are.same({}, stats.errors)
+    assert.are.equal(0, stats.failed)
+    assert.is_true(stats.ok > 100, "requests: " .. stats.ok)
+    assert.are.equal("11\n", select(2, baton.http_get(url)))
+    assert.are.equal(fds, H.fds()) -- no fd left by ten generations
+    assert.are.equal(11, sv:status().web.generation)
+    sv:close()
+  end)
+
+  it("rolls back, the old generation serving untouched: a crash at start, never ready, a crash while baking", function()
+    local sv = baton.supervisor { web = web(1) }
+    assert.is_true(sv:start())
+    local url = assert(sv:listener("web", "http")).url:gsub("^tcp", "http") .. "/"
+    local pid = sv:status().web.replicas[1].pid
+    local stats, stop = load(url, 2)
+    local r = sv:upgrade("web", web(2, { env = { FAIL = "start" } }))
+    assert.are.equal("rolled_back", r.outcome)
+    assert.matches("^the new generation failed: exited before it was ready %(exit 3%)", r.reason)
+    r = sv:upgrade("web", web(3, { env = { FAIL = "never" } }), { timeout = 0.5 })
+    assert.are.equal("rolled_back", r.outcome)
+    assert.matches("not ready after 0.5s", r.reason)
+    r = sv:upgrade("web", web(4, { env = { FAIL = "after" } }), { bake = 10 })
+    assert.are.equal("rolled_back", r.outcome)
+    assert.matches("^the new generation failed within the bake window", r.reason)
+    stop()
+    assert.are.equal(0, stats.failed, table.concat(stats.errors, "\n"))
+    assert.are.equal(pid, sv:status().web.replicas[1].pid) -- the same process served throughout
+    assert.are.equal(1, sv:status().web.generation)
+    assert.are.equal("1\n", select(2, baton.http_get(url)))
+    sv:close()
+  end)
+
+  it("runs two upgrades asked for at once one after the other; bad input is refused up front", function()
+    local sv = baton.supervisor { web = web(1) }
+    assert.is_true(sv:start())
+    local a = baton.go(function() return sv:upgrade("web", web(2)) end)
+    local b = baton.go(function() return sv:upgrade("web", web(3)) end)
+    assert.are.equal("promoted", a:wait().outcome)
+    assert.are.equal("promoted", b:wait().outcome)
+    assert.are.equal(3, sv:status().web.generation)
+    H.error_here(function() sv:upgrade("web", { "no-such-binary-here" }) end,
+      "bad argument #1 to 'service' (service 'web': program 'no-such-binary-here' not found in PATH)")
+    H.error_here(function() sv:upgrade("web", nil, { bake = -1 }) end,
+      "bad argument #3 to 'upgrade' (option 'bake' must be a number of seconds from 0 to 1e+09, got -1)")
+    sv:stop()
+    local r = sv:upgrade("web")
+    assert.are.equal("failed", r.outcome)
+    sv:close()
+  end)
+end)

@@ -36,11 +36,22 @@ def drain(*_):
 signal.signal(signal.SIGTERM, drain)
 
 path = os.environ.get("NOTIFY_SOCKET")
-if path and os.environ.get("FAIL") != "never":
+
+def notify(msg):
+    if not path:
+        return
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     s.connect("\0" + path[1:] if path.startswith("@") else path)
-    s.send(b"READY=1")
+    s.send(msg)
     s.close()
+
+def reload(*_):  # an in-place reload, announced as systemd's notify-reload wants
+    notify(b"RELOADING=1")
+    threading.Timer(0.05, lambda: notify(b"READY=1")).start()
+signal.signal(signal.SIGHUP, reload)
+
+if os.environ.get("FAIL") != "never":
+    notify(b"READY=1")
 if os.environ.get("FAIL") == "after":  # ready, then dies a moment later (between requests: what
     def die():                         # it accepted it answers; the test is baton's rollback)
         srv.shutdown()

@@ -57,6 +57,7 @@ describe("hot upgrades", function()
       while (stats.by[gen .. "\n"] or 0) == 0 do baton.sleep(0.01) end -- (the new one answers)
     end
     stop()
+    H.wait_for(function() return #(sv.services.web.draining or {}) == 0 end, "the old generations to drain")
     assert.are.same({}, stats.errors)
     assert.are.equal(0, stats.failed)
     assert.is_true(stats.ok > 100, "requests: " .. stats.ok)
@@ -104,6 +105,24 @@ describe("hot upgrades", function()
     sv:stop()
     local r = sv:upgrade("web")
     assert.are.equal("failed", r.outcome)
+    sv:close()
+  end)
+
+  it("reloads in place (HUP, then RELOADING=1 … READY=1) and upgrades on a signal", function()
+    local sv = baton.supervisor { web = web(1) }
+    assert.is_true(sv:start())
+    local pid = sv:status().web.replicas[1].pid
+    assert.are.same({ outcome = "reloaded", service = "web" }, sv:reload("web"))
+    assert.are.equal(pid, sv:status().web.replicas[1].pid) -- the same process, reloaded
+    local r = sv:reload("web", { signal = "USR1", timeout = 0.3 }) -- (USR1 kills it: no reload)
+    assert.are.equal("failed", r.outcome)
+    sv:wait("web", "ready")
+    local results = {}
+    local w = sv:upgrade_on("USR2", nil, function(name, res) results[#results + 1] = name .. " " .. res.outcome end)
+    baton.core.kill(baton.core.getpid(), baton.signals.USR2)
+    H.wait_for(function() return results[1] end, "the upgrade a signal asked for")
+    w:close()
+    assert.are.same({ "web promoted" }, results)
     sv:close()
   end)
 end)

@@ -1203,6 +1203,7 @@ function Supervisor:_on_notify(pid, text)
   if fields.WATCHDOG == "1" and inst.state == "running" then inst:_arm_watchdog() end
   if fields.WATCHDOG == "trigger" then inst:_fail_liveness("watchdog: the service asked for it (WATCHDOG=trigger)") end
   if fields.READY == "1" then
+    if inst.reloading then inst.reloaded = true end -- (RELOADING=1 … READY=1: a reload done)
     inst.reloading = nil
     if inst.state == "starting" and inst:_decl().ready.kind == "notify" then inst:_became_ready(p) end
   end
@@ -1479,7 +1480,9 @@ function Supervisor:_stop_one(svc, stopping)
     for _, d in ipairs(self:_dependents(svc)) do if d.want == "up" then up[#up + 1] = d end end
     each(up, function(d) self:_stop_one(d, stopping) end)
     svc.want = "down"
-    each(svc.instances, function(i) i:_stop() end)
+    local all = { table.unpack(svc.instances) }
+    for i in pairs(svc.extra or {}) do all[#all + 1] = i end -- (an upgrade's: trial or draining)
+    each(all, function(i) i:_stop() end)
   end)
   stopping[svc] = t
   return t:wait()
@@ -1588,6 +1591,35 @@ function Supervisor:upgrade(name, decl, opts)
     end
   end
   return require("baton.upgrade").run(self, svc, decl or svc.decl, opts)
+end
+
+--- Reload service `name` in place (a server that reloads itself on a
+-- signal): see baton.upgrade.reload. `opts`: `signal` (HUP), `timeout`.
+function Supervisor:reload(name, opts)
+  check_sv(self, "reload")
+  local svc = self:_pick("reload", name)[1]
+  if opts ~= nil and type(opts) ~= "table" then argerror("reload", 2, "options table expected, got " .. type(opts)) end
+  return require("baton.upgrade").reload(self, svc, opts)
+end
+
+--- Upgrade every running service (each to its current declaration: a new
+-- binary at the same path, a new config) when signal `sig` (default USR2,
+-- nginx's) arrives; `opts` as for `upgrade`. Returns the signal watcher
+-- (`close()` it to stop). The results go to `on_result(name, result)`
+-- when given.
+function Supervisor:upgrade_on(sig, opts, on_result)
+  check_sv(self, "upgrade_on")
+  local n = options.signum(sig or "USR2", "upgrade_on", 1)
+  return core.signal_watch(n, function()
+    task.go_internal(function()
+      for name, svc in pairs(self.services) do
+        if svc.want == "up" then
+          local r = self:upgrade(name, nil, opts)
+          if on_result then on_result(name, r) end
+        end
+      end
+    end)
+  end)
 end
 
 --- Where listener `lname` of service `name` is bound ({family, address,

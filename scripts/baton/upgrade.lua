@@ -10,11 +10,15 @@
 --   3. promoted: it is the service now. During the bake window (`bake`
 --      seconds) the old generation is kept running; if the new one fails
 --      then, the old one is the service again: `rolled_back`;
---   4. the old generation drains: its drain signal (default its stop
---      signal), `drain` seconds to finish what it serves, then its stop
---      (signal, timeout, KILL) reaches whatever is left of its tree.
+--   4. the old generation drains in the background: its drain signal
+--      (default its stop signal), `drain` seconds to finish what it
+--      serves, then its stop (signal, timeout, KILL) reaches whatever is
+--      left of its tree. `wait = true` waits for that; otherwise the next
+--      upgrade need not, and at most `max_draining` (2) old generations
+--      drain at once: beyond, the oldest is stopped.
 --
--- Upgrades of one service run one after another; the result is a value:
+-- Upgrades of one service run one after another (up to the promotion or
+-- the rollback); the result is a value:
 -- `{outcome = "promoted" | "rolled_back" | "failed", reason, service,
 -- generation, from, timings = {ready, promoted, drained}}`.
 -- @module baton.upgrade
@@ -27,7 +31,8 @@ errors.own()
 local M = {}
 local fmt, now = string.format, core.now
 
-local OPTS = { timeout = "seconds", bake = "seconds", drain = "seconds", drain_signal = "signal", hooks = "table" }
+local OPTS = { timeout = "seconds", bake = "seconds", drain = "seconds", drain_signal = "signal", hooks = "table",
+  wait = "boolean", max_draining = "number" }
 local HOOKS = { spawned = true, ready = true, promoted = true, draining = true, exited = true, rolled_back = true }
 
 local function check(opts)
@@ -40,7 +45,9 @@ local function check(opts)
       options.check_seconds("upgrade", 3, v, "option '" .. k .. "'")
     elseif want == "signal" then
       options.signum(v, "upgrade", 3)
-    elseif type(v) ~= want then
+    elseif want == "number" and (math.type(v) ~= "integer" or v < 0) then
+      errors.argerror("upgrade", 3, fmt("option '%s' must be a count from 0, got %s", k, tostring(v)))
+    elseif want ~= "number" and type(v) ~= want then
       errors.argerror("upgrade", 3, fmt("option '%s' must be a %s, got %s", k, want, type(v)))
     end
   end
@@ -156,28 +163,48 @@ function M.run(sv, svc, decl, opts)
         return res
       end
     end
-    -- Drain the old generation: its drain signal, then its stop.
-    hook("draining")
+    -- Drain the old generation: its drain signal, then its stop — in the
+    -- background (`wait = true` waits for it): the next upgrade need not.
     local sig = opts.drain_signal and options.signum(opts.drain_signal, "upgrade", 3) or old_decl.stop_signal
+    local drain = opts.drain or old_decl.stop_timeout
+    local draining = { instances = old }
+    svc.draining = svc.draining or {}
+    table.insert(svc.draining, draining)
+    -- A cap on old generations still draining: the oldest are stopped now.
+    local cap = opts.max_draining or 2
+    while #svc.draining > cap do
+      local oldest = table.remove(svc.draining, 1)
+      task.go_internal(function() stop_all(oldest.instances) end)
+    end
+    hook("draining")
     for _, inst in ipairs(old) do
       if inst.proc then
         inst:_set("draining")
         inst:_signal(sig)
       end
     end
-    local drain = opts.drain or old_decl.stop_timeout
-    sv:_until(function()
-      for _, inst in ipairs(old) do if inst.proc then return nil end end
-      return true
-    end, drain)
-    stop_all(old) -- (what did not finish in time: stop signal, timeout, KILL)
-    for _, inst in ipairs(old) do svc.extra[inst] = nil end
-    res.timings.drained = now() - t0
-    hook("exited")
     res.outcome = "promoted"
+    draining.task = task.go_internal(function()
+      sv:_until(function()
+        for _, inst in ipairs(old) do if inst.proc then return nil end end
+        return true
+      end, drain)
+      stop_all(old) -- (what did not finish in time: stop signal, timeout, KILL)
+      for _, inst in ipairs(old) do svc.extra[inst] = nil end
+      for k, dr in ipairs(svc.draining) do if dr == draining then table.remove(svc.draining, k) end end
+      res.timings.drained = now() - t0
+      hook("exited")
+    end)
+    if opts.wait then draining.task:wait() end
     return res
   end
-  local t = task.new(function() return body() end, true)
+  local t = task.new(function()
+    M.manager("reloading")
+    local ok, r = pcall(body)
+    M.manager("ready")
+    if not ok then error(r, 0) end
+    return r
+  end, true)
   svc._upgrading = t
   t:start()
   local ok, r = pcall(t.wait, t)
@@ -185,6 +212,51 @@ function M.run(sv, svc, decl, opts)
   if not ok then error(r, 0) end
   sv:_changed()
   return r
+end
+
+--- Tell baton's own service manager (systemd Type=notify-reload) that a
+-- reload is under way ("reloading": RELOADING=1 with MONOTONIC_USEC) or
+-- over ("ready": READY=1), so `systemctl reload` returns with the outcome.
+function M.manager(what)
+  local path = os.getenv("NOTIFY_SOCKET")
+  if not path or path == "" then return end
+  if what == "reloading" then
+    core.sd_notify(fmt("RELOADING=1\nMONOTONIC_USEC=%d", math.floor(now() * 1e6)))
+  else
+    core.sd_notify("READY=1")
+  end
+end
+
+--- In-place reload of a server that reloads itself: `signal` (default
+-- HUP) to each running instance; one that speaks sd_notify (`ready =
+-- "notify"`) is waited for: RELOADING=1 then READY=1 within `timeout`
+-- seconds (default its ready timeout). Returns {outcome = "reloaded" |
+-- "failed", reason}.
+function M.reload(sv, svc, opts)
+  opts = opts or {}
+  local sig = options.signum(opts.signal or "HUP", "reload", 2)
+  local d = svc.decl
+  M.manager("reloading")
+  local waits = {}
+  for _, inst in ipairs(svc.instances) do
+    if inst.proc then
+      inst.reloaded = nil
+      if d.ready.kind == "notify" then waits[#waits + 1] = inst end
+      inst.proc:signal(sig)
+    end
+  end
+  local timeout = opts.timeout or d.ready.timeout
+  local r = sv:_until(function()
+    for _, inst in ipairs(waits) do
+      if not inst.proc then return inst end
+      if not inst.reloaded then return nil end
+    end
+    return true
+  end, timeout)
+  M.manager("ready")
+  if r == true then return { outcome = "reloaded", service = svc.name } end
+  return { outcome = "failed", service = svc.name,
+    reason = r and ("it exited while reloading: " .. r:_why()) or fmt("no RELOADING=1 … READY=1 within %gs", timeout) }
 end
 
 return M

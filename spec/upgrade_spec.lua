@@ -125,4 +125,19 @@ describe("hot upgrades", function()
     assert.are.same({ "web promoted" }, results)
     sv:close()
   end)
+
+  it("keeps fds a service parks (FDSTORE=1) and hands them to its next process (LISTEN_FDS)", function()
+    local lines = {}
+    local sv = baton.supervisor {
+      st = { "python3", "spec/fdstore_peer.py", ready = "notify", fdstore = 4, backoff = { initial = 0.01 },
+        log = { stdout = { function(l) lines[#lines + 1] = l end } } },
+      no = { "python3", "spec/fdstore_peer.py", ready = "notify", stdout = "null" }, -- (no fdstore)
+    }
+    assert.is_true(sv:start())
+    baton.core.kill(sv:status().st.replicas[1].pid, 9)
+    sv:next("ready", "st")
+    assert.are.same({ "parked", "found state counter=1" }, lines)
+    assert.are.equal(1, sv.services.no.fdstore_refused) -- (closed at once: not allowed to park)
+    sv:close()
+  end)
 end)

@@ -41,7 +41,7 @@ local argerror = errors.argerror
 local POLICY = {
   cmd = true, replicas = true, needs = true, bind = true, restart = true, success = true, backoff = true,
   give_up = true, ready = true, stop = true, critical = true, limits = true, cgroup = true, health = true,
-  watchdog = true, log = true, listen = true, handoff = true,
+  watchdog = true, log = true, listen = true, handoff = true, fdstore = true,
 }
 -- How a generation receives its listeners (fds from 3, in declaration order).
 local HANDOFF = {
@@ -304,6 +304,10 @@ local function declare(name, spec)
     end
     table.sort(d.listen, function(x, y) return x.name < y.name end)
   end
+  if spec.fdstore ~= nil and (math.type(spec.fdstore) ~= "integer" or spec.fdstore < 0 or spec.fdstore > 1000) then
+    bad(name, "fdstore must be a count of fds from 0 to 1000, got %s", tostring(spec.fdstore))
+  end
+  d.fdstore = spec.fdstore
   local h = spec.handoff or "systemd"
   if not (HANDOFF[h] or type(h) == "function") then
     bad(name, "handoff must be \"systemd\", \"nginx\", \"fpm\" or a function, got %s", tostring(h))
@@ -729,7 +733,7 @@ function Instance:_spawn()
   self.spawns = (self.spawns or 0) + 1
   self.run_token = self.token .. "." .. self.spawns
   env.BATON_SERVICE, env.BATON_REPLICA, env.BATON_INSTANCE = svc.name, tostring(self.index), self.run_token
-  if d.ready.kind == "notify" or d.watchdog then
+  if d.ready.kind == "notify" or d.watchdog or d.fdstore then
     local path, why = svc.sv:_notify_socket()
     if not path then
       self.last_error = why
@@ -757,13 +761,15 @@ function Instance:_spawn()
     extra.stdout, extra.stderr = self.log:fd("stdout") or base.stdout, self.log:fd("stderr") or base.stderr
     self.log.watch = nil
   end
-  if d.listen then
-    local ls, lwhy = svc:_listeners(d)
+  if d.listen or svc.fdstore then
+    local ls, lwhy = {}, nil
+    if d.listen then ls, lwhy = svc:_listeners(d) end
     if not ls then
       self:_release_ready()
       self.last_error = lwhy
       return self:_set("failed", { event = "failed", error = lwhy })
     end
+    for _, e in ipairs(svc.fdstore or {}) do ls[#ls + 1] = { name = e.name, fd = e.fd, info = {} } end
     extra.fds = extra.fds or {}
     for fd, v in pairs(base.fds or {}) do if extra.fds[fd] == nil then extra.fds[fd] = v end end
     for i, l in ipairs(ls) do extra.fds[2 + i] = l.fd end
@@ -1000,9 +1006,37 @@ function Service:_listeners(d)
   return out
 end
 
+-- The fd store (systemd's FDSTORE=1): fds a process parks with baton, by
+-- FDNAME, handed to its next process after the listeners (LISTEN_FDS).
+-- `fdstore = n` in the declaration allows up to n; beyond, or without it,
+-- they are closed. Returns true when the fds are kept.
+function Service:_store_fds(inst, name, fds)
+  local max = inst:_decl().fdstore or 0
+  self.fdstore = self.fdstore or {}
+  if #self.fdstore + #fds > max then
+    self.fdstore_refused = (self.fdstore_refused or 0) + #fds
+    return false
+  end
+  name = (name and name:match("^[%w_.-]+$")) and name or "stored"
+  for _, fd in ipairs(fds) do self.fdstore[#self.fdstore + 1] = { name = name, fd = fd } end
+  return true
+end
+
+function Service:_unstore_fds(name)
+  for k = #(self.fdstore or {}), 1, -1 do
+    local e = self.fdstore[k]
+    if e.name == name then
+      core.close(e.fd)
+      table.remove(self.fdstore, k)
+    end
+  end
+end
+
 --- Close the service's listeners (unix socket files removed): at its
 -- final stop (remove, or the end of the program).
 function Service:_close_listeners()
+  for _, e in ipairs(self.fdstore or {}) do core.close(e.fd) end
+  self.fdstore = nil
   for addr, l in pairs(self.listeners or {}) do
     core.close(l.fd)
     if l.info.path then core.unlink_socket(l.info.path) end
@@ -1132,7 +1166,7 @@ function Supervisor:_notify_socket()
   if self._notifier then return self._notifier.path end
   sockets = sockets + 1
   local path = fmt("@baton/%d/%d/notify", core.getpid(), sockets)
-  local l, msg = core.notify_listen(path, function(pid, text) self:_on_notify(pid, text) end)
+  local l, msg = core.notify_listen(path, function(pid, text, fds) return self:_on_notify(pid, text, fds) end)
   if not l then return nil, "cannot open a NOTIFY_SOCKET: " .. msg end
   l:ref(false) -- (the services keep the program running, not their socket)
   self._notifier = l
@@ -1164,7 +1198,7 @@ end
 -- A datagram from `pid`: what it says applies to the instance whose tree
 -- the sender is in; others' messages are ignored (systemd's NotifyAccess=all
 -- within the service).
-function Supervisor:_on_notify(pid, text)
+function Supervisor:_on_notify(pid, text, fds)
   if not pid then return end
   local stat = core.proc_stat(pid)
   local inst
@@ -1202,12 +1236,16 @@ function Supervisor:_on_notify(pid, text)
   end
   if fields.WATCHDOG == "1" and inst.state == "running" then inst:_arm_watchdog() end
   if fields.WATCHDOG == "trigger" then inst:_fail_liveness("watchdog: the service asked for it (WATCHDOG=trigger)") end
+  local kept
+  if fields.FDSTORE == "1" and fds and #fds > 0 then kept = inst.service:_store_fds(inst, fields.FDNAME, fds) end
+  if fields.FDSTOREREMOVE == "1" and fields.FDNAME then inst.service:_unstore_fds(fields.FDNAME) end
   if fields.READY == "1" then
     if inst.reloading then inst.reloaded = true end -- (RELOADING=1 … READY=1: a reload done)
     inst.reloading = nil
     if inst.state == "starting" and inst:_decl().ready.kind == "notify" then inst:_became_ready(p) end
   end
   self:_changed()
+  return kept -- (true: the fds are in the store, not closed)
 end
 
 -- ---- events and waiting ----------------------------------------------------------------

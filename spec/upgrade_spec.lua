@@ -5,7 +5,7 @@ local H = require "helper"
 
 assert(baton.subreaper(true)) -- (supervisors make baton a subreaper: its handle is counted from the start)
 
-local SERVER = "spec/upgrade_server.py"
+local SERVER = "scripts/examples/http_server.py"
 
 local function web(gen, extra)
   local d = { "python3", SERVER, env = { GEN = tostring(gen) }, listen = { http = "tcp://127.0.0.1:0" },

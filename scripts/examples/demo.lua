@@ -117,4 +117,36 @@ baton.core.kill(sv:status().worker.replicas[1].pid, 9) -- a crash: restarted aft
 sv:next("ready", "worker")
 sv:stop()
 
+step("hot upgrade: three new generations of a server under load, on the same socket, not one request lost")
+local web = function(gen)
+  return { "python3", here .. "http_server.py", env = { GEN = tostring(gen) }, listen = { http = "tcp://127.0.0.1:0" },
+    ready = "notify" }
+end
+local up = baton.supervisor { web = web(1) }
+assert(up:start())
+local base = up:listener("web", "http").url:gsub("^tcp", "http") .. "/"
+local served, failed, running = {}, 0, true
+local clients = {}
+for i = 1, 4 do
+  clients[i] = baton.go(function()
+    while running do
+      local code, body = baton.http_get(base, { timeout = 5 })
+      if code == 200 then served[body] = (served[body] or 0) + 1 else failed = failed + 1 end
+    end
+  end)
+end
+for gen = 2, 4 do
+  local r = up:upgrade("web", web(gen))
+  print(("  generation %d: %s in %.0f ms (ready after %.0f ms)"):format(gen, r.outcome, r.timings.promoted * 1000,
+    r.timings.ready * 1000))
+end
+baton.sleep(0.3)
+running = false
+baton.all(clients)
+local gens = {}
+for body, n in pairs(served) do gens[#gens + 1] = ("gen %s: %d"):format(body:gsub("\n", ""), n) end
+table.sort(gens)
+print("  requests answered by " .. table.concat(gens, ", ") .. "; failed: " .. failed)
+up:close()
+
 print("\ndone. Try the REPL: build/baton; or a stack: build/baton scripts/examples/stack.lua")

@@ -1,5 +1,6 @@
-# upgrade_server.py — an HTTP server for the upgrade specs that takes its
-# listening socket from systemd's socket activation (LISTEN_FDS, fd 3),
+# http_server.py — a small HTTP server that takes its listening socket from
+# systemd's socket activation (LISTEN_FDS, fd 3), for the hot-upgrade demo
+# and specs (the socket stays baton's: every generation gets the same one);
 # says READY=1 on NOTIFY_SOCKET, answers GET with its generation ($GEN),
 # and drains on TERM: it stops accepting, finishes what it serves, exits 0.
 # FAIL=start exits at once; FAIL=never never says it is ready.

@@ -136,9 +136,9 @@ for i = 1, 4 do
   end)
 end
 for gen = 2, 4 do
-  local r = up:upgrade("web", web(gen))
-  print(("  generation %d: %s in %.0f ms (ready after %.0f ms)"):format(gen, r.outcome, r.timings.promoted * 1000,
-    r.timings.ready * 1000))
+  local res = up:upgrade("web", web(gen))
+  print(("  generation %d: %s in %.0f ms (ready after %.0f ms)"):format(gen, res.outcome, res.timings.promoted * 1000,
+    res.timings.ready * 1000))
 end
 baton.sleep(0.3)
 running = false

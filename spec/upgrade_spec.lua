@@ -140,4 +140,32 @@ describe("hot upgrades", function()
     assert.are.equal(1, sv.services.no.fdstore_refused) -- (closed at once: not allowed to park)
     sv:close()
   end)
+
+  it("rolls 3 replicas over one at a time under load: never fewer than 3 ready, no request lost", function()
+    local sv = baton.supervisor { web = web(1, { replicas = 3 }) }
+    assert.is_true(sv:start())
+    local url = assert(sv:listener("web", "http")).url:gsub("^tcp", "http") .. "/"
+    local least = 3
+    local w = sv:on("*", function()
+      local n = 0
+      for _, r in ipairs(sv:status().web.replicas) do if r.ready then n = n + 1 end end
+      if n < least then least = n end
+    end)
+    local stats, stop = load(url, 3)
+    local r = sv:upgrade("web", web(2, { replicas = 3 }), { surge = 1 })
+    assert.are.equal("promoted", r.outcome, r.reason)
+    r = sv:upgrade("web", web(3, { replicas = 3, env = { FAIL = "start" } }), { surge = 1 })
+    assert.are.equal("rolled_back", r.outcome)
+    stop()
+    w()
+    assert.are.equal(0, stats.failed, table.concat(stats.errors, "\n"))
+    assert.are.equal(3, least)
+    for _, rep in ipairs(sv:status().web.replicas) do
+      if rep.state == "running" then assert.are.equal(2, rep.generation) end
+    end
+    assert.are.equal(2, sv:status().web.generation)
+    H.error_here(function() sv:upgrade("web", nil, { surge = 0 }) end,
+      "bad argument #3 to 'upgrade' (option 'surge' must be a count from 1, got 0)")
+    sv:close()
+  end)
 end)

@@ -10,6 +10,10 @@
 --   3. promoted: it is the service now. During the bake window (`bake`
 --      seconds) the old generation is kept running; if the new one fails
 --      then, the old one is the service again: `rolled_back`;
+--      With `surge = k` below the replica count, a rolling upgrade: k
+--      replicas at a time, each batch ready before the old ones it
+--      replaces drain (never fewer than N ready); a failing first batch
+--      rolls back, a later one stops the upgrade half done ("failed").
 --   4. the old generation drains in the background: its drain signal
 --      (default its stop signal), `drain` seconds to finish what it
 --      serves, then its stop (signal, timeout, KILL) reaches whatever is
@@ -32,7 +36,7 @@ local M = {}
 local fmt, now = string.format, core.now
 
 local OPTS = { timeout = "seconds", bake = "seconds", drain = "seconds", drain_signal = "signal", hooks = "table",
-  wait = "boolean", max_draining = "number" }
+  wait = "boolean", max_draining = "number", surge = "number" }
 local HOOKS = { spawned = true, ready = true, promoted = true, draining = true, exited = true, rolled_back = true }
 
 local function check(opts)
@@ -50,6 +54,9 @@ local function check(opts)
     elseif want ~= "number" and type(v) ~= want then
       errors.argerror("upgrade", 3, fmt("option '%s' must be a %s, got %s", k, want, type(v)))
     end
+  end
+  if opts.surge ~= nil and opts.surge < 1 then
+    errors.argerror("upgrade", 3, "option 'surge' must be a count from 1, got " .. tostring(opts.surge))
   end
   for k, v in pairs(opts.hooks or {}) do
     if not HOOKS[k] or type(v) ~= "function" then
@@ -87,21 +94,15 @@ function M.run(sv, svc, decl, opts)
       res.hook_errors, res.last_hook_error = (res.hook_errors or 0) + 1, tostring(err)
     end
   end
-  local body = function()
-    local t0 = now()
-    if svc.want ~= "up" then
-      res.outcome, res.reason = "failed", "the service is not running (start it first)"
-      return res
-    end
-    local old, old_decl, old_gen = svc.instances, svc.decl, svc.generation
-    local gen = svc.generation + 1
-    res.generation = gen
-    svc.extra = svc.extra or {}
+  local t0 = now()
+  -- New instances of generation `gen` for replica numbers `idx`, started;
+  -- returns them once all are ready, or nil and why (they are stopped).
+  local function trial(gen, idx)
     local news = {}
-    for i = 1, decl.replicas do
+    for k, i in ipairs(idx) do
       local inst = require("baton.service")._new_instance(svc, i)
       inst.decl, inst.own_generation, inst.trial, inst.want = decl, gen, true, "up"
-      news[i] = inst
+      news[k] = inst
       svc.extra[inst] = true
     end
     for _, inst in ipairs(news) do inst:_spawn() end
@@ -115,24 +116,110 @@ function M.run(sv, svc, decl, opts)
       end
       if all then return true end
     end, deadline + 1) -- (each instance's own deadline comes first; this one is a backstop)
-    if ready ~= true then
-      res.outcome = "rolled_back"
-      res.reason = ready and ("the new generation failed: " .. ready:_why())
-        or fmt("the new generation was not ready after %gs", deadline)
-      stop_all(news)
-      for _, inst in ipairs(news) do svc.extra[inst] = nil end
-      hook("rolled_back")
+    if ready == true then
+      for _, inst in ipairs(news) do inst.trial, svc.extra[inst] = nil, nil end
+      return news
+    end
+    stop_all(news)
+    for _, inst in ipairs(news) do svc.extra[inst] = nil end
+    return nil, ready and ("the new generation failed: " .. ready:_why())
+      or fmt("the new generation was not ready after %gs", deadline)
+  end
+  -- Drain instances of the old generation, in the background (`wait =
+  -- true` waits): their drain signal, then their stop.
+  local function drain_old(old, old_decl)
+    for _, inst in ipairs(old) do
+      inst.want = "down" -- (it is not restarted any more, whatever happens)
+      svc.extra[inst] = true
+    end
+    local sig = opts.drain_signal and options.signum(opts.drain_signal, "upgrade", 3) or old_decl.stop_signal
+    local drain = opts.drain or old_decl.stop_timeout
+    local draining = { instances = old }
+    svc.draining = svc.draining or {}
+    table.insert(svc.draining, draining)
+    -- A cap on old generations still draining: the oldest are stopped now.
+    local cap = opts.max_draining or 2
+    while #svc.draining > cap do
+      local oldest = table.remove(svc.draining, 1)
+      task.go_internal(function() stop_all(oldest.instances) end)
+    end
+    hook("draining")
+    for _, inst in ipairs(old) do
+      if inst.proc then
+        inst:_set("draining")
+        inst:_signal(sig)
+      end
+    end
+    draining.task = task.go_internal(function()
+      sv:_until(function()
+        for _, inst in ipairs(old) do if inst.proc then return nil end end
+        return true
+      end, drain)
+      stop_all(old) -- (what did not finish in time: stop signal, timeout, KILL)
+      for _, inst in ipairs(old) do svc.extra[inst] = nil end
+      for k, dr in ipairs(svc.draining) do if dr == draining then table.remove(svc.draining, k) end end
+      res.timings.drained = now() - t0
+      hook("exited")
+    end)
+    if opts.wait then draining.task:wait() end
+  end
+  local function rolled_back(why)
+    res.outcome, res.reason = "rolled_back", why
+    hook("rolled_back")
+    return res
+  end
+  local body = function()
+    if svc.want ~= "up" then
+      res.outcome, res.reason = "failed", "the service is not running (start it first)"
       return res
     end
+    local old, old_decl, old_gen = svc.instances, svc.decl, svc.generation
+    local gen = svc.generation + 1
+    res.generation = gen
+    svc.extra = svc.extra or {}
+    local n = decl.replicas
+    local surge = opts.surge or n
+    if surge < n and n == #old then
+      -- Rolling: `surge` replicas at a time, each batch ready before the old
+      -- ones it replaces drain: never fewer than n ready.
+      for b = 1, n, surge do
+        local idx = {}
+        for i = b, math.min(n, b + surge - 1) do idx[#idx + 1] = i end
+        local news, why = trial(gen, idx)
+        if not news then
+          if b == 1 then return rolled_back(why) end
+          res.outcome = "failed"
+          res.reason = fmt("%s (replicas %d to %d; replicas 1 to %d run generation %d, the rest %d)", why, b,
+            idx[#idx], b - 1, gen, old_gen)
+          return res
+        end
+        local olds = {}
+        for k, i in ipairs(idx) do
+          olds[k] = svc.instances[i]
+          svc.instances[i] = news[k]
+        end
+        sv:_changed()
+        drain_old(olds, old_decl)
+      end
+      res.timings.ready = now() - t0
+      svc.decl, svc.generation = decl, gen
+      for _, inst in ipairs(svc.instances) do inst.decl = nil end
+      res.timings.promoted = now() - t0
+      res.outcome = "promoted"
+      hook("promoted")
+      return res
+    end
+    local news, why = trial(gen, (function()
+      local all = {}
+      for i = 1, n do all[i] = i end
+      return all
+    end)())
+    if not news then return rolled_back(why) end
     res.timings.ready = now() - t0
     hook("ready")
     -- Promote: the new generation is the service.
-    for _, inst in ipairs(news) do
-      inst.trial = nil
-      svc.extra[inst] = nil
-    end
     for _, inst in ipairs(old) do
-      inst.want = "down" -- (it is not restarted any more, whatever happens)
+      inst.want = "down" -- (kept, not restarted: it is not the service any more)
       svc.extra[inst] = true
     end
     svc.instances, svc.decl, svc.generation = news, decl, gen
@@ -157,45 +244,11 @@ function M.run(sv, svc, decl, opts)
         for _, inst in ipairs(news) do svc.extra[inst] = true end
         stop_all(news)
         for _, inst in ipairs(news) do svc.extra[inst] = nil end
-        res.outcome = "rolled_back"
-        res.reason = "the new generation failed within the bake window: " .. failed:_why()
-        hook("rolled_back")
-        return res
-      end
-    end
-    -- Drain the old generation: its drain signal, then its stop — in the
-    -- background (`wait = true` waits for it): the next upgrade need not.
-    local sig = opts.drain_signal and options.signum(opts.drain_signal, "upgrade", 3) or old_decl.stop_signal
-    local drain = opts.drain or old_decl.stop_timeout
-    local draining = { instances = old }
-    svc.draining = svc.draining or {}
-    table.insert(svc.draining, draining)
-    -- A cap on old generations still draining: the oldest are stopped now.
-    local cap = opts.max_draining or 2
-    while #svc.draining > cap do
-      local oldest = table.remove(svc.draining, 1)
-      task.go_internal(function() stop_all(oldest.instances) end)
-    end
-    hook("draining")
-    for _, inst in ipairs(old) do
-      if inst.proc then
-        inst:_set("draining")
-        inst:_signal(sig)
+        return rolled_back("the new generation failed within the bake window: " .. failed:_why())
       end
     end
     res.outcome = "promoted"
-    draining.task = task.go_internal(function()
-      sv:_until(function()
-        for _, inst in ipairs(old) do if inst.proc then return nil end end
-        return true
-      end, drain)
-      stop_all(old) -- (what did not finish in time: stop signal, timeout, KILL)
-      for _, inst in ipairs(old) do svc.extra[inst] = nil end
-      for k, dr in ipairs(svc.draining) do if dr == draining then table.remove(svc.draining, k) end end
-      res.timings.drained = now() - t0
-      hook("exited")
-    end)
-    if opts.wait then draining.task:wait() end
+    drain_old(old, old_decl)
     return res
   end
   local t = task.new(function()

@@ -168,4 +168,20 @@ describe("hot upgrades", function()
       "bad argument #3 to 'upgrade' (option 'surge' must be a count from 1, got 0)")
     sv:close()
   end)
+
+  it("follows a server that starts its own successor (MAINPID=), still supervising it", function()
+    local sv = baton.supervisor { s = { "python3", "spec/selffork_peer.py", ready = "notify" } }
+    assert.is_true(sv:start())
+    local old = sv:status().s.replicas[1].pid
+    baton.core.kill(old, baton.signals.USR2)
+    local ev = sv:next("mainpid", "s")
+    assert.are_not.equal(old, ev.pid)
+    local r = sv:status().s.replicas[1]
+    assert.are.equal(ev.pid, r.pid)
+    assert.are.equal("running", r.state)
+    assert.is_true(H.gone_within(old))
+    sv:stop() -- reaches the successor
+    assert.is_true(H.gone_within(ev.pid))
+    sv:close()
+  end)
 end)

@@ -806,15 +806,41 @@ function Instance:_spawn()
   self.watchdog, self.status_text, self.reloading, self.main_pid = d.watchdog, nil, nil, nil
   self:_set("starting", { event = "spawned" })
   self:_check_ready(p)
+  self:_watch(p)
+end
+
+-- Wait for process `p`, the instance's main process, to end.
+function Instance:_watch(p)
   task.go_internal(function()
     local st = p:wait()
     -- Its readiness message may have come in the same turn of the loop as
     -- its exit: read first, then judge (ready, then exited; not "exited
     -- before it was ready").
-    if self.proc == p and (self.state == "starting" or self.log) then task.sleep(0) end
+    -- (also a MAINPID= sent just before: read what the notify socket holds)
+    local d = self:_decl()
+    if self.proc == p and (self.state == "starting" or self.log or d.ready.kind == "notify" or d.watchdog) then
+      task.sleep(0)
+    end
     if self.log then self.log:flush_partial() end -- (its last words, read by now)
+    if self.proc == p and self:_follow(p) then return end
     if self.proc == p then self:_exited(st) end
   end)
+end
+
+-- A server that started its own successor and said so (MAINPID=): when the
+-- old main process ends, baton follows the new one — it is the service
+-- now (through a pidfd; as a subreaper baton is its parent once the old one
+-- is gone). Returns true when it did.
+function Instance:_follow(p)
+  local pid = self.main_pid
+  self.main_pid = nil
+  if not pid or pid == p.pid or self.state == "stopping" or self.want ~= "up" then return false end
+  local q = require("baton.process").adopt(pid)
+  if not q then return false end -- (gone already: an exit like any other)
+  self.proc, self.pid = q, pid
+  self:_set(self.state, { event = "mainpid", pid = pid })
+  self:_watch(q)
+  return true
 end
 
 -- Whether status `st` counts as a success for the declaration `d`.
@@ -1252,13 +1278,15 @@ end
 
 --- Call `fn(event)` for each event of `kind` ("spawned", "ready", "exited",
 -- "restarting", "failed", "stopped", or "*" for all), in a task of its
--- own. An event: `event`, `service`, `replica`, `generation`, `pid`,
+-- own ("mainpid": a server that started its own successor, followed). An
+-- event: `event`, `service`, `replica`, `generation`, `pid`,
 -- `time`, and `status` (exited, restarting, failed), `delay`
 -- (restarting), `error` (why a start failed). Returns a function that
 -- removes the handler.
 local EVENTS = { spawned = true, ready = true, exited = true, restarting = true, failed = true, stopped = true,
+  mainpid = true,
   ["*"] = true }
-local EVENT_LIST = "spawned, ready, exited, restarting, failed, stopped or *"
+local EVENT_LIST = "spawned, ready, exited, restarting, failed, stopped, mainpid or *"
 
 local function check_event(fname, kind)
   if type(kind) ~= "string" then argerror(fname, 1, "event name expected, got " .. type(kind)) end

@@ -931,10 +931,11 @@ end
 -- The service stopped: what its processes wrote is read to the end, its
 -- files close.
 function Instance:_close_log()
-  if self.log then
-    self.log:close()
-    self.last_lines = self.log:tail()
-    self.log = nil
+  local log = self.log
+  if log then
+    log:close() -- (waits for the pipes' last bytes: another stop may close it meanwhile)
+    self.last_lines = log:tail()
+    if self.log == log then self.log = nil end
   end
 end
 

@@ -227,3 +227,20 @@ describe("handing listeners to children (systemd's protocol)", function()
     core.close(fd)
   end)
 end)
+
+describe("a service's listeners", function()
+  assert(baton.subreaper(true)) -- (supervisors make baton a subreaper: its handle is counted from the start)
+  H.guard()
+
+  it("a handoff function that raises fails the start, saying so; nothing is left open", function()
+    local sv = baton.supervisor {
+      s = { "sleep", "1000", ready = { fd = 5 }, listen = { a = "tcp://127.0.0.1:0" },
+        handoff = function() error("no handoff today", 0) end },
+    }
+    local ok, msg = sv:start()
+    assert.is_nil(ok)
+    assert.matches("handoff: no handoff today", msg, 1, true)
+    assert.are.equal("failed", sv:status().s.state)
+    sv:close()
+  end)
+end)

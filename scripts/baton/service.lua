@@ -774,7 +774,12 @@ function Instance:_spawn()
     for fd, v in pairs(base.fds or {}) do if extra.fds[fd] == nil then extra.fds[fd] = v end end
     for i, l in ipairs(ls) do extra.fds[2 + i] = l.fd end
     env.LISTEN_FDS, env.LISTEN_FDNAMES, env.LISTEN_PID = false, false, false
-    d.handoff(ls, env, extra)
+    local hok, herr = pcall(d.handoff, ls, env, extra)
+    if not hok then -- (a user's policy: its failure is this start's, not the caller's)
+      self:_release_ready()
+      self.last_error = "handoff: " .. tostring(herr)
+      return self:_set("failed", { event = "failed", error = self.last_error })
+    end
   end
   local cgroup, why = self:_cgroup()
   if why then

@@ -244,3 +244,18 @@ describe("a service's listeners", function()
     sv:close()
   end)
 end)
+
+describe("a service's listener addresses", function()
+  H.guard()
+
+  it("an address given twice is two sockets (port 0: two ports), or refused when it would bind once", function()
+    local sv = baton.supervisor {
+      s = { "sleep", "1000", listen = { a = "tcp://127.0.0.1:0", b = "tcp://127.0.0.1:0" } },
+    }
+    local a, b = assert(sv:listener("s", "a")), assert(sv:listener("s", "b"))
+    assert.are_not.equal(a.port, b.port)
+    sv:close()
+    H.error_here(function() baton.supervisor { s = { "true", listen = { x = "tcp://127.0.0.1:1", y = "tcp://127.0.0.1:1" } } } end,
+      "bad argument #1 to 'service' (service 's': listen.x and listen.y: the same address \"tcp://127.0.0.1:1\" (a socket binds once))")
+  end)
+end)

@@ -159,6 +159,9 @@ function M.run(sv, svc, decl, opts)
         for _, inst in ipairs(news) do svc.extra[inst] = nil end
         res.outcome = "rolled_back"
         res.reason = "the new generation failed within the bake window: " .. failed:_why()
+        -- An old instance that died while it was not the service's (so was not
+        -- restarted) starts again now, as its crash would have made it.
+        sv:_advance(svc)
         hook("rolled_back")
         return res
       end

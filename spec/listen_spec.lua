@@ -227,3 +227,35 @@ describe("handing listeners to children (systemd's protocol)", function()
     core.close(fd)
   end)
 end)
+
+describe("a service's listeners", function()
+  assert(baton.subreaper(true)) -- (supervisors make baton a subreaper: its handle is counted from the start)
+  H.guard()
+
+  it("a handoff function that raises fails the start, saying so; nothing is left open", function()
+    local sv = baton.supervisor {
+      s = { "sleep", "1000", ready = { fd = 5 }, listen = { a = "tcp://127.0.0.1:0" },
+        handoff = function() error("no handoff today", 0) end },
+    }
+    local ok, msg = sv:start()
+    assert.is_nil(ok)
+    assert.matches("handoff: no handoff today", msg, 1, true)
+    assert.are.equal("failed", sv:status().s.state)
+    sv:close()
+  end)
+end)
+
+describe("a service's listener addresses", function()
+  H.guard()
+
+  it("an address given twice is two sockets (port 0: two ports), or refused when it would bind once", function()
+    local sv = baton.supervisor {
+      s = { "sleep", "1000", listen = { a = "tcp://127.0.0.1:0", b = "tcp://127.0.0.1:0" } },
+    }
+    local a, b = assert(sv:listener("s", "a")), assert(sv:listener("s", "b"))
+    assert.are_not.equal(a.port, b.port)
+    sv:close()
+    H.error_here(function() baton.supervisor { s = { "true", listen = { x = "tcp://127.0.0.1:1", y = "tcp://127.0.0.1:1" } } } end,
+      "bad argument #1 to 'service' (service 's': listen.x and listen.y: the same address \"tcp://127.0.0.1:1\" (a socket binds once))")
+  end)
+end)

@@ -190,6 +190,25 @@ describe("log files", function()
     assert.are.equal(3, log.lines)
   end)
 
+  it("a removed directory: no rotation counted per line, and the log takes its path again once there is one", function()
+    local dir = scratch()
+    local path = dir .. "/app.log"
+    local log <close> = assert(baton.logfile.open(path, { max_size = 100 }))
+    for i = 1, 5 do log:line(("first %02d"):format(i)) end
+    log:flush()
+    baton.run { "rm", "-rf", dir }
+    for i = 1, 100 do log:line(("lost %03d"):format(i)) end -- (into the removed file: nowhere to rotate)
+    log:flush()
+    assert.are.equal(0, log.rotations)
+    assert.matches("ENOENT", log.last_error)
+    assert(baton.ok { "mkdir", dir })
+    log:line("back")
+    log:flush()
+    assert.are.equal("back\n", read(path))
+    log:close()
+    baton.run { "rm", "-rf", dir }
+  end)
+
   it("marks partial lines and splits long ones, never dropping a byte", function()
     local dir = scratch()
     local path = dir .. "/app.log"

@@ -378,6 +378,38 @@ C=un quoted # gone
     baton.run { "rm", "-rf", dir }
   end)
 
+  it("baton procfile: a Procfile without entries is an error, not a silent success", function()
+    local dir = scratch()
+    local f = assert(io.open(dir .. "/Procfile", "w"))
+    f:write("# nothing here\n\n")
+    f:close()
+    local r = baton.run { os.getenv("BATON_EXE") or "./build/baton", "procfile", cwd = dir, capture = true,
+      check = false }
+    baton.run { "rm", "-rf", dir }
+    assert.are.equal(1, r.code)
+    assert.matches("Procfile: no processes defined in Procfile", r.stderr, 1, true)
+  end)
+
+  it("baton procfile: SIGTERM stops every process (one ignores TERM), exits 143, with no error on the way", function()
+    local dir = scratch()
+    local tag = "pf-term-" .. baton.core.getpid()
+    local f = assert(io.open(dir .. "/Procfile", "w"))
+    f:write("a: exec sleep 1000." .. tag .. "\n", "b: trap '' TERM; sleep 1000." .. tag .. "; :\n")
+    f:close()
+    local p <close> = assert(baton.spawn { os.getenv("BATON_EXE") or "./build/baton", "procfile", cwd = dir,
+      stdout = "pipe", stderr = "pipe" })
+    local started = 0
+    while started < 2 do
+      local line = assert(p.stdout:read("l"))
+      if line:find("started (pid=", 1, true) then started = started + 1 end
+    end
+    p:signal("TERM")
+    local out, err = p.stdout:read("a"), p.stderr:read("a")
+    assert.are.equal(143, p:wait().code, out .. err)
+    assert.is_nil(err:find("uncaught", 1, true), err) -- (only the interruption's own message)
+    baton.run { "rm", "-rf", dir }
+  end)
+
   it("agrees with Debian's foreman on ports, names, values and lines", function()
     local foreman = baton.which("foreman")
     if not foreman then pending("no foreman (Debian's ruby-foreman)") end

@@ -117,3 +117,21 @@ describe("a service's log files", function()
     sv:stop()
   end)
 end)
+
+describe("a service's logs under concurrent stops", function()
+  H.guard()
+
+  it("two stops at once (a handler's and the program's end) close the log once, without an error", function()
+    local sv = baton.supervisor {
+      w = { "sh", "-c", "echo hello; exec sleep 1000." .. baton.core.getpid(), ready = "exec",
+        log = { stdout = { "null" } } },
+    }
+    assert.is_true(sv:start())
+    H.wait_for(function() return sv:logs("w")[1] end, "the first line")
+    local a = baton.go(function() return sv:stop() end)
+    local b = baton.go(function() return sv:stop() end)
+    assert.is_true(a:wait())
+    assert.is_true(b:wait())
+    assert.are.same({ "hello" }, sv:logs("w"))
+  end)
+end)

@@ -90,6 +90,24 @@ describe("hot upgrades", function()
     sv:close()
   end)
 
+  it("a rollback in the bake window brings back an old generation that died meanwhile", function()
+    local sv = baton.supervisor { web = web(1, { backoff = { initial = 0.01 } }) }
+    assert.is_true(sv:start())
+    local url = assert(sv:listener("web", "http")).url:gsub("^tcp", "http") .. "/"
+    local old = sv.services.web.instances[1]
+    local t = baton.go(function() return sv:upgrade("web", web(2), { bake = 60 }) end)
+    H.wait_for(function() return sv.services.web.generation == 2 and sv.services.web.instances[1].pid end, "promotion")
+    baton.core.kill(old.pid, 9) -- the old generation dies while the new one bakes…
+    H.wait_for(function() return old.state == "stopped" end, "the old generation's end")
+    baton.core.kill(sv.services.web.instances[1].pid, 9) -- …then the new one fails: back to the old one
+    local r = t:wait()
+    assert.are.equal("rolled_back", r.outcome)
+    assert.are.equal(old, sv.services.web.instances[1])
+    assert.is_true(sv:wait("web", "ready", H.PATIENCE)) -- started again, as a crash of it would be
+    assert.are.equal("1\n", select(2, baton.http_get(url)))
+    sv:close()
+  end)
+
   it("runs two upgrades asked for at once one after the other; bad input is refused up front", function()
     local sv = baton.supervisor { web = web(1) }
     assert.is_true(sv:start())

@@ -178,7 +178,7 @@ function Log:_put(text, mark)
   local ts = self.timestamps and stamp() or nil
   local n = #text + 1 + (mark and #mark + 3 or 0) + (ts and #ts or 0)
   local used = self.size + self.pending
-  if used > 0 then
+  if used > 0 and not self._reopen then -- (a reopen due: the next flush tries it, not each line)
     local ms = self.max_size
     if (ms and used + n > ms) or (self.max_age and self._since and core.now() - self._since >= self.max_age) then
       self:_rotate()
@@ -392,6 +392,9 @@ function Log:_rotate()
   if not ok and not self._f then return nil, msg, code end
   if self.size == 0 then return true end
   local path, keep = self.path, self.keep
+  -- The file is gone (removed, or its directory): nothing to rotate, and no
+  -- rotation counted; the path is opened afresh when it can be.
+  if not exists(path) then return self:_reopen_now() end
   for i = keep, 1, -1 do
     for _, suf in ipairs(SUFFIXES) do
       local p = path .. "." .. i .. suf

@@ -558,6 +558,7 @@ function M.main(...)
   local text, msg = read_file(path)
   if not text then error(fmt("procfile: %s: Procfile does not exist or is not a file (%s)", path, msg), 0) end
   local entries = M.parse_procfile(text, path)
+  if #entries == 0 then error(fmt("procfile: %s: no processes defined in Procfile", path), 0) end -- (honcho's words)
   local dotenv = {}
   for file in (o.e or ".env"):gmatch("[^,]+") do
     local where = file:sub(1, 1) == "/" and file or (o.d .. "/" .. file)

@@ -303,6 +303,17 @@ local function declare(name, spec)
       d.listen[#d.listen + 1] = { name = lname, address = addr, opts = opts }
     end
     table.sort(d.listen, function(x, y) return x.name < y.name end)
+    -- One socket per entry: an address given twice is two sockets (port 0:
+    -- two ports; reuseport: one port shared) or a mistake (it binds once).
+    local seen = {}
+    for _, l in ipairs(d.listen) do
+      local first = seen[l.address]
+      if first and not (l.address:match(":0$") or l.opts.reuseport) then
+        bad(name, "listen.%s and listen.%s: the same address %q (a socket binds once)", first.name, l.name, l.address)
+      end
+      l.key = first and fmt("%s#%d", l.address, first.n + 1) or l.address
+      seen[l.address] = { name = first and first.name or l.name, n = first and first.n + 1 or 1 }
+    end
   end
   if spec.fdstore ~= nil and (math.type(spec.fdstore) ~= "integer" or spec.fdstore < 0 or spec.fdstore > 1000) then
     bad(name, "fdstore must be a count of fds from 0 to 1000, got %s", tostring(spec.fdstore))
@@ -774,7 +785,12 @@ function Instance:_spawn()
     for fd, v in pairs(base.fds or {}) do if extra.fds[fd] == nil then extra.fds[fd] = v end end
     for i, l in ipairs(ls) do extra.fds[2 + i] = l.fd end
     env.LISTEN_FDS, env.LISTEN_FDNAMES, env.LISTEN_PID = false, false, false
-    d.handoff(ls, env, extra)
+    local hok, herr = pcall(d.handoff, ls, env, extra)
+    if not hok then -- (a user's policy: its failure is this start's, not the caller's)
+      self:_release_ready()
+      self.last_error = "handoff: " .. tostring(herr)
+      return self:_set("failed", { event = "failed", error = self.last_error })
+    end
   end
   local cgroup, why = self:_cgroup()
   if why then
@@ -957,10 +973,11 @@ end
 -- The service stopped: what its processes wrote is read to the end, its
 -- files close.
 function Instance:_close_log()
-  if self.log then
-    self.log:close()
-    self.last_lines = self.log:tail()
-    self.log = nil
+  local log = self.log
+  if log then
+    log:close() -- (waits for the pipes' last bytes: another stop may close it meanwhile)
+    self.last_lines = log:tail()
+    if self.log == log then self.log = nil end
   end
 end
 
@@ -1020,12 +1037,12 @@ function Service:_listeners(d)
   self.listeners = self.listeners or {}
   local out = {}
   for i, l in ipairs(d.listen) do
-    local have = self.listeners[l.address]
+    local have = self.listeners[l.key]
     if not have then
       local fd, info = core.listen(l.address, l.opts)
       if not fd then return nil, fmt("listen %s: %s", l.name, info) end
       have = { name = l.name, fd = fd, info = info, address = l.address }
-      self.listeners[l.address] = have
+      self.listeners[l.key] = have
     end
     out[i] = { name = l.name, fd = have.fd, info = have.info }
   end

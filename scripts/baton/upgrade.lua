@@ -244,6 +244,9 @@ function M.run(sv, svc, decl, opts)
         for _, inst in ipairs(news) do svc.extra[inst] = true end
         stop_all(news)
         for _, inst in ipairs(news) do svc.extra[inst] = nil end
+        -- An old instance that died while it was not the service's (so was not
+        -- restarted) starts again now, as its crash would have made it.
+        sv:_advance(svc)
         return rolled_back("the new generation failed within the bake window: " .. failed:_why())
       end
     end

@@ -202,4 +202,29 @@ describe("hot upgrades", function()
     assert.is_true(H.gone_within(ev.pid))
     sv:close()
   end)
+
+  it("the new generation writes into the same log pipes as the old one: one file, in order", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir))
+    local lines = {}
+    local function gen(n)
+      return { "sh", "-c", "echo gen " .. n .. " up; echo >&3; exec sleep 1000." .. baton.core.getpid(),
+        ready = { fd = 3 }, stop = { signal = "TERM", timeout = 5 },
+        log = { stdout = { dir .. "/x.log", function(l) lines[#lines + 1] = l end } } }
+    end
+    local sv = baton.supervisor { x = gen(1) }
+    assert.is_true(sv:start())
+    local fd_before = H.fds()
+    for n = 2, 4 do
+      assert.are.equal("promoted", sv:upgrade("x", gen(n), { wait = true }).outcome)
+    end
+    assert.are.equal(fd_before, H.fds()) -- (one pipe pair and one file all along)
+    sv:close()
+    assert.are.same({ "gen 1 up", "gen 2 up", "gen 3 up", "gen 4 up" }, lines)
+    local f = assert(io.open(dir .. "/x.log"))
+    assert.are.equal("gen 1 up\ngen 2 up\ngen 3 up\ngen 4 up\n", f:read("a"))
+    f:close()
+    baton.run { "rm", "-rf", dir }
+  end)
 end)

@@ -758,6 +758,12 @@ function Instance:_spawn()
   if d.watchdog then env.WATCHDOG_USEC = tostring(math.floor(d.watchdog * 1e6 + 0.5)) end
   local extra = self:_ready_setup(env)
   extra.pgroup, extra.env = true, env
+  -- A replica's log belongs to the service: the process of a new
+  -- generation writes into the same pipes as the one it replaces.
+  svc.logs = svc.logs or {}
+  if d.log and not self.log and svc.logs[self.index] and not svc.logs[self.index].closed then
+    self.log = svc.logs[self.index]
+  end
   if d.log and not self.log then
     local label = svc.name .. "." .. self.index
     local log, msg = require("baton.logs").open(label, d.log)
@@ -766,7 +772,7 @@ function Instance:_spawn()
       self.last_error = msg
       return self:_set("failed", { event = "failed", error = msg })
     end
-    self.log = log
+    self.log, svc.logs[self.index] = log, log
   end
   if self.log then
     extra.stdout, extra.stderr = self.log:fd("stdout") or base.stdout, self.log:fd("stderr") or base.stderr
@@ -974,6 +980,16 @@ end
 -- files close.
 function Instance:_close_log()
   local log = self.log
+  -- (shared with the other generation's process of this replica: closed
+  -- when the service stops, not when one generation leaves)
+  if log and self.service.want == "up" and self.service.logs[self.index] == log then
+    local other = false
+    for _, i in ipairs(self.service.instances) do if i ~= self and i.log == log then other = true end end
+    if other then
+      self.last_lines, self.log = log:tail(), nil
+      return
+    end
+  end
   if log then
     log:close() -- (waits for the pipes' last bytes: another stop may close it meanwhile)
     self.last_lines = log:tail()

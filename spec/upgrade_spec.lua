@@ -227,4 +227,36 @@ describe("hot upgrades", function()
     f:close()
     baton.run { "rm", "-rf", dir }
   end)
+
+  it("hands on a socket baton itself was given (its own LISTEN_FDS), through upgrades", function()
+    local fd, info = assert(baton.core.listen("tcp://127.0.0.1:0"))
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write([[
+      local sv = baton.supervisor { web = { "python3", "scripts/examples/http_server.py", env = { GEN = "1" },
+        listen = { http = "systemd:outer" }, ready = "notify" } }
+      assert(sv:start())
+      print("up")
+      io.stdout:flush()
+      local r = sv:upgrade("web", { "python3", "scripts/examples/http_server.py", env = { GEN = "2" },
+        listen = { http = "systemd:outer" }, ready = "notify" })
+      print(r.outcome)
+      io.stdout:flush()
+      io.read("l")
+      sv:close()
+    ]])
+    f:close()
+    local p = baton.spawn { os.getenv("BATON_EXE") or "./build/baton", path, fds = { [3] = fd }, listen_pid = true,
+      env = { LISTEN_FDS = "1", LISTEN_FDNAMES = "outer" }, stdin = "pipe", stdout = "pipe" }
+    baton.core.close(fd) -- (the child has it; baton's own copy goes)
+    assert.are.equal("up", p.stdout:read("l"))
+    assert.are.equal("promoted", p.stdout:read("l"))
+    local code, body = baton.http_get(("http://127.0.0.1:%d/"):format(info.port))
+    assert.are.equal(200, code)
+    assert.are.equal("2\n", body)
+    p.stdin:write("done\n")
+    p.stdin:close()
+    assert.are.equal(0, p:wait().code)
+    os.remove(path)
+  end)
 end)

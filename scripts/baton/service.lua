@@ -1049,12 +1049,43 @@ end
 -- The service's listeners, bound once (the first time a process needs
 -- them) and kept across restarts and generations: the same sockets, the
 -- same accept queues. Returns the list ({name, fd, info}), or nil and why.
+-- Sockets baton itself was given by its service manager (systemd's
+-- LISTEN_FDS, for baton's own pid): by LISTEN_FDNAMES name and as "fd:N".
+local inherited
+
+local function inherited_sockets()
+  if inherited then return inherited end
+  inherited = {}
+  local n, pid = tonumber(os.getenv("LISTEN_FDS") or ""), tonumber(os.getenv("LISTEN_PID") or "")
+  if not n or pid ~= core.getpid() then return inherited end
+  local names = {}
+  for name in ((os.getenv("LISTEN_FDNAMES") or "") .. ":"):gmatch("([^:]*):") do names[#names + 1] = name end
+  for k = 1, n do
+    local fd = 2 + k
+    local info = core.socket_info(fd)
+    if info then
+      local e = { fd = fd, info = info }
+      inherited["fd:" .. fd] = e
+      if names[k] and names[k] ~= "" and not inherited[names[k]] then inherited[names[k]] = e end
+    end
+  end
+  return inherited
+end
+
 function Service:_listeners(d)
   self.listeners = self.listeners or {}
   local out = {}
   for i, l in ipairs(d.listen) do
     local have = self.listeners[l.key]
-    if not have then
+    local given = l.address:match("^systemd:(.+)$") or l.address:match("^(fd:%d+)$")
+    if not have and given then -- handed on: a socket baton's own manager gave it
+      local e = inherited_sockets()[given]
+      if not e then
+        return nil, fmt("listen %s: baton was given no socket %q (its LISTEN_FDS/LISTEN_FDNAMES)", l.name, given)
+      end
+      have = { name = l.name, fd = e.fd, info = e.info, address = l.address, inherited = true }
+      self.listeners[l.key] = have
+    elseif not have then
       local fd, info = core.listen(l.address, l.opts)
       if not fd then return nil, fmt("listen %s: %s", l.name, info) end
       have = { name = l.name, fd = fd, info = info, address = l.address }
@@ -1097,12 +1128,13 @@ function Service:_close_listeners()
   for _, e in ipairs(self.fdstore or {}) do core.close(e.fd) end
   self.fdstore = nil
   for addr, l in pairs(self.listeners or {}) do
-    core.close(l.fd)
-    if l.info.path then core.unlink_socket(l.info.path) end
+    if not l.inherited then -- (a socket baton was given stays baton's: its manager's)
+      core.close(l.fd)
+      if l.info.path then core.unlink_socket(l.info.path) end
+    end
     self.listeners[addr] = nil
   end
 end
-
 
 -- Instances to match the declared replica count (extra ones are stopped
 -- first, by the caller).

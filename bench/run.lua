@@ -2,8 +2,9 @@
 -- several rounds, and prints medians and ratios. Started by bench/run, which
 -- builds everything first. Sizes: BENCH_ROUNDS, BENCH_SPAWNS, BENCH_STARTS,
 -- BENCH_HOLD_MIB, BENCH_CAPTURE, BENCH_WIRE; for the supervisors (see
--- bench/supervisors.lua) BENCH_IDLE_SECS, BENCH_IDLE_SETTLE, BENCH_KILLS.
--- BENCH_ONLY=spawn,hold,startup,capture,pipeline,supervise-idle,supervise-latency
+-- bench/supervisors.lua) BENCH_IDLE_SECS, BENCH_IDLE_SETTLE, BENCH_KILLS; for the
+-- log benchmark (bench/logs.lua) BENCH_LOG_LINES.
+-- BENCH_ONLY=spawn,hold,startup,capture,pipeline,supervise-idle,supervise-latency,logs
 -- picks (`supervise` picks both supervisor benchmarks).
 local baton = require "baton"
 
@@ -137,4 +138,8 @@ end
 
 if wanted("supervise-idle") or wanted("supervise-latency") then
   dofile(ROOT .. "/bench/supervisors.lua")(ROOT, BUILD, wanted)
+end
+
+if wanted("logs") then
+  dofile(ROOT .. "/bench/logs.lua")(ROOT, BUILD, ROUNDS, median)
 end

@@ -23,7 +23,7 @@ local errors = require "baton.errors"
 errors.own()
 
 local M = {}
-local fmt, concat = string.format, table.concat
+local fmt, concat, find, byte, sub = string.format, table.concat, string.find, string.byte, string.sub
 local argerror = errors.argerror
 
 local FLUSH_AT = 64 * 1024 -- bytes gathered before a write without waiting for the loop's turn
@@ -173,6 +173,29 @@ function Log:_error(msg)
   self.last_error = msg
 end
 
+-- How many newlines `s` holds from byte i to byte j.
+local function count_lines(s, i, j)
+  local n = 0
+  while true do
+    local k = s:find("\n", i, true)
+    if not k or k > j then return n end
+    n, i = n + 1, k + 1
+  end
+end
+
+-- What was gathered goes out now, or at the loop's next turn.
+function Log:_gathered(pending)
+  if pending >= FLUSH_AT or not core.running() then
+    self:flush()
+  elseif not self._scheduled then
+    self._scheduled = true
+    core.defer(function()
+      self._scheduled = false
+      if not self.closed then self:flush() end
+    end)
+  end
+end
+
 -- Gather one line (no newline in it, at most max_line bytes) with its mark.
 function Log:_put(text, mark)
   local ts = self.timestamps and stamp() or nil
@@ -194,15 +217,47 @@ function Log:_put(text, mark)
   self._blines = self._blines + 1
   local pending = self.pending + n
   self.pending = pending
-  if pending >= FLUSH_AT or not core.running() then
-    self:flush()
-  elseif not self._scheduled then
-    self._scheduled = true
-    core.defer(function()
-      self._scheduled = false
-      if not self.closed then self:flush() end
-    end)
+  self:_gathered(pending)
+end
+
+-- (For baton.logs, which has split them already.) Gather `n` whole lines at
+-- once: the first `len` bytes of `s`, every line ending with its newline,
+-- none longer than max_line, for a log without timestamps. The file rotates
+-- between the same lines as with `line`, cut where the size limit falls; a
+-- rotation that fails is tried once, and what is left goes on in the file.
+function Log:_lines(s, len, n)
+  check(self, "_lines")
+  if self.max_age and self._since and self.size + self.pending > 0 and core.now() - self._since >= self.max_age then
+    self:_rotate()
   end
+  local ms, i, failed = self.max_size, 1, false
+  while i <= len do
+    local used = self.size + self.pending
+    local j = len -- the end of what goes into this file
+    if ms and not failed and used + len - i + 1 > ms then
+      local k = i + (ms - used) - 1 -- the last byte that fits: back to the end of a line
+      while k >= i and byte(s, k) ~= 10 do k = k - 1 end
+      if k >= i then
+        j = k
+      elseif used == 0 then
+        j = find(s, "\n", i, true) -- an empty file takes one line, even one too big
+      else
+        j = nil
+        self:_rotate()
+        failed = self.size + self.pending > 0
+      end
+    end
+    if j then
+      if used == 0 then self:_born() end
+      local m = j == len and n or count_lines(s, i, j)
+      n = n - m
+      local bn = self._bn + 1
+      self._buf[bn] = (i == 1 and j == #s) and s or sub(s, i, j)
+      self._bn, self._blines, self.pending = bn, self._blines + m, self.pending + j - i + 1
+      i = j + 1
+    end
+  end
+  self:_gathered(self.pending)
 end
 
 -- One line that may be longer than max_line: pieces, each but the last
@@ -285,16 +340,6 @@ function Log:flush_partial(mark)
   return true
 end
 
--- How many newlines `s` holds from byte i to byte j.
-local function count_lines(s, i, j)
-  local n = 0
-  while true do
-    local k = s:find("\n", i, true)
-    if not k or k > j then return n end
-    n, i = n + 1, k + 1
-  end
-end
-
 --- Write what is gathered now. Returns true, or nil, msg, code when the
 -- write failed (counted too: the lines in `dropped`, a marker to come).
 function Log:flush()
@@ -302,7 +347,7 @@ function Log:flush()
   if self._reopen then self:_reopen_now() end
   local bn, blines = self._bn, self._blines
   if bn == 0 then return true end
-  local data = concat(self._buf, "", 1, bn)
+  local data = bn == 1 and self._buf[1] or concat(self._buf, "", 1, bn)
   self._buf, self._bn, self._blines, self.pending = {}, 0, 0, 0
   local head = ""
   if self._dirty then head = "\n" end -- a failed write left a part line that could not be cut

@@ -17,6 +17,12 @@
 -- task switch; a handler must not wait (hand waiting work to a task). A slow
 -- route slows the reading, so the pipe fills and the writer waits: memory
 -- stays bounded and nothing is dropped (s6-log's contract).
+--
+-- A stream whose routes are all files (without timestamps) takes a shorter
+-- way: the whole lines of a chunk go to each file as one block (one string,
+-- one write), counted but not cut apart; the ring of last lines keeps the
+-- blocks and cuts its lines out only when asked. A chunk holding a line too
+-- long for that (to be split) goes the line-by-line way.
 -- @module baton.logs
 local core = require "baton.core"
 local task = require "baton.task"
@@ -25,7 +31,7 @@ local inspect = require "baton.inspect"
 errors.own()
 
 local M = {}
-local fmt = string.format
+local fmt, find, byte, sub = string.format, string.find, string.byte, string.sub
 
 M.MAX_LINE = 64 * 1024 -- longer lines are split (each piece marked), never held whole
 M.RING = 100           -- last lines kept per log
@@ -72,7 +78,8 @@ end
 
 -- ---- routes ----------------------------------------------------------------------------
 
--- A route as a function(line, stream, mark): checked once; `what` names it.
+-- A route as a function(line, stream, mark) and a function that flushes it
+-- (or nil), and for a file route the file: checked once; `what` names it.
 local function route(r, what, owner)
   if r == "raw" then -- the line as written, on baton's own stdout or stderr
     return function(line, stream, mark)
@@ -110,7 +117,7 @@ local function route(r, what, owner)
       if not f then return nil, msg end
       owner.files[#owner.files + 1], owner.by_path[path] = f, f
     end
-    return function(line, _, mark) f:line(line, mark) end, function() f:flush() end
+    return function(line, _, mark) f:line(line, mark) end, function() f:flush() end, f
   end
   errors.argerror("service", 1,
     fmt("%s: \"terminal\", \"null\", a file path, {file = …} or a function expected, got %s", what, type(r)))
@@ -175,22 +182,23 @@ M.Log = Log
 -- that cannot be opened).
 function M.open(label, routes)
   local log = setmetatable({ label = label, files = {}, by_path = {}, ring = {}, ring_head = 0, lines = 0,
-    handler_errors = 0, streams = {} }, Log)
+    handler_errors = 0, streams = {}, _raw = {}, _raw_lines = 0 }, Log)
   M.widen(label)
   for _, name in ipairs { "stdout", "stderr" } do
     local rs = routes[name]
     if rs then
-      local fns, flushes = {}, {}
+      local fns, flushes, files = {}, {}, {}
       for i, r in ipairs(rs) do
-        local fn, flush = route(r, fmt("log.%s[%d]", name, i), log)
+        local fn, flush, f = route(r, fmt("log.%s[%d]", name, i), log)
         if not fn then
           log:close()
           return nil, flush
         end
         fns[#fns + 1] = fn
         if flush then flushes[#flushes + 1] = flush end
+        if files and f and not f.timestamps then files[#files + 1] = f else files = nil end
       end
-      local ok, why = log:_pipe(name, fns, flushes)
+      local ok, why = log:_pipe(name, fns, flushes, files)
       if not ok then
         log:close()
         return nil, why
@@ -203,13 +211,49 @@ end
 
 -- Keep `line` in the ring of last lines.
 function Log:_keep(line, stream)
+  if self._raw[1] then self:_unraw() end
   local h = self.ring_head % M.RING + 1
   self.ring_head = h
   self.ring[h] = stream == "stderr" and ("(stderr) " .. line) or line
 end
 
+-- Keep the `n` lines of a block (the first `len` bytes of `s`, ending with a
+-- newline) for the ring, whole: blocks that newer ones cover are let go.
+function Log:_keep_block(s, len, n, stream)
+  local raw = self._raw
+  if n >= M.RING and raw[1] then
+    raw = {}
+    self._raw, self._raw_lines = raw, 0
+  end
+  raw[#raw + 1] = { s, len, n, stream }
+  local kept = self._raw_lines + n
+  while kept - raw[1][3] >= M.RING do
+    kept = kept - raw[1][3]
+    table.remove(raw, 1)
+  end
+  self._raw_lines = kept
+end
+
+-- Put the last lines of the blocks kept into the ring, in order.
+function Log:_unraw()
+  local raw = self._raw
+  self._raw, self._raw_lines = {}, 0
+  for _, b in ipairs(raw) do
+    local s, e, stream = b[1], b[2], b[4]
+    local count = math.min(b[3], M.RING)
+    local lines, k = {}, e - 1
+    for c = count, 1, -1 do -- from the end: its lines are found without cutting the rest
+      while k > 0 and byte(s, k) ~= 10 do k = k - 1 end
+      lines[c] = sub(s, k + 1, e - 1)
+      e, k = k, k - 1
+    end
+    for c = 1, count do self:_keep(lines[c], stream) end
+  end
+end
+
 --- The last `n` lines (default all kept), oldest first.
 function Log:tail(n)
+  if self._raw[1] then self:_unraw() end
   local out, count = {}, math.min(n or M.RING, #self.ring)
   for i = count - 1, 0, -1 do
     out[#out + 1] = self.ring[(self.ring_head - 1 - i) % M.RING + 1]
@@ -217,9 +261,34 @@ function Log:tail(n)
   return out
 end
 
+-- The shorter way for a chunk (`buf`, what was pending first) of a stream
+-- whose routes are all files: the whole lines in one block to each file.
+-- False, having done nothing, when a line is too long for it.
+local function direct(log, s, stream, buf)
+  local max = M.MAX_LINE
+  if s.max_line < max then max = s.max_line end
+  local i, n = 1, 0
+  while true do
+    local j = find(buf, "\n", i, true)
+    if not j then break end
+    if j - i > max then return false end
+    n, i = n + 1, j + 1
+  end
+  if #buf - i + 1 > max then return false end
+  if n > 0 then
+    log.lines = log.lines + n
+    log:_keep_block(buf, i - 1, n, stream)
+    local files = s.files
+    for k = 1, #files do files[k]:_lines(buf, i - 1, n) end
+  end
+  s.pending = i > #buf and "" or sub(buf, i)
+  return true
+end
+
 -- One pipe for `stream`: baton holds both ends; the write end goes to each
--- process as its fd, the read end is read here, line by line.
-function Log:_pipe(stream, fns, flushes)
+-- process as its fd, the read end is read here, line by line. `files`: the
+-- files, when every route is one (the shorter way).
+function Log:_pipe(stream, fns, flushes, files)
   local rfd, wfd = core.pipe(256 * 1024)
   if not rfd then return nil, wfd end
   local ud, msg = core.stream_open(rfd)
@@ -227,7 +296,11 @@ function Log:_pipe(stream, fns, flushes)
     core.close(wfd)
     return nil, msg
   end
-  local s = { ud = ud, wfd = wfd, pending = "", fns = fns, flushes = flushes }
+  local s = { ud = ud, wfd = wfd, pending = "", fns = fns, flushes = flushes, files = files and files[1] and files }
+  if s.files then
+    s.max_line = math.huge
+    for _, f in ipairs(files) do s.max_line = math.min(s.max_line, f.max_line) end
+  end
   self.streams[stream] = s
   local function emit(line, mark)
     self.lines = self.lines + 1
@@ -244,7 +317,11 @@ function Log:_pipe(stream, fns, flushes)
       ud:close()
       return
     end
-    local buf = s.pending .. data
+    local buf = s.pending == "" and data or s.pending .. data
+    if s.files and not self.watch and direct(self, s, stream, buf) then
+      for _, f in ipairs(flushes) do f() end
+      return
+    end
     local start = 1
     while true do
       local nl = buf:find("\n", start, true)

@@ -67,6 +67,32 @@ static int l_signame(lua_State *L) {
   return 1;
 }
 
+/* core.scan_lines(s, max) -> n, last, long: how many newlines `s` holds,
+ * the position of the last one (0: none), and whether a line (the
+ * unfinished tail included) is longer than `max` bytes. memchr instead of
+ * a find per line: the logs' hot path (baton.logs). */
+static int l_scan_lines(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_Integer max = luaL_checkinteger(L, 2);
+  const char *p = s, *end = s + len, *last = NULL;
+  lua_Integer n = 0;
+  int long_line = 0;
+  while (p < end) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (nl == NULL) break;
+    if (nl - p > max) long_line = 1;
+    n++;
+    last = nl;
+    p = nl + 1;
+  }
+  if (end - p > max) long_line = 1;
+  lua_pushinteger(L, n);
+  lua_pushinteger(L, last ? (lua_Integer)(last - s) + 1 : 0);
+  lua_pushboolean(L, long_line);
+  return 3;
+}
+
 /* core.errname(errno, either sign) -> "ENOENT", "no such file or directory" */
 static int l_errname(lua_State *L) {
   int err = (int)luaL_checkinteger(L, 1);
@@ -163,10 +189,18 @@ static int l_maxrss(lua_State *L) {
 }
 
 void lb_open_util(lua_State *L) {
-  static const luaL_Reg funcs[] = {
-      {"now", l_now},         {"signum", l_signum},     {"signame", l_signame},
-      {"errname", l_errname}, {"strerror", l_strerror}, {"lookpath", l_lookpath},
-      {"fileno", l_fileno},   {"environ", l_environ},   {"cwd", l_cwd},
-      {"getpid", l_getpid},   {"maxrss", l_maxrss},     {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"now", l_now},
+                                   {"signum", l_signum},
+                                   {"signame", l_signame},
+                                   {"errname", l_errname},
+                                   {"scan_lines", l_scan_lines},
+                                   {"strerror", l_strerror},
+                                   {"lookpath", l_lookpath},
+                                   {"fileno", l_fileno},
+                                   {"environ", l_environ},
+                                   {"cwd", l_cwd},
+                                   {"getpid", l_getpid},
+                                   {"maxrss", l_maxrss},
+                                   {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
 }

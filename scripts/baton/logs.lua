@@ -31,7 +31,8 @@ local inspect = require "baton.inspect"
 errors.own()
 
 local M = {}
-local fmt, find, byte, sub = string.format, string.find, string.byte, string.sub
+local fmt, byte, sub = string.format, string.byte, string.sub
+local scan_lines = core.scan_lines
 
 M.MAX_LINE = 64 * 1024 -- longer lines are split (each piece marked), never held whole
 M.RING = 100           -- last lines kept per log
@@ -267,14 +268,9 @@ end
 local function direct(log, s, stream, buf)
   local max = M.MAX_LINE
   if s.max_line < max then max = s.max_line end
-  local i, n = 1, 0
-  while true do
-    local j = find(buf, "\n", i, true)
-    if not j then break end
-    if j - i > max then return false end
-    n, i = n + 1, j + 1
-  end
-  if #buf - i + 1 > max then return false end
+  local n, last, long = scan_lines(buf, max)
+  if long then return false end
+  local i = last + 1
   if n > 0 then
     log.lines = log.lines + n
     log:_keep_block(buf, i - 1, n, stream)

@@ -604,8 +604,23 @@ function M.main(...)
     end
     sv:stop()
   end)
-  for _, p in ipairs(procs) do sv:start(p.name) end -- (in the Procfile's order, as honcho)
-  sv:run()
+  local ok, err = pcall(function()
+    for _, p in ipairs(procs) do sv:start(p.name) end -- (in the Procfile's order, as honcho)
+    sv:run()
+  end)
+  if not ok then
+    -- Ctrl-C or SIGTERM: said as honcho says it, then everything stops.
+    local sig = tostring(err):match("interrupted by (SIG%u+)")
+    if not sig then error(err, 0) end
+    system(M.messages.received(sig))
+    first = first or false -- (no "first to stop" now: everything goes)
+    for _, p in ipairs(procs) do
+      local r = sv:status()[p.name].replicas[1]
+      if r.pid then system(M.messages.sending("SIGTERM", p.name, r.pid)) end
+    end
+    sv:stop()
+    return 128 + baton.signals[sig:sub(4)]
+  end
   return M.exit_status(first or 0)
 end
 

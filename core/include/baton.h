@@ -10,6 +10,15 @@
  * afterwards. When a call that takes a callback fails, the callback never
  * fires. Callbacks fire from the loop given unless said otherwise; a handle is
  * used from the thread that runs its loop; spawns may run on several threads.
+ * Bad input is an error, not a crash: a NULL where a pointer is required, a
+ * loop that was closed (uv_loop_close) and a negative fd are refused with
+ * -EINVAL (-EBADF for an fd) before anything starts; void calls given NULL do
+ * nothing. Memory the caller owns (handles, options, buffers) is only read
+ * or written during the call unless a function says it keeps it; strings
+ * returned are static or per-thread, never to be freed.
+ *
+ * Linking: libbaton.so (pkg-config baton; CMake baton::baton) or libbaton.a
+ * (baton::baton_static), with libuv.
  */
 #ifndef BATON_H
 #define BATON_H

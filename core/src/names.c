@@ -34,6 +34,7 @@ static const struct {
 #define NSIGNALS (sizeof bt__signals / sizeof bt__signals[0])
 
 int bt_signal_number(const char *name) {
+  if (name == NULL) return -EINVAL;
   if (name == NULL || *name == '\0') return -EINVAL;
   if (isdigit((unsigned char)name[0])) {
     char *end;

@@ -515,11 +515,13 @@ BT_EXTERN const char *bt_signal_name(int sig);
 
 /* The name of a negative error as a static string: "ENOEXEC" for -ENOEXEC
  * (libuv's uv_err_name does not know every errno), "EUNKNOWN" for an errno
- * without a name, libuv's name for libuv's own codes (UV_EOF, UV_EAI_*). */
+ * without a name or a value that is not negative, libuv's name for libuv's
+ * own codes (UV_EOF, UV_EAI_*). */
 BT_EXTERN const char *bt_err_name(int err);
 /* Its message, lower-case like libuv's ("exec format error"). For an errno the
  * string lives in a per-thread buffer, valid until the next call on the same
- * thread; for libuv's own codes it is libuv's static string. */
+ * thread; for libuv's own codes it is libuv's static string; "unknown error"
+ * for a value that is not negative. */
 BT_EXTERN const char *bt_strerror(int err);
 
 /* A static name for a bt_stage ("exec", "chdir", …); "unknown" for other values. */

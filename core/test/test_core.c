@@ -2184,7 +2184,8 @@ static void test_bad_input(void) {
   bt_stdio_t closed[1] = {{BT_STDIO_FD, 1000, 0}}; /* not open */
   bt_spawn_options_t closedfd = {.argv = argv, .stdio = closed, .nstdio = 1};
   CHECK_EQ(bt_spawn(&loop, &p, &closedfd, on_bad_exit), -EBADF);
-  bt_spawn_options_t toomany = {.argv = argv, .stdio = bad, .nstdio = BT_MAX_STDIO + 1};
+  static bt_stdio_t many[BT_MAX_STDIO + 1]; /* all BT_STDIO_INHERIT */
+  bt_spawn_options_t toomany = {.argv = argv, .stdio = many, .nstdio = BT_MAX_STDIO + 1};
   CHECK_EQ(bt_spawn(&loop, &p, &toomany, on_bad_exit), -EINVAL);
   bt_spawn_options_t nostdio = {.argv = argv, .stdio = NULL, .nstdio = 2};
   CHECK_EQ(bt_spawn(&loop, &p, &nostdio, on_bad_exit), -EINVAL);

@@ -43,11 +43,12 @@ struct lb_runtime {
   uv_loop_t *loop;
   uv_loop_t own_loop;
   int owns_loop;
-  int running;                    /* inside uv_run */
-  lua_State *cbL;                 /* the thread callbacks run on */
-  lb_handle *handles;             /* every open handle, for closing at state close */
-  uv_idle_t *spin;                /* active while output streams in: poll, don't sleep */
-  uv_idle_t *defer;               /* active while core.defer has functions to run */
+  int *luv_mode;      /* luv's loop: its run mode, -1 when luv's uv.run is not running */
+  int running;        /* inside uv_run */
+  lua_State *cbL;     /* the thread callbacks run on */
+  lb_handle *handles; /* every open handle, for closing at state close */
+  uv_idle_t *spin;    /* active while output streams in: poll, don't sleep */
+  uv_idle_t *defer;   /* active while core.defer has functions to run */
   uint64_t last_read, spin_until; /* uv_hrtime of the last read; end of the spin */
   uv_async_t intr;                /* wakes a blocking wait on SIGINT (see lloop.c) */
   int intr_ready;                 /* intr was initialised */

@@ -15,6 +15,10 @@
 
 #include "lbaton.h"
 
+#ifdef BATON_WITH_LUV
+#include <luv/luv.h>
+#endif
+
 #define LB_RUNTIME "baton.runtime"         /* registry: the runtime userdata */
 #define LB_RUNTIME_MT "baton.core.runtime" /* registry: its metatable */
 #define LB_CBTHREAD "baton.cbthread"
@@ -45,6 +49,8 @@ static int lb_runtime_gc(lua_State *L) {
     lb_handle_close(h);
     h = next;
   }
+  if (rt->intr_ready && !rt->owns_loop) uv_close((uv_handle_t *)&rt->intr, NULL);
+  rt->intr_ready = 0;
   if (rt->owns_loop) {
     /* The loop is ours: whatever else is still open on it (the runner's
      * signal wakeup, say) is closed too, or the loop could not be. */
@@ -85,6 +91,39 @@ int lb_runtime_idle_start(lb_runtime *rt, uv_idle_t **slot, uv_idle_cb cb, int r
   return 0;
 }
 
+/*
+ * luv (the ecosystem's libuv binding) in the same state, loaded before baton:
+ * baton takes luv's loop instead of making its own, so that luv's uv.run()
+ * drives baton's tasks and a baton wait outside any task drives luv's
+ * handles. luv keeps its context, a luv_ctx_t (public in luv.h), as a full
+ * userdata at registry["luv_context"]; its `loop` is what luv runs and
+ * closes, and `mode` is -1 except inside luv's uv.run. The loop stays luv's:
+ * baton never closes it, and at lua_close baton's handles (created after
+ * luv's loop, so finalized before it) are closing when luv's finalizer
+ * closes what is left and runs the loop to the end. Without luv.h at build
+ * time, luv is not looked for and each keeps its own loop.
+ */
+static int lb_luv_loop(lua_State *L, lb_runtime *rt) {
+#ifdef BATON_WITH_LUV
+  int found = 0;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "luv_context") == LUA_TUSERDATA &&
+      lua_rawlen(L, -1) >= sizeof(luv_ctx_t)) {
+    luv_ctx_t *ctx = lua_touserdata(L, -1);
+    if (ctx->loop != NULL) {
+      rt->loop = ctx->loop;
+      rt->luv_mode = &ctx->mode;
+      found = 1;
+    }
+  }
+  lua_pop(L, 1);
+  return found;
+#else
+  (void)L;
+  (void)rt;
+  return 0;
+#endif
+}
+
 lb_runtime *lb_runtime_get(lua_State *L) {
   if (lua_getfield(L, LUA_REGISTRYINDEX, LB_RUNTIME) == LUA_TUSERDATA) {
     lb_runtime *rt = lua_touserdata(L, -1);
@@ -98,6 +137,8 @@ lb_runtime *lb_runtime_get(lua_State *L) {
   luaL_setmetatable(L, LB_RUNTIME_MT);
   if (lua_getfield(L, LUA_REGISTRYINDEX, LB_HOSTLOOP) == LUA_TLIGHTUSERDATA) {
     rt->loop = lua_touserdata(L, -1);
+  } else if (lb_luv_loop(L, rt)) {
+    /* luv was loaded first: its loop is shared (see lb_luv_loop). */
   } else {
     int err = uv_loop_init(&rt->own_loop);
     if (err < 0) luaL_error(L, "baton: cannot create the event loop: %s", bt_strerror(err));

@@ -38,8 +38,11 @@ static int l_run(lua_State *L) {
   int mode = luaL_checkoption(L, 1, "default", modes);
   lb_runtime *rt = lb_runtime_get(L);
   int interruptible = lua_toboolean(L, 2) && !rt->owns_signals;
-  if (!rt->owns_loop)
+  if (!rt->owns_loop && !rt->luv_mode)
     return luaL_error(L, "baton: the host runs the loop; wait from inside a task (baton.go)");
+  if (rt->luv_mode && *rt->luv_mode >= 0)
+    return luaL_error(L, "baton: cannot wait here: luv's uv.run() is running the loop "
+                         "(waiting calls must run inside a task: wrap the code in baton.go)");
   if (rt->running)
     return luaL_error(L, "baton: cannot wait here: the loop is already running "
                          "(waiting calls must run inside a task: wrap the code in baton.go)");
@@ -79,16 +82,25 @@ static int l_stop(lua_State *L) {
   return 0;
 }
 
-/* core.running(): true inside uv_run, or always when a host runs the loop. */
+/* core.running(): true inside uv_run, or always when a host runs the loop; with
+ * luv's loop, while either luv's uv.run or baton runs it. */
 static int l_running(lua_State *L) {
   lb_runtime *rt = lb_runtime_get(L);
-  lua_pushboolean(L, rt->running || !rt->owns_loop);
+  if (rt->luv_mode)
+    lua_pushboolean(L, rt->running || *rt->luv_mode >= 0);
+  else
+    lua_pushboolean(L, rt->running || !rt->owns_loop);
   return 1;
 }
 
-/* core.host_loop(): true when a host runs the loop (lb_set_loop), not baton. */
+/* core.host_loop(): true when a host runs the loop (lb_set_loop), not baton;
+ * "luv" when the loop is luv's, which baton may run too. */
 static int l_host_loop(lua_State *L) {
-  lua_pushboolean(L, !lb_runtime_get(L)->owns_loop);
+  lb_runtime *rt = lb_runtime_get(L);
+  if (rt->luv_mode)
+    lua_pushliteral(L, "luv");
+  else
+    lua_pushboolean(L, !rt->owns_loop);
   return 1;
 }
 

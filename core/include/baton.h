@@ -10,6 +10,15 @@
  * afterwards. When a call that takes a callback fails, the callback never
  * fires. Callbacks fire from the loop given unless said otherwise; a handle is
  * used from the thread that runs its loop; spawns may run on several threads.
+ * Bad input is an error, not a crash: a NULL where a pointer is required, a
+ * loop that was closed (uv_loop_close) and a negative fd are refused with
+ * -EINVAL (-EBADF for an fd) before anything starts; void calls given NULL do
+ * nothing. Memory the caller owns (handles, options, buffers) is only read
+ * or written during the call unless a function says it keeps it; strings
+ * returned are static or per-thread, never to be freed.
+ *
+ * Linking: libbaton.so (pkg-config baton; CMake baton::baton) or libbaton.a
+ * (baton::baton_static), with libuv.
  */
 #ifndef BATON_H
 #define BATON_H
@@ -506,11 +515,13 @@ BT_EXTERN const char *bt_signal_name(int sig);
 
 /* The name of a negative error as a static string: "ENOEXEC" for -ENOEXEC
  * (libuv's uv_err_name does not know every errno), "EUNKNOWN" for an errno
- * without a name, libuv's name for libuv's own codes (UV_EOF, UV_EAI_*). */
+ * without a name or a value that is not negative, libuv's name for libuv's
+ * own codes (UV_EOF, UV_EAI_*). */
 BT_EXTERN const char *bt_err_name(int err);
 /* Its message, lower-case like libuv's ("exec format error"). For an errno the
  * string lives in a per-thread buffer, valid until the next call on the same
- * thread; for libuv's own codes it is libuv's static string. */
+ * thread; for libuv's own codes it is libuv's static string; "unknown error"
+ * for a value that is not negative. */
 BT_EXTERN const char *bt_strerror(int err);
 
 /* A static name for a bt_stage ("exec", "chdir", …); "unknown" for other values. */

@@ -181,16 +181,19 @@ static int bt__cgroup_dir_of(const char *pid, char *out, size_t outlen) {
 }
 
 int bt_cgroup_self(char *out, size_t outlen) {
+  if (out == NULL || outlen == 0) return -EINVAL;
   return bt__cgroup_dir_of("self", out, outlen);
 }
 
 /* ---- making and changing groups -------------------------------------------------- */
 
 int bt_cgroup_open(const char *dir) {
+  if (dir == NULL) return -EINVAL;
   return bt__open_dir(dir);
 }
 
 int bt_cgroup_create(const char *parent, const char *name, char *out, size_t outlen) {
+  if (parent == NULL || name == NULL || out == NULL) return -EINVAL;
   if (!bt__is_name(name)) return -EINVAL;
   int dfd = bt__open_dir(parent);
   if (dfd < 0) return dfd;
@@ -219,6 +222,7 @@ static int bt__has_word(const char *list, const char *word, size_t wlen) {
 }
 
 int bt_cgroup_enable(const char *dir, const char *controllers, char *missing, size_t missinglen) {
+  if (dir == NULL || controllers == NULL) return -EINVAL;
   static const char *const delim = " \t\n,";
   if (controllers == NULL) return -EINVAL;
   /* Check every name first, so that a bad one changes nothing. */
@@ -259,6 +263,7 @@ int bt_cgroup_enable(const char *dir, const char *controllers, char *missing, si
 }
 
 int bt_cgroup_set(const char *dir, const char *file, const char *value) {
+  if (dir == NULL || file == NULL || value == NULL) return -EINVAL;
   if (!bt__is_name(file) || value == NULL) return -EINVAL;
   int dfd = bt__open_dir(dir);
   if (dfd < 0) return dfd;
@@ -268,6 +273,7 @@ int bt_cgroup_set(const char *dir, const char *file, const char *value) {
 }
 
 int bt_cgroup_get(const char *dir, const char *file, char *out, size_t outlen) {
+  if (dir == NULL || file == NULL || out == NULL) return -EINVAL;
   if (!bt__is_name(file) || out == NULL || outlen == 0) return -EINVAL;
   int dfd = bt__open_dir(dir);
   if (dfd < 0) return dfd;
@@ -293,14 +299,17 @@ static int bt__keyed_file(const char *dir, const char *file, const char *key) {
 }
 
 int bt_cgroup_populated(const char *dir) {
+  if (dir == NULL) return -EINVAL;
   return bt__keyed_file(dir, "cgroup.events", "populated");
 }
 
 int bt_cgroup_oom_kills(const char *dir) {
+  if (dir == NULL) return -EINVAL;
   return bt__keyed_file(dir, "memory.events", "oom_kill");
 }
 
 int bt_cgroup_remove(const char *dir) {
+  if (dir == NULL) return -EINVAL;
   int dfd = bt__open_dir(dir);
   if (dfd < 0) return dfd;
   close(dfd);
@@ -310,6 +319,7 @@ int bt_cgroup_remove(const char *dir) {
 /* ---- killing ------------------------------------------------------------------------ */
 
 int bt_cgroup_kill(const char *dir) {
+  if (dir == NULL) return -EINVAL;
   int dfd = bt__open_dir(dir);
   if (dfd < 0) return dfd;
   int err = bt__write_at(dfd, "cgroup.kill", "1");
@@ -400,6 +410,7 @@ static int bt__sweep(int dfd, int depth, bt__pidset *seen, int *listed, int *fre
 }
 
 int bt_cgroup_kill_sweep(const char *dir) {
+  if (dir == NULL) return -EINVAL;
   int dfd = bt__open_dir(dir);
   if (dfd < 0) return dfd;
   /* The root group has no cgroup.events: sweeping it would kill the host. */

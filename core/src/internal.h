@@ -34,4 +34,11 @@ void bt__owned_add(pid_t pid);
 void bt__owned_remove(pid_t pid);
 int bt__owned_has(pid_t pid);
 
+/* A loop calls may start handles on: given, and not closed (uv_loop_close
+ * leaves no backend fd). Calls refuse any other with -EINVAL rather than
+ * crash or start a handle that never fires. */
+static inline int bt__loop_usable(uv_loop_t *loop) {
+  return loop != NULL && uv_backend_fd(loop) >= 0;
+}
+
 #endif

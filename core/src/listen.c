@@ -43,6 +43,7 @@ static int bt__parse_port(const char *s) {
 
 int bt_listen_parse(const char *address, bt_socket_info_t *out) {
   if (address == NULL || out == NULL) return -EINVAL;
+  if (address == NULL || out == NULL) return -EINVAL;
   memset(out, 0, sizeof *out);
   const char *colon = strchr(address, ':');
   if (colon == NULL || colon == address) return -EINVAL;
@@ -128,6 +129,8 @@ static void bt__describe(const struct sockaddr_storage *ss, socklen_t len, bt_so
 }
 
 int bt_socket_info(int fd, bt_socket_info_t *info) {
+  if (fd < 0) return -EBADF;
+  if (info == NULL) return -EINVAL;
   if (info == NULL) return -EINVAL;
   memset(info, 0, sizeof *info);
   int v;
@@ -150,6 +153,7 @@ int bt_socket_info(int fd, bt_socket_info_t *info) {
 }
 
 int bt_unlink_socket(const char *path) {
+  if (path == NULL) return -EINVAL;
   struct stat st;
   if (path == NULL || path[0] == '\0') return -EINVAL;
   if (lstat(path, &st) < 0) return -errno;
@@ -212,6 +216,7 @@ static int bt__check_options(const bt_listen_options_t *o, const bt_socket_info_
 }
 
 int bt_listen(const bt_listen_options_t *o, bt_listen_info_t *info) {
+  if (o == NULL || o->address == NULL) return -EINVAL;
   bt_socket_info_t a;
   if (o == NULL) return -EINVAL;
   int err = bt_listen_parse(o->address, &a);

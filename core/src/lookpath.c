@@ -32,6 +32,7 @@ static int bt__copy(char *out, size_t outlen, const char *a, size_t alen, const 
 }
 
 int bt_lookpath(const char *file, const char *path_env, const char *cwd, char *out, size_t outlen) {
+  if (file == NULL || out == NULL || outlen == 0) return -EINVAL;
   if (file == NULL || *file == '\0') return -ENOENT;
   if (strchr(file, '/')) {
     /* A path, not searched. A relative one names a file in the child's

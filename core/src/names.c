@@ -34,6 +34,7 @@ static const struct {
 #define NSIGNALS (sizeof bt__signals / sizeof bt__signals[0])
 
 int bt_signal_number(const char *name) {
+  if (name == NULL) return -EINVAL;
   if (name == NULL || *name == '\0') return -EINVAL;
   if (isdigit((unsigned char)name[0])) {
     char *end;
@@ -82,12 +83,14 @@ const char *bt_stage_name(bt_stage stage) {
 #define BT_IS_ERRNO(err) ((err) < 0 && (err) > -3000)
 
 const char *bt_err_name(int err) {
+  if (err >= 0) return "EUNKNOWN"; /* not an error code: libuv would allocate */
   if (!BT_IS_ERRNO(err)) return uv_err_name(err);
   const char *name = strerrorname_np(-err);
   return name ? name : "EUNKNOWN";
 }
 
 const char *bt_strerror(int err) {
+  if (err >= 0) return "unknown error"; /* not an error code: libuv would allocate */
   if (!BT_IS_ERRNO(err)) return uv_strerror(err);
   /* glibc's message, lower-cased like libuv's, in a per-thread buffer. */
   static _Thread_local char buf[128];

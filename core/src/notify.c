@@ -120,6 +120,7 @@ static void bt__notify_on_poll(uv_poll_t *handle, int status, int events) {
 }
 
 int bt_notify_open(uv_loop_t *loop, bt_notify_t *notify, const char *path, bt_notify_cb cb) {
+  if (!bt__loop_usable(loop) || notify == NULL || path == NULL) return -EINVAL;
   struct sockaddr_un sa;
   socklen_t salen;
   int err = bt__notify_addr(path, &sa, &salen);
@@ -170,6 +171,7 @@ static void bt__notify_closed(uv_handle_t *handle) {
 }
 
 void bt_notify_close(bt_notify_t *notify, void (*close_cb)(bt_notify_t *)) {
+  if (notify == NULL) return;
   if (notify->closing_) return;
   notify->closing_ = 1;
   notify->close_cb_ = close_cb;
@@ -182,6 +184,7 @@ void bt_notify_close(bt_notify_t *notify, void (*close_cb)(bt_notify_t *)) {
 }
 
 void bt_notify_ref(bt_notify_t *notify, int ref) {
+  if (notify == NULL) return;
   if (notify->closing_) return;
   if (ref)
     uv_ref((uv_handle_t *)&notify->poll_);
@@ -190,6 +193,7 @@ void bt_notify_ref(bt_notify_t *notify, int ref) {
 }
 
 int bt_sd_notify(const char *socket_path, const char *state, const int *fds, int nfds) {
+  if (state == NULL || nfds < 0 || (nfds > 0 && fds == NULL)) return -EINVAL;
   assert(state != NULL);
   if (socket_path == NULL) {
     socket_path = getenv("NOTIFY_SOCKET");
@@ -253,6 +257,7 @@ static ssize_t bt__read_small(const char *path, char *buf, size_t cap) {
 }
 
 int bt_proc_stat(pid_t pid, bt_proc_stat_t *out) {
+  if (out == NULL) return -EINVAL;
   if (pid <= 0) return -EINVAL;
   char path[64], buf[1024];
   snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);

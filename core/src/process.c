@@ -106,6 +106,7 @@ int bt__process_watch(uv_loop_t *loop, bt_process_t *proc, bt_exit_cb exit_cb) {
 }
 
 int bt_process_open(uv_loop_t *loop, bt_process_t *proc, pid_t pid, bt_exit_cb exit_cb) {
+  if (!bt__loop_usable(loop) || proc == NULL) return -EINVAL;
   bt__proc_reset(proc);
   proc->stage = BT_STAGE_NONE;
   if (pid <= 0) return -EINVAL;
@@ -128,6 +129,7 @@ int bt_process_open(uv_loop_t *loop, bt_process_t *proc, pid_t pid, bt_exit_cb e
 }
 
 int bt_process_kill(bt_process_t *proc, int sig) {
+  if (proc == NULL) return -EINVAL;
   if (proc->exited || proc->pidfd < 0) return -ESRCH;
   return bt__pidfd_send_signal(proc->pidfd, sig);
 }
@@ -140,6 +142,7 @@ static void bt__on_close(uv_handle_t *handle) {
 }
 
 void bt_process_ref(bt_process_t *proc, int ref) {
+  if (proc == NULL) return;
   if (proc->closing_) return;
   if (ref)
     uv_ref((uv_handle_t *)&proc->poll_);
@@ -148,6 +151,7 @@ void bt_process_ref(bt_process_t *proc, int ref) {
 }
 
 void bt_process_close(bt_process_t *proc, bt_close_cb close_cb) {
+  if (proc == NULL) return;
   if (proc->closing_) return;
   proc->closing_ = 1;
   proc->close_cb_ = close_cb;

@@ -64,6 +64,7 @@ static int children_of(pid_t pid, pid_t *out, int *n, int max) {
 }
 
 int bt_proc_descendants(pid_t pid, pid_t *out, int max) {
+  if (max < 0 || (max > 0 && out == NULL)) return -EINVAL;
   if (pid <= 0 || out == NULL || max < 0) return -EINVAL;
   int n = 0;
   int err = children_of(pid, out, &n, max);

@@ -18,6 +18,7 @@
 #include "internal.h"
 
 int bt_reaper_reap(bt_reaper_t *reaper) {
+  if (reaper == NULL) return -EINVAL;
   int reaped = 0;
   DIR *tasks = opendir("/proc/self/task");
   if (tasks == NULL) return 0;
@@ -53,6 +54,7 @@ static void bt__on_sigchld(uv_signal_t *handle, int signum) {
 }
 
 int bt_reaper_start(uv_loop_t *loop, bt_reaper_t *reaper, int subreaper, bt_reap_cb cb) {
+  if (!bt__loop_usable(loop) || reaper == NULL) return -EINVAL;
   if (subreaper && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) return -errno;
   int err = uv_signal_init(loop, &reaper->signal_);
   if (err < 0) return err;
@@ -75,6 +77,7 @@ static void bt__reaper_closed(uv_handle_t *h) {
 }
 
 void bt_reaper_close(bt_reaper_t *reaper, void (*close_cb)(bt_reaper_t *)) {
+  if (reaper == NULL) return;
   reaper->close_cb_ = close_cb;
   uv_close((uv_handle_t *)&reaper->signal_, bt__reaper_closed);
 }

@@ -349,6 +349,7 @@ static void bt__wait_reap(int pidfd) {
 }
 
 int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o, bt_exit_cb exit_cb) {
+  if (!bt__loop_usable(loop) || proc == NULL) return -EINVAL;
   child_args a;
   if (o && o->stdio)
     for (int i = 0; i < o->nstdio && i < BT_MAX_STDIO; i++)
@@ -476,6 +477,7 @@ static int bt__exec(const bt_spawn_options_t *o, bt_process_t *info, child_args 
 }
 
 int bt_exec(const bt_spawn_options_t *o, bt_process_t *info) {
+  if (info == NULL) return -EINVAL;
   child_args a;
   int err = bt__prepare(o, info, &a);
   if (err < 0) return err;

@@ -2155,6 +2155,109 @@ static void test_spawn_fds_exact(void) {
   close(c[0]);
 }
 
+/* ---- bad input at the C boundary -------------------------------------------------------- */
+
+static void on_bad_exit(bt_process_t *proc) {
+  CHECK(!"an exit callback after an error return");
+}
+static void on_bad_note(bt_notify_t *n, const bt_notify_msg_t *msg) {
+  CHECK(!"a notify callback after an error return");
+}
+static void on_bad_reap(bt_reaper_t *r, pid_t pid, int wstatus) {}
+
+/* NULL pointers, invalid fds and a closed loop: a negative errno, no crash, no
+ * callback, nothing left to close (the test ends with the leak check). */
+static void test_bad_input(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  bt_process_t p;
+  char *argv[] = {"true", NULL};
+  bt_spawn_options_t o = {.argv = argv};
+  CHECK_EQ(bt_spawn(&loop, &p, NULL, on_bad_exit), -EINVAL);
+  CHECK_EQ(bt_spawn(NULL, &p, &o, on_bad_exit), -EINVAL);
+  CHECK_EQ(bt_spawn(&loop, NULL, &o, on_bad_exit), -EINVAL);
+  bt_spawn_options_t noargv = {.argv = NULL};
+  CHECK_EQ(bt_spawn(&loop, &p, &noargv, on_bad_exit), -EINVAL);
+  bt_stdio_t bad[1] = {{BT_STDIO_FD, -7, 0}};
+  bt_spawn_options_t badfd = {.argv = argv, .stdio = bad, .nstdio = 1};
+  CHECK(bt_spawn(&loop, &p, &badfd, on_bad_exit) < 0);
+  bt_stdio_t closed[1] = {{BT_STDIO_FD, 1000, 0}}; /* not open */
+  bt_spawn_options_t closedfd = {.argv = argv, .stdio = closed, .nstdio = 1};
+  CHECK_EQ(bt_spawn(&loop, &p, &closedfd, on_bad_exit), -EBADF);
+  static bt_stdio_t many[BT_MAX_STDIO + 1]; /* all BT_STDIO_INHERIT */
+  bt_spawn_options_t toomany = {.argv = argv, .stdio = many, .nstdio = BT_MAX_STDIO + 1};
+  CHECK_EQ(bt_spawn(&loop, &p, &toomany, on_bad_exit), -EINVAL);
+  bt_spawn_options_t nostdio = {.argv = argv, .stdio = NULL, .nstdio = 2};
+  CHECK_EQ(bt_spawn(&loop, &p, &nostdio, on_bad_exit), -EINVAL);
+  CHECK_EQ(bt_exec(NULL, &p), -EINVAL);
+  CHECK_EQ(bt_exec(&noargv, &p), -EINVAL);
+
+  CHECK_EQ(bt_process_open(&loop, &p, -1, on_bad_exit), -EINVAL);
+  CHECK_EQ(bt_process_open(NULL, &p, getpid(), on_bad_exit), -EINVAL);
+  CHECK_EQ(bt_process_open(&loop, NULL, getpid(), on_bad_exit), -EINVAL);
+  CHECK_EQ(bt_process_kill(NULL, SIGTERM), -EINVAL);
+  bt_process_close(NULL, NULL); /* does nothing */
+  bt_process_ref(NULL, 0);
+
+  bt_reaper_t r;
+  CHECK_EQ(bt_reaper_start(NULL, &r, 0, on_bad_reap), -EINVAL);
+  CHECK_EQ(bt_reaper_start(&loop, NULL, 0, on_bad_reap), -EINVAL);
+
+  bt_notify_t n;
+  CHECK_EQ(bt_notify_open(&loop, &n, NULL, on_bad_note), -EINVAL);
+  CHECK_EQ(bt_notify_open(NULL, &n, "@baton-bad", on_bad_note), -EINVAL);
+  CHECK_EQ(bt_notify_open(&loop, NULL, "@baton-bad", on_bad_note), -EINVAL);
+  CHECK_EQ(bt_sd_notify("@baton-bad", NULL, NULL, 0), -EINVAL);
+  CHECK_EQ(bt_sd_notify("@baton-bad", "READY=1", NULL, 2), -EINVAL);
+  int badfds[1] = {-3};
+  CHECK(bt_sd_notify("@baton-bad-nobody", "READY=1", badfds, 1) < 0);
+
+  char out[64];
+  CHECK_EQ(bt_lookpath(NULL, NULL, NULL, out, sizeof out), -EINVAL);
+  CHECK_EQ(bt_lookpath("sh", NULL, NULL, NULL, 0), -EINVAL);
+  pid_t pids[4];
+  CHECK_EQ(bt_proc_descendants(getpid(), NULL, 4), -EINVAL);
+  CHECK_EQ(bt_proc_descendants(-1, pids, 4), -EINVAL);
+  bt_proc_stat_t st;
+  CHECK_EQ(bt_proc_stat(-1, &st), -EINVAL);
+  CHECK_EQ(bt_proc_stat(getpid(), NULL), -EINVAL);
+
+  bt_socket_info_t info;
+  CHECK_EQ(bt_listen_parse(NULL, &info), -EINVAL);
+  CHECK_EQ(bt_listen_parse("tcp://127.0.0.1:0", NULL), -EINVAL);
+  CHECK_EQ(bt_listen(NULL, NULL), -EINVAL);
+  bt_listen_options_t lo = {.address = NULL};
+  CHECK_EQ(bt_listen(&lo, NULL), -EINVAL);
+  CHECK_EQ(bt_socket_info(-1, &info), -EBADF);
+  CHECK_EQ(bt_socket_info(1000, &info), -EBADF);
+  CHECK_EQ(bt_socket_info(0, NULL), -EINVAL);
+  CHECK_EQ(bt_unlink_socket(NULL), -EINVAL);
+
+  CHECK_EQ(bt_signal_number(NULL), -EINVAL);
+  CHECK(bt_signal_name(-1) == NULL);
+  CHECK(bt_err_name(1) != NULL && bt_strerror(1) != NULL && bt_stage_name(-1) != NULL);
+
+  CHECK_EQ(bt_cgroup_self(NULL, 0), -EINVAL);
+  CHECK_EQ(bt_cgroup_open(NULL), -EINVAL);
+  CHECK_EQ(bt_cgroup_create(NULL, "x", out, sizeof out), -EINVAL);
+  CHECK_EQ(bt_cgroup_set(NULL, "pids.max", "1"), -EINVAL);
+  CHECK_EQ(bt_cgroup_get(NULL, "pids.max", out, sizeof out), -EINVAL);
+  CHECK_EQ(bt_cgroup_enable(NULL, "pids", NULL, 0), -EINVAL);
+  CHECK_EQ(bt_cgroup_kill(NULL), -EINVAL);
+  CHECK_EQ(bt_cgroup_kill_sweep(NULL), -EINVAL);
+  CHECK_EQ(bt_cgroup_populated(NULL), -EINVAL);
+  CHECK_EQ(bt_cgroup_oom_kills(NULL), -EINVAL);
+  CHECK_EQ(bt_cgroup_remove(NULL), -EINVAL);
+
+  /* A closed loop is refused before anything starts: no child, no fd. */
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(uv_loop_close(&loop), 0);
+  CHECK_EQ(bt_spawn(&loop, &p, &o, on_bad_exit), -EINVAL);
+  CHECK_EQ(bt_process_open(&loop, &p, getpid(), on_bad_exit), -EINVAL);
+  CHECK_EQ(bt_reaper_start(&loop, &r, 0, on_bad_reap), -EINVAL);
+  CHECK_EQ(bt_notify_open(&loop, &n, "@baton-bad", on_bad_note), -EINVAL);
+}
+
 /* ---- the test list ------------------------------------------------------------------- */
 
 /* One line per test: core/test/CMakeLists.txt reads the names from these lines. */
@@ -2166,6 +2269,7 @@ static const struct {
   void (*fn)(void);
 } tests[] = {
     TEST_ENTRY(exit_codes),
+    TEST_ENTRY(bad_input),
     TEST_ENTRY(descendants),
     TEST_ENTRY(signal_and_reuse),
     TEST_ENTRY(failures),

@@ -7,7 +7,7 @@ BATON_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # Debian packages baton needs to build and test.
 BATON_PACKAGES=(gcc libc6-dev make cmake pkg-config liblua5.4-dev lua5.4 libuv1-dev libedit-dev
                 lua-busted lua-filesystem tmux procps clang-format lua-check systemd python3
-                ruby-foreman gzip zstd libsystemd-dev)
+                ruby-foreman gzip zstd libsystemd-dev luarocks lua-luv lua-luv-dev git)
 
 baton_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

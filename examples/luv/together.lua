@@ -1,0 +1,52 @@
+-- together.lua — baton beside luv (Debian: lua-luv) in one lua5.4 state,
+-- on one libuv loop. Load luv first: baton then takes luv's loop instead of
+-- making its own (baton.core.host_loop() says "luv").
+--   lua5.4 together.lua
+local uv = require "luv"
+local baton = require "baton"
+assert(require("baton.core").host_loop() == "luv", "baton did not take luv's loop")
+
+-- 1. luv's uv.run() drives baton's tasks and processes.
+local ticks, out = 0, nil
+local timer = uv.new_timer()
+timer:start(5, 5, function() ticks = ticks + 1 end)
+baton.go(function()
+  out = baton.cmd { "sh", "-c", "sleep 0.05; echo from a baton task" }:output()
+  timer:close()
+end)
+uv.run()
+assert(out == "from a baton task", tostring(out))
+assert(ticks >= 3, "luv's timer did not tick while baton waited: " .. ticks)
+
+-- 2. A baton wait outside any task drives luv's handles: a luv TCP echo
+-- server answers baton's client while the main chunk waits in baton.
+local server = uv.new_tcp()
+assert(server:bind("127.0.0.1", 0))
+assert(server:listen(16, function()
+  local conn = uv.new_tcp()
+  server:accept(conn)
+  conn:read_start(function(_, data)
+    if data then conn:write("echo: " .. data) else conn:close() end
+  end)
+end))
+local port = server:getsockname().port
+local reply = baton.go(function()
+  local s = assert(baton.connect("tcp://127.0.0.1:" .. port))
+  s:write("hello luv\n")
+  local line = s:read("l")
+  s:close()
+  return line
+end):wait()
+server:close()
+assert(reply == "echo: hello luv", tostring(reply))
+
+-- 3. Inside luv's uv.run, outside a task, a wait cannot run the loop again.
+local refused
+local t = uv.new_timer()
+t:start(1, 0, function()
+  refused = select(2, pcall(baton.sleep, 0.01))
+  t:close()
+end)
+uv.run()
+assert(tostring(refused):find("cannot wait here", 1, true), tostring(refused))
+print("luv: ok (" .. ticks .. " luv ticks while baton waited, " .. reply .. ")")

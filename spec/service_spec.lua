@@ -201,20 +201,30 @@ describe("baton.supervisor", function()
     sv:stop()
   end)
 
-  it("stops the whole tree: its group, a setsid'd grandchild and orphans", function()
-    local t1, t2, t3, t4 = tag(), tag(), tag(), tag()
-    local sv = baton.supervisor {
-      tree = { "sh", "-c", ("sleep %s & setsid sleep %s & (sleep %s &); echo >&3; exec sleep %s"):format(t1, t2, t3, t4),
-        ready = { fd = 3 } },
-    }
-    assert.is_true(sv:start())
-    for _, t in ipairs { t1, t2, t3, t4 } do
-      H.wait_for(function() return alive_tagged(t) end, "sleep " .. t .. " to run")
-    end
-    sv:stop()
-    for _, t in ipairs { t1, t2, t3, t4 } do assert.is_false(alive_tagged(t), "sleep " .. t .. " survived") end
-    H.wait_for(function() return #H.children() == 0 end, "the orphans to be reaped")
-  end)
+  -- Through the cgroup where baton can make one (this machine's cgroup2),
+  -- and through process group + descendants + subreaper + token without.
+  for _, cg in ipairs { true, false } do
+    it("stops the whole tree: its group, a setsid'd grandchild and orphans (cgroup = " .. tostring(cg) .. ")", function()
+      local t1, t2, t3, t4 = tag(), tag(), tag(), tag()
+      local sv = baton.supervisor {
+        tree = { "sh", "-c", ("sleep %s & setsid sleep %s & (sleep %s &); echo >&3; exec sleep %s"):format(t1, t2, t3, t4),
+          ready = { fd = 3 }, cgroup = cg },
+      }
+      assert.is_true(sv:start())
+      local r = sv:status().tree.replicas[1]
+      if cg and r.cgroup == false then
+        sv:stop()
+        return pending("no cgroup here: " .. tostring(r.cgroup_why)) -- (the path without is the next case)
+      end
+      assert.are.equal(cg, r.cgroup ~= false)
+      for _, t in ipairs { t1, t2, t3, t4 } do
+        H.wait_for(function() return alive_tagged(t) end, "sleep " .. t .. " to run")
+      end
+      sv:stop()
+      for _, t in ipairs { t1, t2, t3, t4 } do assert.is_false(alive_tagged(t), "sleep " .. t .. " survived") end
+      H.wait_for(function() return #H.children() == 0 end, "the orphans to be reaped")
+    end)
+  end
 
   it("stops a crashed service's leftovers too", function()
     local t1, t2 = tag(), tag()

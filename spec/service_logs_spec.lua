@@ -134,4 +134,31 @@ describe("a service's logs under concurrent stops", function()
     assert.is_true(b:wait())
     assert.are.same({ "hello" }, sv:logs("w"))
   end)
+
+  it("with drop = true a slow handler skips lines (counted) instead of holding the writer back", function()
+    local function run(drop)
+      local seen = 0
+      local sv = baton.supervisor {
+        w = { "sh", "-c", "seq 1 300000; echo >&3; exec sleep 1000." .. baton.core.getpid(), ready = { fd = 3 },
+          log = { stdout = { function()
+            seen = seen + 1
+            local x = 0
+            for i = 1, 300 do x = x + i end -- (a slow handler)
+          end }, drop = drop } },
+      }
+      assert.is_true(sv:start()) -- ready once seq has written everything
+      H.wait_for(function()
+        local r = sv:status().w.replicas[1]
+        return seen + (r.dropped or 0) >= 300000
+      end, "every line seen or dropped")
+      local dropped = sv:status().w.replicas[1].dropped
+      sv:stop()
+      return seen, dropped
+    end
+    local seen, dropped = run(false)
+    assert.are.same({ 300000, 0 }, { seen, dropped })
+    seen, dropped = run(true)
+    assert.is_true(dropped > 0, "nothing dropped")
+    assert.are.equal(300000, seen + dropped)
+  end)
 end)

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "lbaton.h"
@@ -31,6 +32,16 @@ static int l_setblocking(lua_State *L) {
   return 0;
 }
 
+/* core.pipe_pending(fd) -> bytes waiting to be read in the pipe (FIONREAD):
+ * how far behind its reader is. */
+static int l_pipe_pending(lua_State *L) {
+  int n = 0;
+  if (ioctl((int)luaL_checkinteger(L, 1), FIONREAD, &n) < 0)
+    return lb_error(L, -errno, "pipe_pending");
+  lua_pushinteger(L, n);
+  return 1;
+}
+
 /* core.isatty(fd) -> boolean: is fd a terminal (colors, prompts). */
 static int l_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
@@ -45,10 +56,8 @@ static int l_close(lua_State *L) {
 }
 
 void lb_open_fd(lua_State *L) {
-  static const luaL_Reg funcs[] = {{"pipe", l_pipe},
-                                   {"setblocking", l_setblocking},
-                                   {"close", l_close},
-                                   {"isatty", l_isatty},
-                                   {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+      {"pipe", l_pipe},     {"setblocking", l_setblocking},   {"close", l_close},
+      {"isatty", l_isatty}, {"pipe_pending", l_pipe_pending}, {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
 }

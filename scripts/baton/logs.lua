@@ -183,12 +183,12 @@ M.Log = Log
 -- that cannot be opened).
 function M.open(label, routes)
   local log = setmetatable({ label = label, files = {}, by_path = {}, ring = {}, ring_head = 0, lines = 0,
-    handler_errors = 0, streams = {}, _raw = {}, _raw_lines = 0 }, Log)
+    handler_errors = 0, streams = {}, _raw = {}, _raw_lines = 0, dropped = 0, drop = routes.drop == true }, Log)
   M.widen(label)
   for _, name in ipairs { "stdout", "stderr" } do
     local rs = routes[name]
     if rs then
-      local fns, flushes, files = {}, {}, {}
+      local fns, flushes, files, file_route = {}, {}, {}, {}
       for i, r in ipairs(rs) do
         local fn, flush, f = route(r, fmt("log.%s[%d]", name, i), log)
         if not fn then
@@ -196,10 +196,11 @@ function M.open(label, routes)
           return nil, flush
         end
         fns[#fns + 1] = fn
+        file_route[#fns] = f ~= nil
         if flush then flushes[#flushes + 1] = flush end
         if files and f and not f.timestamps then files[#files + 1] = f else files = nil end
       end
-      local ok, why = log:_pipe(name, fns, flushes, files)
+      local ok, why = log:_pipe(name, fns, flushes, files, file_route)
       if not ok then
         log:close()
         return nil, why
@@ -284,7 +285,7 @@ end
 -- One pipe for `stream`: baton holds both ends; the write end goes to each
 -- process as its fd, the read end is read here, line by line. `files`: the
 -- files, when every route is one (the shorter way).
-function Log:_pipe(stream, fns, flushes, files)
+function Log:_pipe(stream, fns, flushes, files, file_route)
   local rfd, wfd = core.pipe(256 * 1024)
   if not rfd then return nil, wfd end
   local ud, msg = core.stream_open(rfd)
@@ -292,16 +293,23 @@ function Log:_pipe(stream, fns, flushes, files)
     core.close(wfd)
     return nil, msg
   end
-  local s = { ud = ud, wfd = wfd, pending = "", fns = fns, flushes = flushes, files = files and files[1] and files }
+  local s = { ud = ud, wfd = wfd, pending = "", fns = fns, flushes = flushes, files = files and files[1] and files,
+    file_route = file_route or {} }
   if s.files then
     s.max_line = math.huge
     for _, f in ipairs(files) do s.max_line = math.min(s.max_line, f.max_line) end
   end
   self.streams[stream] = s
+  local behind = false -- (drop mode: the routes other than files skip lines while set)
   local function emit(line, mark)
     self.lines = self.lines + 1
     self:_keep(line, stream)
-    for _, fn in ipairs(fns) do fn(line, stream, mark) end
+    if behind then
+      self.dropped = self.dropped + 1
+      for k, fn in ipairs(fns) do if s.file_route[k] then fn(line, stream, mark) end end
+    else
+      for _, fn in ipairs(fns) do fn(line, stream, mark) end
+    end
     if self.watch then self.watch(line, stream) end -- (a readiness check on a line)
   end
   s.emit = emit
@@ -318,6 +326,10 @@ function Log:_pipe(stream, fns, flushes, files)
       for _, f in ipairs(flushes) do f() end
       return
     end
+    -- Drop mode: when the pipe holds more than half of what it can, the
+    -- writer is about to wait for the routes; instead, slow routes skip
+    -- this chunk's lines (counted in `dropped`), files still get them.
+    behind = self.drop and (core.pipe_pending(rfd) or 0) >= 128 * 1024
     local start = 1
     while true do
       local nl = buf:find("\n", start, true)

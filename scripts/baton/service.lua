@@ -173,14 +173,24 @@ end
 function M._log_routes(name, l)
   local logs = require "baton.logs"
   local what = fmt("service '%s': log", name)
+  local drop
+  if type(l) == "table" and l.drop ~= nil then
+    if type(l.drop) ~= "boolean" then bad(name, "log.drop must be a boolean, got %s", type(l.drop)) end
+    local copy = {}
+    for k, v in pairs(l) do if k ~= "drop" then copy[k] = v end end
+    l, drop = copy, l.drop
+  end
   if type(l) == "table" and (l.stdout ~= nil or l.stderr ~= nil) and not l.file then
     for k in pairs(l) do
-      if k ~= "stdout" and k ~= "stderr" then bad(name, "unknown log stream '%s' (stdout, stderr)", tostring(k)) end
+      if k ~= "stdout" and k ~= "stderr" then
+        bad(name, "unknown log stream '%s' (stdout, stderr, drop)", tostring(k))
+      end
     end
-    return { stdout = logs.check(l.stdout, what .. ".stdout"), stderr = logs.check(l.stderr, what .. ".stderr") }
+    return { stdout = logs.check(l.stdout, what .. ".stdout"), stderr = logs.check(l.stderr, what .. ".stderr"),
+      drop = drop }
   end
   local routes = logs.check(l, what)
-  return { stdout = routes, stderr = routes }
+  return { stdout = routes, stderr = routes, drop = drop }
 end
 
 -- A declaration, checked: {name, cmd, replicas, needs, policy…}.
@@ -1917,7 +1927,7 @@ function Supervisor:status()
         since = i.since, restarts = i.restarts, failures = i:_failures(), last_status = i.last_status,
         last_error = i.last_error, ready = i.ready, next_retry = i.next_retry,
         cgroup = i.cgroup or false, cgroup_why = i.cgroup_why, status_text = i.status_text,
-        reloading = i.reloading, watchdog = i.watchdog, main_pid = i.main_pid,
+        reloading = i.reloading, watchdog = i.watchdog, main_pid = i.main_pid, dropped = i.log and i.log.dropped,
         ready_deadline = i.state == "starting" and i.ready_deadline or nil }
     end
     out[name] = { state = svc:state(), ready = svc:is_ready(), generation = svc.generation, replicas = reps }

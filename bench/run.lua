@@ -3,8 +3,10 @@
 -- builds everything first. Sizes: BENCH_ROUNDS, BENCH_SPAWNS, BENCH_STARTS,
 -- BENCH_HOLD_MIB, BENCH_CAPTURE, BENCH_WIRE; for the supervisors (see
 -- bench/supervisors.lua) BENCH_IDLE_SECS, BENCH_IDLE_SETTLE, BENCH_KILLS.
--- BENCH_ONLY=spawn,hold,startup,capture,pipeline,supervise-idle,supervise-latency
--- picks (`supervise` picks both supervisor benchmarks).
+-- BENCH_ONLY=spawn,hold,startup,capture,pipeline,supervise-idle,supervise-latency,upgrade
+-- picks (`supervise` picks both supervisor benchmarks). The hot-upgrade one
+-- (bench/upgrade.lua): BENCH_UPGRADES, BENCH_UPGRADE_WINDOW, BENCH_WRK_THREADS,
+-- BENCH_WRK_CONNS.
 local baton = require "baton"
 
 local ROOT = arg[1]
@@ -137,4 +139,8 @@ end
 
 if wanted("supervise-idle") or wanted("supervise-latency") then
   dofile(ROOT .. "/bench/supervisors.lua")(ROOT, BUILD, wanted)
+end
+
+if wanted("upgrade") then
+  dofile(ROOT .. "/bench/upgrade.lua")(ROOT, BUILD)
 end

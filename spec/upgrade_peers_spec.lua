@@ -154,10 +154,12 @@ describe("hot upgrades of real peers under wrk", function()
     local nginx = P.nginx_bin()
     if not needs("nginx", nginx) or not needs("wrk", P.have("wrk")) then return end
     local dir = baton.output { "mktemp", "-d", "/tmp/baton-nginx.XXXXXX" }:gsub("%s+$", "")
-    finally(function() baton.run { "rm", "-rf", dir } end)
     local decl = function(gen) return P.nginx(dir, gen) end
     local sv = baton.supervisor { web = decl(1) }
-    finally(function() sv:close() end)
+    finally(function() -- (busted keeps one finally per test)
+      sv:close()
+      baton.run { "rm", "-rf", dir }
+    end)
     local url, port = url_of(sv) -- (bound before nginx starts: its configuration names the port)
     P.nginx_conf(dir, port)
     assert.is_true(sv:start())

@@ -4,8 +4,10 @@
 -- BENCH_HOLD_MIB, BENCH_CAPTURE, BENCH_WIRE; for the supervisors (see
 -- bench/supervisors.lua) BENCH_IDLE_SECS, BENCH_IDLE_SETTLE, BENCH_KILLS; for the
 -- log benchmark (bench/logs.lua) BENCH_LOG_LINES.
--- BENCH_ONLY=spawn,hold,startup,capture,pipeline,supervise-idle,supervise-latency,logs
--- picks (`supervise` picks both supervisor benchmarks).
+-- BENCH_ONLY=spawn,hold,startup,capture,pipeline,supervise-idle,supervise-latency,logs,upgrade
+-- picks (`supervise` picks both supervisor benchmarks). The hot-upgrade one
+-- (bench/upgrade.lua): BENCH_UPGRADES, BENCH_UPGRADE_WINDOW, BENCH_WRK_THREADS,
+-- BENCH_WRK_CONNS.
 local baton = require "baton"
 
 local ROOT = arg[1]
@@ -142,4 +144,7 @@ end
 
 if wanted("logs") then
   dofile(ROOT .. "/bench/logs.lua")(ROOT, BUILD, ROUNDS, median)
+end
+if wanted("upgrade") then
+  dofile(ROOT .. "/bench/upgrade.lua")(ROOT, BUILD)
 end

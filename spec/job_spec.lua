@@ -17,7 +17,7 @@ describe("waiting", function()
   end)
 
   it("a timed wait that is cancelled leaves no timer and no waiter", function()
-    local p = assert(baton.spawn { "sleep", "30" })
+    local p = assert(baton.spawn { "sleep", "1000" })
     local base = baton.core.handles()
     local t = baton.go(function() return p:wait(5) end)
     t:cancel("stop")

@@ -4,10 +4,13 @@
 
 BATON_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
-# Debian packages baton needs to build and test.
+# Debian packages baton needs to build and test. (gunicorn, nginx, wrk: the
+# real peers of spec/upgrade_peers_spec.lua. Installing nginx does not start
+# a system nginx where /usr/sbin/policy-rc.d forbids it, as in containers;
+# where one starts, it holds port 80, which no test uses.)
 BATON_PACKAGES=(gcc libc6-dev make cmake pkg-config liblua5.4-dev lua5.4 libuv1-dev libedit-dev
                 lua-busted lua-filesystem tmux procps clang-format lua-check systemd python3
-                ruby-foreman gzip zstd libsystemd-dev luarocks lua-luv lua-luv-dev git)
+                ruby-foreman gzip zstd libsystemd-dev luarocks lua-luv lua-luv-dev git gunicorn nginx wrk)
 
 baton_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -117,7 +117,12 @@ function M.run(sv, svc, decl, opts)
       if all then return true end
     end, deadline + 1) -- (each instance's own deadline comes first; this one is a backstop)
     if ready == true then
-      for _, inst in ipairs(news) do inst.trial, svc.extra[inst] = nil, nil end
+      local last = t0 -- (when the last of them said it was ready, not when this task noticed)
+      for _, inst in ipairs(news) do
+        inst.trial, svc.extra[inst] = nil, nil
+        if inst.ready_since and inst.ready_since > last then last = inst.ready_since end
+      end
+      res.timings.ready = last - t0
       return news
     end
     stop_all(news)
@@ -201,7 +206,6 @@ function M.run(sv, svc, decl, opts)
         sv:_changed()
         drain_old(olds, old_decl)
       end
-      res.timings.ready = now() - t0
       svc.decl, svc.generation = decl, gen
       for _, inst in ipairs(svc.instances) do inst.decl = nil end
       res.timings.promoted = now() - t0
@@ -215,7 +219,6 @@ function M.run(sv, svc, decl, opts)
       return all
     end)())
     if not news then return rolled_back(why) end
-    res.timings.ready = now() - t0
     hook("ready")
     -- Promote: the new generation is the service.
     for _, inst in ipairs(old) do

@@ -203,6 +203,42 @@ describe("hot upgrades", function()
     sv:close()
   end)
 
+  -- The next event of service `name` among `kinds` (a set).
+  local function next_of(sv, name, kinds)
+    while true do
+      local ev = sv:next("*", name)
+      if kinds[ev.event] then return ev end
+    end
+  end
+
+  it("ignores a MAINPID= naming a process outside the service's tree (never adopted, never signalled)", function()
+    local other = baton.spawn { "sleep", "1000" }
+    local sv = baton.supervisor { s = { "python3", "spec/selffork_peer.py", ready = "notify", restart = "never",
+      env = { MODE = "outside", OUTSIDE = tostring(other.pid) } } }
+    assert.is_true(sv:start())
+    baton.core.kill(sv:status().s.replicas[1].pid, baton.signals.USR2) -- it names `other`, then exits
+    local ev = next_of(sv, "s", { mainpid = true, exited = true })
+    local alive = H.alive(other.pid)
+    other:kill(9) -- (whatever baton did: its stop must not wait for it)
+    other:wait()
+    assert.are.equal("exited", ev.event)
+    assert.is_true(alive)
+    sv:close()
+  end)
+
+  it("a MAINPID= successor that died before the old process exits is not followed: an exit", function()
+    local sv = baton.supervisor { s = { "python3", "spec/selffork_peer.py", ready = "notify", restart = "never",
+      env = { MODE = "diefirst" } } }
+    assert.is_true(sv:start())
+    local old = sv:status().s.replicas[1].pid
+    baton.core.kill(old, baton.signals.USR2)
+    local ev = next_of(sv, "s", { mainpid = true, exited = true })
+    assert.are.equal("exited", ev.event)
+    assert.are.equal(old, ev.pid)
+    assert.are.equal(0, ev.status.code) -- (the old process's status, not the successor's)
+    sv:close()
+  end)
+
   it("the new generation writes into the same log pipes as the old one: one file, in order", function()
     local dir = os.tmpname()
     os.remove(dir)

@@ -857,12 +857,27 @@ function Instance:_follow(p)
   local pid = self.main_pid
   self.main_pid = nil
   if not pid or pid == p.pid or self.state == "stopping" or self.want ~= "up" then return false end
+  -- Still of this run's tree, and alive (a successor that died, a pid
+  -- reused since: an exit like any other).
+  local st = core.proc_stat(pid)
+  if not st or st.state == "Z" or not (st.pgid == self.pgid or carries(pid, self.run_token)
+    or (self.cgroup and self:_in_cgroup(pid))) then
+    return false
+  end
   local q = require("baton.process").adopt(pid)
   if not q then return false end -- (gone already: an exit like any other)
   self.proc, self.pid = q, pid
   self:_set(self.state, { event = "mainpid", pid = pid })
   self:_watch(q)
   return true
+end
+
+-- Whether process `pid` is in the instance's cgroup leaf.
+function Instance:_in_cgroup(pid)
+  local f = io.open("/proc/" .. pid .. "/cgroup")
+  local line = f and f:read("a"):match("0::(/[^\n]*)")
+  if f then f:close() end
+  return line ~= nil and line ~= "/" and self.cgroup:sub(-#line) == line
 end
 
 -- Whether status `st` counts as a success for the declaration `d`.
@@ -1269,12 +1284,7 @@ end
 -- (Debian's systemd-notify, run as root, sends its parent's pid.)
 local function belongs(pid, i, stat)
   if pid == i.pid then return true end
-  if i.cgroup then
-    local f = io.open("/proc/" .. pid .. "/cgroup")
-    local line = f and f:read("a"):match("0::(/[^\n]*)")
-    if f then f:close() end
-    if line and line ~= "/" and i.cgroup:sub(-#line) == line then return true end
-  end
+  if i.cgroup and i:_in_cgroup(pid) then return true end
   if stat and stat.pgid == i.pgid then return true end
   local p = stat and stat.ppid
   for _ = 1, 32 do
@@ -1312,7 +1322,11 @@ function Supervisor:_on_notify(pid, text, fds)
     if k then fields[k] = v end
   end
   if fields.STATUS then inst.status_text = fields.STATUS end
-  if fields.MAINPID then inst.main_pid = tonumber(fields.MAINPID) end
+  if fields.MAINPID then
+    -- (only a process of the instance's own tree: systemd refuses others too)
+    local mp = math.tointeger(tonumber(fields.MAINPID))
+    if mp and mp > 1 and belongs(mp, inst, core.proc_stat(mp)) then inst.main_pid = mp end
+  end
   if fields.ERRNO then
     local n = tonumber(fields.ERRNO)
     inst.last_error = fmt("the service reported errno %s%s", fields.ERRNO,

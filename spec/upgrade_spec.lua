@@ -239,6 +239,20 @@ describe("hot upgrades", function()
     sv:close()
   end)
 
+  it("stops a followed successor that left the process group (setsid), without a cgroup", function()
+    local sv = baton.supervisor { s = { "python3", "spec/selffork_peer.py", ready = "notify", cgroup = false,
+      stop = { timeout = 1 }, env = { MODE = "setsid" } } }
+    assert.is_true(sv:start())
+    baton.core.kill(sv:status().s.replicas[1].pid, baton.signals.USR2)
+    local ev = sv:next("mainpid", "s")
+    local t = baton.go(function() return sv:stop() end)
+    local gone = H.gone_within(ev.pid)
+    if not gone then baton.core.kill(ev.pid, 9) end -- (so that the stop ends, and the spec with it)
+    t:wait()
+    assert.is_true(gone, "the successor outlived the stop")
+    sv:close()
+  end)
+
   it("the new generation writes into the same log pipes as the old one: one file, in order", function()
     local dir = os.tmpname()
     os.remove(dir)

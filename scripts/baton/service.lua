@@ -484,6 +484,7 @@ local function kill_tree(sig, pgid, main, token, leaf)
   end
   if pgid then core.killpg(pgid, sig) end
   if main then
+    core.kill(main, sig) -- (a successor it follows (MAINPID=) may have left the group)
     for _, pid in ipairs(core.descendants(main) or {}) do core.kill(pid, sig) end
   end
   for _, pid in ipairs(core.descendants(core.getpid()) or {}) do

@@ -126,6 +126,19 @@ describe("hot upgrades", function()
     sv:close()
   end)
 
+  it("an upgrade to the same declaration asked for during another one takes the declaration it promoted", function()
+    local sv = baton.supervisor { web = web(1) }
+    assert.is_true(sv:start())
+    local url = assert(sv:listener("web", "http")).url:gsub("^tcp", "http") .. "/"
+    local a = baton.go(function() return sv:upgrade("web", web(2)) end)
+    local b = baton.go(function() return sv:upgrade("web") end) -- (as upgrade_on does: a new binary)
+    assert.are.equal("promoted", a:wait().outcome)
+    assert.are.equal("promoted", b:wait().outcome)
+    assert.are.equal(3, sv:status().web.generation)
+    assert.are.equal("2\n", select(2, baton.http_get(url))) -- not generation 1's declaration again
+    sv:close()
+  end)
+
   it("reloads in place (HUP, then RELOADING=1 … READY=1) and upgrades on a signal", function()
     local sv = baton.supervisor { web = web(1) }
     assert.is_true(sv:start())

@@ -1736,7 +1736,7 @@ function Supervisor:upgrade(name, decl, opts)
       argerror("upgrade", 2, "an upgrade cannot change what a service needs (use update, then restart)")
     end
   end
-  return require("baton.upgrade").run(self, svc, decl or svc.decl, opts)
+  return require("baton.upgrade").run(self, svc, decl, opts)
 end
 
 --- Reload service `name` in place (a server that reloads itself on a

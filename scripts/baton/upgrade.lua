@@ -75,7 +75,7 @@ local function stop_all(list)
 end
 
 --- Run an upgrade of `svc` (a service of supervisor `sv`) to declaration
--- `decl` with `opts` (`timeout`: readiness deadline, default the
+-- `decl` (nil: the service's declaration when its turn comes) with `opts` (`timeout`: readiness deadline, default the
 -- declaration's ready timeout; `bake`: seconds the old generation is kept
 -- after promotion, default 0; `drain`: seconds it gets to finish, default
 -- its stop timeout; `drain_signal`: default its stop signal; `hooks`:
@@ -84,6 +84,8 @@ function M.run(sv, svc, decl, opts)
   opts = check(opts)
   -- One upgrade of a service at a time: a second one waits its turn.
   while svc._upgrading do svc._upgrading:wait() end
+  -- (no declaration: the service's as it is now, after the upgrades before)
+  decl = decl or svc.decl
   local res = { service = svc.name, from = svc.generation, timings = {} }
   local hooks = opts.hooks or {}
   local function hook(name)

@@ -200,6 +200,20 @@ describe("hot upgrades", function()
     sv:close()
   end)
 
+  it("a rolling upgrade stopped half way starts no further batch: nothing runs, the result says so", function()
+    local sv
+    local hooks = { draining = function() baton.go(function() sv:stop() end) end } -- (stopped after batch 1)
+    sv = baton.supervisor { web = web(1, { replicas = 2 }) }
+    assert.is_true(sv:start())
+    local r = sv:upgrade("web", web(2, { replicas = 2 }), { surge = 1, wait = true, hooks = hooks })
+    local running = {}
+    for _, i in ipairs(sv.services.web.instances) do if i.proc then running[#running + 1] = i.pid end end
+    assert.are.same({}, running)
+    assert.are.equal("failed", r.outcome)
+    assert.matches("stopped", r.reason)
+    sv:close()
+  end)
+
   it("follows a server that starts its own successor (MAINPID=), still supervising it", function()
     local sv = baton.supervisor { s = { "python3", "spec/selffork_peer.py", ready = "notify" } }
     assert.is_true(sv:start())

@@ -68,6 +68,8 @@ local function check(opts)
 end
 
 -- Stop instances (their whole trees) at once; wait until they are gone.
+local STOPPED = "the service was stopped during the upgrade"
+
 local function stop_all(list)
   local ts = {}
   for _, i in ipairs(list) do ts[#ts + 1] = task.go_internal(function() i:_stop() end) end
@@ -118,12 +120,14 @@ function M.run(sv, svc, decl, opts)
       end
       if all then return true end
     end, deadline + 1) -- (each instance's own deadline comes first; this one is a backstop)
+    if svc.want ~= "up" then ready = "stopped" end -- (a stop meanwhile: what started goes too)
     if ready == true then
       for _, inst in ipairs(news) do inst.trial, svc.extra[inst] = nil, nil end
       return news
     end
     stop_all(news)
     for _, inst in ipairs(news) do svc.extra[inst] = nil end
+    if ready == "stopped" then return nil, STOPPED end
     return nil, ready and ("the new generation failed: " .. ready:_why())
       or fmt("the new generation was not ready after %gs", deadline)
   end
@@ -187,7 +191,8 @@ function M.run(sv, svc, decl, opts)
       for b = 1, n, surge do
         local idx = {}
         for i = b, math.min(n, b + surge - 1) do idx[#idx + 1] = i end
-        local news, why = trial(gen, idx)
+        local news, why
+        if svc.want == "up" then news, why = trial(gen, idx) else why = STOPPED end
         if not news then
           if b == 1 then return rolled_back(why) end
           res.outcome = "failed"
@@ -249,6 +254,7 @@ function M.run(sv, svc, decl, opts)
         -- An old instance that died while it was not the service's (so was not
         -- restarted) starts again now, as its crash would have made it.
         sv:_advance(svc)
+        if svc.want ~= "up" then return rolled_back(STOPPED) end
         return rolled_back("the new generation failed within the bake window: " .. failed:_why())
       end
     end

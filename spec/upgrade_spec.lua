@@ -214,6 +214,16 @@ describe("hot upgrades", function()
     sv:close()
   end)
 
+  it("reloads only a running service: a stopped one is not 'reloaded'", function()
+    local sv = baton.supervisor { web = web(1) }
+    assert.is_true(sv:start())
+    sv:stop()
+    local r = sv:reload("web")
+    assert.are.equal("failed", r.outcome)
+    assert.matches("not running", r.reason)
+    sv:close()
+  end)
+
   it("follows a server that starts its own successor (MAINPID=), still supervising it", function()
     local sv = baton.supervisor { s = { "python3", "spec/selffork_peer.py", ready = "notify" } }
     assert.is_true(sv:start())

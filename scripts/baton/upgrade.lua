@@ -300,6 +300,11 @@ function M.reload(sv, svc, opts)
   opts = opts or {}
   local sig = options.signum(opts.signal or "HUP", "reload", 2)
   local d = svc.decl
+  local live = false
+  for _, inst in ipairs(svc.instances) do live = live or inst.proc ~= nil end
+  if svc.want ~= "up" or not live then
+    return { outcome = "failed", service = svc.name, reason = "the service is not running (start it first)" }
+  end
   M.manager("reloading")
   local waits = {}
   for _, inst in ipairs(svc.instances) do

@@ -201,11 +201,12 @@ describe("hot upgrades", function()
   end)
 
   it("a rolling upgrade stopped half way starts no further batch: nothing runs, the result says so", function()
-    local sv
-    local hooks = { draining = function() baton.go(function() sv:stop() end) end } -- (stopped after batch 1)
+    local sv, stopping
+    local hooks = { draining = function() stopping = stopping or baton.go(function() sv:stop() end) end }
     sv = baton.supervisor { web = web(1, { replicas = 2 }) }
     assert.is_true(sv:start())
     local r = sv:upgrade("web", web(2, { replicas = 2 }), { surge = 1, wait = true, hooks = hooks })
+    stopping:wait() -- (stopped after batch 1)
     local running = {}
     for _, i in ipairs(sv.services.web.instances) do if i.proc then running[#running + 1] = i.pid end end
     assert.are.same({}, running)

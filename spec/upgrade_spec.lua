@@ -347,4 +347,32 @@ describe("hot upgrades", function()
     assert.are.equal(0, p:wait().code)
     os.remove(path)
   end)
+
+  it("hands on no socket when baton's LISTEN_PID is not its own or LISTEN_FDS is garbage: a start that fails", function()
+    local fd = assert(baton.core.listen("tcp://127.0.0.1:0"))
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write([[
+      local sv = baton.supervisor { web = { "python3", "scripts/examples/http_server.py",
+        listen = { http = "fd:3" }, ready = "notify" } }
+      print(select(2, sv:start()))
+      sv:close()
+    ]])
+    f:close()
+    local function child(env, listen_pid)
+      return baton.run { os.getenv("BATON_EXE") or "./build/baton", path, fds = { [3] = fd }, listen_pid = listen_pid,
+        env = env, capture = true, timeout = H.PATIENCE } -- (a bound for a hang only)
+    end
+    local rs = {
+      child({ LISTEN_FDS = "1", LISTEN_PID = "1" }, false), -- (not baton's)
+      child({ LISTEN_FDS = "1e9" }, true), -- (not a count: once a loop over a billion fds)
+      child({ LISTEN_FDS = "1x" }, true),
+    }
+    baton.core.close(fd)
+    os.remove(path)
+    for _, r in ipairs(rs) do
+      assert.are.equal(0, r.code, r.stderr)
+      assert.matches('baton was given no socket "fd:3"', r.stdout)
+    end
+  end)
 end)

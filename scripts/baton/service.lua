@@ -1072,7 +1072,10 @@ local inherited
 local function inherited_sockets()
   if inherited then return inherited end
   inherited = {}
-  local n, pid = tonumber(os.getenv("LISTEN_FDS") or ""), tonumber(os.getenv("LISTEN_PID") or "")
+  -- (decimal counts only, as sd_listen_fds reads them; a count beyond any
+  -- fd table is garbage, not a loop over a billion fds)
+  local n, pid = (os.getenv("LISTEN_FDS") or ""):match("^%d+$"), (os.getenv("LISTEN_PID") or ""):match("^%d+$")
+  n, pid = n and #n <= 6 and tonumber(n), pid and tonumber(pid)
   if not n or pid ~= core.getpid() then return inherited end
   local names = {}
   for name in ((os.getenv("LISTEN_FDNAMES") or "") .. ":"):gmatch("([^:]*):") do names[#names + 1] = name end

@@ -375,4 +375,38 @@ describe("hot upgrades", function()
       assert.matches('baton was given no socket "fd:3"', r.stdout)
     end
   end)
+
+  it("tells baton's own manager of upgrades: RELOADING=1 once, READY=1 once all are done", function()
+    local msgs = {}
+    local npath = ("@baton-spec/%d/manager"):format(baton.core.getpid())
+    local l = assert(baton.core.notify_listen(npath, function(_, text) msgs[#msgs + 1] = text end))
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write([[
+      local function svc() return { "sh", "-c", "echo >&3; exec sleep 1000", ready = { fd = 3 } } end
+      local sv = baton.supervisor { a = svc(), b = svc() }
+      assert(sv:start())
+      local ta = baton.go(function() return sv:upgrade("a") end) -- (two at once, of two services)
+      local tb = baton.go(function() return sv:upgrade("b") end)
+      assert(ta:wait().outcome == "promoted" and tb:wait().outcome == "promoted")
+      baton.core.sd_notify("STATUS=end")
+      sv:close()
+    ]])
+    f:close()
+    local r = baton.run { os.getenv("BATON_EXE") or "./build/baton", path, env = { NOTIFY_SOCKET = npath },
+      capture = true }
+    os.remove(path)
+    assert.are.equal(0, r.code, r.stderr)
+    H.wait_for(function()
+      for _, m in ipairs(msgs) do if m == "STATUS=end" then return true end end
+    end, "the child's message after its upgrades")
+    l:close()
+    local seen = {}
+    for _, m in ipairs(msgs) do
+      local k = m:match("^(RELOADING)=1\nMONOTONIC_USEC=%d+$") or m:match("^(READY)=1")
+      if k then seen[#seen + 1] = k end
+    end
+    -- (started; one reload, over when both upgrades are)
+    assert.are.same({ "READY", "RELOADING", "READY" }, seen, table.concat(msgs, " | "))
+  end)
 end)

@@ -280,8 +280,20 @@ end
 
 --- Tell baton's own service manager (systemd Type=notify-reload) that a
 -- reload is under way ("reloading": RELOADING=1 with MONOTONIC_USEC) or
--- over ("ready": READY=1), so `systemctl reload` returns with the outcome.
+-- over ("ready": READY=1), so `systemctl reload` returns with the outcome;
+-- several at once (of several services) are one reload to the manager.
+-- Upgrades and reloads under way (of any service): one RELOADING=1 when
+-- the first begins, READY=1 when the last is over.
+local reloads = 0
+
 function M.manager(what)
+  if what == "reloading" then
+    reloads = reloads + 1
+    if reloads > 1 then return end
+  elseif reloads > 0 then
+    reloads = reloads - 1
+    if reloads > 0 then return end
+  end
   local path = os.getenv("NOTIFY_SOCKET")
   if not path or path == "" then return end
   if what == "reloading" then

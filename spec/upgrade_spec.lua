@@ -277,6 +277,21 @@ describe("hot upgrades", function()
     sv:close()
   end)
 
+  it("goes on checking a followed successor's health (a failing one is restarted)", function()
+    local healthy = true
+    local sv = baton.supervisor { s = { "python3", "spec/selffork_peer.py", ready = "notify",
+      health = { check = function() return healthy end, interval = 0.05, failures = 1 } } }
+    assert.is_true(sv:start())
+    local restarted = false
+    local off = sv:on("restarting", function() restarted = true end)
+    baton.core.kill(sv:status().s.replicas[1].pid, baton.signals.USR2)
+    sv:next("mainpid", "s")
+    healthy = false
+    H.wait_for(function() return restarted end, "the unhealthy successor's restart")
+    off()
+    sv:close()
+  end)
+
   it("stops a followed successor that left the process group (setsid), without a cgroup", function()
     local sv = baton.supervisor { s = { "python3", "spec/selffork_peer.py", ready = "notify", cgroup = false,
       stop = { timeout = 1 }, env = { MODE = "setsid" } } }

@@ -868,6 +868,16 @@ function Instance:_follow(p)
   local q = require("baton.process").adopt(pid)
   if not q then return false end -- (gone already: an exit like any other)
   self.proc, self.pid = q, pid
+  -- What watched the old process watches its successor: the readiness
+  -- deadline (what is left of it), the health checks.
+  if self.state == "starting" and self._ready_timer and self.ready_deadline then
+    self:_ready_deadline(q, math.max(0, self.ready_deadline - now()))
+  end
+  if self._health then
+    self._health:close()
+    self._health = nil
+    self:_start_health(q)
+  end
   self:_set(self.state, { event = "mainpid", pid = pid })
   self:_watch(q)
   return true

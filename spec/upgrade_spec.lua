@@ -126,6 +126,19 @@ describe("hot upgrades", function()
     sv:close()
   end)
 
+  it("an upgrade to the same declaration asked for during another one takes the declaration it promoted", function()
+    local sv = baton.supervisor { web = web(1) }
+    assert.is_true(sv:start())
+    local url = assert(sv:listener("web", "http")).url:gsub("^tcp", "http") .. "/"
+    local a = baton.go(function() return sv:upgrade("web", web(2)) end)
+    local b = baton.go(function() return sv:upgrade("web") end) -- (as upgrade_on does: a new binary)
+    assert.are.equal("promoted", a:wait().outcome)
+    assert.are.equal("promoted", b:wait().outcome)
+    assert.are.equal(3, sv:status().web.generation)
+    assert.are.equal("2\n", select(2, baton.http_get(url))) -- not generation 1's declaration again
+    sv:close()
+  end)
+
   it("reloads in place (HUP, then RELOADING=1 … READY=1) and upgrades on a signal", function()
     local sv = baton.supervisor { web = web(1) }
     assert.is_true(sv:start())
@@ -187,6 +200,31 @@ describe("hot upgrades", function()
     sv:close()
   end)
 
+  it("a rolling upgrade stopped half way starts no further batch: nothing runs, the result says so", function()
+    local sv, stopping
+    local hooks = { draining = function() stopping = stopping or baton.go(function() sv:stop() end) end }
+    sv = baton.supervisor { web = web(1, { replicas = 2 }) }
+    assert.is_true(sv:start())
+    local r = sv:upgrade("web", web(2, { replicas = 2 }), { surge = 1, wait = true, hooks = hooks })
+    stopping:wait() -- (stopped after batch 1)
+    local running = {}
+    for _, i in ipairs(sv.services.web.instances) do if i.proc then running[#running + 1] = i.pid end end
+    assert.are.same({}, running)
+    assert.are.equal("failed", r.outcome)
+    assert.matches("stopped", r.reason)
+    sv:close()
+  end)
+
+  it("reloads only a running service: a stopped one is not 'reloaded'", function()
+    local sv = baton.supervisor { web = web(1) }
+    assert.is_true(sv:start())
+    sv:stop()
+    local r = sv:reload("web")
+    assert.are.equal("failed", r.outcome)
+    assert.matches("not running", r.reason)
+    sv:close()
+  end)
+
   it("follows a server that starts its own successor (MAINPID=), still supervising it", function()
     local sv = baton.supervisor { s = { "python3", "spec/selffork_peer.py", ready = "notify" } }
     assert.is_true(sv:start())
@@ -200,6 +238,71 @@ describe("hot upgrades", function()
     assert.is_true(H.gone_within(old))
     sv:stop() -- reaches the successor
     assert.is_true(H.gone_within(ev.pid))
+    sv:close()
+  end)
+
+  -- The next event of service `name` among `kinds` (a set).
+  local function next_of(sv, name, kinds)
+    while true do
+      local ev = sv:next("*", name)
+      if kinds[ev.event] then return ev end
+    end
+  end
+
+  it("ignores a MAINPID= naming a process outside the service's tree (never adopted, never signalled)", function()
+    local other = baton.spawn { "sleep", "1000" }
+    local sv = baton.supervisor { s = { "python3", "spec/selffork_peer.py", ready = "notify", restart = "never",
+      env = { MODE = "outside", OUTSIDE = tostring(other.pid) } } }
+    assert.is_true(sv:start())
+    baton.core.kill(sv:status().s.replicas[1].pid, baton.signals.USR2) -- it names `other`, then exits
+    local ev = next_of(sv, "s", { mainpid = true, exited = true })
+    local alive = H.alive(other.pid)
+    other:kill(9) -- (whatever baton did: its stop must not wait for it)
+    other:wait()
+    assert.are.equal("exited", ev.event)
+    assert.is_true(alive)
+    sv:close()
+  end)
+
+  it("a MAINPID= successor that died before the old process exits is not followed: an exit", function()
+    local sv = baton.supervisor { s = { "python3", "spec/selffork_peer.py", ready = "notify", restart = "never",
+      env = { MODE = "diefirst" } } }
+    assert.is_true(sv:start())
+    local old = sv:status().s.replicas[1].pid
+    baton.core.kill(old, baton.signals.USR2)
+    local ev = next_of(sv, "s", { mainpid = true, exited = true })
+    assert.are.equal("exited", ev.event)
+    assert.are.equal(old, ev.pid)
+    assert.are.equal(0, ev.status.code) -- (the old process's status, not the successor's)
+    sv:close()
+  end)
+
+  it("goes on checking a followed successor's health (a failing one is restarted)", function()
+    local healthy = true
+    local sv = baton.supervisor { s = { "python3", "spec/selffork_peer.py", ready = "notify",
+      health = { check = function() return healthy end, interval = 0.05, failures = 1 } } }
+    assert.is_true(sv:start())
+    local restarted = false
+    local off = sv:on("restarting", function() restarted = true end)
+    baton.core.kill(sv:status().s.replicas[1].pid, baton.signals.USR2)
+    sv:next("mainpid", "s")
+    healthy = false
+    H.wait_for(function() return restarted end, "the unhealthy successor's restart")
+    off()
+    sv:close()
+  end)
+
+  it("stops a followed successor that left the process group (setsid), without a cgroup", function()
+    local sv = baton.supervisor { s = { "python3", "spec/selffork_peer.py", ready = "notify", cgroup = false,
+      stop = { timeout = 1 }, env = { MODE = "setsid" } } }
+    assert.is_true(sv:start())
+    baton.core.kill(sv:status().s.replicas[1].pid, baton.signals.USR2)
+    local ev = sv:next("mainpid", "s")
+    local t = baton.go(function() return sv:stop() end)
+    local gone = H.gone_within(ev.pid)
+    if not gone then baton.core.kill(ev.pid, 9) end -- (so that the stop ends, and the spec with it)
+    t:wait()
+    assert.is_true(gone, "the successor outlived the stop")
     sv:close()
   end)
 
@@ -258,5 +361,67 @@ describe("hot upgrades", function()
     p.stdin:close()
     assert.are.equal(0, p:wait().code)
     os.remove(path)
+  end)
+
+  it("hands on no socket when baton's LISTEN_PID is not its own or LISTEN_FDS is garbage: a start that fails", function()
+    local fd = assert(baton.core.listen("tcp://127.0.0.1:0"))
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write([[
+      local sv = baton.supervisor { web = { "python3", "scripts/examples/http_server.py",
+        listen = { http = "fd:3" }, ready = "notify" } }
+      print(select(2, sv:start()))
+      sv:close()
+    ]])
+    f:close()
+    local function child(env, listen_pid)
+      return baton.run { os.getenv("BATON_EXE") or "./build/baton", path, fds = { [3] = fd }, listen_pid = listen_pid,
+        env = env, capture = true, timeout = H.PATIENCE } -- (a bound for a hang only)
+    end
+    local rs = {
+      child({ LISTEN_FDS = "1", LISTEN_PID = "1" }, false), -- (not baton's)
+      child({ LISTEN_FDS = "1e9" }, true), -- (not a count: once a loop over a billion fds)
+      child({ LISTEN_FDS = "1x" }, true),
+    }
+    baton.core.close(fd)
+    os.remove(path)
+    for _, r in ipairs(rs) do
+      assert.are.equal(0, r.code, r.stderr)
+      assert.matches('baton was given no socket "fd:3"', r.stdout)
+    end
+  end)
+
+  it("tells baton's own manager of upgrades: RELOADING=1 once, READY=1 once all are done", function()
+    local msgs = {}
+    local npath = ("@baton-spec/%d/manager"):format(baton.core.getpid())
+    local l = assert(baton.core.notify_listen(npath, function(_, text) msgs[#msgs + 1] = text end))
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write([[
+      local function svc() return { "sh", "-c", "echo >&3; exec sleep 1000", ready = { fd = 3 } } end
+      local sv = baton.supervisor { a = svc(), b = svc() }
+      assert(sv:start())
+      local ta = baton.go(function() return sv:upgrade("a") end) -- (two at once, of two services)
+      local tb = baton.go(function() return sv:upgrade("b") end)
+      assert(ta:wait().outcome == "promoted" and tb:wait().outcome == "promoted")
+      baton.core.sd_notify("STATUS=end")
+      sv:close()
+    ]])
+    f:close()
+    local r = baton.run { os.getenv("BATON_EXE") or "./build/baton", path, env = { NOTIFY_SOCKET = npath },
+      capture = true }
+    os.remove(path)
+    assert.are.equal(0, r.code, r.stderr)
+    H.wait_for(function()
+      for _, m in ipairs(msgs) do if m == "STATUS=end" then return true end end
+    end, "the child's message after its upgrades")
+    l:close()
+    local seen = {}
+    for _, m in ipairs(msgs) do
+      local k = m:match("^(RELOADING)=1\nMONOTONIC_USEC=%d+$") or m:match("^(READY)=1")
+      if k then seen[#seen + 1] = k end
+    end
+    -- (started; one reload, over when both upgrades are)
+    assert.are.same({ "READY", "RELOADING", "READY" }, seen, table.concat(msgs, " | "))
   end)
 end)

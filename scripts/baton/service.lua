@@ -494,6 +494,7 @@ local function kill_tree(sig, pgid, main, token, leaf)
   end
   if pgid then core.killpg(pgid, sig) end
   if main then
+    core.kill(main, sig) -- (a successor it follows (MAINPID=) may have left the group)
     for _, pid in ipairs(core.descendants(main) or {}) do core.kill(pid, sig) end
   end
   for _, pid in ipairs(core.descendants(core.getpid()) or {}) do
@@ -867,12 +868,37 @@ function Instance:_follow(p)
   local pid = self.main_pid
   self.main_pid = nil
   if not pid or pid == p.pid or self.state == "stopping" or self.want ~= "up" then return false end
+  -- Still of this run's tree, and alive (a successor that died, a pid
+  -- reused since: an exit like any other).
+  local st = core.proc_stat(pid)
+  if not st or st.state == "Z" or not (st.pgid == self.pgid or carries(pid, self.run_token)
+    or (self.cgroup and self:_in_cgroup(pid))) then
+    return false
+  end
   local q = require("baton.process").adopt(pid)
   if not q then return false end -- (gone already: an exit like any other)
   self.proc, self.pid = q, pid
+  -- What watched the old process watches its successor: the readiness
+  -- deadline (what is left of it), the health checks.
+  if self.state == "starting" and self._ready_timer and self.ready_deadline then
+    self:_ready_deadline(q, math.max(0, self.ready_deadline - now()))
+  end
+  if self._health then
+    self._health:close()
+    self._health = nil
+    self:_start_health(q)
+  end
   self:_set(self.state, { event = "mainpid", pid = pid })
   self:_watch(q)
   return true
+end
+
+-- Whether process `pid` is in the instance's cgroup leaf.
+function Instance:_in_cgroup(pid)
+  local f = io.open("/proc/" .. pid .. "/cgroup")
+  local line = f and f:read("a"):match("0::(/[^\n]*)")
+  if f then f:close() end
+  return line ~= nil and line ~= "/" and self.cgroup:sub(-#line) == line
 end
 
 -- Whether status `st` counts as a success for the declaration `d`.
@@ -1066,7 +1092,10 @@ local inherited
 local function inherited_sockets()
   if inherited then return inherited end
   inherited = {}
-  local n, pid = tonumber(os.getenv("LISTEN_FDS") or ""), tonumber(os.getenv("LISTEN_PID") or "")
+  -- (decimal counts only, as sd_listen_fds reads them; a count beyond any
+  -- fd table is garbage, not a loop over a billion fds)
+  local n, pid = (os.getenv("LISTEN_FDS") or ""):match("^%d+$"), (os.getenv("LISTEN_PID") or ""):match("^%d+$")
+  n, pid = n and #n <= 6 and tonumber(n), pid and tonumber(pid)
   if not n or pid ~= core.getpid() then return inherited end
   local names = {}
   for name in ((os.getenv("LISTEN_FDNAMES") or "") .. ":"):gmatch("([^:]*):") do names[#names + 1] = name end
@@ -1279,12 +1308,7 @@ end
 -- (Debian's systemd-notify, run as root, sends its parent's pid.)
 local function belongs(pid, i, stat)
   if pid == i.pid then return true end
-  if i.cgroup then
-    local f = io.open("/proc/" .. pid .. "/cgroup")
-    local line = f and f:read("a"):match("0::(/[^\n]*)")
-    if f then f:close() end
-    if line and line ~= "/" and i.cgroup:sub(-#line) == line then return true end
-  end
+  if i.cgroup and i:_in_cgroup(pid) then return true end
   if stat and stat.pgid == i.pgid then return true end
   local p = stat and stat.ppid
   for _ = 1, 32 do
@@ -1322,7 +1346,11 @@ function Supervisor:_on_notify(pid, text, fds)
     if k then fields[k] = v end
   end
   if fields.STATUS then inst.status_text = fields.STATUS end
-  if fields.MAINPID then inst.main_pid = tonumber(fields.MAINPID) end
+  if fields.MAINPID then
+    -- (only a process of the instance's own tree: systemd refuses others too)
+    local mp = math.tointeger(tonumber(fields.MAINPID))
+    if mp and mp > 1 and belongs(mp, inst, core.proc_stat(mp)) then inst.main_pid = mp end
+  end
   if fields.ERRNO then
     local n = tonumber(fields.ERRNO)
     inst.last_error = fmt("the service reported errno %s%s", fields.ERRNO,
@@ -1731,7 +1759,7 @@ function Supervisor:upgrade(name, decl, opts)
       argerror("upgrade", 2, "an upgrade cannot change what a service needs (use update, then restart)")
     end
   end
-  return require("baton.upgrade").run(self, svc, decl or svc.decl, opts)
+  return require("baton.upgrade").run(self, svc, decl, opts)
 end
 
 --- Reload service `name` in place (a server that reloads itself on a

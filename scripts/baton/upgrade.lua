@@ -68,6 +68,8 @@ local function check(opts)
 end
 
 -- Stop instances (their whole trees) at once; wait until they are gone.
+local STOPPED = "the service was stopped during the upgrade"
+
 local function stop_all(list)
   local ts = {}
   for _, i in ipairs(list) do ts[#ts + 1] = task.go_internal(function() i:_stop() end) end
@@ -75,7 +77,7 @@ local function stop_all(list)
 end
 
 --- Run an upgrade of `svc` (a service of supervisor `sv`) to declaration
--- `decl` with `opts` (`timeout`: readiness deadline, default the
+-- `decl` (nil: the service's declaration when its turn comes) with `opts` (`timeout`: readiness deadline, default the
 -- declaration's ready timeout; `bake`: seconds the old generation is kept
 -- after promotion, default 0; `drain`: seconds it gets to finish, default
 -- its stop timeout; `drain_signal`: default its stop signal; `hooks`:
@@ -84,6 +86,8 @@ function M.run(sv, svc, decl, opts)
   opts = check(opts)
   -- One upgrade of a service at a time: a second one waits its turn.
   while svc._upgrading do svc._upgrading:wait() end
+  -- (no declaration: the service's as it is now, after the upgrades before)
+  decl = decl or svc.decl
   local res = { service = svc.name, from = svc.generation, timings = {} }
   local hooks = opts.hooks or {}
   local function hook(name)
@@ -116,6 +120,7 @@ function M.run(sv, svc, decl, opts)
       end
       if all then return true end
     end, deadline + 1) -- (each instance's own deadline comes first; this one is a backstop)
+    if svc.want ~= "up" then ready = "stopped" end -- (a stop meanwhile: what started goes too)
     if ready == true then
       local last = t0 -- (when the last of them said it was ready, not when this task noticed)
       for _, inst in ipairs(news) do
@@ -127,6 +132,7 @@ function M.run(sv, svc, decl, opts)
     end
     stop_all(news)
     for _, inst in ipairs(news) do svc.extra[inst] = nil end
+    if ready == "stopped" then return nil, STOPPED end
     return nil, ready and ("the new generation failed: " .. ready:_why())
       or fmt("the new generation was not ready after %gs", deadline)
   end
@@ -190,7 +196,8 @@ function M.run(sv, svc, decl, opts)
       for b = 1, n, surge do
         local idx = {}
         for i = b, math.min(n, b + surge - 1) do idx[#idx + 1] = i end
-        local news, why = trial(gen, idx)
+        local news, why
+        if svc.want == "up" then news, why = trial(gen, idx) else why = STOPPED end
         if not news then
           if b == 1 then return rolled_back(why) end
           res.outcome = "failed"
@@ -250,6 +257,7 @@ function M.run(sv, svc, decl, opts)
         -- An old instance that died while it was not the service's (so was not
         -- restarted) starts again now, as its crash would have made it.
         sv:_advance(svc)
+        if svc.want ~= "up" then return rolled_back(STOPPED) end
         return rolled_back("the new generation failed within the bake window: " .. failed:_why())
       end
     end
@@ -275,8 +283,20 @@ end
 
 --- Tell baton's own service manager (systemd Type=notify-reload) that a
 -- reload is under way ("reloading": RELOADING=1 with MONOTONIC_USEC) or
--- over ("ready": READY=1), so `systemctl reload` returns with the outcome.
+-- over ("ready": READY=1), so `systemctl reload` returns with the outcome;
+-- several at once (of several services) are one reload to the manager.
+-- Upgrades and reloads under way (of any service): one RELOADING=1 when
+-- the first begins, READY=1 when the last is over.
+local reloads = 0
+
 function M.manager(what)
+  if what == "reloading" then
+    reloads = reloads + 1
+    if reloads > 1 then return end
+  elseif reloads > 0 then
+    reloads = reloads - 1
+    if reloads > 0 then return end
+  end
   local path = os.getenv("NOTIFY_SOCKET")
   if not path or path == "" then return end
   if what == "reloading" then
@@ -295,6 +315,11 @@ function M.reload(sv, svc, opts)
   opts = opts or {}
   local sig = options.signum(opts.signal or "HUP", "reload", 2)
   local d = svc.decl
+  local live = false
+  for _, inst in ipairs(svc.instances) do live = live or inst.proc ~= nil end
+  if svc.want ~= "up" or not live then
+    return { outcome = "failed", service = svc.name, reason = "the service is not running (start it first)" }
+  end
   M.manager("reloading")
   local waits = {}
   for _, inst in ipairs(svc.instances) do

@@ -424,4 +424,25 @@ describe("hot upgrades", function()
     -- (started; one reload, over when both upgrades are)
     assert.are.same({ "READY", "RELOADING", "READY" }, seen, table.concat(msgs, " | "))
   end)
+
+  it("a Lua hook that raises is counted in the result, and the upgrade goes on", function()
+    local sv = baton.supervisor { web = web(1) }
+    assert.is_true(sv:start())
+    local url = assert(sv:listener("web", "http")).url:gsub("^tcp", "http") .. "/"
+    local stats, stop = load(url, 2)
+    local steps = {}
+    local r = sv:upgrade("web", web(2), { wait = true, hooks = {
+      spawned = function() steps[#steps + 1] = "spawned" end,
+      ready = function() error("hook boom") end,
+      promoted = function(res) steps[#steps + 1] = "promoted " .. res.generation end,
+      exited = function() steps[#steps + 1] = "exited" end,
+    } })
+    stop()
+    assert.are.equal("promoted", r.outcome)
+    assert.are.equal(1, r.hook_errors)
+    assert.matches("hook boom", r.last_hook_error)
+    assert.are.same({ "spawned", "promoted 2", "exited" }, steps)
+    assert.are.equal(0, stats.failed, table.concat(stats.errors, "\n"))
+    sv:close()
+  end)
 end)

@@ -3,7 +3,7 @@
 -- three ways of replacing a running HTTP server, side by side in one run,
 -- with keep-alive and with "Connection: close":
 --
---   (a) baton upgrading the C server of the specs (spec/sd_http_server.c:
+--   (a) baton upgrading the C server of the specs (examples/upgradable_server/server.c:
 --       libsystemd's sd_listen_fds_with_names and sd_notify, drains on TERM)
 --       BENCH_UPGRADES times (default 50) with sv:upgrade;
 --   (b) a Go server upgrading itself with cloudflare/tableflip

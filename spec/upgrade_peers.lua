@@ -77,7 +77,7 @@ end
 
 P.WORKERS = 2
 
---- The C server (spec/sd_http_server.c, built by CMake as BATON_SD_HTTP):
+--- The C server (examples/upgradable_server/server.c, built by CMake as BATON_SD_HTTP):
 -- listeners from LISTEN_FDS through sd_listen_fds_with_names, READY=1
 -- through sd_notify, drains on TERM. `extra` overrides keys.
 function P.c_server(exe, gen, extra)

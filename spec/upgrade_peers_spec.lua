@@ -1,6 +1,6 @@
 -- Hot upgrades of real servers whose protocol side baton did not write, under
 -- wrk load (keep-alive and "Connection: close"): a C server on libsystemd's
--- sd-daemon API (spec/sd_http_server.c), Debian's gunicorn (LISTEN_FDS) and
+-- sd-daemon API (examples/upgradable_server/server.c), Debian's gunicorn (LISTEN_FDS) and
 -- Debian's nginx (the NGINX variable, drained with QUIT). The C server and
 -- gunicorn lose nothing; nginx's figures are measured and reported. A naive
 -- stop-then-start under the same load shows errors: the test can fail. fd

@@ -1,10 +1,11 @@
 /*
- * sd_http_server.c — a small HTTP/1.1 server written for systemd's socket
- * activation with libsystemd's own sd-daemon API, the peer of
- * spec/upgrade_peers_spec.lua and bench/upgrade.lua: baton wrote none of
- * its protocol side. It takes its listeners with sd_listen_fds_with_names(3)
- * (which returns 0 unless LISTEN_PID is this very process), says READY=1
- * with sd_notify(3), and answers every GET with the body "$GEN\n".
+ * server.c — a small HTTP/1.1 server made hot-upgradable under baton
+ * (issue 14's host example 5) with nothing of baton's: libsystemd's own
+ * sd-daemon API does the job, so baton adds no C helper of its own (run.lua
+ * next to this file supervises and upgrades it). It is also the peer of
+ * spec/upgrade_peers_spec.lua and bench/upgrade.lua. It takes its listeners with
+ * sd_listen_fds_with_names(3) (which returns 0 unless LISTEN_PID is this very process), says
+ * READY=1 with sd_notify(3), and answers every GET with the body "$GEN\n".
  *
  * Without LISTEN_FDS it binds the address given as its argument
  * (`127.0.0.1:PORT`, SO_REUSEADDR) itself: the naive server a

@@ -223,7 +223,10 @@ describe("handing listeners to children (systemd's protocol)", function()
   it("the fd is inherited at 3, and the child holds nothing else", function()
     local fd = core.listen("tcp://127.0.0.1:0")
     local p <close> = assert(baton.spawn { "sleep", "30", fds = { [3] = fd }, stdout = "null" })
-    assert.are.same({ 0, 1, 2, 3 }, H.fds_of(p.pid)) -- spawn returns once the child has exec'd
+    -- (spawn returns once the child's exec began: its close-on-exec fds, such
+    -- as the pipe that reports exec failures, go a moment later)
+    H.wait_for(function() return table.concat(H.fds_of(p.pid), " ") == "0 1 2 3" end, "the child to hold fds 0-3")
+    assert.are.same({ 0, 1, 2, 3 }, H.fds_of(p.pid))
     core.close(fd)
   end)
 end)

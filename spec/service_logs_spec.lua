@@ -140,10 +140,15 @@ describe("a service's logs under concurrent stops", function()
       local seen = 0
       local sv = baton.supervisor {
         w = { "sh", "-c", "seq 1 300000; echo >&3; exec sleep 1000." .. baton.core.getpid(), ready = { fd = 3 },
-          log = { stdout = { function()
+          log = { stdout = { function(_, _, log)
             seen = seen + 1
-            local x = 0
-            for i = 1, 300 do x = x + i end -- (a slow handler)
+            if seen == 1 then
+              -- A slow handler, made so for sure: the first line waits until the
+              -- writer has filled the pipe (the loop does not run meanwhile).
+              local fd = log.streams.stdout.ud:fileno()
+              local deadline = baton.now() + 10
+              while baton.core.pipe_pending(fd) < 200 * 1024 and baton.now() < deadline do end
+            end
           end }, drop = drop } },
       }
       assert.is_true(sv:start()) -- ready once seq has written everything

@@ -54,7 +54,7 @@ describe("hot upgrades", function()
       local r = sv:upgrade("web", web(gen))
       assert.are.equal("promoted", r.outcome, r.reason)
       assert.are.equal(gen, r.generation)
-      while (stats.by[gen .. "\n"] or 0) == 0 do baton.sleep(0.01) end -- (the new one answers)
+      H.wait_for(function() return (stats.by[gen .. "\n"] or 0) > 0 end, "generation " .. gen .. " to answer")
     end
     stop()
     H.wait_for(function() return #(sv.services.web.draining or {}) == 0 end, "the old generations to drain")

@@ -328,12 +328,16 @@ function Log:_pipe(stream, fns, flushes, files, file_route)
     end
     -- Drop mode: when the pipe holds more than half of what it can, the
     -- writer is about to wait for the routes; instead, slow routes skip
-    -- this chunk's lines (counted in `dropped`), files still get them.
+    -- lines (counted in `dropped`) until it is not; files get every line.
     behind = self.drop and (core.pipe_pending(rfd) or 0) >= 128 * 1024
-    local start = 1
+    local start, count = 1, 0
     while true do
       local nl = buf:find("\n", start, true)
       if not nl then break end
+      count = count + 1
+      if self.drop and count % 256 == 0 then -- (the writer keeps writing while lines are routed)
+        behind = (core.pipe_pending(rfd) or 0) >= 128 * 1024
+      end
       local line = buf:sub(start, nl - 1)
       while #line > M.MAX_LINE do
         emit(line:sub(1, M.MAX_LINE), "split")

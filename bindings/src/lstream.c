@@ -172,6 +172,22 @@ static int l_try_write(lua_State *L) {
   return 1;
 }
 
+/* The callback `cb` (a registry ref, or LUA_NOREF) of a write or shutdown
+ * that ended with `status`: fn(true), or fn(nil, msg, code); the ref goes. */
+static void lb_stream_report(lb_runtime *rt, int cb, int status, const char *what) {
+  lua_State *T = rt->cbL;
+  if (cb == LUA_NOREF) return;
+  lua_rawgeti(T, LUA_REGISTRYINDEX, cb);
+  luaL_unref(T, LUA_REGISTRYINDEX, cb);
+  if (status == 0) {
+    lua_pushboolean(T, 1);
+    lb_call(rt, T, 1);
+  } else {
+    lb_error(T, status, what);
+    lb_call(rt, T, 3);
+  }
+}
+
 static void lb_on_write(uv_write_t *req, int status) {
   lb_write_req *w = (lb_write_req *)req;
   lb_stream *s = w->s;
@@ -179,19 +195,8 @@ static void lb_on_write(uv_write_t *req, int status) {
   s->writes--;
   if (rt) {
     lua_State *T = rt->cbL;
-    int cb = w->cb_ref;
     luaL_unref(T, LUA_REGISTRYINDEX, w->data_ref);
-    if (cb != LUA_NOREF) {
-      lua_rawgeti(T, LUA_REGISTRYINDEX, cb);
-      luaL_unref(T, LUA_REGISTRYINDEX, cb);
-      if (status == 0) {
-        lua_pushboolean(T, 1);
-        lb_call(rt, T, 1);
-      } else {
-        lb_error(T, status, "write");
-        lb_call(rt, T, 3);
-      }
-    }
+    lb_stream_report(rt, w->cb_ref, status, "write");
     lb_stream_maybe_unanchor(s);
   }
   free(w);
@@ -232,19 +237,7 @@ static void lb_on_shutdown(uv_shutdown_t *req, int status) {
   lb_runtime *rt = s->h.rt;
   s->writes--;
   if (rt) {
-    lua_State *T = rt->cbL;
-    int cb = r->cb_ref;
-    if (cb != LUA_NOREF) {
-      lua_rawgeti(T, LUA_REGISTRYINDEX, cb);
-      luaL_unref(T, LUA_REGISTRYINDEX, cb);
-      if (status == 0) {
-        lua_pushboolean(T, 1);
-        lb_call(rt, T, 1);
-      } else {
-        lb_error(T, status, "shutdown");
-        lb_call(rt, T, 3);
-      }
-    }
+    lb_stream_report(rt, r->cb_ref, status, "shutdown");
     lb_stream_maybe_unanchor(s);
   }
   free(r);

@@ -12,7 +12,8 @@ names = os.environ.get("LISTEN_FDNAMES", "")
 if n == 0:
     fd = os.memfd_create("state")
     os.write(fd, b"counter=1")
-    socket.send_fds(s, [b"FDSTORE=1\nFDNAME=state"], [fd])
+    name = os.environ.get("FDNAME", "state").encode()
+    socket.send_fds(s, [b"FDSTORE=1\nFDNAME=" + name], [fd])
     print("parked", flush=True)
 else:
     os.lseek(3, 0, os.SEEK_SET)

@@ -18,6 +18,7 @@ assert(baton.subreaper(true)) -- (supervisors make baton a subreaper: its handle
 local N = tonumber(os.getenv("BATON_PEER_UPGRADES")) or 10
 local C_SERVER = os.getenv("BATON_SD_HTTP")
 local CONNS = 8
+local FD_N = tonumber(os.getenv("BATON_FD_UPGRADES")) or 200 -- (the issue's fd-hygiene count)
 
 local function report(peer, mode, r)
   io.stderr:write(("peers: %-8s %-10s %2d upgrades: %7d requests in %5.2fs (%8.0f/s); errors: connect %d, read %d, "
@@ -112,7 +113,7 @@ describe("hot upgrades of real peers under wrk", function()
     all_gone(seen)
   end)
 
-  it("each generation of the C server holds exactly stdio and its listener; baton's fds stay as they were", function()
+  it("200 generations of the C server: each holds exactly stdio and its listener; baton's fds stay as they were", function()
     if not needs("the C server (libsystemd-dev at build time)", C_SERVER) then return end
     local decl = function(gen) return P.c_server(C_SERVER, gen) end
     local sv = baton.supervisor { web = decl(1) }
@@ -120,7 +121,7 @@ describe("hot upgrades of real peers under wrk", function()
     assert.is_true(sv:start())
     local url = url_of(sv)
     local fds = H.fds()
-    for gen = 2, 2 * N + 1 do
+    for gen = 2, FD_N + 1 do
       upgrade(sv, decl, gen)
       local pid = sv:status().web.replicas[1].pid
       -- (once it answered, it is past sd_notify, whose socket it closes just after READY=1 went out)

@@ -79,7 +79,7 @@ describe("hot upgrades", function()
     r = sv:upgrade("web", web(3, { env = { FAIL = "never" } }), { timeout = 0.5 })
     assert.are.equal("rolled_back", r.outcome)
     assert.matches("not ready after 0.5s", r.reason)
-    r = sv:upgrade("web", web(4, { env = { FAIL = "after" } }), { bake = 10 })
+    r = sv:upgrade("web", web(4, { env = { FAIL = "after", AFTER = "2" } }), { bake = 10 }) -- (dies 2 s after READY=1)
     assert.are.equal("rolled_back", r.outcome)
     assert.matches("^the new generation failed within the bake window", r.reason)
     stop()
@@ -87,6 +87,23 @@ describe("hot upgrades", function()
     assert.are.equal(pid, sv:status().web.replicas[1].pid) -- the same process served throughout
     assert.are.equal(1, sv:status().web.generation)
     assert.are.equal("1\n", select(2, baton.http_get(url)))
+    sv:close()
+  end)
+
+  it("waits, with the defaults, for a generation that takes 20 s to become ready: promoted, nothing lost", function()
+    local sv = baton.supervisor { web = web(1) }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    local url = assert(sv:listener("web", "http")).url:gsub("^tcp", "http") .. "/"
+    local stats, stop = load(url, 2)
+    local slow = web(2, { env = { READY_AFTER = "20" }, ready = "notify" }) -- (no timeout given: the default)
+    local r = sv:upgrade("web", slow) -- (no options)
+    assert.are.equal("promoted", r.outcome, r.reason)
+    assert.is_true(r.timings.ready >= 20, "ready after " .. tostring(r.timings.ready))
+    H.wait_for(function() return (stats.by["2\n"] or 0) > 0 end, "generation 2 to answer")
+    stop()
+    assert.are.equal(0, stats.failed, table.concat(stats.errors, "\n"))
+    assert.is_true((stats.by["1\n"] or 0) > 0) -- generation 1 served while 2 started
     sv:close()
   end)
 
@@ -143,7 +160,7 @@ describe("hot upgrades", function()
     local sv = baton.supervisor { web = web(1) }
     assert.is_true(sv:start())
     local pid = sv:status().web.replicas[1].pid
-    assert.are.same({ outcome = "reloaded", service = "web" }, sv:reload("web"))
+    assert.are.same({ outcome = "reloaded", service = "web", confirmed = true }, sv:reload("web"))
     assert.are.equal(pid, sv:status().web.replicas[1].pid) -- the same process, reloaded
     local r = sv:reload("web", { signal = "USR1", timeout = 0.3 }) -- (USR1 kills it: no reload)
     assert.are.equal("failed", r.outcome)
@@ -163,13 +180,26 @@ describe("hot upgrades", function()
       st = { "python3", "spec/fdstore_peer.py", ready = "notify", fdstore = 4, backoff = { initial = 0.01 },
         log = { stdout = { function(l) lines[#lines + 1] = l end } } },
       no = { "python3", "spec/fdstore_peer.py", ready = "notify", stdout = "null" }, -- (no fdstore)
+      named = { "python3", "spec/fdstore_peer.py", ready = "notify", fdstore = 1, env = { FDNAME = "a b" },
+        log = { stdout = { function(l) lines[#lines + 1] = l end } } },
     }
-    assert.is_true(sv:start())
+    finally(function() sv:close() end)
+    assert.is_true(sv:start("st", "no"))
     baton.core.kill(sv:status().st.replicas[1].pid, 9)
     sv:next("ready", "st")
     assert.are.same({ "parked", "found state counter=1" }, lines)
     assert.are.equal(1, sv.services.no.fdstore_refused) -- (closed at once: not allowed to park)
-    sv:close()
+    assert.is_true(sv:restart("st")) -- kept across a restart…
+    assert.are.same({ "parked", "found state counter=1", "found state counter=1" }, lines)
+    sv:stop("st") -- …released by a stop (systemd's FileDescriptorStorePreserve=restart)
+    assert.is_nil(sv.services.st.fdstore)
+    assert.is_true(sv:start("st"))
+    assert.are.equal("parked", lines[4])
+    -- a name as systemd takes it (printable, no ':'), kept as given
+    assert.is_true(sv:start("named"))
+    baton.core.kill(sv:status().named.replicas[1].pid, 9)
+    sv:next("ready", "named")
+    assert.are.same({ "parked", "found a b counter=1" }, { lines[5], lines[6] })
   end)
 
   it("rolls 3 replicas over one at a time under load: never fewer than 3 ready, no request lost", function()
@@ -200,6 +230,37 @@ describe("hot upgrades", function()
     sv:close()
   end)
 
+  it("max_draining counts old generations, not a rolling upgrade's batches", function()
+    local sv = baton.supervisor { web = web(1, { replicas = 3 }) }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    local function pids()
+      local out = {}
+      for _, i in ipairs(sv.services.web.instances) do out[#out + 1] = i end
+      return out
+    end
+    local alive = function(list)
+      local n = 0
+      for _, i in ipairs(list) do if i.proc then n = n + 1 end end
+      return n
+    end
+    -- (WINCH: a drain signal the server ignores, so the old ones stay until `drain` runs out)
+    local slow = { surge = 1, drain_signal = "WINCH", drain = 60 }
+    local g1 = pids()
+    assert.are.equal("promoted", sv:upgrade("web", web(2, { replicas = 3 }), slow).outcome)
+    assert.are.equal(1, #sv.services.web.draining) -- one old generation, in 3 batches
+    assert.are.equal(3, alive(g1)) -- none of them stopped by the cap of 2
+    local g2 = pids()
+    assert.are.equal("promoted", sv:upgrade("web", web(3, { replicas = 3 }), slow).outcome)
+    assert.are.equal(2, #sv.services.web.draining)
+    assert.are.equal(3, alive(g1))
+    assert.are.equal("promoted", sv:upgrade("web", web(4, { replicas = 3 }), slow).outcome)
+    -- a third old generation: the oldest (generation 1) is stopped, the others go on draining
+    H.wait_for(function() return alive(g1) == 0 end, "generation 1 to be stopped by the cap")
+    assert.are.equal(2, #sv.services.web.draining)
+    assert.are.equal(3, alive(g2))
+  end)
+
   it("a rolling upgrade stopped half way starts no further batch: nothing runs, the result says so", function()
     local sv, stopping
     local hooks = { draining = function() stopping = stopping or baton.go(function() sv:stop() end) end }
@@ -213,6 +274,26 @@ describe("hot upgrades", function()
     assert.are.equal("failed", r.outcome)
     assert.matches("stopped", r.reason)
     sv:close()
+  end)
+
+  it("a reload asked for during an upgrade waits for it, then reloads the new generation", function()
+    local sv = baton.supervisor { web = web(1), plain = { "sleep", "1000." .. baton.core.getpid(), ready = 0 } }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    local promoted_at, reload
+    local hooks = {
+      spawned = function() reload = baton.go(function() return sv:reload("web"), baton.now() end) end,
+      promoted = function() promoted_at = baton.now() end,
+    }
+    -- (generation 2 takes half a second to be ready: a reload not waiting would be over long before)
+    local r = sv:upgrade("web", web(2, { env = { READY_AFTER = "0.5" } }), { hooks = hooks })
+    assert.are.equal("promoted", r.outcome, r.reason)
+    local rr, reloaded_at = reload:wait()
+    assert.are.same({ outcome = "reloaded", service = "web", confirmed = true }, rr)
+    assert.is_true(reloaded_at >= promoted_at)
+    -- a service that does not speak sd_notify is only signalled: not confirmed
+    assert.are.same({ outcome = "reloaded", service = "plain", confirmed = false },
+      sv:reload("plain", { signal = "CONT" }))
   end)
 
   it("reloads only a running service: a stopped one is not 'reloaded'", function()
@@ -311,10 +392,11 @@ describe("hot upgrades", function()
     os.remove(dir)
     assert(os.execute("mkdir " .. dir))
     local lines = {}
+    local function keep(l) lines[#lines + 1] = l end -- (one function: the same routes each generation)
     local function gen(n)
       return { "sh", "-c", "echo gen " .. n .. " up; echo >&3; exec sleep 1000." .. baton.core.getpid(),
         ready = { fd = 3 }, stop = { signal = "TERM", timeout = 5 },
-        log = { stdout = { dir .. "/x.log", function(l) lines[#lines + 1] = l end } } }
+        log = { stdout = { dir .. "/x.log", keep } } }
     end
     local sv = baton.supervisor { x = gen(1) }
     assert.is_true(sv:start())
@@ -329,6 +411,40 @@ describe("hot upgrades", function()
     assert.are.equal("gen 1 up\ngen 2 up\ngen 3 up\ngen 4 up\n", f:read("a"))
     f:close()
     baton.run { "rm", "-rf", dir }
+  end)
+
+  it("an upgrade or an update that changes `log` routes the new process's lines the new way; the old pipes close", function()
+    local dir = baton.output { "mktemp", "-d", "/tmp/baton-logs.XXXXXX" }:gsub("%s+$", "")
+    finally(function() baton.run { "rm", "-rf", dir } end)
+    -- (on TERM it says goodbye, on its old pipes, then exits)
+    local function gen(n, file)
+      return { "sh", "-c", "trap 'echo gen " .. n .. " bye; exit 0' TERM; echo gen " .. n .. " up; echo >&3; "
+        .. "while :; do sleep 0.2; done", ready = { fd = 3 }, stop = { timeout = 5 }, stderr = "null",
+        log = { stdout = { dir .. "/" .. file } } }
+    end
+    local function read(file)
+      local f = io.open(dir .. "/" .. file)
+      if not f then return "" end
+      local t = f:read("a")
+      f:close()
+      return t
+    end
+    local sv = baton.supervisor { x = gen(1, "a.log") }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    local fd_before = H.fds()
+    assert.are.equal("promoted", sv:upgrade("x", gen(2, "b.log"), { wait = true }).outcome)
+    H.wait_for(function() return read("a.log") == "gen 1 up\ngen 1 bye\n" end, "generation 1's lines in a.log")
+    H.wait_for(function() return read("b.log") == "gen 2 up\n" end, "generation 2's line in b.log")
+    assert.are.equal(fd_before, H.fds()) -- (a.log and its pipe closed once generation 1 was gone)
+    assert.are.same({ "gen 2 up" }, sv:logs("x")) -- (the new log's lines)
+    -- an update changing `log`: the next process (a restart) uses it
+    sv:update("x", gen(3, "c.log"))
+    assert.is_true(sv:restart("x"))
+    H.wait_for(function() return read("c.log") == "gen 3 up\n" end, "the restarted process's line in c.log")
+    assert.are.equal("gen 2 up\ngen 2 bye\n", read("b.log"))
+    assert.are.equal(fd_before, H.fds())
+    sv:close()
   end)
 
   it("hands on a socket baton itself was given (its own LISTEN_FDS), through upgrades", function()

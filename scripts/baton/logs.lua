@@ -183,7 +183,8 @@ M.Log = Log
 -- that cannot be opened).
 function M.open(label, routes)
   local log = setmetatable({ label = label, files = {}, by_path = {}, ring = {}, ring_head = 0, lines = 0,
-    handler_errors = 0, streams = {}, _raw = {}, _raw_lines = 0, dropped = 0, drop = routes.drop == true }, Log)
+    handler_errors = 0, streams = {}, _raw = {}, _raw_lines = 0, dropped = 0, drop = routes.drop == true,
+    routes = routes }, Log)
   M.widen(label)
   for _, name in ipairs { "stdout", "stderr" } do
     local rs = routes[name]

@@ -416,6 +416,40 @@ end
 
 -- ---- instances: one replica, one process tree at a time -----------------------------------
 
+-- Whether routes `a` and `b` are the same (tables compared item by item;
+-- functions by identity).
+local function same(a, b)
+  if a == b then return true end
+  if type(a) ~= "table" or type(b) ~= "table" then return false end
+  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+
+-- Whether a live process of service `svc` other than `but`'s writes to `log`.
+local function log_in_use(svc, log, but)
+  for _, i in ipairs(svc.instances) do if i ~= but and i.log == log and i.proc then return true end end
+  for i in pairs(svc.extra or {}) do if i ~= but and i.log == log and i.proc then return true end end
+  return false
+end
+
+-- Replica `index` of service `svc` writes to `log` from now on; the one it
+-- replaces closes unless a process (of a draining generation) still writes
+-- to it: that one closes it when it stops.
+local function adopt_log(svc, index, log)
+  local held = svc.logs[index]
+  svc.logs[index] = log
+  if held and held ~= log and not held.closed and not log_in_use(svc, held) then held:close() end
+end
+
+--- Instances (of an upgrade: promoted, or back after a rollback) are their
+-- replicas' from now on: so are their logs.
+function M._adopt_logs(svc, instances)
+  svc.logs = svc.logs or {}
+  for _, i in ipairs(instances) do if i.log then adopt_log(svc, i.index, i.log) end end
+end
+
+
 local Instance = {}
 Instance.__index = Instance
 
@@ -770,11 +804,15 @@ function Instance:_spawn()
   local extra = self:_ready_setup(env)
   extra.pgroup, extra.env = true, env
   -- A replica's log belongs to the service: the process of a new
-  -- generation writes into the same pipes as the one it replaces.
+  -- generation writes into the same pipes as the one it replaces — unless
+  -- its declaration routes lines elsewhere (an upgrade or an update that
+  -- changed `log`): then it gets pipes of its own, the service's from its
+  -- promotion (a trial's) or at once, and the old ones close once no
+  -- process writes to them.
   svc.logs = svc.logs or {}
-  if d.log and not self.log and svc.logs[self.index] and not svc.logs[self.index].closed then
-    self.log = svc.logs[self.index]
-  end
+  local held = svc.logs[self.index]
+  if self.log and not (d.log and same(self.log.routes, d.log)) then self:_release_log(self.log) end
+  if d.log and not self.log and held and not held.closed and same(held.routes, d.log) then self.log = held end
   if d.log and not self.log then
     local label = svc.name .. "." .. self.index
     local log, msg = require("baton.logs").open(label, d.log)
@@ -783,7 +821,8 @@ function Instance:_spawn()
       self.last_error = msg
       return self:_set("failed", { event = "failed", error = msg })
     end
-    self.log, svc.logs[self.index] = log, log
+    self.log = log
+    if not self.trial then adopt_log(svc, self.index, log) end
   end
   if self.log then
     extra.stdout, extra.stderr = self.log:fd("stdout") or base.stdout, self.log:fd("stderr") or base.stderr
@@ -1012,6 +1051,13 @@ function Instance:_stop()
   self:_close_log()
 end
 
+-- This instance's process no longer writes to `log` (its routes changed):
+-- closed unless the service or another process still has it.
+function Instance:_release_log(log)
+  self.last_lines, self.log = log:tail(), nil
+  if self.service.logs[self.index] ~= log and not log_in_use(self.service, log, self) then log:close() end
+end
+
 -- The service stopped: what its processes wrote is read to the end, its
 -- files close.
 function Instance:_close_log()
@@ -1146,7 +1192,9 @@ function Service:_store_fds(inst, name, fds)
     self.fdstore_refused = (self.fdstore_refused or 0) + #fds
     return false
   end
-  name = (name and name:match("^[%w_.-]+$")) and name or "stored"
+  -- (a name as systemd takes one: printable ASCII but ':', up to 255
+  -- bytes; another is ignored, the fds stored as "stored", as systemd does)
+  name = (name and #name <= 255 and name:match("^[ -~]+$") and not name:find(":", 1, true)) and name or "stored"
   for _, fd in ipairs(fds) do self.fdstore[#self.fdstore + 1] = { name = name, fd = fd } end
   return true
 end
@@ -1161,11 +1209,16 @@ function Service:_unstore_fds(name)
   end
 end
 
+-- Close the fds of the fd store.
+function Service:_release_fdstore()
+  for _, e in ipairs(self.fdstore or {}) do core.close(e.fd) end
+  self.fdstore = nil
+end
+
 --- Close the service's listeners (unix socket files removed): at its
 -- final stop (remove, or the end of the program).
 function Service:_close_listeners()
-  for _, e in ipairs(self.fdstore or {}) do core.close(e.fd) end
-  self.fdstore = nil
+  self:_release_fdstore()
   for addr, l in pairs(self.listeners or {}) do
     if not l.inherited then -- (a socket baton was given stays baton's: its manager's)
       core.close(l.fd)
@@ -1688,6 +1741,11 @@ function Supervisor:stop(...)
   local ok, err = pcall(t.wait, t)
   self._stops[t] = nil
   if not ok then error(err, 0) end
+  -- A stopped service's fd store is released (as systemd's default
+  -- FileDescriptorStorePreserve=restart): kept only across a restart.
+  for _, svc in ipairs(targets) do
+    if svc.want ~= "up" and not (self._restarting and self._restarting[svc]) then svc:_release_fdstore() end
+  end
   local idle = true
   for _, svc in pairs(self.services) do if svc.want == "up" then idle = false end end
   if idle and self._notifier then
@@ -1709,7 +1767,11 @@ function Supervisor:restart(...)
   for _, s in pairs(self.services) do if s.want == "up" then up[#up + 1] = s.name end end
   local names = {}
   for _, svc in ipairs(targets) do names[#names + 1] = svc.name end
-  self:stop(table.unpack(names))
+  self._restarting = {}
+  for _, svc in ipairs(targets) do self._restarting[svc] = true end
+  local ok, err = pcall(self.stop, self, table.unpack(names))
+  self._restarting = nil
+  if not ok then error(err, 0) end
   local again = {}
   for _, n in ipairs(up) do again[n] = true end
   for _, n in ipairs(names) do again[n] = true end

@@ -34,6 +34,7 @@ errors.own()
 
 local M = {}
 local fmt, now = string.format, core.now
+local function service() return require "baton.service" end -- (which requires this module)
 
 local OPTS = { timeout = "seconds", bake = "seconds", drain = "seconds", drain_signal = "signal", hooks = "table",
   wait = "boolean", max_draining = "number", surge = "number" }
@@ -76,6 +77,24 @@ local function stop_all(list)
   for _, t in ipairs(ts) do t:wait() end
 end
 
+-- One upgrade or reload of a service at a time: `turn` waits for the one
+-- under way (every waiter wakes when it is over; the first to run takes
+-- the next turn), `exclusive` runs `fn` as the service's, in a task of its
+-- own (a caller cancelled meanwhile does not cut it in half).
+local function turn(svc)
+  while svc._upgrading and not svc._upgrading.done do svc._upgrading:wait() end
+end
+
+local function exclusive(svc, fn)
+  local t = task.new(fn, true)
+  svc._upgrading = t
+  t:start()
+  local ok, r = pcall(t.wait, t)
+  if svc._upgrading == t and t.done then svc._upgrading = nil end
+  if not ok then error(r, 0) end
+  return r
+end
+
 --- Run an upgrade of `svc` (a service of supervisor `sv`) to declaration
 -- `decl` (nil: the service's declaration when its turn comes) with `opts` (`timeout`: readiness deadline, default the
 -- declaration's ready timeout; `bake`: seconds the old generation is kept
@@ -84,8 +103,7 @@ end
 -- functions called with the result table as it fills).
 function M.run(sv, svc, decl, opts)
   opts = check(opts)
-  -- One upgrade of a service at a time: a second one waits its turn.
-  while svc._upgrading do svc._upgrading:wait() end
+  turn(svc) -- (one upgrade of a service at a time: a second one waits its turn)
   -- (no declaration: the service's as it is now, after the upgrades before)
   decl = decl or svc.decl
   local res = { service = svc.name, from = svc.generation, timings = {} }
@@ -104,7 +122,7 @@ function M.run(sv, svc, decl, opts)
   local function trial(gen, idx)
     local news = {}
     for k, i in ipairs(idx) do
-      local inst = require("baton.service")._new_instance(svc, i)
+      local inst = service()._new_instance(svc, i)
       inst.decl, inst.own_generation, inst.trial, inst.want = decl, gen, true, "up"
       news[k] = inst
       svc.extra[inst] = true
@@ -137,7 +155,11 @@ function M.run(sv, svc, decl, opts)
       or fmt("the new generation was not ready after %gs", deadline)
   end
   -- Drain instances of the old generation, in the background (`wait =
-  -- true` waits): their drain signal, then their stop.
+  -- true` waits): their drain signal, then their stop. The old generation
+  -- is one entry of `svc.draining` however many batches a rolling upgrade
+  -- drains it in: the cap counts generations, not batches.
+  local draining -- (this upgrade's entry, while some of it drains)
+  local cap = opts.max_draining or 2
   local function drain_old(old, old_decl)
     for _, inst in ipairs(old) do
       inst.want = "down" -- (it is not restarted any more, whatever happens)
@@ -145,34 +167,48 @@ function M.run(sv, svc, decl, opts)
     end
     local sig = opts.drain_signal and options.signum(opts.drain_signal, "upgrade", 3) or old_decl.stop_signal
     local drain = opts.drain or old_decl.stop_timeout
-    local draining = { instances = old }
     svc.draining = svc.draining or {}
-    table.insert(svc.draining, draining)
-    -- A cap on old generations still draining: the oldest are stopped now.
-    local cap = opts.max_draining or 2
-    while #svc.draining > cap do
-      local oldest = table.remove(svc.draining, 1)
-      task.go_internal(function() stop_all(oldest.instances) end)
+    if not draining then
+      draining = { instances = {}, batches = 0 }
+      table.insert(svc.draining, draining)
+      -- A cap on old generations still draining: the oldest are stopped now.
+      while #svc.draining > cap do
+        local oldest = table.remove(svc.draining, 1)
+        oldest.capped = true
+        task.go_internal(function() stop_all(oldest.instances) end)
+      end
     end
+    local mine = draining
+    for _, inst in ipairs(old) do mine.instances[#mine.instances + 1] = inst end
+    mine.batches = mine.batches + 1
     hook("draining")
+    if mine.capped then -- (a cap of 0: no time to drain)
+      sig, drain = nil, 0
+    end
     for _, inst in ipairs(old) do
-      if inst.proc then
+      if inst.proc and sig then
         inst:_set("draining")
         inst:_signal(sig)
       end
     end
-    draining.task = task.go_internal(function()
-      sv:_until(function()
-        for _, inst in ipairs(old) do if inst.proc then return nil end end
-        return true
-      end, drain)
+    local t = task.go_internal(function()
+      if drain > 0 then
+        sv:_until(function()
+          for _, inst in ipairs(old) do if inst.proc then return nil end end
+          return true
+        end, drain)
+      end
       stop_all(old) -- (what did not finish in time: stop signal, timeout, KILL)
       for _, inst in ipairs(old) do svc.extra[inst] = nil end
-      for k, dr in ipairs(svc.draining) do if dr == draining then table.remove(svc.draining, k) end end
+      mine.batches = mine.batches - 1
+      if mine.batches == 0 then
+        for k, dr in ipairs(svc.draining) do if dr == mine then table.remove(svc.draining, k) end end
+        if draining == mine then draining = nil end -- (a later batch starts a new entry)
+      end
       res.timings.drained = now() - t0
       hook("exited")
     end)
-    if opts.wait then draining.task:wait() end
+    if opts.wait then t:wait() end
   end
   local function rolled_back(why)
     res.outcome, res.reason = "rolled_back", why
@@ -208,8 +244,10 @@ function M.run(sv, svc, decl, opts)
         local olds = {}
         for k, i in ipairs(idx) do
           olds[k] = svc.instances[i]
+          svc.extra[olds[k]] = true
           svc.instances[i] = news[k]
         end
+        service()._adopt_logs(svc, news)
         sv:_changed()
         drain_old(olds, old_decl)
       end
@@ -234,6 +272,7 @@ function M.run(sv, svc, decl, opts)
     end
     svc.instances, svc.decl, svc.generation = news, decl, gen
     for _, inst in ipairs(news) do inst.decl = nil end -- (they follow the service's declaration now)
+    service()._adopt_logs(svc, news)
     res.timings.promoted = now() - t0
     hook("promoted")
     sv:_changed()
@@ -252,6 +291,7 @@ function M.run(sv, svc, decl, opts)
         end
         svc.instances, svc.decl, svc.generation = old, old_decl, old_gen
         for _, inst in ipairs(news) do svc.extra[inst] = true end
+        service()._adopt_logs(svc, old)
         stop_all(news)
         for _, inst in ipairs(news) do svc.extra[inst] = nil end
         -- An old instance that died while it was not the service's (so was not
@@ -265,18 +305,13 @@ function M.run(sv, svc, decl, opts)
     drain_old(old, old_decl)
     return res
   end
-  local t = task.new(function()
+  local r = exclusive(svc, function()
     M.manager("reloading")
     local ok, r = pcall(body)
     M.manager("ready")
     if not ok then error(r, 0) end
     return r
-  end, true)
-  svc._upgrading = t
-  t:start()
-  local ok, r = pcall(t.wait, t)
-  if svc._upgrading == t then svc._upgrading = nil end
-  if not ok then error(r, 0) end
+  end)
   sv:_changed()
   return r
 end
@@ -309,38 +344,45 @@ end
 --- In-place reload of a server that reloads itself: `signal` (default
 -- HUP) to each running instance; one that speaks sd_notify (`ready =
 -- "notify"`) is waited for: RELOADING=1 then READY=1 within `timeout`
--- seconds (default its ready timeout). Returns {outcome = "reloaded" |
--- "failed", reason}.
+-- seconds (default its ready timeout). A reload waits for an upgrade of
+-- the service under way (and an upgrade for a reload): one at a time.
+-- Returns {outcome = "reloaded" | "failed", reason, confirmed}: `confirmed`
+-- is true when the server said it reloaded (sd_notify), false when it was
+-- only signalled (nothing else tells when a reload is done).
 function M.reload(sv, svc, opts)
   opts = opts or {}
   local sig = options.signum(opts.signal or "HUP", "reload", 2)
-  local d = svc.decl
-  local live = false
-  for _, inst in ipairs(svc.instances) do live = live or inst.proc ~= nil end
-  if svc.want ~= "up" or not live then
-    return { outcome = "failed", service = svc.name, reason = "the service is not running (start it first)" }
-  end
-  M.manager("reloading")
-  local waits = {}
-  for _, inst in ipairs(svc.instances) do
-    if inst.proc then
-      inst.reloaded = nil
-      if d.ready.kind == "notify" then waits[#waits + 1] = inst end
-      inst.proc:signal(sig)
+  turn(svc)
+  local function body()
+    local d = svc.decl
+    local live = false
+    for _, inst in ipairs(svc.instances) do live = live or inst.proc ~= nil end
+    if svc.want ~= "up" or not live then
+      return { outcome = "failed", service = svc.name, reason = "the service is not running (start it first)" }
     end
-  end
-  local timeout = opts.timeout or d.ready.timeout
-  local r = sv:_until(function()
-    for _, inst in ipairs(waits) do
-      if not inst.proc then return inst end
-      if not inst.reloaded then return nil end
+    M.manager("reloading")
+    local waits = {}
+    for _, inst in ipairs(svc.instances) do
+      if inst.proc then
+        inst.reloaded = nil
+        if d.ready.kind == "notify" then waits[#waits + 1] = inst end
+        inst.proc:signal(sig)
+      end
     end
-    return true
-  end, timeout)
-  M.manager("ready")
-  if r == true then return { outcome = "reloaded", service = svc.name } end
-  return { outcome = "failed", service = svc.name,
-    reason = r and ("it exited while reloading: " .. r:_why()) or fmt("no RELOADING=1 … READY=1 within %gs", timeout) }
+    local timeout = opts.timeout or d.ready.timeout
+    local r = sv:_until(function()
+      for _, inst in ipairs(waits) do
+        if not inst.proc then return inst end
+        if not inst.reloaded then return nil end
+      end
+      return true
+    end, timeout)
+    M.manager("ready")
+    if r == true then return { outcome = "reloaded", service = svc.name, confirmed = #waits > 0 } end
+    return { outcome = "failed", service = svc.name, reason = r and ("it exited while reloading: " .. r:_why())
+      or fmt("no RELOADING=1 … READY=1 within %gs", timeout) }
+  end
+  return exclusive(svc, body)
 end
 
 return M

@@ -3,7 +3,9 @@
 # and specs (the socket stays baton's: every generation gets the same one);
 # says READY=1 on NOTIFY_SOCKET, answers GET with its generation ($GEN),
 # and drains on TERM: it stops accepting, finishes what it serves, exits 0.
-# FAIL=start exits at once; FAIL=never never says it is ready.
+# FAIL=start exits at once; FAIL=never never says it is ready; FAIL=after
+# dies AFTER seconds (default 0.3) after READY=1; READY_AFTER=S makes it
+# take S seconds to start (neither serving nor ready meanwhile).
 import os, signal, socket, sys, threading
 from http.server import HTTPServer, BaseHTTPRequestHandler
 from socketserver import ThreadingMixIn
@@ -51,6 +53,8 @@ def reload(*_):  # an in-place reload, announced as systemd's notify-reload want
     threading.Timer(0.05, lambda: notify(b"READY=1")).start()
 signal.signal(signal.SIGHUP, reload)
 
+if os.environ.get("READY_AFTER"):  # a slow start: nothing served, nothing said
+    threading.Event().wait(float(os.environ["READY_AFTER"]))
 if os.environ.get("FAIL") != "never":
     notify(b"READY=1")
 if os.environ.get("FAIL") == "after":  # ready, then dies a moment later (between requests: what
@@ -58,6 +62,6 @@ if os.environ.get("FAIL") == "after":  # ready, then dies a moment later (betwee
         srv.shutdown()
         srv.server_close()  # (joins the threads still answering)
         os._exit(1)
-    threading.Timer(0.3, die).start()
+    threading.Timer(float(os.environ.get("AFTER", "0.3")), die).start()
 srv.serve_forever()
 sys.exit(0)

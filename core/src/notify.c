@@ -120,7 +120,7 @@ static void bt__notify_on_poll(uv_poll_t *handle, int status, int events) {
 }
 
 int bt_notify_open(uv_loop_t *loop, bt_notify_t *notify, const char *path, bt_notify_cb cb) {
-  if (!bt__loop_usable(loop) || notify == NULL || path == NULL) return -EINVAL;
+  if (!bt__loop_usable(loop) || notify == NULL || path == NULL || cb == NULL) return -EINVAL;
   struct sockaddr_un sa;
   socklen_t salen;
   int err = bt__notify_addr(path, &sa, &salen);

@@ -2164,6 +2164,10 @@ static void on_bad_note(bt_notify_t *n, const bt_notify_msg_t *msg) {
   CHECK(!"a notify callback after an error return");
 }
 static void on_bad_reap(bt_reaper_t *r, pid_t pid, int wstatus) {}
+static int bad_reaper_closed;
+static void on_bad_reaper_closed(bt_reaper_t *r) {
+  bad_reaper_closed++;
+}
 
 /* NULL pointers, invalid fds and a closed loop: a negative errno, no crash, no
  * callback, nothing left to close (the test ends with the leak check). */
@@ -2248,6 +2252,20 @@ static void test_bad_input(void) {
   CHECK_EQ(bt_cgroup_populated(NULL), -EINVAL);
   CHECK_EQ(bt_cgroup_oom_kills(NULL), -EINVAL);
   CHECK_EQ(bt_cgroup_remove(NULL), -EINVAL);
+
+  /* A notify socket without a callback is refused (it would call NULL at its
+   * first datagram). */
+  int nrc = bt_notify_open(&loop, &n, "@baton-bad-nocb", NULL);
+  CHECK_EQ(nrc, -EINVAL);
+  if (nrc == 0) bt_notify_close(&n, NULL);
+  /* A second bt_reaper_close does nothing, as for the other handles (a second
+   * uv_close of the same handle is undefined). */
+  CHECK_EQ(bt_reaper_start(&loop, &r, 0, on_bad_reap), 0);
+  bt_reaper_close(&r, on_bad_reaper_closed);
+  bt_reaper_close(&r, on_bad_reaper_closed);
+  CHECK_EQ(bad_reaper_closed, 0); /* (from the loop, never inside the call) */
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(bad_reaper_closed, 1);
 
   /* A closed loop is refused before anything starts: no child, no fd. */
   uv_run(&loop, UV_RUN_DEFAULT);

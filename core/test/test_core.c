@@ -2164,6 +2164,9 @@ static void on_bad_note(bt_notify_t *n, const bt_notify_msg_t *msg) {
   CHECK(!"a notify callback after an error return");
 }
 static void on_bad_reap(bt_reaper_t *r, pid_t pid, int wstatus) {}
+static void on_bad_close(bt_process_t *p) {
+  CHECK(!"no close callback after a failed spawn or open");
+}
 static int bad_reaper_closed;
 static void on_bad_reaper_closed(bt_reaper_t *r) {
   bad_reaper_closed++;
@@ -2252,6 +2255,17 @@ static void test_bad_input(void) {
   CHECK_EQ(bt_cgroup_populated(NULL), -EINVAL);
   CHECK_EQ(bt_cgroup_oom_kills(NULL), -EINVAL);
   CHECK_EQ(bt_cgroup_remove(NULL), -EINVAL);
+
+  /* After a failed spawn or open there is nothing to close: closing (or
+   * unref'ing) the handle anyway does nothing, and no callback fires. */
+  memset(&p, 0, sizeof p);
+  CHECK_EQ(bt_spawn(&loop, &p, &noargv, on_bad_exit), -EINVAL);
+  bt_process_ref(&p, 0);
+  bt_process_close(&p, on_bad_close);
+  memset(&p, 0, sizeof p);
+  CHECK_EQ(bt_process_open(&loop, &p, -1, on_bad_exit), -EINVAL);
+  bt_process_close(&p, on_bad_close);
+  uv_run(&loop, UV_RUN_NOWAIT);
 
   /* A notify socket without a callback is refused (it would call NULL at its
    * first datagram). */

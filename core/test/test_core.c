@@ -2164,6 +2164,9 @@ static void on_bad_note(bt_notify_t *n, const bt_notify_msg_t *msg) {
   CHECK(!"a notify callback after an error return");
 }
 static void on_bad_reap(bt_reaper_t *r, pid_t pid, int wstatus) {}
+static void on_bad_notify_closed(bt_notify_t *n) {
+  CHECK(!"no close callback after a failed open");
+}
 static void on_bad_close(bt_process_t *p) {
   CHECK(!"no close callback after a failed spawn or open");
 }
@@ -2272,6 +2275,12 @@ static void test_bad_input(void) {
   int nrc = bt_notify_open(&loop, &n, "@baton-bad-nocb", NULL);
   CHECK_EQ(nrc, -EINVAL);
   if (nrc == 0) bt_notify_close(&n, NULL);
+  /* After a failed open, as for a process: closing does nothing. */
+  memset(&n, 0, sizeof n);
+  CHECK_EQ(bt_notify_open(&loop, &n, "", on_bad_note), -EINVAL);
+  bt_notify_ref(&n, 0);
+  bt_notify_close(&n, on_bad_notify_closed);
+  uv_run(&loop, UV_RUN_NOWAIT);
   /* A second bt_reaper_close does nothing, as for the other handles (a second
    * uv_close of the same handle is undefined). */
   CHECK_EQ(bt_reaper_start(&loop, &r, 0, on_bad_reap), 0);

@@ -5,17 +5,54 @@
  * host's libuv loop, sends them signals, reaps orphans, manages cgroup v2
  * groups, and names errors, signals and spawn steps. It knows nothing of Lua:
  * a C host links it alone.
- * Every call returns 0 (or a non-negative value where said) on success and a
- * negative errno on failure, as libuv does; errno itself carries no meaning
- * afterwards. When a call that takes a callback fails, the callback never
- * fires. Callbacks fire from the loop given unless said otherwise; a handle is
- * used from the thread that runs its loop; spawns may run on several threads.
+ * Errors. Every call returns 0 (or a non-negative value where said) on
+ * success and a negative errno on failure (-ENOENT, …), as libuv does, or
+ * one of libuv's own codes where libuv's call failed (bt_err_name and
+ * bt_strerror name both kinds); errno itself carries no meaning afterwards.
  * Bad input is an error, not a crash: a NULL where a pointer is required, a
  * loop that was closed (uv_loop_close) and a negative fd are refused with
- * -EINVAL (-EBADF for an fd) before anything starts; void calls given NULL do
- * nothing. Memory the caller owns (handles, options, buffers) is only read
- * or written during the call unless a function says it keeps it; strings
- * returned are static or per-thread, never to be freed.
+ * -EINVAL (-EBADF for an fd) before anything starts; void calls given NULL
+ * do nothing.
+ *
+ * Ownership. Memory the caller passes in (options, strings, arrays, fd
+ * lists, output buffers) is only read or written during the call: nothing
+ * is kept, so it may be freed or reused once the call returns. Handles
+ * (bt_process_t, bt_reaper_t, bt_notify_t) are the exception: their memory
+ * is the caller's, filled by the call that starts them, and must stay valid
+ * and unmoved until their close callback has fired. Strings returned are
+ * static or per-thread, never to be freed. fds returned (pipe ends,
+ * listeners, cgroup directories) are the caller's to close.
+ *
+ * Callbacks. A call that takes a callback and fails never fires it, neither
+ * during the call nor later. Callbacks fire from inside uv_run of the loop
+ * the handle was started on, on the thread running it: exit, SIGCHLD and
+ * datagram callbacks in the poll phase of the loop iteration that sees the
+ * event,
+ * close callbacks in the close phase of a later iteration. None fires from
+ * inside the call that started or closed the handle, except the reaper's
+ * `cb`, which bt_reaper_start and bt_reaper_reap call for what they reap.
+ *
+ * Handles. A handle is started by one call (bt_spawn, bt_process_open,
+ * bt_reaper_start, bt_notify_open), which initialises it whatever it held;
+ * when that call fails there is nothing to close (closing it anyway does
+ * nothing for processes and notification sockets). A started handle must be
+ * closed (bt_process_close, bt_reaper_close, bt_notify_close) before its
+ * loop is closed; its own callback never fires after the close call, which
+ * may be made from inside that callback; a second close call does nothing;
+ * the close callback, on a later loop iteration, says the memory may be
+ * freed. As with libuv, uv_loop_close fails with UV_EBUSY while a handle is
+ * open or closing: run the loop until the close callbacks have fired.
+ *
+ * Threads and signals. Nothing here is async-signal-safe: no call may be
+ * made from a signal handler, nor in a child after fork(2) (bt_spawn's own
+ * child side makes raw system calls only, never taking a lock, so spawning
+ * from a multi-threaded program is safe). A handle belongs to its loop's
+ * thread: start it, use it and close it there. Calls that take no handle and
+ * no loop are thread-safe (they keep no state between calls, or keep it per
+ * thread), except bt_exec, which changes the whole process. bt_spawn may run
+ * on several threads at once, each with its own loop: the set of owned
+ * children it shares with the reaper is locked. It reads `environ` when
+ * `env` is NULL, so no other thread may change the environment meanwhile.
  *
  * Linking: libbaton.so (pkg-config baton; CMake baton::baton) or libbaton.a
  * (baton::baton_static), with libuv.

@@ -120,12 +120,14 @@ static void bt__notify_on_poll(uv_poll_t *handle, int status, int events) {
 }
 
 int bt_notify_open(uv_loop_t *loop, bt_notify_t *notify, const char *path, bt_notify_cb cb) {
-  if (!bt__loop_usable(loop) || notify == NULL || path == NULL || cb == NULL) return -EINVAL;
+  if (notify == NULL) return -EINVAL;
   notify->fd = -1;
   notify->cb_ = cb;
   notify->close_cb_ = NULL;
   notify->closing_ = 1; /* nothing to close until the open succeeds */
   notify->unlink_ = 0;
+  notify->path[0] = '\0';
+  if (!bt__loop_usable(loop) || path == NULL || cb == NULL) return -EINVAL;
   struct sockaddr_un sa;
   socklen_t salen;
   int err = bt__notify_addr(path, &sa, &salen);

@@ -107,9 +107,10 @@ int bt__process_watch(uv_loop_t *loop, bt_process_t *proc, bt_exit_cb exit_cb) {
 }
 
 int bt_process_open(uv_loop_t *loop, bt_process_t *proc, pid_t pid, bt_exit_cb exit_cb) {
-  if (!bt__loop_usable(loop) || proc == NULL) return -EINVAL;
+  if (proc == NULL) return -EINVAL;
   bt__proc_reset(proc);
   proc->stage = BT_STAGE_NONE;
+  if (!bt__loop_usable(loop)) return -EINVAL;
   if (pid <= 0) return -EINVAL;
   int fd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (fd < 0) return -errno;

@@ -2297,6 +2297,17 @@ static void test_bad_input(void) {
   CHECK_EQ(bt_process_open(&loop, &p, getpid(), on_bad_exit), -EINVAL);
   CHECK_EQ(bt_reaper_start(&loop, &r, 0, on_bad_reap), -EINVAL);
   CHECK_EQ(bt_notify_open(&loop, &n, "@baton-bad", on_bad_note), -EINVAL);
+  /* Refused for the loop, the handles are initialised all the same: closing
+   * them does nothing (the memory held garbage before). */
+  memset(&p, 0x5a, sizeof p);
+  CHECK_EQ(bt_spawn(&loop, &p, &o, on_bad_exit), -EINVAL);
+  bt_process_close(&p, on_bad_close);
+  memset(&p, 0x5a, sizeof p);
+  CHECK_EQ(bt_process_open(&loop, &p, getpid(), on_bad_exit), -EINVAL);
+  bt_process_close(&p, on_bad_close);
+  memset(&n, 0x5a, sizeof n);
+  CHECK_EQ(bt_notify_open(&loop, &n, "@baton-bad", on_bad_note), -EINVAL);
+  bt_notify_close(&n, on_bad_notify_closed);
 }
 
 /* ---- the test list ------------------------------------------------------------------- */

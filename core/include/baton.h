@@ -277,12 +277,13 @@ BT_EXTERN int bt_process_kill(bt_process_t *proc, int sig);
  * Stop watching and release the pidfd; `close_cb` (may be NULL) fires from the
  * loop when `proc` may be freed (see bt_close_cb), and `exit_cb` never fires
  * after this call, which may be made from inside exit_cb. Calling it again,
- * or after a failed bt_spawn or bt_process_open, does nothing. A child of bt_spawn that has exited but
- * whose exit_cb has not fired yet is reaped here (its status fills the exit
- * fields). One still running keeps running and is no longer owned: an
- * orphan reaper (bt_reaper_start) reaps it when it exits; without one,
- * nobody does and it stays a zombie. Kill and wait for it first unless that
- * is what you want. An adopted process (bt_process_open) is only let go.
+ * or after a failed bt_spawn or bt_process_open, does nothing. A child of
+ * bt_spawn that has exited but whose exit_cb has not fired yet is reaped
+ * here (its status fills the exit fields). One still running keeps running
+ * and is no longer owned: an orphan reaper (bt_reaper_start) reaps it when
+ * it exits; without one, nobody does and it stays a zombie. Kill and wait
+ * for it first unless that is what you want. An adopted process
+ * (bt_process_open) is only let go.
  */
 BT_EXTERN void bt_process_close(bt_process_t *proc, bt_close_cb close_cb);
 
@@ -431,8 +432,9 @@ struct bt_notify_s {
  * empty path, a bare '@', a NULL `cb`, a NULL or closed loop; socket's,
  * bind's, libuv's); on failure nothing needs closing (closing does
  * nothing), no file is left and `cb` never fires. `cb` is required and
- * fires from the loop only, never from inside this call. A datagram truncated by the buffer (longer than BT_NOTIFY_MAX, or
- * with more fds than fit) is dropped, its fds closed.
+ * fires from the loop only, never from inside this call. A datagram
+ * truncated by the buffer (longer than BT_NOTIFY_MAX, or with more fds than
+ * fit) is dropped, its fds closed.
  */
 BT_EXTERN int bt_notify_open(uv_loop_t *loop, bt_notify_t *notify, const char *path,
                              bt_notify_cb cb);

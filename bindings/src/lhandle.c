@@ -280,7 +280,10 @@ lb_runtime *lb_runtime_get(lua_State *L) {
 }
 
 void lb_set_loop(lua_State *L, uv_loop_t *loop) {
-  lua_pushlightuserdata(L, loop);
+  if (loop == NULL)
+    lua_pushnil(L); /* (a NULL light userdata would be taken for a loop) */
+  else
+    lua_pushlightuserdata(L, loop);
   lua_setfield(L, LUA_REGISTRYINDEX, LB_HOSTLOOP);
 }
 

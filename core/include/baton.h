@@ -307,8 +307,10 @@ BT_EXTERN void bt_process_ref(bt_process_t *proc, int ref);
  * `path_env` (NULL: "/usr/local/bin:/usr/bin:/bin") for an executable
  * regular file; relative entries (empty, ".", "bin") are skipped, as Go's
  * LookPath refuses an implicit "./", so `cwd` never matters for a name.
- * Writes the result to `out` and returns 0, or -ENOENT, -EACCES,
- * -ENAMETOOLONG (the result does not fit in `outlen` bytes).
+ * Writes the result to `out` and returns 0, or -ENOENT (also for an empty
+ * `file`), -EACCES, -ENAMETOOLONG (the result does not fit in `outlen`
+ * bytes), -EINVAL (`outlen` 0). Thread-safe; it reads no environment
+ * variable (pass getenv("PATH") as `path_env` for the caller's own).
  */
 BT_EXTERN int bt_lookpath(const char *file, const char *path_env, const char *cwd, char *out,
                           size_t outlen);

@@ -23,8 +23,35 @@
  *
  * bindings/test/test_host.c is a worked example.
  *
- * Threads: a lua_State and the loop baton uses belong to one thread. Nothing
- * here may be called from another thread, nor from a signal handler.
+ * Lifetimes. Baton's state for L (its runtime: the loop pointer, the list of
+ * its handles, the callback thread) lives in L's registry and is freed by
+ * lua_close(L). Its handles are malloc'd by baton and freed by their libuv
+ * close callbacks: on a loop of baton's own, lua_close runs it until they
+ * have fired and closes it; on the host's loop, lua_close only starts the
+ * closes, so the host runs its loop until those have fired (uv_run returns,
+ * or uv_loop_close no longer says UV_EBUSY) and only then closes the loop.
+ * lua_close(L) also SIGKILLs every process baton started that still runs
+ * and was not detached, with the process group it leads, and reaps it (a
+ * waitpid that blocks until the kernel has ended it).
+ *
+ * Callbacks. Baton's libuv callbacks (child exits, pipe reads and writes,
+ * timers, signals) fire only from inside uv_run of the loop baton uses, on
+ * the thread running it, never from inside luaopen_baton or lb_set_loop;
+ * they resume tasks and call Lua functions on L, whose errors they catch
+ * (see below). With the host's loop, nothing of baton's runs unless the host
+ * runs the loop.
+ *
+ * Threads and signals. Nothing here is thread-safe: a lua_State, the loop
+ * baton uses with it, and every call on either belong to one thread. None
+ * may be called from a signal handler. Process-wide effects: SIGPIPE is set
+ * to be ignored (see luaopen_baton); scripts that watch signals
+ * (baton.on_signal, an orphan reaper's SIGCHLD) do it with libuv's
+ * uv_signal_t, whose handlers are process-wide.
+ *
+ * luv. A host that also opens luv (github.com/luvit/luv) on L gives both the
+ * same loop before either is loaded: luv_set_loop(L, &loop) and
+ * lb_set_loop(L, &loop). Without a host loop, baton and luv share one
+ * whichever is required first (docs/reference.md, "Beside luv").
  *
  * Errors nobody catches are handled on the Lua side; there is no C hook:
  * - a task's error that nobody ever waits for is uncaught: once that is
@@ -57,12 +84,16 @@
  * then runs the Lua layer and pushes its table. Returns 1 (one result), as a
  * lua_CFunction; meant for package.preload["baton"], luaL_requiref, or
  * lua5.4 loading baton.so. Raises a Lua error on failure (the event loop
- * cannot be created, out of memory): call it in protected mode, as require
- * does.
+ * cannot be created, out of memory, a Lua layer that fails to load): call it
+ * in protected mode, as require does; nothing is left to undo then (a
+ * runtime already made is freed with the state).
  *
  * On first use in a state it creates baton's runtime: on the loop given with
- * lb_set_loop, or else on a loop of its own, which baton runs itself (a
- * waiting call outside any task drives it) and closes with the state. It also
+ * lb_set_loop, or else on luv's loop when luv was loaded first (in a build
+ * with luv's header, BATON_WITH_LUV), or else on a
+ * loop of its own, which baton runs itself (a waiting call outside any task
+ * drives it) and closes with the state. Calling it again on the same state
+ * reuses that runtime (the Lua layer runs again: prefer require). It also
  * sets SIGPIPE to be ignored, process-wide, when its disposition was the
  * default, so that writing to a closed pipe is an EPIPE error instead of
  * death.
@@ -81,13 +112,18 @@ BATON_LUA_EXTERN int luaopen_baton_core(lua_State *L);
 /*
  * Make baton use the host's `loop` for state `L`. Call it before baton is
  * first loaded on L; afterwards it has no effect (the runtime keeps the loop
- * it was created with). The host keeps ownership: it runs the loop, and
- * baton's callbacks (child exits, pipe reads, timers, signals) fire only
- * from inside the host's uv_run, on the thread running it. Waiting calls
+ * it was created with). `loop` is borrowed, not copied: the host keeps
+ * ownership; it runs the loop, and baton's callbacks (child exits, pipe
+ * reads, timers, signals) fire only from inside the host's uv_run, on the
+ * thread running it. Waiting calls
  * then work only inside tasks (baton.go); outside one they raise instead of
  * running the host's loop. The loop must outlive L: lua_close(L) starts
  * closing baton's handles on it, and the host's next uv_run finishes that.
- * Never fails; stores `loop` in L's registry.
+ * Stores `loop` in L's registry: it returns nothing and reports no error,
+ * but like any Lua API call it can raise a memory error, which outside
+ * protected mode is L's panic (call it right after luaL_newstate, or in
+ * protected mode). A NULL `loop` undoes an earlier call (baton makes its
+ * own loop then).
  */
 BATON_LUA_EXTERN void lb_set_loop(lua_State *L, uv_loop_t *loop);
 

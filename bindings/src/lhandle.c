@@ -16,6 +16,7 @@
 #include "lbaton.h"
 
 #ifdef BATON_WITH_LUV
+#include <dlfcn.h>
 #include <luv/luv.h>
 #endif
 
@@ -92,37 +93,160 @@ int lb_runtime_idle_start(lb_runtime *rt, uv_idle_t **slot, uv_idle_cb cb, int r
 }
 
 /*
- * luv (the ecosystem's libuv binding) in the same state, loaded before baton:
- * baton takes luv's loop instead of making its own, so that luv's uv.run()
- * drives baton's tasks and a baton wait outside any task drives luv's
- * handles. luv keeps its context, a luv_ctx_t (public in luv.h), as a full
- * userdata at registry["luv_context"]; its `loop` is what luv runs and
- * closes, and `mode` is -1 except inside luv's uv.run. The loop stays luv's:
- * baton never closes it, and at lua_close baton's handles (created after
- * luv's loop, so finalized before it) are closing when luv's finalizer
- * closes what is left and runs the loop to the end. Without luv.h at build
- * time, luv is not looked for and each keeps its own loop.
+ * luv (the ecosystem's libuv binding) in the same state: baton and luv share
+ * one loop whichever is required first, so that luv's uv.run() drives
+ * baton's tasks and a baton wait outside any task drives luv's handles.
+ *
+ * luv keeps its context, a luv_ctx_t (public in luv.h), as a full userdata
+ * at registry["luv_context"]; its `loop` is what luv runs, and `mode` is -1
+ * except while the loop runs. luaopen_luv makes a loop of its own only when
+ * that context has none yet: luv_set_loop(L, loop), luv's documented call
+ * "before luaopen_luv", gives it one.
+ *
+ * - luv first: baton takes luv's loop (lb_luv_loop). The loop stays luv's:
+ *   baton never closes it, and at lua_close baton's handles (created after
+ *   luv's loop, so finalized before it) are closing when luv's finalizer
+ *   closes what is left and runs the loop to the end.
+ * - baton first: baton made its own loop, and puts a searcher in front of
+ *   package.searchers that, for "luv" while luv has no loop yet, finds luv's
+ *   loader with the other searchers, then looks up luv_set_loop in the
+ *   library that loader came from (or in the program) and calls it with
+ *   baton's loop just before luaopen_luv runs (lb_luv_searcher). The loop
+ *   stays baton's: luv never closes a loop it was given, and at lua_close
+ *   luv's handles (created after baton's runtime, so finalized before it)
+ *   are closing when baton's finalizer closes what is left and runs the loop
+ *   to the end. When luv_set_loop cannot be found (a luv linked into the
+ *   program without exporting it), `require "luv"` raises an error saying to
+ *   require luv first, rather than leave two loops that never run together.
+ *
+ * While baton runs the loop it sets luv's `mode` too, so that luv's uv.run()
+ * called from a callback refuses ("loop already running") instead of running
+ * the loop inside itself. Without luv.h at build time, luv is not looked for
+ * and each keeps its own loop.
  */
+#ifdef BATON_WITH_LUV
+static luv_ctx_t *lb_luv_context(lua_State *L) {
+  luv_ctx_t *ctx = NULL;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "luv_context") == LUA_TUSERDATA &&
+      lua_rawlen(L, -1) >= sizeof(luv_ctx_t))
+    ctx = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return ctx;
+}
+#endif
+
 static int lb_luv_loop(lua_State *L, lb_runtime *rt) {
 #ifdef BATON_WITH_LUV
-  int found = 0;
-  if (lua_getfield(L, LUA_REGISTRYINDEX, "luv_context") == LUA_TUSERDATA &&
-      lua_rawlen(L, -1) >= sizeof(luv_ctx_t)) {
-    luv_ctx_t *ctx = lua_touserdata(L, -1);
-    if (ctx->loop != NULL) {
-      rt->loop = ctx->loop;
-      rt->luv_mode = &ctx->mode;
-      found = 1;
-    }
-  }
-  lua_pop(L, 1);
-  return found;
+  luv_ctx_t *ctx = lb_luv_context(L);
+  if (ctx == NULL || ctx->loop == NULL) return 0;
+  rt->loop = ctx->loop;
+  rt->luv_mode = &ctx->mode;
+  return 1;
 #else
   (void)L;
   (void)rt;
   return 0;
 #endif
 }
+
+#ifdef BATON_WITH_LUV
+typedef void (*lb_luv_set_loop_fn)(lua_State *L, uv_loop_t *loop);
+
+/* The loader lb_luv_searcher returns: upvalue 1 luv's own loader, upvalue 2
+ * a userdata holding luv_set_loop. Arguments: the module name and the extra
+ * value of luv's searcher, passed on to luv's loader. */
+static int lb_luv_load(lua_State *L) {
+  lb_luv_set_loop_fn set_loop = *(lb_luv_set_loop_fn *)lua_touserdata(L, lua_upvalueindex(2));
+  lb_runtime *rt = lb_runtime_get(L);
+  luv_ctx_t *ctx = lb_luv_context(L);
+  if (rt->loop != NULL && (ctx == NULL || ctx->loop == NULL)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    set_loop(lua_tothread(L, -1), rt->loop); /* luv calls back on the main thread */
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 2);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, 2, 1);
+  ctx = lb_luv_context(L);
+  if (ctx != NULL && rt->loop != NULL && ctx->loop == rt->loop) rt->luv_mode = &ctx->mode;
+  return 1;
+}
+
+static int lb_luv_refuse(lua_State *L) {
+  return luaL_error(L, "baton: luv cannot share baton's loop (no luv_set_loop to give it): "
+                       "require \"luv\" before \"baton\"");
+}
+
+/* package.searchers[1] while baton runs its own loop (see above): nil for
+ * every module but "luv", and for "luv" once luv has a loop. */
+static int lb_luv_searcher(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  if (strcmp(name, "luv") != 0) return 0;
+  lua_getfield(L, LUA_REGISTRYINDEX, LB_RUNTIME);
+  lb_runtime *rt = luaL_testudata(L, -1, LB_RUNTIME_MT);
+  lua_pop(L, 1);
+  luv_ctx_t *ctx = lb_luv_context(L);
+  if (rt == NULL || rt->loop == NULL || !rt->owns_loop || (ctx != NULL && ctx->loop != NULL))
+    return 0;
+  /* luv's loader, from the searchers after this one. */
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, LUA_LOADLIBNAME) != LUA_TTABLE ||
+      lua_getfield(L, -1, "searchers") != LUA_TTABLE)
+    return 0;
+  int searchers = lua_gettop(L);
+  for (lua_Integer i = 1;; i++) {
+    if (lua_geti(L, searchers, i) == LUA_TNIL) return 0; /* not found: require says why */
+    if (lua_tocfunction(L, -1) == lb_luv_searcher) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_pushstring(L, name);
+    lua_call(L, 1, 2);
+    if (lua_isfunction(L, -2)) break;
+    lua_pop(L, 2);
+  }
+  int loader = lua_gettop(L) - 1, extra = loader + 1;
+  /* luv_set_loop: in the library lua5.4's C searcher just loaded (extra is its
+   * path), or else in the program. */
+  lb_luv_set_loop_fn set_loop = NULL;
+  void *lib = lua_type(L, extra) == LUA_TSTRING
+                  ? dlopen(lua_tostring(L, extra), RTLD_NOW | RTLD_NOLOAD)
+                  : NULL;
+  if (lib != NULL) {
+    *(void **)&set_loop = dlsym(lib, "luv_set_loop");
+    dlclose(lib); /* (a reference more, just taken: the library stays loaded) */
+  }
+  if (set_loop == NULL) *(void **)&set_loop = dlsym(RTLD_DEFAULT, "luv_set_loop");
+  if (set_loop == NULL) {
+    lua_pushcfunction(L, lb_luv_refuse);
+  } else {
+    lua_pushvalue(L, loader);
+    *(lb_luv_set_loop_fn *)lua_newuserdatauv(L, sizeof set_loop, 0) = set_loop;
+    lua_pushcclosure(L, lb_luv_load, 2);
+  }
+  lua_pushvalue(L, extra);
+  return 2;
+}
+
+/* Put lb_luv_searcher first in package.searchers (when there is a package
+ * library). */
+static void lb_luv_watch(lua_State *L) {
+  int top = lua_gettop(L);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, LUA_LOADLIBNAME) == LUA_TTABLE &&
+      lua_getfield(L, -1, "searchers") == LUA_TTABLE) {
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    for (lua_Integer i = n; i >= 1; i--) {
+      lua_rawgeti(L, -1, i);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushcfunction(L, lb_luv_searcher);
+    lua_rawseti(L, -2, 1);
+  }
+  lua_settop(L, top);
+}
+#endif
 
 lb_runtime *lb_runtime_get(lua_State *L) {
   if (lua_getfield(L, LUA_REGISTRYINDEX, LB_RUNTIME) == LUA_TUSERDATA) {
@@ -144,6 +268,9 @@ lb_runtime *lb_runtime_get(lua_State *L) {
     if (err < 0) luaL_error(L, "baton: cannot create the event loop: %s", bt_strerror(err));
     rt->loop = &rt->own_loop;
     rt->owns_loop = 1;
+#ifdef BATON_WITH_LUV
+    lb_luv_watch(L);
+#endif
   }
   lua_pop(L, 1);
   lua_setfield(L, LUA_REGISTRYINDEX, LB_RUNTIME);
@@ -153,7 +280,10 @@ lb_runtime *lb_runtime_get(lua_State *L) {
 }
 
 void lb_set_loop(lua_State *L, uv_loop_t *loop) {
-  lua_pushlightuserdata(L, loop);
+  if (loop == NULL)
+    lua_pushnil(L); /* (a NULL light userdata would be taken for a loop) */
+  else
+    lua_pushlightuserdata(L, loop);
   lua_setfield(L, LUA_REGISTRYINDEX, LB_HOSTLOOP);
 }
 

@@ -40,11 +40,11 @@ static int l_run(lua_State *L) {
   int interruptible = lua_toboolean(L, 2) && !rt->owns_signals;
   if (!rt->owns_loop && !rt->luv_mode)
     return luaL_error(L, "baton: the host runs the loop; wait from inside a task (baton.go)");
-  if (rt->luv_mode && *rt->luv_mode >= 0)
-    return luaL_error(L, "baton: cannot wait here: luv's uv.run() is running the loop "
-                         "(waiting calls must run inside a task: wrap the code in baton.go)");
   if (rt->running)
     return luaL_error(L, "baton: cannot wait here: the loop is already running "
+                         "(waiting calls must run inside a task: wrap the code in baton.go)");
+  if (rt->luv_mode && *rt->luv_mode >= 0)
+    return luaL_error(L, "baton: cannot wait here: luv's uv.run() is running the loop "
                          "(waiting calls must run inside a task: wrap the code in baton.go)");
   struct sigaction old;
   if (interruptible && !rt->intr_ready && uv_async_init(rt->loop, &rt->intr, lb_on_intr) == 0) {
@@ -63,9 +63,13 @@ static int l_run(lua_State *L) {
     lb_intr_async = &rt->intr;
     sigaction(SIGINT, &sa, &old);
   }
+  /* luv's uv.run() from a callback must refuse, as it does inside its own. */
+  int *luv_mode = rt->luv_mode;
+  if (luv_mode) *luv_mode = (int)map[mode];
   rt->running = 1;
   int alive = uv_run(rt->loop, map[mode]);
   rt->running = 0;
+  if (luv_mode) *luv_mode = -1;
   int interrupted = 0;
   if (interruptible) {
     sigaction(SIGINT, &old, NULL);
@@ -94,7 +98,8 @@ static int l_running(lua_State *L) {
 }
 
 /* core.host_loop(): true when a host runs the loop (lb_set_loop), not baton;
- * "luv" when the loop is luv's, which baton may run too. */
+ * "luv" when baton shares the loop with luv (either was required first), and
+ * both may run it. */
 static int l_host_loop(lua_State *L) {
   lb_runtime *rt = lb_runtime_get(L);
   if (rt->luv_mode)

@@ -109,6 +109,19 @@ int main(void) {
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0);
 
+  /* lb_set_loop(L, NULL) undoes an earlier call: baton makes and runs its own
+   * loop (a NULL taken for a loop would crash at the first handle). */
+  L = luaL_newstate();
+  luaL_openlibs(L);
+  lb_set_loop(L, &loop);
+  lb_set_loop(L, NULL);
+  luaL_requiref(L, "baton", luaopen_baton, 1);
+  lua_pop(L, 1);
+  const char *own = global_string(
+      L, "require('baton.core').host_loop() == false and baton.cmd{'echo', 'own'}:output()");
+  CHECK(own && strcmp(own, "own") == 0);
+  lua_close(L);
+
   if (failures) return 1;
   printf("host: all checks passed\n");
   return 0;

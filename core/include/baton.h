@@ -5,17 +5,54 @@
  * host's libuv loop, sends them signals, reaps orphans, manages cgroup v2
  * groups, and names errors, signals and spawn steps. It knows nothing of Lua:
  * a C host links it alone.
- * Every call returns 0 (or a non-negative value where said) on success and a
- * negative errno on failure, as libuv does; errno itself carries no meaning
- * afterwards. When a call that takes a callback fails, the callback never
- * fires. Callbacks fire from the loop given unless said otherwise; a handle is
- * used from the thread that runs its loop; spawns may run on several threads.
+ * Errors. Every call returns 0 (or a non-negative value where said) on
+ * success and a negative errno on failure (-ENOENT, …), as libuv does, or
+ * one of libuv's own codes where libuv's call failed (bt_err_name and
+ * bt_strerror name both kinds); errno itself carries no meaning afterwards.
  * Bad input is an error, not a crash: a NULL where a pointer is required, a
  * loop that was closed (uv_loop_close) and a negative fd are refused with
- * -EINVAL (-EBADF for an fd) before anything starts; void calls given NULL do
- * nothing. Memory the caller owns (handles, options, buffers) is only read
- * or written during the call unless a function says it keeps it; strings
- * returned are static or per-thread, never to be freed.
+ * -EINVAL (-EBADF for an fd) before anything starts; void calls given NULL
+ * do nothing.
+ *
+ * Ownership. Memory the caller passes in (options, strings, arrays, fd
+ * lists, output buffers) is only read or written during the call: nothing
+ * is kept, so it may be freed or reused once the call returns. Handles
+ * (bt_process_t, bt_reaper_t, bt_notify_t) are the exception: their memory
+ * is the caller's, filled by the call that starts them, and must stay valid
+ * and unmoved until their close callback has fired. Strings returned are
+ * static or per-thread, never to be freed. fds returned (pipe ends,
+ * listeners, cgroup directories) are the caller's to close.
+ *
+ * Callbacks. A call that takes a callback and fails never fires it, neither
+ * during the call nor later. Callbacks fire from inside uv_run of the loop
+ * the handle was started on, on the thread running it: exit, SIGCHLD and
+ * datagram callbacks in the poll phase of the loop iteration that sees the
+ * event,
+ * close callbacks in the close phase of a later iteration. None fires from
+ * inside the call that started or closed the handle, except the reaper's
+ * `cb`, which bt_reaper_start and bt_reaper_reap call for what they reap.
+ *
+ * Handles. A handle is started by one call (bt_spawn, bt_process_open,
+ * bt_reaper_start, bt_notify_open), which initialises it whatever it held;
+ * when that call fails there is nothing to close (closing it anyway does
+ * nothing for processes and notification sockets). A started handle must be
+ * closed (bt_process_close, bt_reaper_close, bt_notify_close) before its
+ * loop is closed; its own callback never fires after the close call, which
+ * may be made from inside that callback; a second close call does nothing;
+ * the close callback, on a later loop iteration, says the memory may be
+ * freed. As with libuv, uv_loop_close fails with UV_EBUSY while a handle is
+ * open or closing: run the loop until the close callbacks have fired.
+ *
+ * Threads and signals. Nothing here is async-signal-safe: no call may be
+ * made from a signal handler, nor in a child after fork(2) (bt_spawn's own
+ * child side makes raw system calls only, never taking a lock, so spawning
+ * from a multi-threaded program is safe). A handle belongs to its loop's
+ * thread: start it, use it and close it there. Calls that take no handle and
+ * no loop are thread-safe (they keep no state between calls, or keep it per
+ * thread), except bt_exec, which changes the whole process. bt_spawn may run
+ * on several threads at once, each with its own loop: the set of owned
+ * children it shares with the reaper is locked. It reads `environ` when
+ * `env` is NULL, so no other thread may change the environment meanwhile.
  *
  * Linking: libbaton.so (pkg-config baton; CMake baton::baton) or libbaton.a
  * (baton::baton_static), with libuv.
@@ -133,10 +170,14 @@ typedef struct {
 #define BT_MAX_STDIO 64
 
 typedef struct bt_process_s bt_process_t;
-/* Fires once, from the loop, after the process ended (and was reaped when it
- * is our child); the exit fields are set. It may close `proc`. */
+/* Fires at most once, from the poll phase of the loop iteration that sees
+ * the pidfd readable, after the process ended (and was reaped when it is our
+ * child); the exit fields are set. Never after bt_process_close. It may
+ * close `proc` (and usually does). */
 typedef void (*bt_exit_cb)(bt_process_t *proc);
-/* Fires once, from the loop, after bt_process_close: `proc` may be freed. */
+/* Fires once, from the close phase of a loop iteration after the one in which
+ * bt_process_close was called (never inside it): the pidfd is closed and
+ * `proc` may be freed. */
 typedef void (*bt_close_cb)(bt_process_t *proc);
 
 /*
@@ -171,10 +212,20 @@ struct bt_process_s {
  * `loop` after the child ended and was reaped (never from inside bt_spawn);
  * `proc` must then be closed with bt_process_close. Each BT_STDIO_PIPE slot
  * holds the parent's end of its pipe, which the caller owns and closes. On
- * failure returns a negative errno, fills `proc->stage` and `proc->path`,
+ * failure returns a negative errno (-EINVAL for bad options, -EBADF for a
+ * negative BT_STDIO_FD fd; bt_lookpath's errors, stage BT_STAGE_LOOKUP; the
+ * child's failing call's, such as -ENOENT or -EACCES from execve, with its
+ * stage; pipe2's, mmap's, clone's, libuv's, stage BT_STAGE_SETUP), fills
+ * `proc->stage` and `proc->path`,
  * leaves no child and no fd behind (every BT_STDIO_PIPE slot holds -1), and
  * `proc` needs no close. `opts` and what it points to are only read during
- * the call.
+ * the call (bt_spawn returns once the child has exec'd, so nothing is
+ * borrowed), except that BT_STDIO_PIPE slots of `opts->stdio` are written.
+ *
+ * It blocks the calling thread while the child sets itself up, until its
+ * execve succeeded or a step failed (CLONE_VFORK), never for the program's
+ * run. The calling thread's signals are blocked meanwhile and delivered
+ * after.
  *
  * The child is created with clone(CLONE_VM|CLONE_VFORK): no copy of the parent's
  * memory, whatever its size. In the child every signal disposition is reset to
@@ -186,7 +237,8 @@ BT_EXTERN int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_optio
 
 /*
  * Watch an existing process by pid (Go's os.FindProcess, done right): opens a
- * pidfd, so later signals cannot hit a recycled pid. Returns 0, -EINVAL for
+ * pidfd (`proc->pidfd`, the handle's: bt_process_close closes it), so later
+ * signals cannot hit a recycled pid. Returns 0, -EINVAL for
  * a pid <= 0, -ESRCH if there is no such process, or another negative errno
  * (pidfd_open's, libuv's); on failure `proc` needs no close and `exit_cb`
  * never fires. On success `proc` must be closed like a spawned one, and
@@ -205,33 +257,40 @@ BT_EXTERN int bt_process_open(uv_loop_t *loop, bt_process_t *proc, pid_t pid, bt
  * execve itself fails (ENOEXEC: a script without #!), signal dispositions,
  * mask, umask and fds 0..nstdio-1 are put back, other fds are left open
  * (marked close-on-exec). Limits, credentials, cwd and cgroup, once changed,
- * stay.
+ * stay. Not thread-safe: it changes process-wide state and keeps what it
+ * must put back in static storage; call it while no other thread spawns or
+ * changes signal dispositions.
  */
 BT_EXTERN int bt_exec(const bt_spawn_options_t *opts, bt_process_t *info);
 
 /*
  * Send signal `sig` (0 probes) through the pidfd. Returns 0, -ESRCH once the
- * process was reaped or its pidfd released by a close (a recycled pid is
- * never hit), or pidfd_send_signal's error (-EPERM; -EINVAL for a bad signal).
+ * process was reaped (`exited` is set: from exit_cb on, or by
+ * bt_process_close) or its pidfd released (by the close callback's time)
+ * (a recycled pid is never hit), or
+ * pidfd_send_signal's error (-EPERM; -EINVAL for a bad signal; -EINVAL for
+ * a NULL `proc`).
  */
 BT_EXTERN int bt_process_kill(bt_process_t *proc, int sig);
 
 /*
  * Stop watching and release the pidfd; `close_cb` (may be NULL) fires from the
- * loop when `proc` may be freed, and `exit_cb` never fires after this call.
- * Calling it again does nothing. A child of bt_spawn that has exited but
- * whose exit_cb has not fired yet is reaped here (its status fills the exit
- * fields). One still running keeps running and is no longer owned: an
- * orphan reaper (bt_reaper_start) reaps it when it exits; without one,
- * nobody does and it stays a zombie. Kill and wait for it first unless that
- * is what you want. An adopted process (bt_process_open) is only let go.
+ * loop when `proc` may be freed (see bt_close_cb), and `exit_cb` never fires
+ * after this call, which may be made from inside exit_cb. Calling it again,
+ * or after a failed bt_spawn or bt_process_open, does nothing. A child of
+ * bt_spawn that has exited but whose exit_cb has not fired yet is reaped
+ * here (its status fills the exit fields). One still running keeps running
+ * and is no longer owned: an orphan reaper (bt_reaper_start) reaps it when
+ * it exits; without one, nobody does and it stays a zombie. Kill and wait
+ * for it first unless that is what you want. An adopted process
+ * (bt_process_open) is only let go.
  */
 BT_EXTERN void bt_process_close(bt_process_t *proc, bt_close_cb close_cb);
 
 /*
  * Whether watching `proc` keeps the loop alive (it does by default, like any
  * libuv handle). A host watching a process it did not start may not want to.
- * Does nothing once `proc` is closing.
+ * Does nothing once `proc` is closing, or after a failed start.
  */
 BT_EXTERN void bt_process_ref(bt_process_t *proc, int ref);
 
@@ -248,8 +307,10 @@ BT_EXTERN void bt_process_ref(bt_process_t *proc, int ref);
  * `path_env` (NULL: "/usr/local/bin:/usr/bin:/bin") for an executable
  * regular file; relative entries (empty, ".", "bin") are skipped, as Go's
  * LookPath refuses an implicit "./", so `cwd` never matters for a name.
- * Writes the result to `out` and returns 0, or -ENOENT, -EACCES,
- * -ENAMETOOLONG (the result does not fit in `outlen` bytes).
+ * Writes the result to `out` and returns 0, or -ENOENT (also for an empty
+ * `file`), -EACCES, -ENAMETOOLONG (the result does not fit in `outlen`
+ * bytes), -EINVAL (`outlen` 0). Thread-safe; it reads no environment
+ * variable (pass getenv("PATH") as `path_env` for the caller's own).
  */
 BT_EXTERN int bt_lookpath(const char *file, const char *path_env, const char *cwd, char *out,
                           size_t outlen);
@@ -261,9 +322,12 @@ BT_EXTERN int bt_lookpath(const char *file, const char *path_env, const char *cw
  * (owned: spawned by bt_spawn, not yet reaped, not closed), never one that
  * does: those are reaped through their pidfd. `cb` (may be NULL) fires for
  * each child it reaps, with its pid and wait status, from the loop on
- * SIGCHLD and from inside bt_reaper_start and bt_reaper_reap. The caller
+ * SIGCHLD (libuv's process-wide signal handling, poll phase) and
+ * synchronously from inside bt_reaper_start and bt_reaper_reap. The caller
  * owns `reaper`'s memory, valid from bt_reaper_start until the close
- * callback has fired. The SIGCHLD watch does not keep the loop alive.
+ * callback has fired. The SIGCHLD watch does not keep the loop alive. The
+ * subreaper attribute and SIGCHLD are process-wide: one reaper per process
+ * is what makes sense.
  */
 typedef struct bt_reaper_s bt_reaper_t;
 typedef void (*bt_reap_cb)(bt_reaper_t *reaper, pid_t pid, int wstatus);
@@ -275,13 +339,20 @@ struct bt_reaper_s {
   void (*close_cb_)(bt_reaper_t *);
 };
 /* Become a subreaper (if `subreaper`) and start reaping orphans, those already
- * waiting included. Returns 0 or a negative errno (prctl's, libuv's); on
- * failure nothing needs closing and `cb` never fires. */
+ * waiting included (`cb` fires for them before this returns). Returns 0 or a
+ * negative errno (-EINVAL for a NULL or closed loop or a NULL `reaper`;
+ * prctl's, libuv's); on failure nothing needs closing (do not close it) and
+ * `cb` never fires, though the subreaper attribute, when prctl succeeded,
+ * stays. */
 BT_EXTERN int bt_reaper_start(uv_loop_t *loop, bt_reaper_t *reaper, int subreaper, bt_reap_cb cb);
-/* Reap what is pending now, calling `cb` for each; returns how many were reaped. */
+/* Reap what is pending now, calling `cb` for each before returning; returns
+ * how many were reaped (0 too when /proc cannot be read), or -EINVAL for a
+ * NULL `reaper`. For a started reaper, on its loop's thread. */
 BT_EXTERN int bt_reaper_reap(bt_reaper_t *reaper);
 /* Stop reaping (the subreaper attribute stays); `cb` never fires after this call,
- * and `close_cb` (may be NULL) fires from the loop when `reaper` may be freed. */
+ * and `close_cb` (may be NULL) fires from the loop (close phase, never inside
+ * this call) when `reaper` may be freed. Calling it again does nothing; only
+ * for a reaper bt_reaper_start started. */
 BT_EXTERN void bt_reaper_close(bt_reaper_t *reaper, void (*close_cb)(bt_reaper_t *));
 
 /*
@@ -328,8 +399,10 @@ typedef struct {
   int nfds;         /* entries in `fds`; 0 when none */
 } bt_notify_msg_t;
 
-/* Fires from the loop for each datagram. Every fd left in msg->fds is closed
- * when it returns: to keep one, take it and set its slot to -1. It may call
+/* Fires from the loop's poll phase for each datagram (up to 64 per loop
+ * iteration; more wait for the next). `msg` and the text it points to are
+ * valid during the call only. Every fd left in msg->fds is closed when it
+ * returns: to keep one, take it and set its slot to -1. It may call
  * bt_notify_close; then no further datagram is delivered. */
 typedef void (*bt_notify_cb)(bt_notify_t *notify, const bt_notify_msg_t *msg);
 
@@ -356,19 +429,22 @@ struct bt_notify_s {
  * (-ENAMETOOLONG) and not exist yet (-EADDRINUSE: a stale socket is the
  * caller's to remove). The socket is close-on-exec and nonblocking, has
  * SO_PASSCRED and a receive buffer as large as the system allows, and is
- * watched by `loop`, which it keeps alive (see bt_notify_ref). Returns 0, or
- * a negative errno (-EINVAL for an empty path or a bare '@'; socket's,
- * bind's, libuv's); on failure nothing needs closing, no file is left and
- * `cb` never fires. `cb` fires from the loop only, never from inside this
- * call. A datagram truncated by the buffer (longer than BT_NOTIFY_MAX, or
- * with more fds than fit) is dropped, its fds closed.
+ * watched by `loop`, which it keeps alive (see bt_notify_ref). `path` is
+ * copied (to `notify->path`). Returns 0, or a negative errno (-EINVAL for an
+ * empty path, a bare '@', a NULL `cb`, a NULL or closed loop; socket's,
+ * bind's, libuv's); on failure nothing needs closing (closing does
+ * nothing), no file is left and `cb` never fires. `cb` is required and
+ * fires from the loop only, never from inside this call. A datagram
+ * truncated by the buffer (longer than BT_NOTIFY_MAX, or with more fds than
+ * fit) is dropped, its fds closed.
  */
 BT_EXTERN int bt_notify_open(uv_loop_t *loop, bt_notify_t *notify, const char *path,
                              bt_notify_cb cb);
 /* Stop reading, close the socket and remove the file it was bound to (never
  * for an abstract name), all before returning; `cb` never fires after this
- * call, and `close_cb` (may be NULL) fires from the loop when `notify` may be
- * freed. Calling it again does nothing. */
+ * call, which may be made from inside `cb`, and `close_cb` (may be NULL)
+ * fires from the loop (close phase, never inside this call) when `notify`
+ * may be freed. Calling it again, or after a failed open, does nothing. */
 BT_EXTERN void bt_notify_close(bt_notify_t *notify, void (*close_cb)(bt_notify_t *));
 /* Whether the socket keeps the loop alive (yes by default). Does nothing once
  * `notify` is closing. */
@@ -386,7 +462,8 @@ BT_EXTERN void bt_notify_ref(bt_notify_t *notify, int ref);
  * sd_notify: -EAGAIN says the reader's queue is full (it holds
  * net.unix.max_dgram_qlen datagrams, 10 by default, 512 where systemd set
  * it), and the caller retries later (a timer). The kernel attaches this
- * process's credentials.
+ * process's credentials. `state` and `fds` are only read during the call;
+ * thread-safe (it reads NOTIFY_SOCKET with getenv when `socket_path` is NULL).
  */
 BT_EXTERN int bt_sd_notify(const char *socket_path, const char *state, const int *fds, int nfds);
 

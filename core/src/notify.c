@@ -120,16 +120,18 @@ static void bt__notify_on_poll(uv_poll_t *handle, int status, int events) {
 }
 
 int bt_notify_open(uv_loop_t *loop, bt_notify_t *notify, const char *path, bt_notify_cb cb) {
-  if (!bt__loop_usable(loop) || notify == NULL || path == NULL) return -EINVAL;
+  if (notify == NULL) return -EINVAL;
+  notify->fd = -1;
+  notify->cb_ = cb;
+  notify->close_cb_ = NULL;
+  notify->closing_ = 1; /* nothing to close until the open succeeds */
+  notify->unlink_ = 0;
+  notify->path[0] = '\0';
+  if (!bt__loop_usable(loop) || path == NULL || cb == NULL) return -EINVAL;
   struct sockaddr_un sa;
   socklen_t salen;
   int err = bt__notify_addr(path, &sa, &salen);
   if (err < 0) return err;
-  notify->fd = -1;
-  notify->cb_ = cb;
-  notify->close_cb_ = NULL;
-  notify->closing_ = 0;
-  notify->unlink_ = 0;
   snprintf(notify->path, sizeof notify->path, "%s", path);
 
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -156,6 +158,7 @@ int bt_notify_open(uv_loop_t *loop, bt_notify_t *notify, const char *path, bt_no
   /* Fails on bad arguments only. */
   err = uv_poll_start(&notify->poll_, UV_READABLE, bt__notify_on_poll);
   assert(err == 0);
+  notify->closing_ = 0;
   return 0;
 
 fail:

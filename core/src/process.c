@@ -43,7 +43,7 @@ void bt__proc_reset(bt_process_t *proc) {
   memset(&proc->rusage, 0, sizeof proc->rusage);
   proc->stage = BT_STAGE_SETUP;
   proc->path[0] = '\0';
-  proc->closing_ = 0;
+  proc->closing_ = 1; /* nothing to close until bt__process_watch succeeds */
   proc->owned_ = 0;
 }
 
@@ -102,13 +102,15 @@ int bt__process_watch(uv_loop_t *loop, bt_process_t *proc, bt_exit_cb exit_cb) {
   /* Starting only queues the fd for the next poll: it fails on bad arguments alone. */
   err = uv_poll_start(&proc->poll_, UV_READABLE, bt__on_pidfd);
   assert(err == 0);
+  proc->closing_ = 0;
   return err;
 }
 
 int bt_process_open(uv_loop_t *loop, bt_process_t *proc, pid_t pid, bt_exit_cb exit_cb) {
-  if (!bt__loop_usable(loop) || proc == NULL) return -EINVAL;
+  if (proc == NULL) return -EINVAL;
   bt__proc_reset(proc);
   proc->stage = BT_STAGE_NONE;
+  if (!bt__loop_usable(loop)) return -EINVAL;
   if (pid <= 0) return -EINVAL;
   int fd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (fd < 0) return -errno;

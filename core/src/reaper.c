@@ -77,7 +77,7 @@ static void bt__reaper_closed(uv_handle_t *h) {
 }
 
 void bt_reaper_close(bt_reaper_t *reaper, void (*close_cb)(bt_reaper_t *)) {
-  if (reaper == NULL) return;
+  if (reaper == NULL || uv_is_closing((uv_handle_t *)&reaper->signal_)) return;
   reaper->close_cb_ = close_cb;
   uv_close((uv_handle_t *)&reaper->signal_, bt__reaper_closed);
 }

@@ -349,7 +349,9 @@ static void bt__wait_reap(int pidfd) {
 }
 
 int bt_spawn(uv_loop_t *loop, bt_process_t *proc, const bt_spawn_options_t *o, bt_exit_cb exit_cb) {
-  if (!bt__loop_usable(loop) || proc == NULL) return -EINVAL;
+  if (proc == NULL) return -EINVAL;
+  bt__proc_reset(proc); /* (again in bt__prepare: bt_exec's path) */
+  if (!bt__loop_usable(loop)) return -EINVAL;
   child_args a;
   if (o && o->stdio)
     for (int i = 0; i < o->nstdio && i < BT_MAX_STDIO; i++)

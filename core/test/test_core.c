@@ -2164,6 +2164,16 @@ static void on_bad_note(bt_notify_t *n, const bt_notify_msg_t *msg) {
   CHECK(!"a notify callback after an error return");
 }
 static void on_bad_reap(bt_reaper_t *r, pid_t pid, int wstatus) {}
+static void on_bad_notify_closed(bt_notify_t *n) {
+  CHECK(!"no close callback after a failed open");
+}
+static void on_bad_close(bt_process_t *p) {
+  CHECK(!"no close callback after a failed spawn or open");
+}
+static int bad_reaper_closed;
+static void on_bad_reaper_closed(bt_reaper_t *r) {
+  bad_reaper_closed++;
+}
 
 /* NULL pointers, invalid fds and a closed loop: a negative errno, no crash, no
  * callback, nothing left to close (the test ends with the leak check). */
@@ -2249,6 +2259,37 @@ static void test_bad_input(void) {
   CHECK_EQ(bt_cgroup_oom_kills(NULL), -EINVAL);
   CHECK_EQ(bt_cgroup_remove(NULL), -EINVAL);
 
+  /* After a failed spawn or open there is nothing to close: closing (or
+   * unref'ing) the handle anyway does nothing, and no callback fires. */
+  memset(&p, 0, sizeof p);
+  CHECK_EQ(bt_spawn(&loop, &p, &noargv, on_bad_exit), -EINVAL);
+  bt_process_ref(&p, 0);
+  bt_process_close(&p, on_bad_close);
+  memset(&p, 0, sizeof p);
+  CHECK_EQ(bt_process_open(&loop, &p, -1, on_bad_exit), -EINVAL);
+  bt_process_close(&p, on_bad_close);
+  uv_run(&loop, UV_RUN_NOWAIT);
+
+  /* A notify socket without a callback is refused (it would call NULL at its
+   * first datagram). */
+  int nrc = bt_notify_open(&loop, &n, "@baton-bad-nocb", NULL);
+  CHECK_EQ(nrc, -EINVAL);
+  if (nrc == 0) bt_notify_close(&n, NULL);
+  /* After a failed open, as for a process: closing does nothing. */
+  memset(&n, 0, sizeof n);
+  CHECK_EQ(bt_notify_open(&loop, &n, "", on_bad_note), -EINVAL);
+  bt_notify_ref(&n, 0);
+  bt_notify_close(&n, on_bad_notify_closed);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  /* A second bt_reaper_close does nothing, as for the other handles (a second
+   * uv_close of the same handle is undefined). */
+  CHECK_EQ(bt_reaper_start(&loop, &r, 0, on_bad_reap), 0);
+  bt_reaper_close(&r, on_bad_reaper_closed);
+  bt_reaper_close(&r, on_bad_reaper_closed);
+  CHECK_EQ(bad_reaper_closed, 0); /* (from the loop, never inside the call) */
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(bad_reaper_closed, 1);
+
   /* A closed loop is refused before anything starts: no child, no fd. */
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_EQ(uv_loop_close(&loop), 0);
@@ -2256,6 +2297,17 @@ static void test_bad_input(void) {
   CHECK_EQ(bt_process_open(&loop, &p, getpid(), on_bad_exit), -EINVAL);
   CHECK_EQ(bt_reaper_start(&loop, &r, 0, on_bad_reap), -EINVAL);
   CHECK_EQ(bt_notify_open(&loop, &n, "@baton-bad", on_bad_note), -EINVAL);
+  /* Refused for the loop, the handles are initialised all the same: closing
+   * them does nothing (the memory held garbage before). */
+  memset(&p, 0x5a, sizeof p);
+  CHECK_EQ(bt_spawn(&loop, &p, &o, on_bad_exit), -EINVAL);
+  bt_process_close(&p, on_bad_close);
+  memset(&p, 0x5a, sizeof p);
+  CHECK_EQ(bt_process_open(&loop, &p, getpid(), on_bad_exit), -EINVAL);
+  bt_process_close(&p, on_bad_close);
+  memset(&n, 0x5a, sizeof n);
+  CHECK_EQ(bt_notify_open(&loop, &n, "@baton-bad", on_bad_note), -EINVAL);
+  bt_notify_close(&n, on_bad_notify_closed);
 }
 
 /* ---- the test list ------------------------------------------------------------------- */

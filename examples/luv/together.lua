@@ -1,10 +1,19 @@
 -- together.lua — baton beside luv (Debian: lua-luv) in one lua5.4 state,
--- on one libuv loop. Load luv first: baton then takes luv's loop instead of
--- making its own (baton.core.host_loop() says "luv").
---   lua5.4 together.lua
-local uv = require "luv"
-local baton = require "baton"
-assert(require("baton.core").host_loop() == "luv", "baton did not take luv's loop")
+-- on one libuv loop, whichever is required first: luv first, baton takes
+-- luv's loop; baton first, baton gives luv its own loop as luv is loaded
+-- (with luv_set_loop). Either way baton.core.host_loop() says "luv".
+--   lua5.4 together.lua [baton-first]
+local order = arg[1] or "luv-first"
+assert(order == "luv-first" or order == "baton-first", "usage: lua5.4 together.lua [baton-first]")
+local uv, baton
+if order == "luv-first" then
+  uv = require "luv"
+  baton = require "baton"
+else
+  baton = require "baton"
+  uv = require "luv"
+end
+assert(require("baton.core").host_loop() == "luv", "baton and luv do not share one loop")
 
 -- 1. luv's uv.run() drives baton's tasks and processes.
 local ticks, out = 0, nil
@@ -49,4 +58,14 @@ t:start(1, 0, function()
 end)
 uv.run()
 assert(tostring(refused):find("cannot wait here", 1, true), tostring(refused))
-print("luv: ok (" .. ticks .. " luv ticks while baton waited, " .. reply .. ")")
+-- 4. While a baton wait runs the loop, luv sees it running (uv.loop_mode()),
+-- so a luv that checks (1.50 and later) refuses a uv.run() inside it.
+local mode_seen
+local t2 = uv.new_timer()
+t2:start(1, 0, function()
+  mode_seen = uv.loop_mode()
+  t2:close()
+end)
+baton.sleep(0.02)
+assert(mode_seen ~= nil, "luv did not see baton running the loop")
+print(("luv (%s): ok (%d luv ticks while baton waited, %s)"):format(order, ticks, reply))

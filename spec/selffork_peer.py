@@ -4,7 +4,9 @@
 # MODE (environment) bends it for the specs: "setsid" (the successor leaves
 # the process group), "outside" (it names process OUTSIDE, not of its tree,
 # and exits), "diefirst" (the successor names itself, then dies before the
-# old process exits).
+# old process exits), "startfork" (it forks its successor at once, while
+# starting, as a daemon does; the successor says only MAINPID=, then
+# creates READY_FILE: readiness by a check, not by READY=1).
 import os, signal, socket, sys, time
 
 path = os.environ["NOTIFY_SOCKET"]
@@ -41,6 +43,21 @@ def upgrade(*_):
     os._exit(0)
 
 signal.signal(signal.SIGUSR2, upgrade)
-notify(b"READY=1")
+if MODE == "startfork":
+    r, w = os.pipe()
+    if os.fork() != 0:
+        os.close(w)
+        os.read(r, 1)
+        os._exit(0)
+    os.close(r)
+    parent = os.getppid()
+    notify(b"MAINPID=%d" % os.getpid())
+    os.write(w, b"x")
+    os.close(w)
+    while os.getppid() == parent:  # (until the old one is gone: reparented to baton, the subreaper)
+        time.sleep(0.01)
+    open(os.environ["READY_FILE"], "w").close()
+else:
+    notify(b"READY=1")
 while True:
     time.sleep(1000)

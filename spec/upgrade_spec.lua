@@ -322,6 +322,26 @@ describe("hot upgrades", function()
     sv:close()
   end)
 
+  it("a successor named while starting carries on the readiness check (here a probe, no READY=1)", function()
+    local file = os.tmpname()
+    os.remove(file)
+    finally(function() os.remove(file) end)
+    local exists = function() return io.open(file) ~= nil end
+    local sv = baton.supervisor { s = { "python3", "spec/selffork_peer.py", env = { MODE = "startfork", READY_FILE = file },
+      ready = { check = exists, interval = 0.02, timeout = 20 }, fdstore = 1 } } -- (fdstore: a NOTIFY_SOCKET for MAINPID=)
+    finally(function() sv:close() end)
+    local followed
+    local off = sv:on("mainpid", function(ev) followed = ev.pid end)
+    assert.is_true(sv:start())
+    off()
+    local r = sv:status().s.replicas[1]
+    assert.are.equal("running", r.state)
+    assert.are.equal(followed, r.pid)
+    sv:stop()
+    assert.is_true(H.gone_within(followed))
+    sv:close()
+  end)
+
   -- The next event of service `name` among `kinds` (a set).
   local function next_of(sv, name, kinds)
     while true do
@@ -445,6 +465,29 @@ describe("hot upgrades", function()
     assert.are.equal("gen 2 up\ngen 2 bye\n", read("b.log"))
     assert.are.equal(fd_before, H.fds())
     sv:close()
+  end)
+
+  it("closes a listener only a past declaration named once its generation is gone (or its trial failed)", function()
+    local sv = baton.supervisor { web = web(1) }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    local old = assert(sv:listener("web", "http"))
+    local fds = H.fds()
+    -- (a port of its own for generation 2: one the kernel picks, free again)
+    local fd, info = assert(baton.core.listen("tcp://127.0.0.1:0"))
+    baton.core.close(fd)
+    local moved = web(2, { listen = { http = "tcp://127.0.0.1:" .. info.port } })
+    assert.are.equal("promoted", sv:upgrade("web", moved, { wait = true }).outcome)
+    assert.are.equal("2\n", select(2, baton.http_get("http://127.0.0.1:" .. info.port .. "/")))
+    assert.is_nil(baton.connect(old.url)) -- (the old port: closed, refused)
+    assert.are.equal(fds, H.fds())
+    -- a trial that fails: what it bound is closed again
+    local fd2, info2 = assert(baton.core.listen("tcp://127.0.0.1:0"))
+    baton.core.close(fd2)
+    local bad = web(3, { listen = { http = "tcp://127.0.0.1:" .. info2.port }, env = { FAIL = "start" } })
+    assert.are.equal("rolled_back", sv:upgrade("web", bad).outcome)
+    assert.is_nil(baton.connect("tcp://127.0.0.1:" .. info2.port))
+    assert.are.equal(fds, H.fds())
   end)
 
   it("hands on a socket baton itself was given (its own LISTEN_FDS), through upgrades", function()

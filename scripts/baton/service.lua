@@ -695,7 +695,12 @@ end
 -- Start checking readiness of process `p`.
 function Instance:_check_ready(p)
   local r = self:_decl().ready
-  local function ready() self:_became_ready(p) end
+  -- (readiness is the run's: a successor it names with MAINPID= while
+  -- starting carries on — the alive timer, the fd, the line, the probe)
+  local run = self.run_token
+  local function ready()
+    if self.run_token == run and self.proc then self:_became_ready(self.proc) end
+  end
   if r.kind == "spawned" then return ready() end
   self:_ready_deadline(p, r.timeout)
   if r.kind == "alive" then
@@ -724,12 +729,13 @@ function Instance:_check_ready(p)
       end
     end
   elseif r.kind ~= "notify" then -- a probe, tried every `interval` seconds while starting
+    local function going() return self.run_token == run and self.proc ~= nil and self.state == "starting" end
     task.go_internal(function()
-      while self.proc == p and self.state == "starting" do
+      while going() do
         local ok, why = probe(r.kind, r.arg, math.max(r.interval, 1), self)
         if ok then return ready() end
         self.last_error = why
-        if self.proc ~= p or self.state ~= "starting" then return end
+        if not going() then return end
         task.sleep(r.interval)
       end
     end)
@@ -1205,6 +1211,27 @@ function Service:_unstore_fds(name)
     if e.name == name then
       core.close(e.fd)
       table.remove(self.fdstore, k)
+    end
+  end
+end
+
+--- Close the listeners no declaration in use names any more (the
+-- service's, and those of its processes still running: a draining or a
+-- trial generation's), after an upgrade or a rollback that changed
+-- `listen`. (A socket baton was given stays open: its manager's.)
+function Service:_prune_listeners()
+  local used = {}
+  local function mark(d)
+    for _, l in ipairs(d and d.listen or {}) do used[l.key] = true end
+  end
+  mark(self.decl)
+  for _, i in ipairs(self.instances) do if i.proc then mark(i:_decl()) end end
+  for i in pairs(self.extra or {}) do mark(i:_decl()) end
+  for key, l in pairs(self.listeners or {}) do
+    if not used[key] and not l.inherited then
+      core.close(l.fd)
+      if l.info.path then core.unlink_socket(l.info.path) end
+      self.listeners[key] = nil
     end
   end
 end

@@ -150,6 +150,7 @@ function M.run(sv, svc, decl, opts)
     end
     stop_all(news)
     for _, inst in ipairs(news) do svc.extra[inst] = nil end
+    svc:_prune_listeners() -- (what the failed declaration bound, if it changed `listen`)
     if ready == "stopped" then return nil, STOPPED end
     return nil, ready and ("the new generation failed: " .. ready:_why())
       or fmt("the new generation was not ready after %gs", deadline)
@@ -200,6 +201,7 @@ function M.run(sv, svc, decl, opts)
       end
       stop_all(old) -- (what did not finish in time: stop signal, timeout, KILL)
       for _, inst in ipairs(old) do svc.extra[inst] = nil end
+      svc:_prune_listeners() -- (what only the old declaration named)
       mine.batches = mine.batches - 1
       if mine.batches == 0 then
         for k, dr in ipairs(svc.draining) do if dr == mine then table.remove(svc.draining, k) end end
@@ -294,6 +296,7 @@ function M.run(sv, svc, decl, opts)
         service()._adopt_logs(svc, old)
         stop_all(news)
         for _, inst in ipairs(news) do svc.extra[inst] = nil end
+        svc:_prune_listeners()
         -- An old instance that died while it was not the service's (so was not
         -- restarted) starts again now, as its crash would have made it.
         sv:_advance(svc)

@@ -483,22 +483,31 @@ end
 -- Send `sig` to a process tree: group `pgid`, every descendant of the
 -- live main process `main` (also those that left the group with setsid),
 -- and the orphans that came back to baton (a subreaper) and still carry
--- the spawn's BATON_INSTANCE `token`.
+-- the spawn's BATON_INSTANCE `token`. Each process gets it once: a server
+-- may read a second one as more urgent (lighttpd: a second INT ends its
+-- graceful shutdown at once, dropping the connections it was finishing).
 local function kill_tree(sig, pgid, main, token, leaf)
+  if leaf and sig == 9 then core.cgroup_kill(leaf) end
+  if pgid then core.killpg(pgid, sig) end
+  local sent = {}
+  local function once(pid)
+    if sent[pid] then return end
+    sent[pid] = true
+    local st = pgid and core.proc_stat(pid)
+    if not (st and st.pgid == pgid) then core.kill(pid, sig) end -- (the group's have it)
+  end
   if leaf then -- exact: everything in the group
-    if sig == 9 then core.cgroup_kill(leaf) end
     for pid in (core.cgroup_get(leaf, "cgroup.procs") or ""):gmatch("%d+") do
       pid = tonumber(pid)
-      if pid > 1 then core.kill(pid, sig) end -- (0: a process outside our pid namespace)
+      if pid > 1 then once(pid) end -- (0: a process outside our pid namespace)
     end
   end
-  if pgid then core.killpg(pgid, sig) end
   if main then
-    core.kill(main, sig) -- (a successor it follows (MAINPID=) may have left the group)
-    for _, pid in ipairs(core.descendants(main) or {}) do core.kill(pid, sig) end
+    once(main) -- (a successor it follows (MAINPID=) may have left the group)
+    for _, pid in ipairs(core.descendants(main) or {}) do once(pid) end
   end
   for _, pid in ipairs(core.descendants(core.getpid()) or {}) do
-    if pid ~= main and carries(pid, token) then core.kill(pid, sig) end
+    if pid ~= main and carries(pid, token) then once(pid) end
   end
 end
 

@@ -53,10 +53,17 @@ local HANDOFF = {
     env.LISTEN_FDS, env.LISTEN_FDNAMES = tostring(#ls), table.concat(names, ":")
     extra.listen_pid = true
   end,
-  -- nginx's own binary-upgrade variable: NGINX="3;4;".
+  -- nginx's own binary-upgrade variable: NGINX="3;4;". nginx takes these
+  -- sockets as its old master left them, non-blocking, and does not set
+  -- that itself: on a blocking one a worker that loses the race for a
+  -- connection to another process blocks in accept(), its other
+  -- connections stalled until one more arrives.
   nginx = function(ls, env)
     local fds = {}
-    for i in ipairs(ls) do fds[i] = (2 + i) .. ";" end
+    for i, l in ipairs(ls) do
+      core.setblocking(l.fd, false)
+      fds[i] = (2 + i) .. ";"
+    end
     env.NGINX = table.concat(fds)
   end,
   -- php-fpm's: FPM_SOCKETS="addr=3,addr=4".
@@ -65,6 +72,9 @@ local HANDOFF = {
     for i, l in ipairs(ls) do t[i] = (l.info.path or (l.info.address .. ":" .. l.info.port)) .. "=" .. (2 + i) end
     env.FPM_SOCKETS = table.concat(t, ",")
   end,
+  -- The fds alone (3, 4, … in name order), no variable: for servers told
+  -- in their configuration (HAProxy's `bind fd@3`).
+  fd = function() end,
 }
 M.HANDOFF = HANDOFF
 -- Resource limits → the cgroup file and controller each needs.
@@ -331,7 +341,7 @@ local function declare(name, spec)
   d.fdstore = spec.fdstore
   local h = spec.handoff or "systemd"
   if not (HANDOFF[h] or type(h) == "function") then
-    bad(name, "handoff must be \"systemd\", \"nginx\", \"fpm\" or a function, got %s", tostring(h))
+    bad(name, "handoff must be \"systemd\", \"nginx\", \"fpm\", \"fd\" or a function, got %s", tostring(h))
   end
   d.handoff = HANDOFF[h] or h
   d.log = spec.log ~= nil and M._log_routes(name, spec.log) or nil

@@ -7,6 +7,7 @@
 -- python3 one taking fd 3 with socket.socket(fileno=3).
 local baton = require "baton"
 local H = require "helper"
+local lfs = require "lfs"
 local core = baton.core
 
 local function has_ipv6()
@@ -245,6 +246,43 @@ describe("a service's listeners", function()
     assert.matches("handoff: no handoff today", msg, 1, true)
     assert.are.equal("failed", sv:status().s.state)
     sv:close()
+  end)
+
+  -- A process that writes to `out` the handoff variables it got and which
+  -- of its fds 3-5 are sockets (whether non-blocking), then sleeps.
+  local REPORT = [=[{ env | grep -E '^(LISTEN_FDS|LISTEN_FDNAMES|NGINX|FPM_SOCKETS)=' | sort
+    for n in 3 4 5; do
+      if [ -S /dev/fd/$n ]; then echo "socket $n $(sed -n 's/^flags:[[:space:]]*//p' /proc/$$/fdinfo/$n)"; fi
+    done; } > "$0.tmp" && mv "$0.tmp" "$0"; exec sleep 1000]=]
+
+  -- The report of one process of a service with `handoff` and two listeners.
+  local function handed(handoff)
+    local out = H.tmpname()
+    os.remove(out)
+    local sv = baton.supervisor { s = { "sh", "-c", REPORT, out, ready = "exec",
+      listen = { a = "tcp://127.0.0.1:0", b = "tcp://127.0.0.1:0" }, handoff = handoff } }
+    local ok, report = pcall(function()
+      assert.is_true(sv:start())
+      H.wait_for(function() return lfs.attributes(out) ~= nil end, "the report")
+      local f <close> = assert(io.open(out))
+      return f:read("a")
+    end)
+    os.remove(out)
+    sv:close()
+    assert(ok, report)
+    -- (the flags in octal: O_NONBLOCK is 04000; O_RDWR 02)
+    return (report:gsub("socket (%d) (%d+)", function(n, flags)
+      return "socket " .. n .. (tonumber(flags, 8) & 2048 ~= 0 and " non-blocking" or "")
+    end))
+  end
+
+  it("handoff \"fd\": the sockets at 3, 4, no variable; \"nginx\" makes them non-blocking, as nginx expects", function()
+    assert.are.equal("socket 3\nsocket 4\n", handed("fd"))
+    assert.are.equal("LISTEN_FDNAMES=a:b\nLISTEN_FDS=2\nsocket 3\nsocket 4\n", handed("systemd"))
+    assert.are.equal("NGINX=3;4;\nsocket 3 non-blocking\nsocket 4 non-blocking\n", handed("nginx"))
+    assert.matches("^FPM_SOCKETS=127%.0%.0%.1:%d+=3,127%.0%.0%.1:%d+=4\nsocket 3\nsocket 4\n$", handed("fpm"))
+    H.error_here(function() baton.supervisor { s = { "true", handoff = "inetd" } } end,
+      "bad argument #1 to 'service' (service 's': handoff must be \"systemd\", \"nginx\", \"fpm\", \"fd\" or a function, got inetd)")
   end)
 end)
 

@@ -1,7 +1,9 @@
 -- upgrade_peers.lua — what spec/upgrade_peers_spec.lua and bench/upgrade.lua
 -- share: the declarations of the real servers a hot upgrade replaces (the C
--- server on libsystemd's sd-daemon API, Debian's gunicorn, Debian's nginx),
--- readiness predicates that look at the new generation's own workers, and
+-- server on libsystemd's sd-daemon API; Debian's gunicorn, nginx, HAProxy,
+-- lighttpd and php-fpm) and their configurations, readiness predicates that
+-- look at the new generation's own processes (the old one answers on the
+-- same socket: a probe through it proves nothing), sockets from /proc, and
 -- `wrk` as the load, its report parsed. No busted here: the benchmark loads
 -- it too (`dofile`), and sets P.ROOT, the repository's root.
 local baton = require "baton"
@@ -73,6 +75,66 @@ function P.fd_targets()
   return table.concat(out, " ")
 end
 
+-- ---- sockets, from /proc ---------------------------------------------------------------------
+
+-- The inode of the socket at fd `fd` of process `pid` ("self" for this
+-- one), or nil.
+function P.socket_inode(pid, fd)
+  local target = require("lfs").symlinkattributes(("/proc/%s/fd/%d"):format(pid, fd), "target")
+  return target and tonumber(target:match("^socket:%[(%d+)%]$"))
+end
+
+-- Whether process `pid` has the socket of inode `ino` open at some fd.
+function P.holds(pid, ino)
+  for _, fd in ipairs(P.fds_of(pid) or {}) do
+    if P.socket_inode(pid, fd) == ino then return true end
+  end
+  return false
+end
+
+-- The inodes of the listening TCP sockets on local port `port`
+-- (/proc/net/tcp), sorted: one, baton's, when no server bound its own.
+-- The kernel lists listening sockets first: the reading stops at the first
+-- other line (under load, tens of thousands in TIME_WAIT follow).
+function P.listening(port)
+  local out = {}
+  local f = io.open("/proc/net/tcp")
+  if not f then return out end
+  local hex = ("%04X"):format(port)
+  f:read("l") -- (the header)
+  for line in f:lines() do
+    local lport, st, ino = line:match("^%s*%d+: %x+:(%x+) %x+:%x+ (%x+) %x+:%x+ %x+:%x+ %x+%s+%d+%s+%d+%s+(%d+)")
+    if st ~= "0A" then break end
+    if lport == hex then out[#out + 1] = tonumber(ino) end
+  end
+  f:close()
+  table.sort(out)
+  return out
+end
+
+-- Whether process `pid` polls the socket of inode `ino`: one of its epoll
+-- sets lists it (the "tfd: … ino:<hex>" lines of the epoll fd's fdinfo).
+function P.polls(pid, ino)
+  for _, fd in ipairs(P.fds_of(pid) or {}) do
+    local target = require("lfs").symlinkattributes(("/proc/%d/fd/%d"):format(pid, fd), "target")
+    if target == "anon_inode:[eventpoll]" then
+      for hex in (slurp(("/proc/%d/fdinfo/%d"):format(pid, fd)) or ""):gmatch("tfd:%s*%d+%s+events:[^\n]-ino:(%x+)") do
+        if tonumber(hex, 16) == ino then return true end
+      end
+    end
+  end
+  return false
+end
+
+--- Ready once the process polls the listener it was given at fd 3: past
+-- its configuration and start-up, in its event loop, accepting. (The old
+-- generation answers on the same socket, so a probe through it could not
+-- tell the new one is ready.)
+function P.polls_listener(inst)
+  local ino = P.socket_inode(inst.pid, 3)
+  return ino ~= nil and P.polls(inst.pid, ino)
+end
+
 -- ---- the peers ----------------------------------------------------------------------------
 
 P.WORKERS = 2
@@ -134,8 +196,9 @@ end
 
 -- The configuration for a listener bound at `port` (the body is the
 -- generation, from the env: nginx passes no env to its config, so the
--- body is fixed; generations are told apart by pid).
-function P.nginx_conf(dir, port)
+-- body is fixed; generations are told apart by pid). `location`, the
+-- body of `location /`, replaces that answer.
+function P.nginx_conf(dir, port, location)
   local f = assert(io.open(dir .. "/nginx.conf", "w"))
   f:write(([[
 daemon off;
@@ -151,11 +214,129 @@ http {
   scgi_temp_path %s/scgi;
   server {
     listen 127.0.0.1:%d;
-    location / { return 200 "ok\n"; }
+    location / { %s }
   }
 }
-]]):format(P.WORKERS, dir, dir, dir, dir, dir, port))
+]]):format(P.WORKERS, dir, dir, dir, dir, dir, port, location or 'return 200 "ok\\n";'))
   f:close()
+end
+
+-- A program in PATH or /usr/sbin (which a user's PATH may lack) whose name
+-- matches `pattern` (php-fpm is "php-fpm8.2" in Debian 12), or nil.
+function P.sbin(name, pattern)
+  if baton.which(name) then return baton.which(name) end
+  local ok, found = pcall(function()
+    for f in require("lfs").dir("/usr/sbin") do
+      if f == name or (pattern and f:match(pattern)) then return "/usr/sbin/" .. f end
+    end
+  end)
+  return ok and found or nil
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+--- Debian's HAProxy, told its listener in its configuration (`bind fd@3`)
+-- and handed it with the `fd` handoff (no variable), one process (no
+-- master-worker mode) in the foreground (-db), configured in `dir`
+-- (P.haproxy_conf). Ready: it polls fd 3 (P.polls_listener). It drains
+-- on USR1 (soft stop).
+function P.haproxy(dir, gen)
+  return { P.sbin("haproxy"), "-f", dir .. "/haproxy.cfg", "-db", "-q", env = { GEN = tostring(gen) },
+    listen = { http = "tcp://127.0.0.1:0" }, handoff = "fd",
+    ready = { check = P.polls_listener, timeout = 30, interval = 0.02 }, stop = { timeout = 15 } }
+end
+
+-- HAProxy answers itself, no backend: the generation (its environment)
+-- and its pid. `option idle-close-on-response`: at a soft stop an idle
+-- keep-alive connection is not closed at once (which races the client's
+-- next request on it) but kept for one more request, answered with
+-- "Connection: close"; hard-stop-after bounds the wait.
+function P.haproxy_conf(dir)
+  write(dir .. "/haproxy.cfg", [[
+global
+  nbthread 2
+  hard-stop-after 10s
+defaults
+  mode http
+  timeout client 10s
+  timeout connect 5s
+  timeout server 10s
+  option idle-close-on-response
+frontend web
+  bind fd@3
+  http-request return status 200 content-type text/plain lf-string "%[env(GEN)] %pid\n"
+]])
+end
+
+--- Debian's lighttpd, with systemd's socket activation
+-- (server.systemd-socket-activation; the `systemd` handoff), one process in
+-- the foreground (-D), configured in `dir` (P.lighttpd_conf). Ready: it
+-- polls fd 3. It drains on INT (graceful shutdown).
+function P.lighttpd(dir, gen)
+  return { P.sbin("lighttpd"), "-D", "-f", dir .. "/lighttpd.conf", env = { GEN = tostring(gen) },
+    listen = { http = "tcp://127.0.0.1:0" },
+    ready = { check = P.polls_listener, timeout = 30, interval = 0.02 }, stop = { timeout = 15 } }
+end
+
+-- lighttpd matches an inherited socket to the address it is configured
+-- with: the port bound before it starts. It serves `dir`/index.html ("ok").
+function P.lighttpd_conf(dir, port)
+  write(dir .. "/index.html", "ok\n")
+  write(dir .. "/lighttpd.conf", ([[
+server.document-root = "%s"
+server.bind = "127.0.0.1"
+server.port = %d
+server.systemd-socket-activation = "enable"
+server.errorlog = "%s/error.log"
+server.feature-flags = ( "server.graceful-shutdown-timeout" => 10 )
+index-file.names = ( "index.html" )
+]]):format(dir, port, dir))
+end
+
+--- Debian's php-fpm, its listener from FPM_SOCKETS (the `fpm` handoff: the
+-- variable of its own re-exec, "127.0.0.1:PORT=3", which must name the
+-- pool's `listen` address as php-fpm prints it), master and P.WORKERS
+-- children in the foreground (-F), no php.ini (-n), allowed to run as root
+-- (-R), configured in `dir` (P.fpm_conf). Ready: READY=1 (Debian builds
+-- it with systemd's notify), sent once its children are forked. It drains
+-- on QUIT (children finish their request; process_control_timeout bounds
+-- it).
+function P.fpm(dir, gen)
+  return { P.fpm_bin(), "-F", "-n", "-R", "-y", dir .. "/php-fpm.conf", env = { GEN = tostring(gen) },
+    listen = { http = "tcp://127.0.0.1:0" }, handoff = "fpm", ready = { notify = true, timeout = 30 },
+    stop = { timeout = 15 } }
+end
+
+function P.fpm_bin()
+  return P.sbin("php-fpm", "^php%-fpm[%d.]+$")
+end
+
+-- The pool listens where baton bound (`port`); its script answers the
+-- generation (`clear_env = no`: the master's environment).
+function P.fpm_conf(dir, port)
+  write(dir .. "/gen.php", '<?php echo getenv("GEN"), "\\n";\n')
+  write(dir .. "/php-fpm.conf", ([[
+[global]
+error_log = %s/php-fpm.log
+daemonize = no
+process_control_timeout = 10s
+[web]
+listen = 127.0.0.1:%d
+pm = static
+pm.max_children = %d
+clear_env = no
+]]):format(dir, port, P.WORKERS))
+end
+
+-- nginx's `location /` that passes every request to php-fpm at `port`
+-- (one connection per request: nginx's default).
+function P.fastcgi_location(dir, port)
+  return ("fastcgi_pass 127.0.0.1:%d; fastcgi_param SCRIPT_FILENAME %s/gen.php; "
+    .. "fastcgi_param REQUEST_METHOD $request_method; fastcgi_param QUERY_STRING $query_string;"):format(port, dir)
 end
 
 -- ---- load: wrk ----------------------------------------------------------------------------

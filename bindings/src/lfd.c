@@ -24,11 +24,15 @@ static int l_pipe(lua_State *L) {
   return 2;
 }
 
-/* core.setblocking(fd): clear O_NONBLOCK (an fd handed to a child). */
+/* core.setblocking(fd[, blocking]): clear O_NONBLOCK (an fd handed to a
+ * child), or set it when `blocking` is false (a listener for a server that
+ * expects it set, as nginx does with the sockets it inherits). The flag
+ * belongs to the open file: every process holding it sees the change. */
 static int l_setblocking(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1);
+  int blocking = lua_isnoneornil(L, 2) || lua_toboolean(L, 2);
   int fl = fcntl(fd, F_GETFL);
-  if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  if (fl >= 0) fcntl(fd, F_SETFL, blocking ? fl & ~O_NONBLOCK : fl | O_NONBLOCK);
   return 0;
 }
 

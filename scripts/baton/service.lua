@@ -53,10 +53,17 @@ local HANDOFF = {
     env.LISTEN_FDS, env.LISTEN_FDNAMES = tostring(#ls), table.concat(names, ":")
     extra.listen_pid = true
   end,
-  -- nginx's own binary-upgrade variable: NGINX="3;4;".
+  -- nginx's own binary-upgrade variable: NGINX="3;4;". nginx takes these
+  -- sockets as its old master left them, non-blocking, and does not set
+  -- that itself: on a blocking one a worker that loses the race for a
+  -- connection to another process blocks in accept(), its other
+  -- connections stalled until one more arrives.
   nginx = function(ls, env)
     local fds = {}
-    for i in ipairs(ls) do fds[i] = (2 + i) .. ";" end
+    for i, l in ipairs(ls) do
+      core.setblocking(l.fd, false)
+      fds[i] = (2 + i) .. ";"
+    end
     env.NGINX = table.concat(fds)
   end,
   -- php-fpm's: FPM_SOCKETS="addr=3,addr=4".
@@ -65,6 +72,9 @@ local HANDOFF = {
     for i, l in ipairs(ls) do t[i] = (l.info.path or (l.info.address .. ":" .. l.info.port)) .. "=" .. (2 + i) end
     env.FPM_SOCKETS = table.concat(t, ",")
   end,
+  -- The fds alone (3, 4, … in name order), no variable: for servers told
+  -- in their configuration (HAProxy's `bind fd@3`).
+  fd = function() end,
 }
 M.HANDOFF = HANDOFF
 -- Resource limits → the cgroup file and controller each needs.
@@ -331,7 +341,7 @@ local function declare(name, spec)
   d.fdstore = spec.fdstore
   local h = spec.handoff or "systemd"
   if not (HANDOFF[h] or type(h) == "function") then
-    bad(name, "handoff must be \"systemd\", \"nginx\", \"fpm\" or a function, got %s", tostring(h))
+    bad(name, "handoff must be \"systemd\", \"nginx\", \"fpm\", \"fd\" or a function, got %s", tostring(h))
   end
   d.handoff = HANDOFF[h] or h
   d.log = spec.log ~= nil and M._log_routes(name, spec.log) or nil
@@ -517,22 +527,31 @@ end
 -- Send `sig` to a process tree: group `pgid`, every descendant of the
 -- live main process `main` (also those that left the group with setsid),
 -- and the orphans that came back to baton (a subreaper) and still carry
--- the spawn's BATON_INSTANCE `token`.
+-- the spawn's BATON_INSTANCE `token`. Each process gets it once: a server
+-- may read a second one as more urgent (lighttpd: a second INT ends its
+-- graceful shutdown at once, dropping the connections it was finishing).
 local function kill_tree(sig, pgid, main, token, leaf)
+  if leaf and sig == 9 then core.cgroup_kill(leaf) end
+  if pgid then core.killpg(pgid, sig) end
+  local sent = {}
+  local function once(pid)
+    if sent[pid] then return end
+    sent[pid] = true
+    local st = pgid and core.proc_stat(pid)
+    if not (st and st.pgid == pgid) then core.kill(pid, sig) end -- (the group's have it)
+  end
   if leaf then -- exact: everything in the group
-    if sig == 9 then core.cgroup_kill(leaf) end
     for pid in (core.cgroup_get(leaf, "cgroup.procs") or ""):gmatch("%d+") do
       pid = tonumber(pid)
-      if pid > 1 then core.kill(pid, sig) end -- (0: a process outside our pid namespace)
+      if pid > 1 then once(pid) end -- (0: a process outside our pid namespace)
     end
   end
-  if pgid then core.killpg(pgid, sig) end
   if main then
-    core.kill(main, sig) -- (a successor it follows (MAINPID=) may have left the group)
-    for _, pid in ipairs(core.descendants(main) or {}) do core.kill(pid, sig) end
+    once(main) -- (a successor it follows (MAINPID=) may have left the group)
+    for _, pid in ipairs(core.descendants(main) or {}) do once(pid) end
   end
   for _, pid in ipairs(core.descendants(core.getpid()) or {}) do
-    if pid ~= main and carries(pid, token) then core.kill(pid, sig) end
+    if pid ~= main and carries(pid, token) then once(pid) end
   end
 end
 

@@ -4,13 +4,17 @@
 
 BATON_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
-# Debian packages baton needs to build and test. (gunicorn, nginx, wrk: the
-# real peers of spec/upgrade_peers_spec.lua. Installing nginx does not start
-# a system nginx where /usr/sbin/policy-rc.d forbids it, as in containers;
-# where one starts, it holds port 80, which no test uses.)
+# Debian packages baton needs to build and test. (gunicorn, nginx, haproxy,
+# lighttpd, php-fpm, wrk: the real peers of spec/upgrade_peers_spec.lua.
+# Installing them does not start the system's daemons where
+# /usr/sbin/policy-rc.d forbids it, as in containers; where they start,
+# nginx and lighttpd want port 80 (one of them fails to start, which the
+# packages tolerate), php-fpm a socket in /run/php, Debian's haproxy.cfg
+# binds nothing: no port a test uses, as the tests bind port 0.)
 BATON_PACKAGES=(gcc libc6-dev make cmake pkg-config liblua5.4-dev lua5.4 libuv1-dev libedit-dev
                 lua-busted lua-filesystem tmux procps clang-format lua-check systemd python3
-                ruby-foreman gzip zstd libsystemd-dev luarocks lua-luv lua-luv-dev git gunicorn nginx wrk)
+                ruby-foreman gzip zstd libsystemd-dev luarocks lua-luv lua-luv-dev git gunicorn nginx wrk
+                haproxy lighttpd php-fpm)
 
 baton_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -17,7 +17,8 @@
 -- Per mode: wrk's errors (connect, read, write, timeout, non-2xx), requests/s
 -- in a window of BENCH_UPGRADE_WINDOW seconds (default 5) over which the
 -- replacements are paced evenly, against requests/s of the same window with
--- the same server left alone (target >= 0.95, 0 errors), and
+-- the same server left alone (target >= 0.95, 0 errors) — medians of
+-- BENCH_UPGRADE_ROUNDS (3) rounds of both windows, alternating — and
 -- for (a) the time from READY=1 arriving (the supervisor's "ready" event,
 -- stamped as the datagram is read) to promotion (the upgrade's `promoted`
 -- hook): p50/p99 (target p99 < 1 ms). wrk: BENCH_WRK_THREADS (1),
@@ -30,6 +31,7 @@ return function(ROOT, BUILD)
   local WINDOW = tonumber(os.getenv("BENCH_UPGRADE_WINDOW")) or 5
   local THREADS = tonumber(os.getenv("BENCH_WRK_THREADS")) or 1
   local CONNS = tonumber(os.getenv("BENCH_WRK_CONNS")) or 16
+  local ROUNDS = tonumber(os.getenv("BENCH_UPGRADE_ROUNDS")) or 3
   local P = dofile(ROOT .. "/spec/upgrade_peers.lua")
   P.ROOT = ROOT
   local C_SERVER = BUILD .. "/sd_http_server"
@@ -70,8 +72,28 @@ return function(ROOT, BUILD)
     r.took = busy
     return r
   end
-  local function steady(url, port, close) return window(url, port, close, nil).rate end
-  local function during(url, port, close, replace) return window(url, port, close, replace) end
+  -- ROUNDS rounds of (steady window, window with replacements), one after
+  -- the other, so that drift over the run (TIME_WAIT sockets piling up in
+  -- close mode, caches warming) falls on both alike: the steady rate is the
+  -- median of the steady windows; the rate during upgrades the median of
+  -- the others, with their errors, requests and time summed.
+  local function measure(url, port, close, replace)
+    local bases, rates, sum = {}, {}, nil
+    for k = 1, ROUNDS do
+      bases[k] = window(url, port, close, nil).rate
+      local r = window(url, port, close, replace)
+      rates[k] = r.rate or 0
+      if not sum then
+        sum = r
+      else
+        for _, f in ipairs { "requests", "connect", "read", "write", "timeout", "non2xx", "errors", "took" } do
+          sum[f] = (sum[f] or 0) + (r[f] or 0)
+        end
+      end
+    end
+    sum.rate = pct(rates, 0.5)
+    return pct(bases, 0.5), sum
+  end
 
   local rows = {}
   local function row(name, close, base, r, extra)
@@ -91,8 +113,7 @@ return function(ROOT, BUILD)
     local off = sv:on("ready", function(ev) ready_at[ev.generation] = ev.time end)
     local gen = 1
     for _, close in ipairs { false, true } do
-      local base = steady(url, info.port, close)
-      local r = during(url, info.port, close, function()
+      local base, r = measure(url, info.port, close, function()
         gen = gen + 1
         local promoted_at
         local res = sv:upgrade("web", decl(gen), { hooks = { promoted = function() promoted_at = core.now() end } })
@@ -149,8 +170,7 @@ return function(ROOT, BUILD)
       local url = fmt("http://127.0.0.1:%d/", port)
       local took = {}
       for _, close in ipairs { false, true } do
-        local base = steady(url, port, close)
-        local r = during(url, port, close, function()
+        local base, r = measure(url, port, close, function()
           local pid = read(pidfile)
           local t0 = baton.now()
           local limit = t0 + 30
@@ -196,15 +216,14 @@ return function(ROOT, BUILD)
       stop = { timeout = 10 } } }
     assert(sv:start())
     for _, close in ipairs { false, true } do
-      local base = steady("http://" .. addr .. "/", info.port, close)
-      local r = during("http://" .. addr .. "/", info.port, close, function() assert(sv:restart("web")) end)
+      local base, r = measure("http://" .. addr .. "/", info.port, close, function() assert(sv:restart("web")) end)
       row("naive stop-then-start (C server)", close, base, r)
     end
     sv:close()
   end
 
-  print(fmt("\n== hot upgrade under wrk (-t%d -c%d): %d replacements paced over %gs; steady = the same %gs, server alone",
-    THREADS, CONNS, UPGRADES, WINDOW, WINDOW))
+  print(fmt("\n== hot upgrade under wrk (-t%d -c%d): %d replacements paced over %gs; steady = the same %gs, server alone;"
+    .. " %d rounds of both, medians (errors, requests: all rounds)", THREADS, CONNS, UPGRADES, WINDOW, WINDOW, ROUNDS))
   print(fmt("  %-34s %-10s %9s %9s %6s %9s  %-38s %s", "mode", "wrk", "steady/s", "during/s", "ratio", "requests",
     "errors: connect/read/write/timeout/non2xx", "replacements took"))
   for _, x in ipairs(rows) do

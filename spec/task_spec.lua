@@ -198,6 +198,34 @@ describe("tasks", function()
     assert.is_true(turns > 0)
   end)
 
+  it("a wait outside any task ends when its timer came due before the loop ran (no blocking poll after it)", function()
+    -- (a lua5.4 child: its waits are outside any task. The timer is due by
+    -- the time the loop runs: Lua was busy after starting it. A pipe being
+    -- read keeps the loop alive without a timeout of its own.)
+    local code = [[
+      local baton = require "baton"
+      local core, task = baton.core, require "baton.task"
+      local p = baton.spawn { "sleep", "1000.4242", stdout = "pipe" }
+      local reader = baton.go(function() return p.stdout:read("a") end)
+      for i = 1, 3 do
+        local t = core.timer()
+        local got = task.suspend(function(wake)
+          t:start(1, 0, function() wake("fired") end)
+          local t0 = core.now()
+          while core.now() - t0 < 0.005 do end
+        end)
+        t:close()
+        assert(got == "fired")
+        assert(baton.sleep(0.001) == nil)
+      end
+      p:kill(); p:wait(); reader:wait()
+      print("done")
+    ]]
+    local r = baton.run { "lua5.4", "-e", code, env = H.lua_env(), capture = true, check = false, timeout = 20 }
+    assert.is_false(r.timed_out == true, "the wait blocked: " .. tostring(r))
+    assert.are.equal("done\n", r.stdout, r.stderr)
+  end)
+
   it("timers let go of their callbacks: sleeping keeps no registry entries", function()
     local function entries()
       local n = 0

@@ -252,8 +252,18 @@ function M.suspend(arm)
     errors.misuse("cannot wait here: the loop is running and this code is not in a task " ..
       "(a waiting call inside a plain coroutine or callback); wrap it in baton.go(fn)")
   end
+  -- The wake stops the loop's run too: libuv 1.44 runs due timers at the
+  -- start of a "once" run and then polls without a timeout when nothing
+  -- else is due, so a wake from such a timer (one that came due while Lua
+  -- was busy) would be followed by a poll that blocks until some other
+  -- event; stopped, that poll does not wait.
   local res
-  arm(function(...) if not res then res = pack(...) end end)
+  arm(function(...)
+    if not res then
+      res = pack(...)
+      if core.running() then core.stop() end -- (called from the loop, not from `arm` itself)
+    end
+  end)
   while not res do
     -- Ctrl-C ends the wait as lua.c ends busy code: "interrupted!"
     local alive, interrupted = core.run("once", true)

@@ -10,6 +10,8 @@ local before_each, after_each, assert = busted.before_each, busted.after_each, b
 
 local H = {}
 
+io.stdout:setvbuf("no") -- (progress shows in a log even when a spec is killed)
+
 -- libuv opens one fd per loop lazily, at the first stream (a reserve for
 -- EMFILE handling); make it exist before anything is counted.
 baton.run { "true", stdout = "pipe" }
@@ -102,9 +104,37 @@ function H.error_here(fn, msg)
   assert.are.equal(("%s:%d: %s"):format(info.short_src, info.linedefined, msg), err)
 end
 
+-- A test still running after H.STUCK seconds (it waits for what never
+-- comes): every task's traceback goes to stderr, so that a spec killed by
+-- ctest's timeout says where it was. (A timer that does not keep the loop
+-- alive; counted alike before and after the test.)
+H.STUCK = tonumber(os.getenv("BATON_SPEC_STUCK")) or 120
+local watchdog
+local function dump_tasks()
+  local task = require "baton.task"
+  local out = { ("\n=== spec still running after %gs; its tasks:"):format(H.STUCK) }
+  for i = 1, math.huge do
+    local name, tasks = debug.getupvalue(task.running, i)
+    if not name then break end
+    if name == "tasks" then
+      for co, t in pairs(tasks) do
+        out[#out + 1] = debug.traceback(co, ("task %s%s:"):format(tostring(t.seq), t.internal and " (baton's)" or ""))
+      end
+    end
+  end
+  out[#out + 1] = debug.traceback("the code outside tasks:")
+  io.stderr:write(table.concat(out, "\n"), "\n")
+  io.stderr:flush()
+end
+
 function H.guard()
   local before
   before_each(function()
+    if not watchdog then
+      watchdog = baton.core.timer()
+      watchdog:ref(false)
+    end
+    watchdog:start(math.floor(H.STUCK * 1000), 0, dump_tasks)
     baton.sleep(0) -- finish closes left by the previous test's own cleanup
     collectgarbage()
     before, H.before_list = H.fds()
@@ -112,6 +142,7 @@ function H.guard()
     if os.getenv("HDEBUG") then io.stderr:write("before ", H.handles_before, "\n") end
   end)
   after_each(function()
+    watchdog:stop()
     -- One loop turn, so that close callbacks of finished handles run.
     baton.sleep(0)
     collectgarbage()

@@ -208,6 +208,32 @@ describe("cgroups", function()
       "bad argument #1 to 'run' (option 'cgroup' must be the absolute path of a cgroup v2 directory, got \"/a\\0b\")")
   end)
 
+  it("sweeps what a baton of this pid namespace killed hard left, and nothing that runs or is not its", function()
+    local dir = group()
+    local ns = assert(core.pidns())
+    local dead = baton.spawn { "true" }
+    dead:wait()
+    local function make(name, leaf)
+      local d = assert(core.cgroup_create(dir, name))
+      if leaf then assert(core.cgroup_create(d, leaf)) end
+      return d
+    end
+    local stale = make(("baton-%d-%d-aaaaaa"):format(ns, dead.pid), "web.1-x")
+    local live = make(("baton-%d-%d-bbbbbb"):format(ns, core.getpid()), "web.1-y")
+    local other = make(("baton-%d-%d-cccccc"):format(ns + 1, dead.pid), "web.1-z")
+    local busy = make(("baton-%d-%d-dddddd"):format(ns, dead.pid), "web.1-w")
+    local secs, running = unique_sleep()
+    local p = baton.spawn { "sleep", secs, cgroup = busy .. "/web.1-w" }
+    H.wait_for(running, "the sleep in its group")
+    require("baton.service")._cgroup_sweep(dir, ns)
+    assert.is_nil(lfs.attributes(stale)) -- gone, with its leaf
+    assert.truthy(lfs.attributes(live .. "/web.1-y")) -- its baton runs
+    assert.truthy(lfs.attributes(other .. "/web.1-z")) -- another pid namespace's
+    assert.truthy(lfs.attributes(busy .. "/web.1-w")) -- a process in it
+    p:kill()
+    p:wait()
+  end)
+
   it("answers bad inputs to the primitives with errors that say what is wrong", function()
     assert.has_error(function() core.cgroup_create("/tmp", "a/b") end)
     assert.has_error(function() core.cgroup_set("/tmp", "../cgroup.procs", "0") end)

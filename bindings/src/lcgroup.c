@@ -2,7 +2,8 @@
  * lcgroup.c — the cgroup v2 primitives of `baton.core`: cgroup_self,
  * cgroup_create, cgroup_enable, cgroup_set, cgroup_get, cgroup_kill,
  * cgroup_populated, cgroup_oom_kills, cgroup_remove (core/src/cgroup.c does
- * the work). A group is named by its directory.
+ * the work), cgroup_children and pidns (to find what a baton killed hard
+ * left). A group is named by its directory.
  *
  * Each returns its value, or nil, msg, code when the system says no; the
  * message names what is wrong in the terms a user acts on: a group that does
@@ -12,10 +13,12 @@
  * in lprocess.c.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "lbaton.h"
 
@@ -186,6 +189,40 @@ static int l_cgroup_remove(lua_State *L) {
   return 1;
 }
 
+/* core.cgroup_children(dir) -> {name…} | nil, msg, code: the groups right
+ * under `dir` (its subdirectories), in directory order. */
+static int l_cgroup_children(lua_State *L) {
+  const char *dir = lb_checkpath(L, 1);
+  int fd = bt_cgroup_open(dir);
+  if (fd < 0) return lb_cgroup_error(L, fd, dir, NULL);
+  DIR *d = fdopendir(fd);
+  if (d == NULL) {
+    int err = -errno;
+    close(fd);
+    return lb_cgroup_error(L, err, dir, NULL);
+  }
+  lua_newtable(L);
+  lua_Integer n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_type != DT_DIR || strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+      continue;
+    lua_pushstring(L, e->d_name);
+    lua_rawseti(L, -2, ++n);
+  }
+  closedir(d);
+  return 1;
+}
+
+/* core.pidns() -> n: the inode of this process's pid namespace (pids are
+ * only comparable within one), or nil, msg, code. */
+static int l_pidns(lua_State *L) {
+  struct stat st;
+  if (stat("/proc/self/ns/pid", &st) < 0) return lb_error(L, -errno, "/proc/self/ns/pid");
+  lua_pushinteger(L, (lua_Integer)st.st_ino);
+  return 1;
+}
+
 void lb_open_cgroup(lua_State *L) {
   static const luaL_Reg funcs[] = {{"cgroup_self", l_cgroup_self},
                                    {"cgroup_create", l_cgroup_create},
@@ -196,6 +233,8 @@ void lb_open_cgroup(lua_State *L) {
                                    {"cgroup_populated", l_cgroup_populated},
                                    {"cgroup_oom_kills", l_cgroup_oom_kills},
                                    {"cgroup_remove", l_cgroup_remove},
+                                   {"cgroup_children", l_cgroup_children},
+                                   {"pidns", l_pidns},
                                    {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
 }

@@ -381,12 +381,31 @@ end
 -- on first use; nil and why not where there is no writable cgroup v2.
 local cg = {}
 
+-- What batons of this pid namespace killed hard (no chance to clean up)
+-- left beside ours: `baton-<ns>-<pid>-<hex>` groups whose baton is gone,
+-- removed with their leaves. The kernel refuses to remove a group that
+-- holds a process, so nothing that runs is touched.
+local function cgroup_sweep(self, ns)
+  for _, name in ipairs(core.cgroup_children(self) or {}) do
+    local n, pid = name:match("^baton%-(%d+)%-(%d+)%-%x+$")
+    if tonumber(n) == ns and tonumber(pid) ~= core.getpid() and not core.proc_stat(tonumber(pid)) then
+      local dir = self .. "/" .. name
+      for _, leaf in ipairs(core.cgroup_children(dir) or {}) do core.cgroup_remove(dir .. "/" .. leaf) end
+      core.cgroup_remove(dir)
+    end
+  end
+end
+M._cgroup_sweep = cgroup_sweep
+
 local function cgroup_base()
   if cg.checked then return cg.base, cg.why end
   cg.checked = true
   local self, msg = core.cgroup_self()
-  -- (pid and a random part: batons in other pid namespaces may have our pid)
-  local name = fmt("baton-%d-%06x", core.getpid(), math.random(0, 0xffffff))
+  -- (the pid namespace, the pid and a random part: a baton in another pid
+  -- namespace may have our pid, and its groups are not ours to sweep)
+  local ns = core.pidns() or 0
+  if self then cgroup_sweep(self, ns) end
+  local name = fmt("baton-%d-%d-%06x", ns, core.getpid(), math.random(0, 0xffffff))
   if self then cg.base, msg = core.cgroup_create(self, name) end
   if not cg.base then
     cg.why = "no cgroup: " .. tostring(msg)

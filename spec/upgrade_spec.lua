@@ -202,6 +202,26 @@ describe("hot upgrades", function()
     assert.are.same({ "parked", "found a b counter=1" }, { lines[5], lines[6] })
   end)
 
+  it("keeps each service's fd store across two restarts under way at once", function()
+    local lines = { a = {}, b = {} }
+    local function st(name)
+      return { "python3", "spec/fdstore_peer.py", ready = "notify", fdstore = 1, backoff = { initial = 0.01 },
+        log = { stdout = { function(l) table.insert(lines[name], l) end } } }
+    end
+    local sv = baton.supervisor { a = st("a"), b = st("b") }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    for _, name in ipairs { "a", "b" } do
+      baton.core.kill(sv:status()[name].replicas[1].pid, 9)
+      sv:next("ready", name)
+    end
+    local t = baton.go(function() return sv:restart("a") end)
+    assert.is_true(sv:restart("b"))
+    assert.is_true(t:wait())
+    assert.are.same({ "parked", "found state counter=1", "found state counter=1" }, lines.a)
+    assert.are.same({ "parked", "found state counter=1", "found state counter=1" }, lines.b)
+  end)
+
   it("rolls 3 replicas over one at a time under load: never fewer than 3 ready, no request lost", function()
     local sv = baton.supervisor { web = web(1, { replicas = 3 }) }
     assert.is_true(sv:start())

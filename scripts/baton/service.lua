@@ -1813,10 +1813,16 @@ function Supervisor:restart(...)
   for _, s in pairs(self.services) do if s.want == "up" then up[#up + 1] = s.name end end
   local names = {}
   for _, svc in ipairs(targets) do names[#names + 1] = svc.name end
-  self._restarting = {}
-  for _, svc in ipairs(targets) do self._restarting[svc] = true end
+  -- (counted per service: restarts under way at once, of the same service
+  -- or others, each keep their own services' fd stores)
+  local restarting = self._restarting or {}
+  self._restarting = restarting
+  for _, svc in ipairs(targets) do restarting[svc] = (restarting[svc] or 0) + 1 end
   local ok, err = pcall(self.stop, self, table.unpack(names))
-  self._restarting = nil
+  for _, svc in ipairs(targets) do
+    restarting[svc] = restarting[svc] - 1
+    if restarting[svc] == 0 then restarting[svc] = nil end
+  end
   if not ok then error(err, 0) end
   local again = {}
   for _, n in ipairs(up) do again[n] = true end

@@ -510,6 +510,33 @@ describe("hot upgrades", function()
     assert.are.equal(fds, H.fds())
   end)
 
+  it("keeps the listener of a new replica waiting to restart when a rolling upgrade stops half way", function()
+    local dir = baton.output { "mktemp", "-d", "/tmp/baton-prune.XXXXXX" }:gsub("%s+$", "")
+    finally(function() baton.run { "rm", "-rf", dir } end)
+    local sock = dir .. "/new.sock"
+    local old = { "sh", "-c", "while :; do sleep 0.2; done", replicas = 2, ready = 0.05,
+      listen = { http = "tcp://127.0.0.1:0" }, stop = { timeout = 5 } }
+    -- (replica 1 ready, then crashes once told to; replica 2 fails its trial once told to)
+    local new = { "sh", "-c", 'if [ "$BATON_REPLICA" = 1 ]; then echo >&5; t=crash; else t=fail; fi; '
+      .. 'while [ ! -e "$DIR/$t" ]; do sleep 0.02; done; exit 1', env = { DIR = dir }, replicas = 2,
+      ready = { fd = 5, timeout = 30 }, listen = { http = "unix:" .. sock }, backoff = { initial = 30 },
+      stop = { timeout = 5 } }
+    local sv = baton.supervisor { x = old }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    local up = baton.go(function() return sv:upgrade("x", new, { surge = 1 }) end)
+    local function first() return sv.services.x.instances[1] end
+    H.wait_for(function() return first().generation == 2 and first().state == "running" end, "replica 1 upgraded")
+    assert(io.open(dir .. "/crash", "w")):close()
+    H.wait_for(function() return first().state == "backoff" end, "replica 1 waiting to restart")
+    assert(io.open(dir .. "/fail", "w")):close()
+    local r = up:wait()
+    assert.are.equal("failed", r.outcome, r.reason)
+    -- replica 1 runs the new declaration: its socket stays for its restart
+    assert.is_truthy(sv.services.x.listeners["unix:" .. sock])
+    assert.is_true(baton.run({ "test", "-S", sock }, { check = false }).ok)
+  end)
+
   it("hands on a socket baton itself was given (its own LISTEN_FDS), through upgrades", function()
     local fd, info = assert(baton.core.listen("tcp://127.0.0.1:0"))
     local path = os.tmpname()

@@ -1235,8 +1235,8 @@ function Service:_unstore_fds(name)
 end
 
 --- Close the listeners no declaration in use names any more (the
--- service's, and those of its processes still running: a draining or a
--- trial generation's), after an upgrade or a rollback that changed
+-- service's, its replicas', and those of a draining or a trial
+-- generation), after an upgrade or a rollback that changed
 -- `listen`. (A socket baton was given stays open: its manager's.)
 function Service:_prune_listeners()
   local used = {}
@@ -1244,7 +1244,9 @@ function Service:_prune_listeners()
     for _, l in ipairs(d and d.listen or {}) do used[l.key] = true end
   end
   mark(self.decl)
-  for _, i in ipairs(self.instances) do if i.proc then mark(i:_decl()) end end
+  -- (every replica's, running or not: one waiting to restart, of a rolling
+  -- upgrade stopped half way, starts again with its own declaration)
+  for _, i in ipairs(self.instances) do mark(i:_decl()) end
   for i in pairs(self.extra or {}) do mark(i:_decl()) end
   for key, l in pairs(self.listeners or {}) do
     if not used[key] and not l.inherited then

@@ -631,6 +631,40 @@ describe("hot upgrades", function()
     assert.are.same({ "READY", "RELOADING", "READY" }, seen, table.concat(msgs, " | "))
   end)
 
+  it("a reload refused for bad options leaves baton's manager told of the next upgrade", function()
+    local msgs = {}
+    local npath = ("@baton-spec/%d/manager-bad"):format(baton.core.getpid())
+    local l = assert(baton.core.notify_listen(npath, function(_, text) msgs[#msgs + 1] = text end))
+    finally(function() l:close() end)
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write([[
+      local sv = baton.supervisor { a = { "sh", "-c", "echo >&3; exec sleep 1000", ready = { fd = 3 } } }
+      assert(sv:start())
+      local ok, e = pcall(sv.reload, sv, "a", { timeout = "soon" })
+      assert(not ok and tostring(e):find("bad argument #2 to 'reload'", 1, true), tostring(e))
+      ok, e = pcall(sv.reload, sv, "a", { timout = 1 })
+      assert(not ok and tostring(e):find("unknown option 'timout'", 1, true), tostring(e))
+      assert(sv:upgrade("a").outcome == "promoted")
+      baton.core.sd_notify("STATUS=end")
+      sv:close()
+    ]])
+    f:close()
+    local r = baton.run { os.getenv("BATON_EXE") or "./build/baton", path, env = { NOTIFY_SOCKET = npath },
+      capture = true, check = false }
+    os.remove(path)
+    assert.are.equal(0, r.code, r.stderr)
+    H.wait_for(function()
+      for _, m in ipairs(msgs) do if m == "STATUS=end" then return true end end
+    end, "the child's message after its upgrade")
+    local seen = {}
+    for _, m in ipairs(msgs) do
+      local k = m:match("^(RELOADING)=1\nMONOTONIC_USEC=%d+$") or m:match("^(READY)=1")
+      if k then seen[#seen + 1] = k end
+    end
+    assert.are.same({ "READY", "RELOADING", "READY" }, seen, table.concat(msgs, " | "))
+  end)
+
   it("a Lua hook that raises is counted in the result, and the upgrade goes on", function()
     local sv = baton.supervisor { web = web(1) }
     assert.is_true(sv:start())

@@ -487,6 +487,26 @@ describe("hot upgrades", function()
     sv:close()
   end)
 
+  it("an update that drops `log` closes the old pipes and file once the restarted process runs without them", function()
+    local dir = baton.output { "mktemp", "-d", "/tmp/baton-logs.XXXXXX" }:gsub("%s+$", "")
+    finally(function() baton.run { "rm", "-rf", dir } end)
+    local cmd = { "sh", "-c", "echo up; echo >&3; while :; do sleep 0.2; done", ready = { fd = 3 },
+      backoff = { initial = 0.01 }, stdout = "null", stderr = "null" }
+    local logged = { log = { stdout = { dir .. "/a.log" } } }
+    for k, v in pairs(cmd) do logged[k] = v end
+    baton.sleep(0) -- (mktemp's pipe closed)
+    collectgarbage()
+    local fds, before = H.fds()
+    local sv = baton.supervisor { x = logged }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    sv:update("x", cmd)
+    baton.core.kill(sv:status().x.replicas[1].pid, 9) -- (its restart runs the new declaration)
+    sv:next("ready", "x")
+    sv:close()
+    assert.are.equal(fds, H.fds(), table.concat(before, " "))
+  end)
+
   it("closes a listener only a past declaration named once its generation is gone (or its trial failed)", function()
     local sv = baton.supervisor { web = web(1) }
     finally(function() sv:close() end)

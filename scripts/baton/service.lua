@@ -837,6 +837,10 @@ function Instance:_spawn()
   svc.logs = svc.logs or {}
   local held = svc.logs[self.index]
   if self.log and not (d.log and same(self.log.routes, d.log)) then self:_release_log(self.log) end
+  if not d.log and not self.trial and held then -- (no `log` any more: the replica's pipes go too)
+    svc.logs[self.index] = nil
+    if not held.closed and not log_in_use(svc, held, self) then held:close() end
+  end
   if d.log and not self.log and held and not held.closed and same(held.routes, d.log) then self.log = held end
   if d.log and not self.log then
     local label = svc.name .. "." .. self.index

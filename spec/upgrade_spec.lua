@@ -487,6 +487,24 @@ describe("hot upgrades", function()
     sv:close()
   end)
 
+  it("a new generation ready by a line is ready by its own line, not one the old generation writes", function()
+    local seen = {}
+    local function sink(l) seen[#seen + 1] = l end -- (the same routes: the generations share them)
+    local function gen(line)
+      return { "sh", "-c", "while :; do echo " .. line .. "; sleep 0.05; done", ready = { line = "ready", timeout = 1 },
+        log = { stdout = { sink } }, stop = { timeout = 5 } }
+    end
+    local sv = baton.supervisor { x = gen("tick-ready") }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    local r = sv:upgrade("x", gen("tick")) -- (it never says it is ready)
+    assert.are.equal("rolled_back", r.outcome, r.reason)
+    r = sv:upgrade("x", gen("ready-too"))
+    assert.are.equal("promoted", r.outcome, r.reason)
+    H.wait_for(function() return seen[#seen] == "ready-too" end, "the new generation's lines")
+    H.wait_for(function() return sv:logs("x")[1] == "ready-too" end, "the new generation's lines in its log")
+  end)
+
   it("an update that drops `log` closes the old pipes and file once the restarted process runs without them", function()
     local dir = baton.output { "mktemp", "-d", "/tmp/baton-logs.XXXXXX" }:gsub("%s+$", "")
     finally(function() baton.run { "rm", "-rf", dir } end)

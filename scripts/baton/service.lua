@@ -841,7 +841,12 @@ function Instance:_spawn()
     svc.logs[self.index] = nil
     if not held.closed and not log_in_use(svc, held, self) then held:close() end
   end
-  if d.log and not self.log and held and not held.closed and same(held.routes, d.log) then self.log = held end
+  -- (a trial ready by a line reads lines of its own: on shared pipes the
+  -- old generation's would make it ready)
+  local own = self.trial and d.ready.kind == "line"
+  if d.log and not self.log and held and not held.closed and same(held.routes, d.log) and not own then
+    self.log = held
+  end
   if d.log and not self.log then
     local label = svc.name .. "." .. self.index
     local log, msg = require("baton.logs").open(label, d.log)

@@ -1800,8 +1800,11 @@ function Supervisor:stop(...)
   if not ok then error(err, 0) end
   -- A stopped service's fd store is released (as systemd's default
   -- FileDescriptorStorePreserve=restart): kept only across a restart.
+  -- Its listeners the declaration no longer names (an update moved
+  -- `listen`) close now that no process of the old one runs.
   for _, svc in ipairs(targets) do
     if svc.want ~= "up" and not (self._restarting and self._restarting[svc]) then svc:_release_fdstore() end
+    if svc.want ~= "up" then svc:_prune_listeners() end
   end
   local idle = true
   for _, svc in pairs(self.services) do if svc.want == "up" then idle = false end end

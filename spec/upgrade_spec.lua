@@ -548,6 +548,51 @@ describe("hot upgrades", function()
     assert.are.equal(fds, H.fds())
   end)
 
+  it("a second signal KILLs the tree of a generation still draining too (a setsid'd descendant, no cgroup)", function()
+    local pidfile = H.tmpname()
+    local script = H.tmpname()
+    local f = assert(io.open(script, "w"))
+    -- (TERM only said: the old generation drains for good; each generation
+    -- leaves a descendant in a session of its own and writes its pid)
+    f:write(([[
+      local sv = baton.supervisor { s = { "sh", "-c", "trap 'echo term' TERM; (trap '' TERM; exec setsid sleep 1000.%d) & "
+        .. "echo $$ $! >> %s; echo >&3; while :; do sleep 0.1; done", ready = { fd = 3 }, cgroup = false, stderr = "null",
+        stop = { timeout = 60 } } }
+      assert(sv:start())
+      print(sv:upgrade("s", nil, { drain = 60 }).outcome)
+      io.stdout:flush()
+      baton.sleep(1000)
+    ]]):format(baton.core.getpid(), pidfile))
+    f:close()
+    local pids = {}
+    finally(function()
+      for _, pid in ipairs(pids) do if H.alive(pid) then baton.core.kill(pid, 9) end end
+      os.remove(script)
+      os.remove(pidfile)
+    end)
+    local b = baton.spawn { os.getenv("BATON_EXE") or "./build/baton", script, stdout = "pipe" }
+    local terms, promoted = 0, false
+    local function until_terms(n)
+      while terms < n or not promoted do
+        local l = assert(b.stdout:read("l"))
+        if l == "term" then terms = terms + 1 elseif l == "promoted" then promoted = true end
+      end
+    end
+    until_terms(1) -- (promoted, the old generation told to drain)
+    for l in io.lines(pidfile) do
+      for pid in l:gmatch("%d+") do pids[#pids + 1] = tonumber(pid) end
+    end
+    assert.are.equal(4, #pids)
+    b:signal("INT")
+    until_terms(3) -- (both generations told to stop: baton is in its grace period)
+    b:signal("INT")
+    assert.are.equal("SIGINT", b:wait().signame)
+    b:close()
+    for _, pid in ipairs(pids) do assert.is_true(H.gone_within(pid), "process " .. pid .. " outlived baton") end
+    -- (KILLed with baton, its orphans came back to this process: reaped)
+    H.wait_for(function() return #H.children() == 0 end, "the orphans to be reaped")
+  end)
+
   it("an update that moves `listen` closes the old socket once no process runs the old declaration", function()
     local sv = baton.supervisor { web = web(1) }
     finally(function() sv:close() end)

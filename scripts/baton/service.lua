@@ -2189,7 +2189,9 @@ function register()
   table.insert(runner._kill_hooks, function()
     for sv in pairs(supervisors) do
       for _, svc in pairs(sv.services) do
-        for _, i in ipairs(svc.instances) do
+        local all = { table.unpack(svc.instances) }
+        for i in pairs(svc.extra or {}) do all[#all + 1] = i end -- (an upgrade's: trial or draining)
+        for _, i in ipairs(all) do
           if i.run_token then kill_tree(9, i.pgid, i.proc and i.pid, i.run_token, i.cgroup) end
           -- (a KILLed process leaves its cgroup as it exits, within moments)
           for _ = 1, 100000 do

@@ -316,6 +316,24 @@ describe("hot upgrades", function()
       sv:reload("plain", { signal = "CONT" }))
   end)
 
+  it("an upgrade or reload waiting its turn is not failed by an error of the one before it", function()
+    local sv = baton.supervisor { x = { "sh", "-c", "echo >&3; exec sleep 1000." .. baton.core.getpid(),
+      ready = { fd = 3 } } }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    -- (white box: the one under way, as `exclusive` runs it, raises)
+    local boom = baton.go(function()
+      baton.sleep(0.05)
+      error("boom", 0)
+    end)
+    sv.services.x._upgrading = boom
+    local r = sv:reload("x")
+    assert.are.equal("reloaded", r.outcome, r.reason)
+    local ok, err = pcall(boom.wait, boom)
+    assert.is_false(ok)
+    assert.are.equal("boom", err)
+  end)
+
   it("reloads only a running service: a stopped one is not 'reloaded'", function()
     local sv = baton.supervisor { web = web(1) }
     assert.is_true(sv:start())

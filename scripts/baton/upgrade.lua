@@ -82,7 +82,9 @@ end
 -- the next turn), `exclusive` runs `fn` as the service's, in a task of its
 -- own (a caller cancelled meanwhile does not cut it in half).
 local function turn(svc)
-  while svc._upgrading and not svc._upgrading.done do svc._upgrading:wait() end
+  -- (waiting for it to end, not for its result: an error of the one before
+  -- is its caller's, not this one's)
+  while svc._upgrading and not svc._upgrading.done do task.wait_any { svc._upgrading } end
 end
 
 local function exclusive(svc, fn)

@@ -253,7 +253,14 @@ function M.suspend(arm)
       "(a waiting call inside a plain coroutine or callback); wrap it in baton.go(fn)")
   end
   local res
-  arm(function(...) if not res then res = pack(...) end end)
+  arm(function(...)
+    if res then return end
+    res = pack(...)
+    -- A turn of the loop ("once") runs the timers already due before it
+    -- polls: woken by one of them, it would still block in the poll, for
+    -- good if nothing else comes. Stopped, it polls without waiting.
+    if core.running() then core.stop() end
+  end)
   while not res do
     -- Ctrl-C ends the wait as lua.c ends busy code: "interrupted!"
     local alive, interrupted = core.run("once", true)

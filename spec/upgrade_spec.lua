@@ -202,6 +202,26 @@ describe("hot upgrades", function()
     assert.are.same({ "parked", "found a b counter=1" }, { lines[5], lines[6] })
   end)
 
+  it("keeps each service's fd store across two restarts under way at once", function()
+    local lines = { a = {}, b = {} }
+    local function st(name)
+      return { "python3", "spec/fdstore_peer.py", ready = "notify", fdstore = 1, backoff = { initial = 0.01 },
+        log = { stdout = { function(l) table.insert(lines[name], l) end } } }
+    end
+    local sv = baton.supervisor { a = st("a"), b = st("b") }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    for _, name in ipairs { "a", "b" } do
+      baton.core.kill(sv:status()[name].replicas[1].pid, 9)
+      sv:next("ready", name)
+    end
+    local t = baton.go(function() return sv:restart("a") end)
+    assert.is_true(sv:restart("b"))
+    assert.is_true(t:wait())
+    assert.are.same({ "parked", "found state counter=1", "found state counter=1" }, lines.a)
+    assert.are.same({ "parked", "found state counter=1", "found state counter=1" }, lines.b)
+  end)
+
   it("rolls 3 replicas over one at a time under load: never fewer than 3 ready, no request lost", function()
     local sv = baton.supervisor { web = web(1, { replicas = 3 }) }
     assert.is_true(sv:start())
@@ -294,6 +314,24 @@ describe("hot upgrades", function()
     -- a service that does not speak sd_notify is only signalled: not confirmed
     assert.are.same({ outcome = "reloaded", service = "plain", confirmed = false },
       sv:reload("plain", { signal = "CONT" }))
+  end)
+
+  it("an upgrade or reload waiting its turn is not failed by an error of the one before it", function()
+    local sv = baton.supervisor { x = { "sh", "-c", "echo >&3; exec sleep 1000." .. baton.core.getpid(),
+      ready = { fd = 3 } } }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    -- (white box: the one under way, as `exclusive` runs it, raises)
+    local boom = baton.go(function()
+      baton.sleep(0.05)
+      error("boom", 0)
+    end)
+    sv.services.x._upgrading = boom
+    local r = sv:reload("x")
+    assert.are.equal("reloaded", r.outcome, r.reason)
+    local ok, err = pcall(boom.wait, boom)
+    assert.is_false(ok)
+    assert.are.equal("boom", err)
   end)
 
   it("reloads only a running service: a stopped one is not 'reloaded'", function()
@@ -467,6 +505,44 @@ describe("hot upgrades", function()
     sv:close()
   end)
 
+  it("a new generation ready by a line is ready by its own line, not one the old generation writes", function()
+    local seen = {}
+    local function sink(l) seen[#seen + 1] = l end -- (the same routes: the generations share them)
+    local function gen(line)
+      return { "sh", "-c", "while :; do echo " .. line .. "; sleep 0.05; done", ready = { line = "ready", timeout = 1 },
+        log = { stdout = { sink } }, stop = { timeout = 5 } }
+    end
+    local sv = baton.supervisor { x = gen("tick-ready") }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    local r = sv:upgrade("x", gen("tick")) -- (it never says it is ready)
+    assert.are.equal("rolled_back", r.outcome, r.reason)
+    r = sv:upgrade("x", gen("ready-too"))
+    assert.are.equal("promoted", r.outcome, r.reason)
+    H.wait_for(function() return seen[#seen] == "ready-too" end, "the new generation's lines")
+    H.wait_for(function() return sv:logs("x")[1] == "ready-too" end, "the new generation's lines in its log")
+  end)
+
+  it("an update that drops `log` closes the old pipes and file once the restarted process runs without them", function()
+    local dir = baton.output { "mktemp", "-d", "/tmp/baton-logs.XXXXXX" }:gsub("%s+$", "")
+    finally(function() baton.run { "rm", "-rf", dir } end)
+    local cmd = { "sh", "-c", "echo up; echo >&3; while :; do sleep 0.2; done", ready = { fd = 3 },
+      backoff = { initial = 0.01 }, stdout = "null", stderr = "null" }
+    local logged = { log = { stdout = { dir .. "/a.log" } } }
+    for k, v in pairs(cmd) do logged[k] = v end
+    baton.sleep(0) -- (mktemp's pipe closed)
+    collectgarbage()
+    local fds, before = H.fds()
+    local sv = baton.supervisor { x = logged }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    sv:update("x", cmd)
+    baton.core.kill(sv:status().x.replicas[1].pid, 9) -- (its restart runs the new declaration)
+    sv:next("ready", "x")
+    sv:close()
+    assert.are.equal(fds, H.fds(), table.concat(before, " "))
+  end)
+
   it("closes a listener only a past declaration named once its generation is gone (or its trial failed)", function()
     local sv = baton.supervisor { web = web(1) }
     finally(function() sv:close() end)
@@ -488,6 +564,91 @@ describe("hot upgrades", function()
     assert.are.equal("rolled_back", sv:upgrade("web", bad).outcome)
     assert.is_nil(baton.connect("tcp://127.0.0.1:" .. info2.port))
     assert.are.equal(fds, H.fds())
+  end)
+
+  it("a second signal KILLs the tree of a generation still draining too (a setsid'd descendant, no cgroup)", function()
+    local pidfile = H.tmpname()
+    local script = H.tmpname()
+    local f = assert(io.open(script, "w"))
+    -- (TERM only said: the old generation drains for good; each generation
+    -- leaves a descendant in a session of its own and writes its pid)
+    f:write(([[
+      local sv = baton.supervisor { s = { "sh", "-c", "trap 'echo term' TERM; (trap '' TERM; exec setsid sleep 1000.%d) & "
+        .. "echo $$ $! >> %s; echo >&3; while :; do sleep 0.1; done", ready = { fd = 3 }, cgroup = false, stderr = "null",
+        stop = { timeout = 60 } } }
+      assert(sv:start())
+      print(sv:upgrade("s", nil, { drain = 60 }).outcome)
+      io.stdout:flush()
+      baton.sleep(1000)
+    ]]):format(baton.core.getpid(), pidfile))
+    f:close()
+    local pids = {}
+    finally(function()
+      for _, pid in ipairs(pids) do if H.alive(pid) then baton.core.kill(pid, 9) end end
+      os.remove(script)
+      os.remove(pidfile)
+    end)
+    local b = baton.spawn { os.getenv("BATON_EXE") or "./build/baton", script, stdout = "pipe" }
+    local terms, promoted = 0, false
+    local function until_terms(n)
+      while terms < n or not promoted do
+        local l = assert(b.stdout:read("l"))
+        if l == "term" then terms = terms + 1 elseif l == "promoted" then promoted = true end
+      end
+    end
+    until_terms(1) -- (promoted, the old generation told to drain)
+    for l in io.lines(pidfile) do
+      for pid in l:gmatch("%d+") do pids[#pids + 1] = tonumber(pid) end
+    end
+    assert.are.equal(4, #pids)
+    b:signal("INT")
+    until_terms(3) -- (both generations told to stop: baton is in its grace period)
+    b:signal("INT")
+    assert.are.equal("SIGINT", b:wait().signame)
+    b:close()
+    for _, pid in ipairs(pids) do assert.is_true(H.gone_within(pid), "process " .. pid .. " outlived baton") end
+    -- (KILLed with baton, its orphans came back to this process: reaped)
+    H.wait_for(function() return #H.children() == 0 end, "the orphans to be reaped")
+  end)
+
+  it("an update that moves `listen` closes the old socket once no process runs the old declaration", function()
+    local sv = baton.supervisor { web = web(1) }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    local old = assert(sv:listener("web", "http"))
+    local fd, info = assert(baton.core.listen("tcp://127.0.0.1:0"))
+    baton.core.close(fd)
+    sv:update("web", web(2, { listen = { http = "tcp://127.0.0.1:" .. info.port } }))
+    assert.is_true(sv:restart("web"))
+    assert.are.equal("2\n", select(2, baton.http_get("http://127.0.0.1:" .. info.port .. "/")))
+    assert.is_nil(baton.connect(old.url)) -- (the old port: closed, refused)
+  end)
+
+  it("keeps the listener of a new replica waiting to restart when a rolling upgrade stops half way", function()
+    local dir = baton.output { "mktemp", "-d", "/tmp/baton-prune.XXXXXX" }:gsub("%s+$", "")
+    finally(function() baton.run { "rm", "-rf", dir } end)
+    local sock = dir .. "/new.sock"
+    local old = { "sh", "-c", "while :; do sleep 0.2; done", replicas = 2, ready = 0.05,
+      listen = { http = "tcp://127.0.0.1:0" }, stop = { timeout = 5 } }
+    -- (replica 1 ready, then crashes once told to; replica 2 fails its trial once told to)
+    local new = { "sh", "-c", 'if [ "$BATON_REPLICA" = 1 ]; then echo >&5; t=crash; else t=fail; fi; '
+      .. 'while [ ! -e "$DIR/$t" ]; do sleep 0.02; done; exit 1', env = { DIR = dir }, replicas = 2,
+      ready = { fd = 5, timeout = 30 }, listen = { http = "unix:" .. sock }, backoff = { initial = 30 },
+      stop = { timeout = 5 } }
+    local sv = baton.supervisor { x = old }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    local up = baton.go(function() return sv:upgrade("x", new, { surge = 1 }) end)
+    local function first() return sv.services.x.instances[1] end
+    H.wait_for(function() return first().generation == 2 and first().state == "running" end, "replica 1 upgraded")
+    assert(io.open(dir .. "/crash", "w")):close()
+    H.wait_for(function() return first().state == "backoff" end, "replica 1 waiting to restart")
+    assert(io.open(dir .. "/fail", "w")):close()
+    local r = up:wait()
+    assert.are.equal("failed", r.outcome, r.reason)
+    -- replica 1 runs the new declaration: its socket stays for its restart
+    assert.is_truthy(sv.services.x.listeners["unix:" .. sock])
+    assert.is_true(baton.run({ "test", "-S", sock }, { check = false }).ok)
   end)
 
   it("hands on a socket baton itself was given (its own LISTEN_FDS), through upgrades", function()
@@ -581,6 +742,40 @@ describe("hot upgrades", function()
       if k then seen[#seen + 1] = k end
     end
     -- (started; one reload, over when both upgrades are)
+    assert.are.same({ "READY", "RELOADING", "READY" }, seen, table.concat(msgs, " | "))
+  end)
+
+  it("a reload refused for bad options leaves baton's manager told of the next upgrade", function()
+    local msgs = {}
+    local npath = ("@baton-spec/%d/manager-bad"):format(baton.core.getpid())
+    local l = assert(baton.core.notify_listen(npath, function(_, text) msgs[#msgs + 1] = text end))
+    finally(function() l:close() end)
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write([[
+      local sv = baton.supervisor { a = { "sh", "-c", "echo >&3; exec sleep 1000", ready = { fd = 3 } } }
+      assert(sv:start())
+      local ok, e = pcall(sv.reload, sv, "a", { timeout = "soon" })
+      assert(not ok and tostring(e):find("bad argument #2 to 'reload'", 1, true), tostring(e))
+      ok, e = pcall(sv.reload, sv, "a", { timout = 1 })
+      assert(not ok and tostring(e):find("unknown option 'timout'", 1, true), tostring(e))
+      assert(sv:upgrade("a").outcome == "promoted")
+      baton.core.sd_notify("STATUS=end")
+      sv:close()
+    ]])
+    f:close()
+    local r = baton.run { os.getenv("BATON_EXE") or "./build/baton", path, env = { NOTIFY_SOCKET = npath },
+      capture = true, check = false }
+    os.remove(path)
+    assert.are.equal(0, r.code, r.stderr)
+    H.wait_for(function()
+      for _, m in ipairs(msgs) do if m == "STATUS=end" then return true end end
+    end, "the child's message after its upgrade")
+    local seen = {}
+    for _, m in ipairs(msgs) do
+      local k = m:match("^(RELOADING)=1\nMONOTONIC_USEC=%d+$") or m:match("^(READY)=1")
+      if k then seen[#seen + 1] = k end
+    end
     assert.are.same({ "READY", "RELOADING", "READY" }, seen, table.concat(msgs, " | "))
   end)
 

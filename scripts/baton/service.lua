@@ -856,7 +856,16 @@ function Instance:_spawn()
   svc.logs = svc.logs or {}
   local held = svc.logs[self.index]
   if self.log and not (d.log and same(self.log.routes, d.log)) then self:_release_log(self.log) end
-  if d.log and not self.log and held and not held.closed and same(held.routes, d.log) then self.log = held end
+  if not d.log and not self.trial and held then -- (no `log` any more: the replica's pipes go too)
+    svc.logs[self.index] = nil
+    if not held.closed and not log_in_use(svc, held, self) then held:close() end
+  end
+  -- (a trial ready by a line reads lines of its own: on shared pipes the
+  -- old generation's would make it ready)
+  local own = self.trial and d.ready.kind == "line"
+  if d.log and not self.log and held and not held.closed and same(held.routes, d.log) and not own then
+    self.log = held
+  end
   if d.log and not self.log then
     local label = svc.name .. "." .. self.index
     local log, msg = require("baton.logs").open(label, d.log)
@@ -1254,8 +1263,8 @@ function Service:_unstore_fds(name)
 end
 
 --- Close the listeners no declaration in use names any more (the
--- service's, and those of its processes still running: a draining or a
--- trial generation's), after an upgrade or a rollback that changed
+-- service's, its replicas', and those of a draining or a trial
+-- generation), after an upgrade or a rollback that changed
 -- `listen`. (A socket baton was given stays open: its manager's.)
 function Service:_prune_listeners()
   local used = {}
@@ -1263,7 +1272,9 @@ function Service:_prune_listeners()
     for _, l in ipairs(d and d.listen or {}) do used[l.key] = true end
   end
   mark(self.decl)
-  for _, i in ipairs(self.instances) do if i.proc then mark(i:_decl()) end end
+  -- (every replica's, running or not: one waiting to restart, of a rolling
+  -- upgrade stopped half way, starts again with its own declaration)
+  for _, i in ipairs(self.instances) do mark(i:_decl()) end
   for i in pairs(self.extra or {}) do mark(i:_decl()) end
   for key, l in pairs(self.listeners or {}) do
     if not used[key] and not l.inherited then
@@ -1808,8 +1819,11 @@ function Supervisor:stop(...)
   if not ok then error(err, 0) end
   -- A stopped service's fd store is released (as systemd's default
   -- FileDescriptorStorePreserve=restart): kept only across a restart.
+  -- Its listeners the declaration no longer names (an update moved
+  -- `listen`) close now that no process of the old one runs.
   for _, svc in ipairs(targets) do
     if svc.want ~= "up" and not (self._restarting and self._restarting[svc]) then svc:_release_fdstore() end
+    if svc.want ~= "up" then svc:_prune_listeners() end
   end
   local idle = true
   for _, svc in pairs(self.services) do if svc.want == "up" then idle = false end end
@@ -1832,10 +1846,16 @@ function Supervisor:restart(...)
   for _, s in pairs(self.services) do if s.want == "up" then up[#up + 1] = s.name end end
   local names = {}
   for _, svc in ipairs(targets) do names[#names + 1] = svc.name end
-  self._restarting = {}
-  for _, svc in ipairs(targets) do self._restarting[svc] = true end
+  -- (counted per service: restarts under way at once, of the same service
+  -- or others, each keep their own services' fd stores)
+  local restarting = self._restarting or {}
+  self._restarting = restarting
+  for _, svc in ipairs(targets) do restarting[svc] = (restarting[svc] or 0) + 1 end
   local ok, err = pcall(self.stop, self, table.unpack(names))
-  self._restarting = nil
+  for _, svc in ipairs(targets) do
+    restarting[svc] = restarting[svc] - 1
+    if restarting[svc] == 0 then restarting[svc] = nil end
+  end
   if not ok then error(err, 0) end
   local again = {}
   for _, n in ipairs(up) do again[n] = true end
@@ -2188,7 +2208,9 @@ function register()
   table.insert(runner._kill_hooks, function()
     for sv in pairs(supervisors) do
       for _, svc in pairs(sv.services) do
-        for _, i in ipairs(svc.instances) do
+        local all = { table.unpack(svc.instances) }
+        for i in pairs(svc.extra or {}) do all[#all + 1] = i end -- (an upgrade's: trial or draining)
+        for _, i in ipairs(all) do
           if i.run_token then kill_tree(9, i.pgid, i.proc and i.pid, i.run_token, i.cgroup) end
           -- (a KILLed process leaves its cgroup as it exits, within moments)
           for _ = 1, 100000 do

@@ -82,7 +82,9 @@ end
 -- the next turn), `exclusive` runs `fn` as the service's, in a task of its
 -- own (a caller cancelled meanwhile does not cut it in half).
 local function turn(svc)
-  while svc._upgrading and not svc._upgrading.done do svc._upgrading:wait() end
+  -- (waiting for it to end, not for its result: an error of the one before
+  -- is its caller's, not this one's)
+  while svc._upgrading and not svc._upgrading.done do task.wait_any { svc._upgrading } end
 end
 
 local function exclusive(svc, fn)
@@ -352,9 +354,15 @@ end
 -- Returns {outcome = "reloaded" | "failed", reason, confirmed}: `confirmed`
 -- is true when the server said it reloaded (sd_notify), false when it was
 -- only signalled (nothing else tells when a reload is done).
+local RELOAD_OPTS = { signal = true, timeout = true }
+
 function M.reload(sv, svc, opts)
   opts = opts or {}
+  for k in pairs(opts) do
+    if not RELOAD_OPTS[k] then errors.argerror("reload", 2, fmt("unknown option '%s'", tostring(k))) end
+  end
   local sig = options.signum(opts.signal or "HUP", "reload", 2)
+  options.check_seconds("reload", 2, opts.timeout, "option 'timeout'")
   turn(svc)
   local function body()
     local d = svc.decl
@@ -365,22 +373,25 @@ function M.reload(sv, svc, opts)
     end
     M.manager("reloading")
     local waits = {}
-    for _, inst in ipairs(svc.instances) do
-      if inst.proc then
-        inst.reloaded = nil
-        if d.ready.kind == "notify" then waits[#waits + 1] = inst end
-        inst.proc:signal(sig)
-      end
-    end
     local timeout = opts.timeout or d.ready.timeout
-    local r = sv:_until(function()
-      for _, inst in ipairs(waits) do
-        if not inst.proc then return inst end
-        if not inst.reloaded then return nil end
+    local ok, r = pcall(function()
+      for _, inst in ipairs(svc.instances) do
+        if inst.proc then
+          inst.reloaded = nil
+          if d.ready.kind == "notify" then waits[#waits + 1] = inst end
+          inst.proc:signal(sig)
+        end
       end
-      return true
-    end, timeout)
-    M.manager("ready")
+      return sv:_until(function()
+        for _, inst in ipairs(waits) do
+          if not inst.proc then return inst end
+          if not inst.reloaded then return nil end
+        end
+        return true
+      end, timeout)
+    end)
+    M.manager("ready") -- (whatever happened: the manager is told the reload is over)
+    if not ok then error(r, 0) end
     if r == true then return { outcome = "reloaded", service = svc.name, confirmed = #waits > 0 } end
     return { outcome = "failed", service = svc.name, reason = r and ("it exited while reloading: " .. r:_why())
       or fmt("no RELOADING=1 … READY=1 within %gs", timeout) }

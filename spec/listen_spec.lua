@@ -284,6 +284,29 @@ describe("a service's listeners", function()
     H.error_here(function() baton.supervisor { s = { "true", handoff = "inetd" } } end,
       "bad argument #1 to 'service' (service 's': handoff must be \"systemd\", \"nginx\", \"fpm\", \"fd\" or a function, got inetd)")
   end)
+
+  it("the nginx and fpm presets name the listeners only, not what the fd store hands on after them", function()
+    local HANDOFF = require("baton.service").HANDOFF
+    local fd, info = assert(baton.core.listen("tcp://127.0.0.1:0"))
+    local r, w = assert(baton.core.pipe())
+    finally(function()
+      for _, x in ipairs { fd, r, w } do baton.core.close(x) end
+    end)
+    local ls = { { name = "http", fd = fd, info = info }, { name = "state", fd = r, info = {}, stored = true } }
+    local env = {}
+    HANDOFF.fpm(ls, env)
+    assert.are.equal("127.0.0.1:" .. info.port .. "=3", env.FPM_SOCKETS)
+    HANDOFF.nginx(ls, env)
+    assert.are.equal("3;", env.NGINX)
+  end)
+
+  it("refuses a readiness fd where the listeners and stored fds go", function()
+    local decl = { "true", listen = { a = "tcp://127.0.0.1:0" }, fdstore = 1, ready = { fd = 4 } }
+    H.error_here(function() baton.supervisor { s = decl } end, "bad argument #1 to 'service' (service 's': "
+      .. "ready fd 4 is taken: fds 3 to 4 are its listeners and stored fds (use 5 or above))")
+    local sv = baton.supervisor { s = { "true", listen = { a = "tcp://127.0.0.1:0" }, ready = { fd = 4 } } }
+    sv:close()
+  end)
 end)
 
 describe("a service's listener addresses", function()

@@ -222,6 +222,23 @@ describe("hot upgrades", function()
     assert.are.same({ "parked", "found state counter=1", "found state counter=1" }, lines.b)
   end)
 
+  it("a service stopped with what it needs releases its fd store; restarted with it, keeps it", function()
+    local lines = {}
+    local sv = baton.supervisor {
+      a = { "sleep", "1000." .. baton.core.getpid(), ready = 0 },
+      b = { "python3", "spec/fdstore_peer.py", ready = "notify", fdstore = 1, needs = { "a" },
+        log = { stdout = { function(l) lines[#lines + 1] = l end } } },
+    }
+    finally(function() sv:close() end)
+    assert.is_true(sv:start())
+    assert.is_true(sv:restart("a")) -- b, which needs a, stops and starts with it: its store kept
+    assert.are.same({ "parked", "found state counter=1" }, lines)
+    sv:stop("a") -- b stops with it: its store goes
+    assert.is_nil(sv.services.b.fdstore)
+    assert.is_true(sv:start())
+    assert.are.equal("parked", lines[3])
+  end)
+
   it("rolls 3 replicas over one at a time under load: never fewer than 3 ready, no request lost", function()
     local sv = baton.supervisor { web = web(1, { replicas = 3 }) }
     assert.is_true(sv:start())

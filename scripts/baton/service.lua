@@ -61,15 +61,19 @@ local HANDOFF = {
   nginx = function(ls, env)
     local fds = {}
     for i, l in ipairs(ls) do
-      core.setblocking(l.fd, false)
-      fds[i] = (2 + i) .. ";"
+      if not l.stored then -- (the fd store's are no listeners: not nginx's to take)
+        core.setblocking(l.fd, false)
+        fds[#fds + 1] = (2 + i) .. ";"
+      end
     end
     env.NGINX = table.concat(fds)
   end,
   -- php-fpm's: FPM_SOCKETS="addr=3,addr=4".
   fpm = function(ls, env)
     local t = {}
-    for i, l in ipairs(ls) do t[i] = (l.info.path or (l.info.address .. ":" .. l.info.port)) .. "=" .. (2 + i) end
+    for i, l in ipairs(ls) do
+      if not l.stored then t[#t + 1] = (l.info.path or (l.info.address .. ":" .. l.info.port)) .. "=" .. (2 + i) end
+    end
     env.FPM_SOCKETS = table.concat(t, ",")
   end,
   -- The fds alone (3, 4, … in name order), no variable: for servers told
@@ -339,6 +343,12 @@ local function declare(name, spec)
     bad(name, "fdstore must be a count of fds from 0 to 1000, got %s", tostring(spec.fdstore))
   end
   d.fdstore = spec.fdstore
+  -- (the listeners, then the fd store, take the fds from 3)
+  local passed = #(d.listen or {}) + (d.fdstore or 0)
+  if d.ready.kind == "fd" and d.ready.arg >= 3 and d.ready.arg < 3 + passed then
+    bad(name, "ready fd %d is taken: fds 3 to %d are its listeners and stored fds (use %d or above)", d.ready.arg,
+      2 + passed, 3 + passed)
+  end
   local h = spec.handoff or "systemd"
   if not (HANDOFF[h] or type(h) == "function") then
     bad(name, "handoff must be \"systemd\", \"nginx\", \"fpm\", \"fd\" or a function, got %s", tostring(h))
@@ -889,7 +899,7 @@ function Instance:_spawn()
       self.last_error = lwhy
       return self:_set("failed", { event = "failed", error = lwhy })
     end
-    for _, e in ipairs(svc.fdstore or {}) do ls[#ls + 1] = { name = e.name, fd = e.fd, info = {} } end
+    for _, e in ipairs(svc.fdstore or {}) do ls[#ls + 1] = { name = e.name, fd = e.fd, info = {}, stored = true } end
     extra.fds = extra.fds or {}
     for fd, v in pairs(base.fds or {}) do if extra.fds[fd] == nil then extra.fds[fd] = v end end
     for i, l in ipairs(ls) do extra.fds[2 + i] = l.fd end
@@ -1247,7 +1257,7 @@ function Service:_store_fds(inst, name, fds)
   end
   -- (a name as systemd takes one: printable ASCII but ':', up to 255
   -- bytes; another is ignored, the fds stored as "stored", as systemd does)
-  name = (name and #name <= 255 and name:match("^[ -~]+$") and not name:find(":", 1, true)) and name or "stored"
+  name = (name and #name <= 255 and name:match("^[ -~]*$") and not name:find(":", 1, true)) and name or "stored"
   for _, fd in ipairs(fds) do self.fdstore[#self.fdstore + 1] = { name = name, fd = fd } end
   return true
 end
@@ -1821,7 +1831,8 @@ function Supervisor:stop(...)
   -- FileDescriptorStorePreserve=restart): kept only across a restart.
   -- Its listeners the declaration no longer names (an update moved
   -- `listen`) close now that no process of the old one runs.
-  for _, svc in ipairs(targets) do
+  -- (the services named and those stopped with them: what needs them)
+  for svc in pairs(stopping) do
     if svc.want ~= "up" and not (self._restarting and self._restarting[svc]) then svc:_release_fdstore() end
     if svc.want ~= "up" then svc:_prune_listeners() end
   end
@@ -1848,11 +1859,16 @@ function Supervisor:restart(...)
   for _, svc in ipairs(targets) do names[#names + 1] = svc.name end
   -- (counted per service: restarts under way at once, of the same service
   -- or others, each keep their own services' fd stores)
+  -- (and those that need them, stopped with them and started again: all
+  -- that run now come back)
   local restarting = self._restarting or {}
   self._restarting = restarting
-  for _, svc in ipairs(targets) do restarting[svc] = (restarting[svc] or 0) + 1 end
+  local back = {}
+  for _, svc in ipairs(targets) do back[svc] = true end
+  for _, svc in pairs(self.services) do if svc.want == "up" then back[svc] = true end end
+  for svc in pairs(back) do restarting[svc] = (restarting[svc] or 0) + 1 end
   local ok, err = pcall(self.stop, self, table.unpack(names))
-  for _, svc in ipairs(targets) do
+  for svc in pairs(back) do
     restarting[svc] = restarting[svc] - 1
     if restarting[svc] == 0 then restarting[svc] = nil end
   end

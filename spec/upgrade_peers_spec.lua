@@ -349,6 +349,50 @@ describe("hot upgrades of real peers under wrk", function()
       all_gone(seen)
     end)
 
+  it("examples/upgradable_server as its notify-reload unit runs it: USR2 → RELOADING=1 … READY=1, generation 2", function()
+    if not needs("the C server (libsystemd-dev at build time)", C_SERVER) then return end
+    -- (a stand-in for systemd: the unit's NOTIFY_SOCKET, its ReloadSignal=SIGUSR2 and its stop's TERM)
+    local msgs = {}
+    local npath = ("@baton-spec/%d/unit"):format(baton.core.getpid())
+    local l = assert(baton.core.notify_listen(npath, function(_, text) msgs[#msgs + 1] = text end))
+    local b = assert(baton.spawn { os.getenv("BATON_EXE") or "./build/baton", "examples/upgradable_server/run.lua",
+      C_SERVER, "0", env = { NOTIFY_SOCKET = npath }, stdout = "pipe" })
+    finally(function()
+      if not b:poll() then -- (a failed assertion: baton stops its servers on TERM)
+        b:signal("TERM")
+        b:wait(20)
+      end
+      b:close()
+      l:close()
+    end)
+    local first = b.stdout:read("l")
+    local url, pid = first:match("serving on (tcp://[%d.:]+) %(baton pid (%d+)%)")
+    assert.is_truthy(url, first)
+    url = url:gsub("^tcp", "http") .. "/"
+    local function said(pattern)
+      for _, m in ipairs(msgs) do if m:find(pattern) then return true end end
+    end
+    H.wait_for(function() return said("^READY=1") end, "READY=1 from baton")
+    assert.are.equal("1\n", select(2, baton.http_get(url)))
+    baton.core.kill(tonumber(pid), baton.signals.USR2)
+    assert.are.equal("generation 2: promoted", b.stdout:read("l"))
+    -- (READY=1 at start, RELOADING=1 with MONOTONIC_USEC at USR2, READY=1 once promoted)
+    local function seen()
+      local out = {}
+      for _, m in ipairs(msgs) do
+        local k = m:match("^(RELOADING)=1\nMONOTONIC_USEC=%d+$") or m:match("^(READY)=1")
+        if k and out[#out] ~= k then out[#out + 1] = k end
+      end
+      return table.concat(out, " ")
+    end
+    H.wait_for(function() return seen() == "READY RELOADING READY" end, "RELOADING=1 … READY=1 for the upgrade")
+    assert.are.equal("2\n", select(2, baton.http_get(url)))
+    b:signal("TERM")
+    local st = b:wait()
+    assert.are.equal(143, st.code or (128 + (st.signal or 0)), tostring(st))
+    H.wait_for(function() return said("STOPPING=1") end, "STOPPING=1")
+  end)
+
   it("a naive stop-then-start (the C server binding its port itself) fails requests under the same load", function()
     if not needs("the C server (libsystemd-dev at build time)", C_SERVER) or not needs("wrk", P.have("wrk")) then
       return

@@ -2182,7 +2182,10 @@ end
 
 function manager.ready()
   if not manager_socket() then return end
-  manager.send("READY=1\nSTATUS=" .. manager.summary())
+  -- (once: a later start — sv:run after sv:start, a service added — only
+  -- updates the status)
+  manager.send((manager.readied and "" or "READY=1\n") .. "STATUS=" .. manager.summary())
+  manager.readied = true
   local usec = tonumber(os.getenv("WATCHDOG_USEC") or "")
   local pid = tonumber(os.getenv("WATCHDOG_PID") or "")
   if usec and usec > 0 and (not pid or pid == core.getpid()) and not manager.watchdog then

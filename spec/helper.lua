@@ -110,6 +110,7 @@ end
 -- alive; counted alike before and after the test.)
 H.STUCK = tonumber(os.getenv("BATON_SPEC_STUCK")) or 120
 local watchdog
+local MAIN = coroutine.running() -- (lua5.4: the main thread, where the specs' waits drive the loop)
 local function dump_tasks()
   local task = require "baton.task"
   local out = { ("\n=== spec still running after %gs; its tasks:"):format(H.STUCK) }
@@ -120,9 +121,9 @@ local function dump_tasks()
       for co, t in pairs(tasks) do
         out[#out + 1] = debug.traceback(co, ("task %s%s:"):format(tostring(t.seq), t.internal and " (baton's)" or ""))
       end
+      if not tasks[MAIN] then out[#out + 1] = debug.traceback(MAIN, "the main thread:") end
     end
   end
-  out[#out + 1] = debug.traceback("the code outside tasks:")
   io.stderr:write(table.concat(out, "\n"), "\n")
   io.stderr:flush()
 end
@@ -165,6 +166,18 @@ function H.lua_env()
   local preload = os.getenv("BATON_LUA_PRELOAD")
   if preload then env.LD_PRELOAD, env.ASAN_OPTIONS = preload, "detect_leaks=0" end
   return env
+end
+
+-- What baton told a stand-in service manager (sd_notify messages `msgs`,
+-- in order), as the sequence of its READY=1 and RELOADING=1 (with
+-- MONOTONIC_USEC) messages: "READY RELOADING READY".
+function H.manager_states(msgs)
+  local out = {}
+  for _, m in ipairs(msgs) do
+    local k = m:match("^(RELOADING)=1\nMONOTONIC_USEC=%d+$") or m:match("^(READY)=1")
+    if k then out[#out + 1] = k end
+  end
+  return table.concat(out, " ")
 end
 
 -- A scratch file path, removed by the caller.

@@ -114,6 +114,17 @@ static void answer(struct conn *c, const char *req, size_t head_len) {
   c->out_off = 0;
 }
 
+/* If a whole request head is buffered, answer it and drop it from the buffer. */
+static void answer_next(struct conn *c) {
+  char *end = strstr(c->in, "\r\n\r\n");
+  if (end == NULL) return;
+  size_t head = (size_t)(end + 4 - c->in);
+  answer(c, c->in, head);
+  memmove(c->in, c->in + head, c->in_len - head);
+  c->in_len -= head;
+  c->in[c->in_len] = '\0';
+}
+
 /* Read what the connection sent; 0 to keep it, -1 to drop it. */
 static int on_readable(struct conn *c) {
   for (;;) {
@@ -125,14 +136,7 @@ static int on_readable(struct conn *c) {
     c->in_len += (size_t)n;
     c->in[c->in_len] = '\0';
   }
-  char *end = strstr(c->in, "\r\n\r\n");
-  if (end && c->out_len == 0) {
-    size_t head = (size_t)(end + 4 - c->in);
-    answer(c, c->in, head);
-    memmove(c->in, c->in + head, c->in_len - head);
-    c->in_len -= head;
-    c->in[c->in_len] = '\0';
-  }
+  if (c->out_len == 0) answer_next(c);
   return 0;
 }
 
@@ -147,15 +151,7 @@ static int on_writable(struct conn *c) {
   }
   c->out_len = c->out_off = 0;
   if (c->close_after) return -1;
-  /* A pipelined request already read gets its answer now. */
-  char *end = strstr(c->in, "\r\n\r\n");
-  if (end) {
-    size_t head = (size_t)(end + 4 - c->in);
-    answer(c, c->in, head);
-    memmove(c->in, c->in + head, c->in_len - head);
-    c->in_len -= head;
-    c->in[c->in_len] = '\0';
-  }
+  answer_next(c); /* (a pipelined request already read gets its answer now) */
   return 0;
 }
 

@@ -1451,12 +1451,15 @@ local function belongs(pid, i, stat)
   if stat and stat.pgid == i.pgid then return true end
   local p = stat and stat.ppid
   for _ = 1, 32 do
-    if not p or p <= 1 then return false end
+    if not p or p <= 1 then break end
     if p == i.pid then return true end
     local st = core.proc_stat(p)
     p = st and st.ppid
   end
-  return false
+  -- (last: the run's token in its environment — a successor that left the
+  -- group whose parent exited before its message was read: re-parented to
+  -- baton, it is in no group, no cgroup and no ancestry of the instance)
+  return i.run_token ~= nil and carries(pid, i.run_token)
 end
 
 -- A datagram from `pid`: what it says applies to the instance whose tree

@@ -64,6 +64,26 @@ local function nothing_refused(r)
   assert.are.equal(0, r.non2xx, r.text)
 end
 
+-- Nothing lost: no error of any kind in wrk's report `r`.
+local function lossless(r)
+  assert.are.same({ connect = 0, read = 0, write = 0, timeout = 0, non2xx = 0 },
+    { connect = r.connect, read = r.read, write = r.write, timeout = r.timeout, non2xx = r.non2xx }, r.text)
+end
+
+-- `step` N times under wrk against `url` (on `port`) with keep-alive, then
+-- with "Connection: close"; each report printed as `peer`'s and checked by
+-- `check(r)`. Returns the reports, by `close`.
+local function both_modes(peer, url, port, step, check)
+  local got = {}
+  for _, close in ipairs { false, true } do
+    local r = under_load(url, port, close, N, step)
+    report(peer, close and "close" or "keep-alive", r)
+    check(r)
+    got[close] = r
+  end
+  return got
+end
+
 -- Every pid of a generation's tree, to check they are all gone at the end.
 local function tree(pid, into)
   into[#into + 1] = pid
@@ -117,15 +137,10 @@ describe("hot upgrades of real peers under wrk", function()
     local url, port = url_of(sv)
     local fds, before = H.fds(), P.fd_targets()
     local gen, seen = 1, tree(sv:status().web.replicas[1].pid, {})
-    for _, close in ipairs { false, true } do
-      local r = under_load(url, port, close, N, function()
-        gen = gen + 1
-        upgrade(sv, decl, gen, nil, seen)
-      end)
-      report("c-sd", close and "close" or "keep-alive", r)
-      assert.are.same({ connect = 0, read = 0, write = 0, timeout = 0, non2xx = 0 },
-        { connect = r.connect, read = r.read, write = r.write, timeout = r.timeout, non2xx = r.non2xx }, r.text)
-    end
+    both_modes("c-sd", url, port, function()
+      gen = gen + 1
+      upgrade(sv, decl, gen, nil, seen)
+    end, lossless)
     assert.are.equal(gen .. "\n", select(2, baton.http_get(url)))
     assert.are.equal(fds, fds_now(sv), "before: " .. before .. "\nnow: " .. P.fd_targets()) -- nothing left by the generations
     sv:close()
@@ -162,15 +177,10 @@ describe("hot upgrades of real peers under wrk", function()
     assert.are.equal("1\n", select(2, baton.http_get(url)))
     local fds, before = H.fds(), P.fd_targets()
     local gen, seen = 1, tree(sv:status().web.replicas[1].pid, {})
-    for _, close in ipairs { false, true } do
-      local r = under_load(url, port, close, N, function()
-        gen = gen + 1
-        upgrade(sv, P.gunicorn, gen, nil, seen)
-      end)
-      report("gunicorn", close and "close" or "keep-alive", r)
-      assert.are.same({ connect = 0, read = 0, write = 0, timeout = 0, non2xx = 0 },
-        { connect = r.connect, read = r.read, write = r.write, timeout = r.timeout, non2xx = r.non2xx }, r.text)
-    end
+    both_modes("gunicorn", url, port, function()
+      gen = gen + 1
+      upgrade(sv, P.gunicorn, gen, nil, seen)
+    end, lossless)
     assert.are.equal(gen .. "\n", select(2, baton.http_get(url)))
     assert.are.equal(fds, fds_now(sv), "before: " .. before .. "\nnow: " .. P.fd_targets())
     sv:close()
@@ -193,18 +203,12 @@ describe("hot upgrades of real peers under wrk", function()
     assert.are.equal("ok\n", select(2, baton.http_get(url)))
     local fds, before = H.fds(), P.fd_targets()
     local gen, seen = 1, tree(sv:status().web.replicas[1].pid, {})
-    local got = {}
-    for _, close in ipairs { false, true } do
-      local r = under_load(url, port, close, N, function()
-        gen = gen + 1
-        upgrade(sv, decl, gen, { drain_signal = "QUIT" }, seen)
-      end)
-      report("nginx", close and "close" or "keep-alive", r)
-      got[close] = r
-      nothing_refused(r)
-      -- (read errors with keep-alive: QUIT closes idle keep-alive
-      -- connections, racing a request the client sends on one: reported)
-    end
+    -- (read errors with keep-alive: QUIT closes idle keep-alive
+    -- connections, racing a request the client sends on one: reported)
+    local got = both_modes("nginx", url, port, function()
+      gen = gen + 1
+      upgrade(sv, decl, gen, { drain_signal = "QUIT" }, seen)
+    end, nothing_refused)
     assert.are.equal(0, got[true].read + got[true].write, got[true].text) -- (no keep-alive: nothing idle to close)
     -- Every generation took the inherited socket (nginx logs it), none bound its own.
     local log = P.slurp(dir .. "/error.log")
@@ -255,16 +259,11 @@ describe("hot upgrades of real peers under wrk", function()
     local fds, before = H.fds(), P.fd_targets()
     local gen, seen = 1, tree(sv:status().web.replicas[1].pid, {})
     took(sv, port, ino, true)
-    for _, close in ipairs { false, true } do
-      local r = under_load(url, port, close, N, function()
-        gen = gen + 1
-        upgrade(sv, decl, gen, { drain_signal = "USR1" }, seen)
-        took(sv, port, ino, true)
-      end)
-      report("haproxy", close and "close" or "keep-alive", r)
-      assert.are.same({ connect = 0, read = 0, write = 0, timeout = 0, non2xx = 0 },
-        { connect = r.connect, read = r.read, write = r.write, timeout = r.timeout, non2xx = r.non2xx }, r.text)
-    end
+    both_modes("haproxy", url, port, function()
+      gen = gen + 1
+      upgrade(sv, decl, gen, { drain_signal = "USR1" }, seen)
+      took(sv, port, ino, true)
+    end, lossless)
     -- (the old generations are gone once drained: only the newest answers)
     assert.are.equal(("%d %d\n"):format(gen, sv:status().web.replicas[1].pid), select(2, baton.http_get(url)))
     assert.are.equal(fds, fds_now(sv), "before: " .. before .. "\nnow: " .. P.fd_targets())
@@ -291,21 +290,15 @@ describe("hot upgrades of real peers under wrk", function()
       local fds, before = H.fds(), P.fd_targets()
       local gen, seen = 1, tree(sv:status().web.replicas[1].pid, {})
       took(sv, port, ino, true)
-      local got = {}
-      for _, close in ipairs { false, true } do
-        local r = under_load(url, port, close, N, function()
-          gen = gen + 1
-          upgrade(sv, decl, gen, { drain_signal = "INT" }, seen)
-          took(sv, port, ino, true)
-        end)
-        report("lighttpd", close and "close" or "keep-alive", r)
-        got[close] = r
-        nothing_refused(r)
-        -- (read errors with keep-alive: at a graceful shutdown lighttpd closes
-        -- every keep-alive connection whose next request it has not read yet
-        -- — it has no setting to answer one more — racing the request the
-        -- client sends on it, as nginx does: reported)
-      end
+      -- (read errors with keep-alive: at a graceful shutdown lighttpd closes
+      -- every keep-alive connection whose next request it has not read yet
+      -- — it has no setting to answer one more — racing the request the
+      -- client sends on it, as nginx does: reported)
+      local got = both_modes("lighttpd", url, port, function()
+        gen = gen + 1
+        upgrade(sv, decl, gen, { drain_signal = "INT" }, seen)
+        took(sv, port, ino, true)
+      end, nothing_refused)
       assert.are.equal(0, got[true].read + got[true].write, got[true].text) -- (no keep-alive: nothing idle to close)
       assert.are.equal(fds, fds_now(sv), "before: " .. before .. "\nnow: " .. P.fd_targets())
       sv:close()
@@ -335,16 +328,11 @@ describe("hot upgrades of real peers under wrk", function()
       local fds, before = H.fds(), P.fd_targets()
       local gen, seen = 1, tree(sv:status().web.replicas[1].pid, tree(sv:status().front.replicas[1].pid, {}))
       took(sv, fpm_port, ino)
-      for _, close in ipairs { false, true } do
-        local r = under_load(url, port, close, N, function()
-          gen = gen + 1
-          upgrade(sv, decl, gen, { drain_signal = "QUIT" }, seen)
-          took(sv, fpm_port, ino)
-        end)
-        report("php-fpm", close and "close" or "keep-alive", r)
-        assert.are.same({ connect = 0, read = 0, write = 0, timeout = 0, non2xx = 0 },
-          { connect = r.connect, read = r.read, write = r.write, timeout = r.timeout, non2xx = r.non2xx }, r.text)
-      end
+      both_modes("php-fpm", url, port, function()
+        gen = gen + 1
+        upgrade(sv, decl, gen, { drain_signal = "QUIT" }, seen)
+        took(sv, fpm_port, ino)
+      end, lossless)
       assert.are.equal(gen .. "\n", select(2, baton.http_get(url)))
       -- Every generation took the inherited socket (php-fpm logs it), none bound its own.
       local log = P.slurp(dir .. "/php-fpm.log")

@@ -255,7 +255,9 @@ describe("the baton executable", function()
       p:signal(case[1])
       local st = p:wait()
       assert.are.equal(case[2], st.code)
-      assert.matches("interrupted by SIG" .. case[1], p.stderr:read("a"))
+      -- (TERM quietly: how a service manager stops it; INT as lua says it)
+      local said = case[1] == "TERM" and "^$" or "interrupted by SIGINT"
+      assert.matches(said, p.stderr:read("a"))
       assert.is_nil(p.stdout:read("l"))
       local alive, _, code = baton.core.killpg(pgid, 0)
       assert.is_nil(alive)
@@ -334,6 +336,29 @@ describe("the baton executable", function()
     assert.are.equal(130, p:wait().code)
     assert.matches("interrupted by SIGINT", p.stderr:read("a"))
     p:close()
+  end)
+
+  it("stops quietly on SIGTERM and SIGHUP (a service manager's stop), but says any other failure", function()
+    local function stopped(sig, code)
+      local p = assert(baton.spawn { BATON, "-e", code, stdout = "pipe", stderr = "pipe" })
+      assert.are.equal("up", p.stdout:read("l"))
+      p:signal(sig)
+      local st, err = p:wait(), p.stderr:read("a")
+      p:close()
+      return st.code, err
+    end
+    local waiting = "local p = baton.spawn{'sleep', '1000.41'}; print('up'); io.stdout:flush(); p:wait()"
+    local busy = "print('up'); io.stdout:flush(); local x = 0 while true do x = x + 1 end"
+    local code, err = stopped("TERM", waiting)
+    assert.are.same({ 143, "" }, { code, err })
+    code, err = stopped("HUP", busy)
+    assert.are.same({ 129, "" }, { code, err })
+    -- Something else that fails on the way out is still said, traceback and all.
+    code, err = stopped("TERM", "local c <close> = setmetatable({}, {__close = function() error('cleanup broke') end}); "
+      .. waiting)
+    assert.are.equal(143, code)
+    assert.matches("cleanup broke", err, 1, true)
+    assert.matches("stack traceback", err, 1, true)
   end)
 
   it("runs with stdout closed", function()

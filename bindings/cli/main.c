@@ -136,6 +136,20 @@ static void remove_signals(void) {
   cli_interrupt_stop(&runner_intr);
 }
 
+/* Stopped by SIGTERM or SIGHUP, with nothing failing but the interrupt
+ * itself (the error value, at -2, is its own message): the way a service
+ * manager stops baton, said by the exit status alone — not a traceback in
+ * the journal at every stop. SIGINT keeps lua.c's message and traceback. */
+static int quiet_stop(lua_State *L, int status) {
+  int sig = status - 128;
+  if (sig != SIGTERM && sig != SIGHUP) return 0;
+  const char *err = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+  const char *name = bt_signal_name(sig);
+  char own[64];
+  snprintf(own, sizeof own, "interrupted by %s", name ? name : "");
+  return err != NULL && strcmp(err, own) == 0;
+}
+
 /* Run the function on top of the stack (with nargs arguments below... above it)
  * as the main task: baton.main(fn, args...) drives the loop until all is done. */
 static int run_main(lua_State *L, int nargs) {
@@ -153,7 +167,7 @@ static int run_main(lua_State *L, int nargs) {
     /* A fourth result is the exit status to use (128 + signal when stopped by
      * one); a nil message was printed already. */
     if (lua_isinteger(L, -1)) exit_status = (int)lua_tointeger(L, -1);
-    int printed = lua_isnil(L, -3);
+    int printed = lua_isnil(L, -3) || quiet_stop(L, exit_status);
     lua_pushvalue(L, -3); /* the traceback */
     lua_remove(L, fn);
     if (printed) {

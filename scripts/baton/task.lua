@@ -112,17 +112,28 @@ end
 -- was raised.
 -- The <close> handlers see the error itself; the traceback is kept aside.
 local FAILED = setmetatable({}, { __tostring = function() return "failed" end })
+-- The words for error `e` raised `level` frames up: an error object that
+-- says what it is, its words alone (as lua.c); else a traceback without
+-- baton's own frames below the task's function.
+local function trace_of(e, level)
+  local mt = type(e) ~= "string" and type(e) ~= "number" and getmetatable(e)
+  if mt and mt.__tostring then return M.errmsg(e) end
+  return (debug.traceback(M.errmsg(e), level):gsub("\n%s*%[C%]: in function 'xpcall'.*$", ""))
+end
 local function failure(e)
   local t = tasks[corunning()]
-  if t and t.failing then return e end -- raised again while unwinding: keep the first trace
-  if t then -- without baton's own frames below the task's function
-    t.failing = true -- unwinding now: a cancel would only hide this error
-    local mt = type(e) ~= "string" and type(e) ~= "number" and getmetatable(e)
-    if mt and mt.__tostring then
-      t.trace = M.errmsg(e) -- an error object that says what it is: its words alone, as lua.c
-    else
-      t.trace = debug.traceback(M.errmsg(e), 2):gsub("\n%s*%[C%]: in function 'xpcall'.*$", "")
+  if t and t.failing then
+    -- Raised again while unwinding (a <close> handler that failed): the
+    -- first trace stays, and says this one too, unless it is the same
+    -- error passed on.
+    if e ~= t.first_err and M.errmsg(e) ~= M.errmsg(t.first_err) then
+      t.trace = t.trace .. "\nthen, while unwinding: " .. trace_of(e, 3)
     end
+    return e
+  end
+  if t then -- without baton's own frames below the task's function
+    t.failing, t.first_err = true, e -- unwinding now: a cancel would only hide this error
+    t.trace = trace_of(e, 3)
   end
   return e
 end

@@ -138,6 +138,10 @@ function H.guard()
     watchdog:start(math.floor(H.STUCK * 1000), 0, dump_tasks)
     baton.sleep(0) -- finish closes left by the previous test's own cleanup
     collectgarbage()
+    -- Baton's own stdout and stderr writers live as long as the process
+    -- (opened on first use): open before counting.
+    require("baton.logs").out("stdout")
+    require("baton.logs").out("stderr")
     before, H.before_list = H.fds()
     H.handles_before = baton.core.handles()
     if os.getenv("HDEBUG") then io.stderr:write("before ", H.handles_before, "\n") end

@@ -167,3 +167,57 @@ describe("a service's logs under concurrent stops", function()
     assert.are.equal(300000, seen + dropped)
   end)
 end)
+
+describe("a service's logs on baton's own stdout", function()
+  H.guard()
+
+  it("a terminal nobody reads (a paused pager, Ctrl-S) holds up the lines sent there, never baton's supervision", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir))
+    local marks = dir .. "/marks"
+    -- talk: 7 MB of numbered lines for the terminal (far beyond the pipe and baton's queue);
+    -- beat: exits at once, again and again (its log a file): each exit
+    -- baton sees is a line in `marks`, written while talk's output waits.
+    local script = ([[
+      local marks = assert(io.open(%q, "w"))
+      marks:setvbuf("line")
+      local sv = baton.supervisor {
+        talk = { "sh", "-c", "seq -f 'line %%.0f for the terminal' 1 300000; exec sleep 1000.%d",
+          log = { stdout = { "terminal" } } },
+        beat = { "sh", "-c", "exit 3", restart = "always", ready = "exec", backoff = { initial = 0.01, factor = 1, jitter = 0 },
+          log = { stdout = { %q } } },
+      }
+      local n = 0
+      sv:on("exited", function(ev) if ev.service == "beat" then n = n + 1; marks:write(n, "\n") end end)
+      sv:run()
+    ]]):format(marks, baton.core.getpid(), dir .. "/beat.log")
+    local p <close> = assert(baton.spawn { os.getenv("BATON_EXE") or "./build/baton", "-e", script,
+      stdout = "pipe", stderr = "pipe" })
+    -- Nothing reads baton's stdout yet: the restarts go on all the same.
+    H.wait_for(function()
+      local t = read_all(marks)
+      return t and t:find("\n20\n", 1, true)
+    end, "baton to see beat exit 20 times while its stdout is not read")
+    p:signal("TERM")
+    -- Then its stdout is read: every line that was sent there whole, in
+    -- order — nothing dropped, nothing cut (more than baton's 1 MiB queue
+    -- plus the pipes: the reading paused, it dropped nothing) — and baton exits.
+    local out = p.stdout:read("a")
+    assert.are.equal(143, p:wait().code, p.stderr:read("a"))
+    local talk, partial = 0, 0
+    for line in out:gmatch("([^\n]*)\n") do
+      if line:find("talk", 1, true) then
+        if line:find(" [partial]", 1, true) then -- (the TERM caught yes mid-line: that line only)
+          partial = partial + 1
+        else
+          talk = talk + 1
+          assert.matches("^%d%d:%d%d:%d%d talk%.1 +| line " .. talk .. " for the terminal$", line)
+        end
+      end
+    end
+    assert.is_true(partial <= 1, partial .. " partial lines")
+    assert.is_true(talk * #"line 100000 for the terminal\n" > 1024 * 1024, "only " .. talk .. " lines")
+    baton.run { "rm", "-rf", dir }
+  end)
+end)

@@ -7,7 +7,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lbaton.h"
@@ -52,6 +54,32 @@ static int l_isatty(lua_State *L) {
   return 1;
 }
 
+/* core.reopen_stream(fd) -> stream | nil, msg, code: the pipe or terminal
+ * at `fd` (baton's stdout or stderr) opened again, as a stream of its own
+ * that never blocks baton: a reader that stops (a paused pager, Ctrl-S)
+ * then holds up only what is written through it, never the loop. The open
+ * file is a new one (through /proc/self/fd, as libuv reopens a tty), so its
+ * O_NONBLOCK is baton's alone — never the one the shell and the children
+ * share. EOPNOTSUPP for anything else (a file, a socket: keep writing those
+ * as before), ENXIO for a pipe nobody reads any more. */
+static int l_reopen_stream(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  struct stat st;
+  if (fstat(fd, &st) < 0) return lb_error(L, -errno, "reopen_stream");
+  if (!S_ISFIFO(st.st_mode) && !(S_ISCHR(st.st_mode) && isatty(fd)))
+    return lb_error(L, UV_ENOTSUP, "reopen_stream: not a pipe or a terminal");
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  int nfd;
+  do /* (O_NONBLOCK: a FIFO without a reader fails with ENXIO, never waits for one) */
+    nfd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  while (nfd < 0 && errno == EINTR);
+  if (nfd < 0) return lb_error(L, -errno, "reopen_stream");
+  int err = lb_stream_new(L, nfd); /* closes nfd on failure */
+  if (err < 0) return lb_error(L, err, "reopen_stream");
+  return 1;
+}
+
 static int l_close(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1);
   luaL_argcheck(L, fd > 2, 1, "refusing to close stdin, stdout or stderr");
@@ -62,6 +90,7 @@ static int l_close(lua_State *L) {
 void lb_open_fd(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"pipe", l_pipe},     {"setblocking", l_setblocking},   {"close", l_close},
-      {"isatty", l_isatty}, {"pipe_pending", l_pipe_pending}, {NULL, NULL}};
+      {"isatty", l_isatty}, {"pipe_pending", l_pipe_pending}, {"reopen_stream", l_reopen_stream},
+      {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
 }

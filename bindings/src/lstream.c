@@ -301,6 +301,13 @@ static int l_stream_ref(lua_State *L) {
   return 0;
 }
 
+/* s:queued() -> bytes handed to s:write that are not written yet. */
+static int l_stream_queued(lua_State *L) {
+  lb_stream *s = lb_check(L, 1, LB_STREAM);
+  lua_pushinteger(L, s->h.closing ? 0 : (lua_Integer)uv_stream_get_write_queue_size(&s->uv.stream));
+  return 1;
+}
+
 static int l_stream_closed(lua_State *L) {
   lb_stream *s = lb_check(L, 1, LB_STREAM);
   lua_pushboolean(L, s->h.closing);
@@ -317,11 +324,17 @@ static int l_stream_open(lua_State *L) {
 }
 
 void lb_open_stream(lua_State *L) {
-  static const luaL_Reg methods[] = {{"read_start", l_read_start}, {"read_stop", l_read_stop},
-                                     {"write", l_write},           {"try_write", l_try_write},
-                                     {"close", l_stream_close},    {"fileno", l_stream_fileno},
-                                     {"closed", l_stream_closed},  {"ref", l_stream_ref},
-                                     {"shutdown", l_shutdown},     {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"read_start", l_read_start},
+                                     {"read_stop", l_read_stop},
+                                     {"write", l_write},
+                                     {"try_write", l_try_write},
+                                     {"close", l_stream_close},
+                                     {"fileno", l_stream_fileno},
+                                     {"closed", l_stream_closed},
+                                     {"ref", l_stream_ref},
+                                     {"shutdown", l_shutdown},
+                                     {"queued", l_stream_queued},
+                                     {NULL, NULL}};
   lb_newmetatable(L, LB_STREAM, methods, lb_handle_release, lb_handle_tostring);
   lua_pushcfunction(L, l_stream_open);
   lua_setfield(L, -2, "stream_open");

@@ -18,6 +18,14 @@
 -- route slows the reading, so the pipe fills and the writer waits: memory
 -- stays bounded and nothing is dropped (s6-log's contract).
 --
+-- Baton's own stdout and stderr, when they are a pipe or a terminal, are
+-- written without ever blocking the loop (a stream of their own, see
+-- `M.out`): a reader that stops (a pager, Ctrl-S) holds up only the streams
+-- routed there — their reading pauses once `OUT_CAP` bytes wait, so their
+-- writers wait as they would on the terminal itself — while baton keeps
+-- supervising (restarts, readiness, upgrades, files). In drop mode those
+-- lines are skipped and counted instead.
+--
 -- A stream whose routes are all files (without timestamps) takes a shorter
 -- way: the whole lines of a chunk go to each file as one block (one string,
 -- one write), counted but not cut apart; the ring of last lines keeps the
@@ -54,6 +62,87 @@ local function color_of(name)
   return c
 end
 
+-- ---- baton's own stdout and stderr ----------------------------------------------------
+
+M.OUT_CAP = 1024 * 1024 -- bytes waiting for baton's stdout (stderr) before its routes pause
+
+local outs = {}
+
+--- Baton's stdout or stderr (`name`) as a writer that never blocks the
+-- loop: `o:write(data)` sends what it can now and queues the rest (in
+-- order, after whatever `print` left in stdio's buffer); `o:full()` says
+-- that `OUT_CAP` bytes or more wait; `o:on_drain(fn)` calls `fn()` once
+-- they are written. A file or a socket is written as before, through io
+-- (never full).
+function M.out(name)
+  local o = outs[name]
+  if o then return o end
+  local s = core.reopen_stream(name == "stdout" and 1 or 2)
+  o = { file = io[name], s = s, queued = 0, waiting = {}, inflight = {} }
+  function o:write(data)
+    if not self.s then
+      self.file:write(data)
+      return
+    end
+    if self.broken then return end -- (nobody reads it any more: as io drops it)
+    self.file:flush() -- what print() left goes first
+    if self.queued == 0 then
+      local n = self.s:try_write(data)
+      if not n then
+        self.broken = true
+        return
+      end
+      if n == #data then return end
+      data = sub(data, n + 1)
+    end
+    self.queued = self.queued + #data
+    local inflight = self.inflight
+    inflight[#inflight + 1] = data
+    self.s:write(data, function(ok)
+      table.remove(inflight, 1) -- (writes end in order)
+      self.queued = self.queued - #data
+      if not ok then self.broken = true end
+      if self.queued == 0 or self.broken then
+        local fns = self.waiting
+        self.waiting = {}
+        for _, fn in ipairs(fns) do fn() end
+      end
+    end)
+  end
+  function o:full() return self.queued >= M.OUT_CAP and not self.broken end
+  function o:on_drain(fn) self.waiting[#self.waiting + 1] = fn end
+  function o:flush()
+    if not self.s then self.file:flush() end
+  end
+  -- The state closes with writes still queued (a lua5.4 host whose reader
+  -- is slow; the executable's loop runs until they are written): what is
+  -- left goes out through io, blocking, as stdio's buffer would at exit.
+  if s then
+    o.finalizer = setmetatable({}, { __gc = function()
+      if o.queued == 0 or o.broken or s:closed() then return end
+      local all = table.concat(o.inflight)
+      local left = s:queued()
+      s:close() -- (libuv writes no more of it)
+      if left > 0 then
+        o.file:write(sub(all, #all - left + 1))
+        o.file:flush()
+      end
+    end })
+  end
+  outs[name] = o
+  return o
+end
+
+-- Functions that write to baton's stdout (a route of the procfile view):
+-- their streams pause as the terminal's do.
+local out_fns = setmetatable({}, { __mode = "k" })
+
+--- Mark route function `fn` as one that writes to baton's stdout.
+function M.out_route(fn)
+  out_fns[fn] = true
+  return fn
+end
+
 --- Make room for `label` in the terminal view's name column.
 function M.widen(label)
   if #label > view.width then view.width = #label end
@@ -73,8 +162,9 @@ end
 --- Print a system line (`system | …`) in the terminal view.
 function M.system(text)
   M.widen("system")
-  io.stdout:write(M.prefix("system"), text, "\n")
-  io.stdout:flush()
+  local o = M.out("stdout")
+  o:write(M.prefix("system") .. text .. "\n")
+  o:flush()
 end
 
 -- ---- routes ----------------------------------------------------------------------------
@@ -83,14 +173,32 @@ end
 -- (or nil), and for a file route the file: checked once; `what` names it.
 local function route(r, what, owner)
   if r == "raw" then -- the line as written, on baton's own stdout or stderr
+    local bufs = { stdout = {}, stderr = {} }
     return function(line, stream, mark)
-      local out = stream == "stderr" and io.stderr or io.stdout
-      out:write(line, mark and (" [" .. mark .. "]") or "", "\n")
-    end, function() io.stdout:flush() end
+      local b = bufs[stream] or bufs.stdout
+      b[#b + 1] = line .. (mark and (" [" .. mark .. "]") or "") .. "\n"
+    end, function()
+      for name, b in pairs(bufs) do
+        if #b > 0 then
+          local o = M.out(name)
+          o:write(table.concat(b))
+          o:flush()
+          bufs[name] = {}
+        end
+      end
+    end, nil, true
   elseif r == "terminal" then
+    local b = {}
     return function(line, stream, mark)
-      io.stdout:write(M.prefix(owner.label, stream), line, mark and (" [" .. mark .. "]") or "", "\n")
-    end, function() io.stdout:flush() end
+      b[#b + 1] = M.prefix(owner.label, stream) .. line .. (mark and (" [" .. mark .. "]") or "") .. "\n"
+    end, function()
+      if #b > 0 then
+        local o = M.out("stdout")
+        o:write(table.concat(b))
+        o:flush()
+        b = {}
+      end
+    end, nil, true
   elseif r == "null" then
     return function() end
   elseif type(r) == "function" then
@@ -100,7 +208,7 @@ local function route(r, what, owner)
         owner.handler_errors = owner.handler_errors + 1
         owner.last_error = tostring(err)
       end
-    end
+    end, nil, nil, out_fns[r]
   elseif type(r) == "string" or type(r) == "table" then
     local path, opts = r, nil
     if type(r) == "table" then
@@ -189,9 +297,10 @@ function M.open(label, routes)
   for _, name in ipairs { "stdout", "stderr" } do
     local rs = routes[name]
     if rs then
-      local fns, flushes, files, file_route = {}, {}, {}, {}
+      local fns, flushes, files, file_route, to_out = {}, {}, {}, {}, false
       for i, r in ipairs(rs) do
-        local fn, flush, f = route(r, fmt("log.%s[%d]", name, i), log)
+        local fn, flush, f, out = route(r, fmt("log.%s[%d]", name, i), log)
+        to_out = to_out or out or false
         if not fn then
           log:close()
           return nil, flush
@@ -201,7 +310,7 @@ function M.open(label, routes)
         if flush then flushes[#flushes + 1] = flush end
         if files and f and not f.timestamps then files[#files + 1] = f else files = nil end
       end
-      local ok, why = log:_pipe(name, fns, flushes, files, file_route)
+      local ok, why = log:_pipe(name, fns, flushes, files, file_route, to_out)
       if not ok then
         log:close()
         return nil, why
@@ -285,8 +394,9 @@ end
 
 -- One pipe for `stream`: baton holds both ends; the write end goes to each
 -- process as its fd, the read end is read here, line by line. `files`: the
--- files, when every route is one (the shorter way).
-function Log:_pipe(stream, fns, flushes, files, file_route)
+-- files, when every route is one (the shorter way). `to_out`: a route
+-- writes to baton's stdout or stderr (its reading pauses while they are full).
+function Log:_pipe(stream, fns, flushes, files, file_route, to_out)
   local rfd, wfd = core.pipe(256 * 1024)
   if not rfd then return nil, wfd end
   local ud, msg = core.stream_open(rfd)
@@ -294,8 +404,8 @@ function Log:_pipe(stream, fns, flushes, files, file_route)
     core.close(wfd)
     return nil, msg
   end
-  local s = { ud = ud, wfd = wfd, pending = "", fns = fns, flushes = flushes, files = files and files[1] and files,
-    file_route = file_route or {} }
+  local s = { ud = ud, wfd = wfd, rfd = rfd, pending = "", fns = fns, flushes = flushes,
+    files = files and files[1] and files, file_route = file_route or {} }
   if s.files then
     s.max_line = math.huge
     for _, f in ipairs(files) do s.max_line = math.min(s.max_line, f.max_line) end
@@ -314,7 +424,35 @@ function Log:_pipe(stream, fns, flushes, files, file_route)
     if self.watch then self.watch(line, stream) end -- (a readiness check on a line)
   end
   s.emit = emit
-  ud:read_start(function(data)
+  -- Baton's stdout (stderr) has OUT_CAP bytes waiting: unless in drop mode,
+  -- read no more until they are written.
+  local function congested()
+    if not to_out then return false end
+    local o, e = M.out("stdout"), M.out("stderr")
+    return o:full() and o or e:full() and e or false
+  end
+  -- A partial line flush_partial put off, once the pipe is read to the end.
+  local function partial_due()
+    if not s.partial_due or (core.pipe_pending(rfd) or 0) > 0 then return end
+    s.partial_due = nil
+    if s.pending ~= "" then
+      local rest = s.pending
+      s.pending = ""
+      emit(rest, "partial")
+    end
+  end
+  local on_data
+  local function pause()
+    local o = congested()
+    if not o or self.drop then return end
+    ud:read_stop()
+    s.paused = true
+    o:on_drain(function()
+      s.paused = false
+      if not s.eof and not ud:closed() then ud:read_start(on_data) end
+    end)
+  end
+  on_data = function(data)
     if not data then -- the last write end closed: the log is closing
       if #s.pending > 0 then emit(s.pending, "partial") end
       s.pending, s.eof = "", true
@@ -324,20 +462,22 @@ function Log:_pipe(stream, fns, flushes, files, file_route)
     end
     local buf = s.pending == "" and data or s.pending .. data
     if s.files and not self.watch and direct(self, s, stream, buf) then
+      partial_due()
       for _, f in ipairs(flushes) do f() end
       return
     end
+    local skip_out = self.drop and congested() -- (drop mode: what waits for the terminal is skipped)
     -- Drop mode: when the pipe holds more than half of what it can, the
     -- writer is about to wait for the routes; instead, slow routes skip
     -- lines (counted in `dropped`) until it is not; files get every line.
-    behind = self.drop and (core.pipe_pending(rfd) or 0) >= 128 * 1024
+    behind = skip_out or self.drop and (core.pipe_pending(rfd) or 0) >= 128 * 1024
     local start, count = 1, 0
     while true do
       local nl = buf:find("\n", start, true)
       if not nl then break end
       count = count + 1
       if self.drop and count % 256 == 0 then -- (the writer keeps writing while lines are routed)
-        behind = (core.pipe_pending(rfd) or 0) >= 128 * 1024
+        behind = skip_out or (core.pipe_pending(rfd) or 0) >= 128 * 1024
       end
       local line = buf:sub(start, nl - 1)
       while #line > M.MAX_LINE do
@@ -353,8 +493,11 @@ function Log:_pipe(stream, fns, flushes, files, file_route)
       rest = rest:sub(M.MAX_LINE + 1)
     end
     s.pending = rest
+    partial_due()
     for _, f in ipairs(flushes) do f() end
-  end)
+    pause()
+  end
+  ud:read_start(on_data)
   return true
 end
 
@@ -370,7 +513,11 @@ end
 -- what it wrote last was read.
 function Log:flush_partial()
   for _, s in pairs(self.streams) do
-    if #s.pending > 0 then
+    -- (unless more waits in the pipe, unread — its reading paused for the
+    -- terminal, say: then once that is read)
+    if #s.pending > 0 and (s.paused or (core.pipe_pending(s.rfd) or 0) > 0) then
+      s.partial_due = true
+    elseif #s.pending > 0 then
       local line = s.pending
       s.pending = ""
       s.emit(line, "partial")

@@ -579,15 +579,17 @@ function M.main(...)
   for _, p in ipairs(procs) do names[#names + 1] = p.name end
   local width = M.width(names)
   local colours = o.colour and require("baton.core").isatty(1)
+  local logs = require "baton.logs"
+  local out = logs.out("stdout") -- (never blocks baton: a paused terminal pauses only the output)
   local function say(name, colour, line)
-    io.stdout:write(M.prefix(name, width, colours and colour or nil), line, "\n")
-    io.stdout:flush()
+    out:write(M.prefix(name, width, colours and colour or nil) .. line .. "\n")
+    out:flush()
   end
   local function system(line) say("system", nil, line) end
   for _, p in ipairs(procs) do
     local d = decls[p.name]
     d.cwd, d.stderr, d.stop = o.d, "stdout", { signal = "TERM", timeout = 5 } -- (honcho: KILL after 5 s)
-    d.log = { stdout = { function(line) say(p.name, p.colour, line) end } }
+    d.log = { stdout = { logs.out_route(function(line) say(p.name, p.colour, line) end) } }
   end
   local baton = require "baton"
   local sv = baton.supervisor(decls)

@@ -96,6 +96,7 @@ static struct {
   /* completion (optional: missing symbols leave it off) */
   char *(**completion_entry)(const char *, int);
   const char **word_breaks;
+  char **line_buffer;
   int *append_char;
   /* the fallback: lines assembled from read(2) in canonical mode */
   const char *prompt;
@@ -127,6 +128,7 @@ static int ed_load(void) {
 #undef SYM
   *(void **)&E.completion_entry = dlsym(h, "rl_completion_entry_function");
   *(void **)&E.word_breaks = dlsym(h, "rl_basic_word_break_characters");
+  *(void **)&E.line_buffer = dlsym(h, "rl_line_buffer");
   *(void **)&E.append_char = dlsym(h, "rl_completion_append_character");
   E.loaded = 1;
   return 0;
@@ -145,7 +147,11 @@ static char *ed_complete(const char *text, int state) {
     list = NULL;
     n = next = 0;
     lua_State *L = R.L;
-    if (glue_repl_complete(L, text) == LUA_OK) {
+    /* The line before the word (`("x")` before `:up`), when it can be told. */
+    const char *line = E.line_buffer ? *E.line_buffer : NULL;
+    size_t len = strlen(text), at = (size_t)*E.point;
+    size_t start = line && at >= len && at <= strlen(line) ? at - len : 0;
+    if (glue_repl_complete(L, text, line, start) == LUA_OK) {
       size_t count = (size_t)luaL_len(L, -1);
       list = calloc(count ? count : 1, sizeof *list);
       for (size_t i = 0; list && i < count; i++) {
@@ -439,8 +445,9 @@ int lb_repl(lua_State *L) {
     *E.name = "baton";
     *E.catch_signals = 0;
     if (E.completion_entry) *E.completion_entry = ed_complete;
-    /* "baton.sp" and "p:w" are one word to complete */
-    static const char breaks[] = " \t\n\"'`@$><=;|&{(,+-*/%^#~[]";
+    /* "baton.sp" and "p:w" are one word to complete; `("x"):up` is `:up`
+     * (a completion with a quote or a parenthesis would be escaped) */
+    static const char breaks[] = " \t\n\"'`@$><=;|&{(),+-*/%^#~[]";
     if (E.word_breaks) *E.word_breaks = breaks;
     if (E.append_char) *E.append_char = 0;
     E.using_history();

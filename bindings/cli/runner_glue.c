@@ -120,10 +120,14 @@ void glue_repl_install(lua_State *L, lua_CFunction hide, lua_CFunction show) {
   lua_call(L, 2, 0);
 }
 
-int glue_repl_complete(lua_State *L, const char *text) {
+int glue_repl_complete(lua_State *L, const char *text, const char *line, size_t before) {
   glue_field(L, glue_repl, "complete");
   lua_pushstring(L, text);
-  return lua_pcall(L, 1, 1, 0);
+  if (line)
+    lua_pushlstring(L, line, before);
+  else
+    lua_pushnil(L);
+  return lua_pcall(L, 2, 1, 0);
 }
 
 int glue_repl_finish(lua_State *L) {

@@ -79,9 +79,11 @@ int glue_repl_compile(lua_State *L, const char *src);
  * if the Lua side does. */
 lua_State *glue_repl_eval(lua_State *L, int fn_index, lua_CFunction done);
 
-/* repl.complete(text) in protected mode: pushes the list of completions
- * (or the error message); LUA_OK or an error status. */
-int glue_repl_complete(lua_State *L, const char *text);
+/* repl.complete(text, before) in protected mode, `before` the first
+ * `before` bytes of `line` (the line before the word; nil when line is
+ * NULL): pushes the list of completions (or the error message); LUA_OK or an
+ * error status. */
+int glue_repl_complete(lua_State *L, const char *text, const char *line, size_t before);
 
 /* repl.finish() in protected mode: LUA_OK, or an error status with the
  * message pushed. */

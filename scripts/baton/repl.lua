@@ -154,11 +154,15 @@ local function names_of(v, methods, out)
 end
 
 --- Completions of `text` (the word before the cursor): globals, fields of a
--- table (`baton.sp` → `baton.spawn`), methods (`p:w` → `p:wait`). Sorted.
-function M.complete(text)
+-- table (`baton.sp` → `baton.spawn`), methods (`p:w` → `p:wait`), a string
+-- literal's methods (`("x"):up`: the word is `:up`, and `before`, the line
+-- before it, ends with the literal). Sorted.
+function M.complete(text, before)
   local base, sep, partial = text:match("^(.-)([.:])([%w_]*)$")
   local where = _G
-  if base then
+  if base == "" and type(before) == "string" and before:match("([\"'])[^\"']*%1%)?$") then
+    where = "" -- a string's methods
+  elseif base then
     if base == "" then return {} end -- `.x`, `:x`: of what, the word does not say
     for name in base:gmatch("[^.:]+") do
       where = field(where, name)

@@ -20,7 +20,13 @@ local ticks, out = 0, nil
 local timer = uv.new_timer()
 timer:start(5, 5, function() ticks = ticks + 1 end)
 baton.go(function()
-  out = baton.cmd { "sh", "-c", "sleep 0.05; echo from a baton task" }:output()
+  out = baton.cmd { "sh", "-c", "echo from a baton task" }:output()
+  -- Baton's waits, luv's timer ticking meanwhile (bounded: on a loaded
+  -- machine a tick may come late, but it comes).
+  for _ = 1, 2000 do
+    if ticks >= 3 then break end
+    baton.sleep(0.005)
+  end
   timer:close()
 end)
 uv.run()

@@ -353,6 +353,10 @@ describe("the baton executable", function()
     assert.are.same({ 143, "" }, { code, err })
     code, err = stopped("HUP", busy)
     assert.are.same({ 129, "" }, { code, err })
+    -- A script that catches the interrupt and ends on its own: as quiet.
+    code, err = stopped("TERM", "local p = baton.spawn{'sleep', '1000.41'}; print('up'); io.stdout:flush(); "
+      .. "assert(not pcall(p.wait, p))")
+    assert.are.same({ 143, "" }, { code, err })
     -- Something else that fails on the way out is still said, traceback and all.
     code, err = stopped("TERM", "local c <close> = setmetatable({}, {__close = function() error('cleanup broke') end}); "
       .. waiting)

@@ -221,3 +221,92 @@ describe("a service's logs on baton's own stdout", function()
     baton.run { "rm", "-rf", dir }
   end)
 end)
+
+describe("a service's logs on baton's own stdout, its reading paused", function()
+  H.guard()
+
+  local function exists(path)
+    local f = io.open(path)
+    if f then f:close() end
+    return f ~= nil
+  end
+
+  local function baton_with(script)
+    return assert(baton.spawn { os.getenv("BATON_EXE") or "./build/baton", "-e", script,
+      stdout = "pipe", stderr = "pipe" })
+  end
+
+  it("a stop reads to the end what the process wrote: no line lost while the terminal waits", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir))
+    -- filler fills baton's queue for its stdout (nothing reads it): the
+    -- reading of every stream routed there pauses. Then talk writes 40,000
+    -- numbered lines (~230 KB: its pipe holds what is not read, the writer
+    -- is done), and the services stop.
+    local script = ([[
+      local sv = baton.supervisor {
+        filler = { "sh", "-c", "yes filler | head -n 200000; exec sleep 1000.%d", ready = "exec",
+          log = { stdout = { "terminal" } } },
+        talk = { "sh", "-c", "sleep 0.5; seq 1 20000; sleep 0.5; seq 20001 40000; touch %s/wrote; exec sleep 1000.%d",
+          ready = "exec", log = { stdout = { "terminal" } } },
+      }
+      sv:start()
+      while not io.open(%q) do baton.sleep(0.01) end
+      sv:stop()
+      local m = io.open(%q, "w"); m:write("stopped\n"); m:close()
+    ]]):format(baton.core.getpid(), dir, baton.core.getpid(), dir .. "/wrote", dir .. "/stopped")
+    local p <close> = baton_with(script)
+    H.wait_for(function() return exists(dir .. "/stopped") end, "the service stopped while stdout is not read")
+    local out = p.stdout:read("a")
+    assert.are.equal(0, p:wait().code, p.stderr:read("a"))
+    local n = 0
+    for num in out:gmatch("talk%.1 +| (%d+)\n") do
+      n = n + 1
+      assert.are.equal(n, tonumber(num))
+    end
+    assert.are.equal(40000, n)
+    baton.run { "rm", "-rf", dir }
+  end)
+
+  it("a dying process's partial line stays its own while the terminal waits, never joined to its successor's", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir))
+    local marks = dir .. "/marks"
+    -- 125,000 short lines (250 KB, 2.5 MB prefixed: the reading pauses
+    -- before it is read to the end), then "tail" without a newline; the
+    -- restarted process says "next".
+    local script = ([[
+      local marks = assert(io.open(%q, "w"))
+      marks:setvbuf("line")
+      local sv = baton.supervisor {
+        talk = { "sh", "-c", "if [ -e %s/flag ]; then echo next; exec sleep 1000.%d; fi; touch %s/flag; "
+          .. "yes x | head -n 125000; printf tail", restart = "always", ready = "exec",
+          backoff = { initial = 0.1, factor = 1, jitter = 0 }, log = { stdout = { "terminal" } } },
+      }
+      sv:on("spawned", function() marks:write("spawned\n") end)
+      sv:run()
+    ]]):format(marks, dir, baton.core.getpid(), dir)
+    local p <close> = baton_with(script)
+    H.wait_for(function()
+      local t = read_all(marks)
+      return t and t:find("spawned\nspawned\n", 1, true)
+    end, "the restart, while baton's stdout is not read")
+    baton.sleep(0.3) -- ("next" written)
+    local last
+    while true do
+      local line = assert(p.stdout:read("l"))
+      if line:find("next", 1, true) then
+        assert.matches("talk%.1 | tail %[partial%]$", last)
+        assert.matches("talk%.1 | next$", line)
+        break
+      end
+      last = line
+    end
+    p:signal("TERM")
+    p.stdout:read("a")
+    assert.are.equal(143, p:wait().code)
+    baton.run { "rm", "-rf", dir }
+  end)
+end)

@@ -143,7 +143,10 @@ static void remove_signals(void) {
 static int quiet_stop(lua_State *L, int status) {
   int sig = status - 128;
   if (sig != SIGTERM && sig != SIGHUP) return 0;
-  const char *err = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+  /* (a nil error value: the script caught the interrupt and ended on its
+   * own; the message, at -3, is then the interrupt's alone) */
+  int at = lua_isnil(L, -2) ? -3 : -2;
+  const char *err = lua_type(L, at) == LUA_TSTRING ? lua_tostring(L, at) : NULL;
   const char *name = bt_signal_name(sig);
   char own[64];
   snprintf(own, sizeof own, "interrupted by %s", name ? name : "");

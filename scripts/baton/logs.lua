@@ -404,7 +404,7 @@ function Log:_pipe(stream, fns, flushes, files, file_route, to_out)
     core.close(wfd)
     return nil, msg
   end
-  local s = { ud = ud, wfd = wfd, rfd = rfd, pending = "", fns = fns, flushes = flushes,
+  local s = { ud = ud, wfd = wfd, rfd = rfd, pending = "", read = 0, dues = {}, fns = fns, flushes = flushes,
     files = files and files[1] and files, file_route = file_route or {} }
   if s.files then
     s.max_line = math.huge
@@ -431,28 +431,46 @@ function Log:_pipe(stream, fns, flushes, files, file_route, to_out)
     local o, e = M.out("stdout"), M.out("stderr")
     return o:full() and o or e:full() and e or false
   end
-  -- A partial line flush_partial put off, once the pipe is read to the end.
-  local function partial_due()
-    if not s.partial_due or (core.pipe_pending(rfd) or 0) > 0 then return end
-    s.partial_due = nil
-    if s.pending ~= "" then
-      local rest = s.pending
-      s.pending = ""
-      emit(rest, "partial")
-    end
-  end
   local on_data
   local function pause()
     local o = congested()
-    if not o or self.drop then return end
+    if not o or self.drop or self.closed or s.paused then return end
     ud:read_stop()
     s.paused = true
-    o:on_drain(function()
-      s.paused = false
-      if not s.eof and not ud:closed() then ud:read_start(on_data) end
-    end)
+    o:on_drain(function() s.resume() end)
   end
+  -- Read again (the terminal drained, or the log closes: what is left in
+  -- the pipe is read to the end, whatever waits for the terminal).
+  function s.resume()
+    if not s.paused then return end
+    s.paused = false
+    if not s.eof and not ud:closed() then ud:read_start(on_data) end
+  end
+  local on_chunk
+  -- A chunk read; `s.dues` (flush_partial): how far into the pipe, in bytes
+  -- read, the last words of a process that ended go — what pends there is
+  -- its partial line, not the start of its successor's.
   on_data = function(data)
+    if not data or not s.dues[1] then
+      if data then s.read = s.read + #data end
+      return on_chunk(data)
+    end
+    local base, from = s.read, 1
+    s.read = base + #data
+    while s.dues[1] and s.dues[1] <= s.read do
+      local at = table.remove(s.dues, 1) - base
+      if at >= from then on_chunk(sub(data, from, at)) end
+      if at >= from - 1 then from = at + 1 end
+      if s.pending ~= "" then
+        local rest = s.pending
+        s.pending = ""
+        emit(rest, "partial")
+        for _, f in ipairs(flushes) do f() end
+      end
+    end
+    if from <= #data then on_chunk(from == 1 and data or sub(data, from)) end
+  end
+  on_chunk = function(data)
     if not data then -- the last write end closed: the log is closing
       if #s.pending > 0 then emit(s.pending, "partial") end
       s.pending, s.eof = "", true
@@ -462,7 +480,6 @@ function Log:_pipe(stream, fns, flushes, files, file_route, to_out)
     end
     local buf = s.pending == "" and data or s.pending .. data
     if s.files and not self.watch and direct(self, s, stream, buf) then
-      partial_due()
       for _, f in ipairs(flushes) do f() end
       return
     end
@@ -493,7 +510,6 @@ function Log:_pipe(stream, fns, flushes, files, file_route, to_out)
       rest = rest:sub(M.MAX_LINE + 1)
     end
     s.pending = rest
-    partial_due()
     for _, f in ipairs(flushes) do f() end
     pause()
   end
@@ -513,10 +529,12 @@ end
 -- what it wrote last was read.
 function Log:flush_partial()
   for _, s in pairs(self.streams) do
-    -- (unless more waits in the pipe, unread — its reading paused for the
-    -- terminal, say: then once that is read)
-    if #s.pending > 0 and (s.paused or (core.pipe_pending(s.rfd) or 0) > 0) then
-      s.partial_due = true
+    -- (unless more of it waits in the pipe, unread — its reading paused
+    -- for the terminal, say: then once that much is read, whatever its
+    -- successor writes meanwhile)
+    local unread = not s.eof and not s.ud:closed() and core.pipe_pending(s.rfd) or 0
+    if unread > 0 then
+      s.dues[#s.dues + 1] = s.read + unread
     elseif #s.pending > 0 then
       local line = s.pending
       s.pending = ""
@@ -537,6 +555,9 @@ function Log:close()
       core.close(s.wfd)
       s.wfd = nil
     end
+    s.resume() -- (paused for the terminal: what is left is read all the same)
+    s.dues = {} -- (no successor: the end of the pipe marks what is left partial; a process
+    -- the one that ended left behind may still be writing)
   end
   if task.can_wait() then
     local deadline = core.now() + 1

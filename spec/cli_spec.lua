@@ -365,6 +365,18 @@ describe("the baton executable", function()
     assert.matches("stack traceback", err, 1, true)
   end)
 
+  it("says an error a <close> handler raised while unwinding another, but not the same one passed on", function()
+    local close_with = "local c <close> = setmetatable({}, {__close = function(_, e) %s end}); error('first')"
+    local r = exe { "-e", close_with:format("error('second')") }
+    assert.are.equal(1, r.code)
+    assert.matches("first\nstack traceback:.*\nthen, while unwinding: %(command line%):1: second\nstack traceback:", r.stderr)
+    r = exe { "-e", close_with:format("error(e)") } -- (passed on: once, though error() adds a position)
+    assert.matches("first", r.stderr, 1, true)
+    assert.is_nil(r.stderr:find("while unwinding", 1, true), r.stderr)
+    r = exe { "-e", "local c <close> = setmetatable({}, {__close = function() error({}) end}); error({})" }
+    assert.matches("then, while unwinding: %(error object is a table value%)", r.stderr)
+  end)
+
   it("runs with stdout closed", function()
     local r = sh('"$1" -e "baton.run{\'true\'}; io.stderr:write(\'fine\')" >&-')
     assert.are.equal(0, r.code)

@@ -319,4 +319,29 @@ describe("the REPL", function()
     local gone = session_gone()
     assert.is_true(gone, "the REPL did not end on a second Ctrl-C")
   end)
+
+  it("SIGHUP (its terminal closed) and SIGTERM end it as Ctrl-D does: what it started stops, exit 128 + n", function()
+    local cases = { { "HUP", 129, "baton.sleep(1000)" }, { "TERM", 143, "local x = 0 while true do x = x + 1 end" } }
+    for i, case in ipairs(cases) do
+      local tag = ("%d%d"):format(baton.core.getpid(), i)
+      local rcfile = os.tmpname()
+      start(("sh -c '%s; echo $? > %s'"):format(BATON, rcfile))
+      expect("\n>")
+      type_line(("sv = baton.supervisor{s={'sleep','1000.%s'}}; sv:start()"):format(tag))
+      local service = tonumber(baton.output { "pgrep", "-fx", "sleep 1000." .. tag })
+      local repl = tonumber(baton.output { "pgrep", "-P", tostring(repl_pid()) }) -- (sh's child)
+      type_line(case[3], true)
+      baton.core.kill(repl, baton.signals[case[1]])
+      local said = H.wait_for(function()
+        local f = io.open(rcfile)
+        local t = f and f:read("a")
+        if f then f:close() end
+        return t ~= "" and t
+      end, "the REPL to exit")
+      os.remove(rcfile)
+      assert.are.equal(case[2] .. "\n", said)
+      assert.is_true(H.gone_within(service), "the service outlived the REPL")
+      stop()
+    end
+  end)
 end)

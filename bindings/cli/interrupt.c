@@ -8,6 +8,7 @@
  * it), uv_async_send, signal and raise.
  */
 #define _GNU_SOURCE
+#include <stdatomic.h>
 #include <string.h>
 
 #include "interrupt.h"
@@ -33,6 +34,7 @@ static void cli_hook(lua_State *L, lua_Debug *ar) {
     return; /* the hook stays */
   lua_sethook(L, NULL, 0, 0);
   int sig = in->pending;
+  in->acted = 1;
   if (in->flags & CLI_INTERRUPT_REARM) in->pending = 0;
   in->on_hook(L, sig);
 }
@@ -55,6 +57,7 @@ static void cli_on_signal(int sig) {
     raise(sig);
     return;
   }
+  in->acted = 0;
   in->pending = sig;
   lua_State *co = in->target;
   if (co) lua_sethook(co, cli_hook, CLI_HOOK_MASK, 1);
@@ -66,6 +69,7 @@ static void cli_on_async(uv_async_t *a) {
   if (in->last) in->on_last(in->last);
   int sig = in->pending;
   if (!sig) return; /* the hook acted on it already */
+  in->acted = 1;
   if (in->flags & CLI_INTERRUPT_REARM) in->pending = 0;
   lua_State *co = in->target;
   if (co) lua_sethook(co, NULL, 0, 0); /* waiting, not running: the wake callback acts */
@@ -99,6 +103,10 @@ void cli_interrupt_on_last(cli_interrupt *in, cli_last_cb on_last) {
 
 void cli_interrupt_set_target(cli_interrupt *in, lua_State *co) {
   in->target = co;
+  atomic_signal_fence(memory_order_seq_cst); /* the handler sees it before pending is read */
+  /* A signal that came while there was no target: the loop's wakeup may
+   * never run if this coroutine's code is busy, so the hook acts instead. */
+  if (co && in->pending && !in->acted) lua_sethook(co, cli_hook, CLI_HOOK_MASK, 1);
 }
 
 lua_State *cli_interrupt_target(const cli_interrupt *in) {

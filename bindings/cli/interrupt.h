@@ -42,6 +42,7 @@ enum {
 typedef struct {
   uv_async_t async;
   volatile sig_atomic_t pending; /* the signal not acted on yet, or 0 */
+  volatile sig_atomic_t acted;   /* pending was acted on (it stays set without REARM) */
   volatile sig_atomic_t last;    /* a second signal, for on_last, or 0 */
   cli_last_cb on_last;           /* NULL: a second signal kills at once */
   lua_State *volatile target;    /* where the hook goes, or NULL */

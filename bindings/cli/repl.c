@@ -47,6 +47,7 @@ static struct {
   int from_file;
   cli_interrupt intr; /* Ctrl-C; its target is the running entry's coroutine */
   int done;
+  int quit_sig;  /* SIGHUP or SIGTERM ended the REPL: exit 128 + it */
   int prompt_up; /* the line editor owns the terminal line */
   char *pending; /* lines of an incomplete entry */
   int entry_ref; /* the running entry's task, anchored, or LUA_NOREF */
@@ -249,18 +250,43 @@ static void ed_backlog(uv_idle_t *idle) {
   ed_lines();
 }
 
-/* ---- Ctrl-C (through interrupt.c) ------------------------------------------- */
+/* ---- Ctrl-C, and SIGHUP / SIGTERM (through interrupt.c) -------------------------
+ * Ctrl-C stops the entry, or drops the line. SIGHUP (the terminal closed)
+ * and SIGTERM end the REPL as Ctrl-D does — what was started at the prompt
+ * is stopped — with 128 + the signal as exit status. */
 
-static const int repl_signals[] = {SIGINT, 0};
+static const int repl_signals[] = {SIGINT, SIGHUP, SIGTERM, 0};
+
+static void repl_quit(int sig) {
+  R.quit_sig = sig;
+  R.done = 1;
+  uv_stop(R.rt->loop);
+}
 
 /* The entry runs Lua code: stop it there. */
 static void repl_on_busy(lua_State *co, int sig) {
-  (void)sig;
+  if (sig != SIGINT) {
+    repl_quit(sig);
+    const char *name = bt_signal_name(sig);
+    luaL_error(co, "interrupted by %s", name ? name : "a signal");
+  }
   luaL_error(co, "interrupted!");
 }
 
 static void repl_on_wake(int sig) {
-  (void)sig;
+  if (sig != SIGINT) {
+    if (cli_interrupt_target(&R.intr)) {
+      const char *name = bt_signal_name(sig);
+      char msg[64];
+      snprintf(msg, sizeof msg, "interrupted by %s", name ? name : "a signal");
+      lua_State *L = R.L;
+      lua_rawgeti(L, LUA_REGISTRYINDEX, R.entry_ref);
+      if (glue_task_cancel(L, -1, msg) != LUA_OK) lua_pop(L, 1);
+      lua_pop(L, 1);
+    }
+    repl_quit(sig);
+    return;
+  }
   if (cli_interrupt_target(&R.intr)) {
     /* The entry waits in the loop: make its wait raise. */
     lua_State *L = R.L;
@@ -496,11 +522,11 @@ int lb_repl(lua_State *L) {
     fprintf(stderr, "baton: %s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
   }
-  cli_interrupt_stop(&R.intr); /* SIGINT back to its default, as the runner left it */
+  cli_interrupt_stop(&R.intr); /* the signals back to their defaults, as the runner left them */
   if (E.loaded && R.histfile[0]) E.write_history(R.histfile);
   free(R.pending);
   free(E.buf);
   E.buf = NULL;
   E.cap = E.len = 0;
-  return 0;
+  return R.quit_sig ? 128 + R.quit_sig : 0;
 }

@@ -85,8 +85,10 @@ function M.out(name)
       return
     end
     if self.broken then return end -- (nobody reads it any more: as io drops it)
-    self.file:flush() -- what print() left goes first
     if self.queued == 0 then
+      -- What print() left goes first — only now: with writes queued, a
+      -- flush would block the loop (it goes once they are written).
+      self.file:flush()
       local n = self.s:try_write(data)
       if not n then
         self.broken = true
@@ -103,6 +105,7 @@ function M.out(name)
       self.queued = self.queued - #data
       if not ok then self.broken = true end
       if self.queued == 0 or self.broken then
+        if self.queued == 0 and not self.broken then self.file:flush() end
         local fns = self.waiting
         self.waiting = {}
         for _, fn in ipairs(fns) do fn() end

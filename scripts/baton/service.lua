@@ -956,7 +956,10 @@ function Instance:_watch(p)
     if self.proc == p and (self.state == "starting" or self.log or d.ready.kind == "notify" or d.watchdog) then
       task.sleep(0)
     end
-    if self.log then self.log:flush_partial() end -- (its last words, read by now)
+    -- Its last words, read by now — unless a process of its tree still
+    -- runs (a child dying of the same stop may write on): then the log's
+    -- end says where the partial line ends.
+    if self.log and not self:_tree_left() then self.log:flush_partial() end
     if self.proc == p and self:_follow(p) then return end
     if self.proc == p then self:_exited(st) end
   end)

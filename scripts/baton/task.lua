@@ -126,7 +126,10 @@ local function failure(e)
     -- Raised again while unwinding (a <close> handler that failed): the
     -- first trace stays, and says this one too, unless it is the same
     -- error passed on.
-    if e ~= t.first_err and M.errmsg(e) ~= M.errmsg(t.first_err) then
+    local first = t.first_err
+    local again = e == first
+      or type(e) == "string" and type(first) == "string" and e:sub(-#first) == first -- (error(e) adds a position)
+    if not again then
       t.trace = t.trace .. "\nthen, while unwinding: " .. trace_of(e, 3)
     end
     return e

@@ -180,8 +180,10 @@ M.Log = Log
 
 --- A log for `label` with `routes` per stream (`{stdout = routes, stderr =
 -- routes}`, checked by `check`). Returns it, or nil and why (a log file
--- that cannot be opened).
-function M.open(label, routes)
+-- that cannot be opened). `handed`: pipes a previous image of baton held
+-- (a re-exec: `{stdout = {r = fd, w = fd, pending = "…"}, …}`), taken
+-- over instead of new ones, so the processes writing into them go on.
+function M.open(label, routes, handed)
   local log = setmetatable({ label = label, files = {}, by_path = {}, ring = {}, ring_head = 0, lines = 0,
     handler_errors = 0, streams = {}, _raw = {}, _raw_lines = 0, dropped = 0, drop = routes.drop == true,
     routes = routes }, Log)
@@ -201,7 +203,7 @@ function M.open(label, routes)
         if flush then flushes[#flushes + 1] = flush end
         if files and f and not f.timestamps then files[#files + 1] = f else files = nil end
       end
-      local ok, why = log:_pipe(name, fns, flushes, files, file_route)
+      local ok, why = log:_pipe(name, fns, flushes, files, file_route, handed and handed[name])
       if not ok then
         log:close()
         return nil, why
@@ -286,15 +288,21 @@ end
 -- One pipe for `stream`: baton holds both ends; the write end goes to each
 -- process as its fd, the read end is read here, line by line. `files`: the
 -- files, when every route is one (the shorter way).
-function Log:_pipe(stream, fns, flushes, files, file_route)
-  local rfd, wfd = core.pipe(256 * 1024)
-  if not rfd then return nil, wfd end
+function Log:_pipe(stream, fns, flushes, files, file_route, h)
+  local rfd, wfd
+  if h then
+    rfd, wfd = h.r, h.w
+  else
+    rfd, wfd = core.pipe(256 * 1024)
+    if not rfd then return nil, wfd end
+  end
   local ud, msg = core.stream_open(rfd)
   if not ud then
     core.close(wfd)
     return nil, msg
   end
-  local s = { ud = ud, wfd = wfd, pending = "", fns = fns, flushes = flushes, files = files and files[1] and files,
+  local s = { ud = ud, wfd = wfd, pending = h and h.pending or "", fns = fns, flushes = flushes,
+    files = files and files[1] and files,
     file_route = file_route or {} }
   if s.files then
     s.max_line = math.huge
@@ -356,6 +364,28 @@ function Log:_pipe(stream, fns, flushes, files, file_route)
     for _, f in ipairs(flushes) do f() end
   end)
   return true
+end
+
+--- What a re-exec hands over (baton.reexec): each stream's pipe (both
+-- ends, `keep` gets their fds) and the unfinished line read from it, the
+-- last lines; the files are flushed first.
+function Log:_handover(keep)
+  local out = { streams = {}, ring = self:tail(), lines = self.lines }
+  for name, s in pairs(self.streams) do
+    if s.wfd and not s.eof then
+      for _, f in ipairs(s.flushes) do f() end
+      local r = s.ud:fileno()
+      out.streams[name] = { r = r, w = s.wfd, pending = s.pending }
+      keep[#keep + 1], keep[#keep + 2] = r, s.wfd
+    end
+  end
+  return out
+end
+
+--- Take back what `_handover` wrote (in the new image): the last lines.
+function Log:_restore(h)
+  for _, line in ipairs(h.ring or {}) do self:_keep(line, "stdout") end
+  self.lines = h.lines or self.lines
 end
 
 --- The fd a process writes `stream` to (the held pipe's write end), or nil

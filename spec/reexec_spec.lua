@@ -1,0 +1,222 @@
+-- spec/reexec_spec.lua — baton.reexec: a baton running services replaces
+-- itself (same pid, execve) and the new image adopts what runs: the same
+-- processes, the same listening socket, the same log pipes; their exits are
+-- seen by the new image; what the new script no longer declares is stopped.
+-- Each test runs a real `baton` executable on a script of its own, and
+-- reads what the script says on baton's stdout.
+local baton = require "baton"
+local H = require "spec.helper"
+
+local BATON = os.getenv("BATON_EXE") or "./build/baton"
+local HTTP = os.getenv("BATON_SD_HTTP")
+local N = tostring(baton.core.getpid()) -- (unique sleep arguments: 1000.<spec pid><k>)
+
+-- The script: `web` (the C server, a listener, sd_notify), `talk` (a shell
+-- loop that says "ping" on USR1, lines routed by a log function) and, in
+-- the first version, `extra`. USR1 re-execs baton; USR2 tries to exec a
+-- program that does not exist. Every event is a line on stdout.
+local function script(with_extra, broken)
+  return ([[
+local function say(...)
+  local t = {}
+  for i = 1, select("#", ...) do t[i] = tostring((select(i, ...))) end
+  io.stdout:write(table.concat(t, " "), "\n")
+  io.stdout:flush()
+end
+local decls = {
+  talk = { "sh", "-c", 'echo up $$; trap "echo ping $$; kill $! 2>/dev/null" USR1; ' ..
+    'while :; do sleep 1000.%s1 & wait $!; done', log = function(line) say("talk-line", line) end },
+  %s
+  %s
+}
+local sv = baton.supervisor(decls)
+sv:on("*", function(e) say("event", e.event, e.service, e.pid, e.generation, e.status) end)
+baton.on_signal("USR1", function() say("reexec-failed", select(3, baton.reexec())) end)
+baton.on_signal("USR2", function() say("reexec-failed", select(3, baton.reexec { exe = "/nonexistent/baton" })) end)
+assert(sv:start())
+local port = sv:listener("web", "http")
+say("started", port and port.port)
+os.exit(sv:run())
+%s
+]]):format(N, HTTP and ("web = { %q, listen = { http = 'tcp://127.0.0.1:0' }, ready = 'notify' },"):format(HTTP)
+    or "", with_extra and ('extra = { "sleep", "1000.%s2" },'):format(N) or "", broken and "end end" or "")
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+-- The socket inode behind fd `fd` of process `pid` ("socket:[123]").
+local function link(pid, fd)
+  return baton.core.readlink(("/proc/%d/fd/%d"):format(pid, fd))
+end
+
+-- The children of `pid` (alive or zombie).
+local function children_of(pid)
+  local out = {}
+  local f = io.open(("/proc/%d/task/%d/children"):format(pid, pid))
+  if f then
+    for c in f:read("a"):gmatch("%d+") do out[tonumber(c)] = true end
+    f:close()
+  end
+  return out
+end
+
+describe("baton.reexec", function()
+  H.guard()
+
+  it("is refused with a clear error outside the baton executable (a lua5.4 host)", function()
+    local r = baton.run { "lua5.4", "-e", [[
+      local baton = require "baton"
+      local ok, msg, code = baton.reexec()
+      print(ok, code, msg)]], env = H.lua_env(), capture = true }
+    assert.is_truthy(r.stdout:find("^nil\tENOTSUP\tENOTSUP: reexec: only the baton executable can re%-exec itself"),
+      r.stdout .. r.stderr)
+  end)
+
+  it("replaces baton in place: same pids, same socket, same pipes; exits seen and restarted by the new image", function()
+    local dir = H.tmpname()
+    os.remove(dir)
+    local path = dir .. ".lua"
+    write(path, script(true))
+    local msgs = {}
+    local npath = ("@baton-spec/%d/reexec"):format(baton.core.getpid())
+    local l = assert(baton.core.notify_listen(npath, function(_, text) msgs[#msgs + 1] = text end))
+    local b = assert(baton.spawn { BATON, path, stdout = "pipe", stderr = "pipe", env = { NOTIFY_SOCKET = npath } })
+    local lines, reader = {}, nil
+    local asked, failed, stop, client = 0, {}, false, nil
+    finally(function()
+      stop = true
+      if client then client:wait() end
+      if not b:poll() then
+        b:signal("TERM")
+        b:wait(20)
+      end
+      b:close()
+      if reader then reader:wait() end
+      l:close()
+      os.remove(path)
+    end)
+    -- What baton says, read as it comes; `expect` takes the first line not
+    -- taken yet that matches `pattern` (events of different services come
+    -- in any order), waiting for it.
+    local eof = false
+    reader = baton.go(function()
+      pcall(function()
+        for line in b.stdout:lines() do lines[#lines + 1] = line end
+      end)
+      eof = true
+    end)
+    local taken = {}
+    local function expect(pattern)
+      return table.unpack(H.wait_for(function()
+        for i, line in ipairs(lines) do
+          local caps = not taken[i] and { line:match(pattern) } or {}
+          if caps[1] then
+            taken[i] = true
+            return caps
+          end
+        end
+        assert.is_false(eof, "baton's output ended; waiting for " .. pattern .. "\n" .. table.concat(lines, "\n"))
+      end, pattern .. " in baton's output:\n" .. table.concat(lines, "\n")))
+    end
+    local pids = {}
+    local function ready(name)
+      local pid = expect("^event ready " .. name .. " (%d+)")
+      pids[name] = tonumber(pid)
+    end
+    ready("talk")
+    ready("extra")
+    if HTTP then ready("web") end
+    local port = tonumber(expect("^started (%S+)"))
+    local bpid = b.pid
+    local url = port and ("http://127.0.0.1:%d/"):format(port)
+    H.wait_for(function() return H.manager_states(msgs) == "READY" end, "READY=1 from baton")
+    local inode = HTTP and link(pids.web, 3)
+    if HTTP then
+      assert.is_truthy(inode:find("^socket:"), inode)
+      assert.are.equal(200, baton.http_get(url))
+    end
+    local fds = #H.fds_of(bpid)
+
+    -- A program that does not exist: refused, nothing changes.
+    b:signal("USR2")
+    assert.are.equal("ENOENT", expect("^reexec%-failed (%S+)"))
+    -- A script that does not load: refused before the exec, nothing changes.
+    write(path, script(true, true))
+    b:signal("USR1")
+    assert.are.equal("EINVAL", expect("^reexec%-failed (%S+)"))
+    baton.core.kill(pids.talk, baton.signals.USR1)
+    assert.are.equal(tostring(pids.talk), expect("^talk%-line ping (%d+)"))
+    assert.are.equal(fds, #H.fds_of(bpid))
+
+    -- The same script again: everything adopted, with a client asking all along.
+    write(path, script(true))
+    client = HTTP and baton.go(function()
+      while not stop do
+        local code, body = baton.http_get(url, { timeout = 10 })
+        asked = asked + 1
+        if code ~= 200 then failed[#failed + 1] = tostring(body) end
+      end
+    end)
+    b:signal("USR1")
+    local adopted = {}
+    for _ = 1, HTTP and 3 or 2 do
+      local name, pid = expect("^event adopted (%S+) (%d+)")
+      adopted[name] = tonumber(pid)
+    end
+    assert.are.same(pids, adopted)
+    expect("^started")
+    local during = asked
+    H.wait_for(function() return asked > during + 10 end, "requests after the re-exec")
+    stop = true
+    if client then client:wait() end
+    assert.are.same({}, failed)
+    assert.are.equal(bpid, b.pid) -- (the same process: execve)
+    assert.is_nil(b:poll())
+    if HTTP then
+      assert.are.equal(inode, link(pids.web, 3)) -- the same socket, not bound again
+      local held = false
+      for _, fd in ipairs(H.fds_of(bpid)) do held = held or link(bpid, fd) == inode end
+      assert.is_true(held, "baton holds the same listening socket")
+    end
+    -- No fd of the handover is left open: as many as before.
+    H.wait_for(function() return #H.fds_of(bpid) == fds end, "baton's fd count back to " .. fds)
+    -- The systemd protocol: RELOADING=1 before the exec, READY=1 once adopted.
+    H.wait_for(function() return H.manager_states(msgs) == "READY RELOADING READY" end, "READY after the re-exec")
+
+    -- The log pipe goes on: the same process's output reaches the route.
+    baton.core.kill(pids.talk, baton.signals.USR1)
+    assert.are.equal(tostring(pids.talk), expect("^talk%-line ping (%d+)"))
+    -- Its death is seen by the new image, with its status, and it is restarted.
+    baton.core.kill(pids.talk, baton.signals.KILL)
+    local pid, st = expect("^event exited talk (%d+) %S+ (.*)$")
+    assert.are.equal(tostring(pids.talk), pid)
+    assert.are.equal("killed by SIGKILL", st)
+    local again = tonumber(expect("^event ready talk (%d+)"))
+    assert.are_not.equal(pids.talk, again)
+    assert.is_true(children_of(bpid)[again])
+
+    -- A script without `extra`: it is stopped after the re-exec, reaped by baton.
+    write(path, script(false))
+    b:signal("USR1")
+    expect("^started")
+    assert.is_true(H.gone_within(pids.extra), "extra stopped")
+    H.wait_for(function() return not children_of(bpid)[pids.extra] end, "extra reaped by baton")
+    if HTTP then assert.are.equal(200, baton.http_get(url)) end
+    assert.is_true(children_of(bpid)[again], "talk still runs")
+
+    b:signal("TERM")
+    local err = b.stderr:read("a")
+    local st2 = b:wait()
+    assert.are.equal(143, st2.code or (128 + (st2.signal or 0)), tostring(st2))
+    assert.is_truthy(err:find(("re-exec: extra.1 (pid %d) was not claimed by the script: stopping it"):format(pids.extra),
+      1, true), err)
+    for name, p in pairs(pids) do
+      if name ~= "talk" then assert.is_true(H.gone_within(p), name .. " stopped") end
+    end
+    assert.is_true(H.gone_within(again))
+  end)
+end)

@@ -12,7 +12,8 @@ local HTTP = os.getenv("BATON_SD_HTTP")
 local N = tostring(baton.core.getpid()) -- (unique sleep arguments: 1000.<spec pid><k>)
 
 -- The script: `web` (the C server, a listener, sd_notify), `talk` (a shell
--- loop that says "ping" on USR1, lines routed by a log function) and, in
+-- loop that says "ping" on USR1, lines routed by a log function), `slow`
+-- (starting until USR1 makes it say READY=1 on its NOTIFY_SOCKET) and, in
 -- the first version, `extra`. USR1 re-execs baton; USR2 tries to exec a
 -- program that does not exist. Every event is a line on stdout.
 local function script(with_extra, broken)
@@ -26,6 +27,8 @@ end
 local decls = {
   talk = { "sh", "-c", 'echo up $$; trap "echo ping $$; kill $! 2>/dev/null" USR1; ' ..
     'while :; do sleep 1000.%s1 & wait $!; done', log = function(line) say("talk-line", line) end },
+  slow = { "sh", "-c", 'trap "systemd-notify --ready" USR1; while :; do sleep 1000.%s3 & wait $!; kill $! 2>/dev/null; done',
+    ready = { notify = true, timeout = 600 } },
   %s
   %s
 }
@@ -33,12 +36,18 @@ local sv = baton.supervisor(decls)
 sv:on("*", function(e) say("event", e.event, e.service, e.pid, e.generation, e.status) end)
 baton.on_signal("USR1", function() say("reexec-failed", select(3, baton.reexec())) end)
 baton.on_signal("USR2", function() say("reexec-failed", select(3, baton.reexec { exe = "/nonexistent/baton" })) end)
-assert(sv:start())
+baton.on_signal("WINCH", function()
+  baton.go(function() local r = sv:upgrade("web") say("upgrade", r.outcome, r.generation, r.reason) end)
+end)
+baton.go(function() sv:start("slow") end) -- (ready only when told: USR1)
+local names = {}
+for name in pairs(decls) do if name ~= "slow" then names[#names + 1] = name end end
+assert(sv:start(table.unpack(names)))
 local port = sv:listener("web", "http")
 say("started", port and port.port)
 os.exit(sv:run())
 %s
-]]):format(N, HTTP and ("web = { %q, listen = { http = 'tcp://127.0.0.1:0' }, ready = 'notify' },"):format(HTTP)
+]]):format(N, N, HTTP and ("web = { %q, listen = { http = 'tcp://127.0.0.1:0' }, ready = 'notify' },"):format(HTTP)
     or "", with_extra and ('extra = { "sleep", "1000.%s2" },'):format(N) or "", broken and "end end" or "")
 end
 
@@ -74,6 +83,70 @@ describe("baton.reexec", function()
       print(ok, code, msg)]], env = H.lua_env(), capture = true }
     assert.is_truthy(r.stdout:find("^nil\tENOTSUP\tENOTSUP: reexec: only the baton executable can re%-exec itself"),
       r.stdout .. r.stderr)
+  end)
+
+  it("hands over the fd store; refuses processes outside services unless forced, then reaps them", function()
+    local path = H.tmpname()
+    write(path, ([[
+local function say(...)
+  local t = {}
+  for i = 1, select("#", ...) do t[i] = tostring((select(i, ...))) end
+  io.stdout:write(table.concat(t, " "), "\n")
+  io.stdout:flush()
+end
+local sv = baton.supervisor {
+  st = { "python3", "spec/fdstore_peer.py", ready = "notify", fdstore = 1, backoff = { initial = 0.01 },
+    log = function(line) say("st-line", line) end },
+}
+sv:on("*", function(e) say("event", e.event, e.service, e.pid, e.generation, e.status) end)
+baton.on_signal("USR1", function() say("reexec-failed", select(3, baton.reexec())) end)
+baton.on_signal("USR2", function() say("reexec-failed", select(3, baton.reexec { force = true })) end)
+if not require("baton.reexec").pending() then -- (the first image only)
+  local job = baton.spawn { "sleep", "1000.%s4" }
+  say("job", job.pid)
+end
+assert(sv:start())
+say("started")
+os.exit(sv:run())
+]]):format(N))
+    local b = assert(baton.spawn { BATON, path, stdout = "pipe", stderr = "pipe" })
+    finally(function()
+      if not b:poll() then
+        b:signal("TERM")
+        b:wait(20)
+      end
+      b:close()
+      os.remove(path)
+    end)
+    local function expect(pattern)
+      while true do
+        local line = b.stdout:read("l")
+        assert.is_truthy(line, "baton's output ended; waiting for " .. pattern)
+        local cap = line:match(pattern)
+        if cap then return cap end
+      end
+    end
+    local job = tonumber(expect("^job (%d+)"))
+    assert.are.equal("parked", expect("^st%-line (.*)"))
+    local st = tonumber(expect("^event ready st (%d+)"))
+    expect("^started")
+    -- A process started outside services: refused, everything as it was.
+    b:signal("USR1")
+    assert.are.equal("EBUSY", expect("^reexec%-failed (%S+)"))
+    -- Forced: handed over too, as a bare child of the new image.
+    b:signal("USR2")
+    assert.are.equal(tostring(st), expect("^event adopted st (%d+)"))
+    expect("^started")
+    assert.is_true(children_of(b.pid)[job], "the job still runs, baton's child")
+    -- The fd store came along: the next process of st finds what the first parked.
+    baton.core.kill(st, baton.signals.KILL)
+    assert.are.equal("found state counter=1", expect("^st%-line (.*)"))
+    -- The job, killed, is reaped by the new image (no zombie left).
+    baton.core.kill(job, baton.signals.KILL)
+    H.wait_for(function() return not children_of(b.pid)[job] end, "the job reaped")
+    b:signal("TERM")
+    b.stderr:read("a")
+    b:wait()
   end)
 
   it("replaces baton in place: same pids, same socket, same pipes; exits seen and restarted by the new image", function()
@@ -129,6 +202,7 @@ describe("baton.reexec", function()
     end
     ready("talk")
     ready("extra")
+    pids.slow = tonumber(expect("^event spawned slow (%d+)"))
     if HTTP then ready("web") end
     local port = tonumber(expect("^started (%S+)"))
     local bpid = b.pid
@@ -163,7 +237,7 @@ describe("baton.reexec", function()
     end)
     b:signal("USR1")
     local adopted = {}
-    for _ = 1, HTTP and 3 or 2 do
+    for _ = 1, HTTP and 4 or 3 do
       local name, pid = expect("^event adopted (%S+) (%d+)")
       adopted[name] = tonumber(pid)
     end
@@ -186,6 +260,23 @@ describe("baton.reexec", function()
     H.wait_for(function() return #H.fds_of(bpid) == fds end, "baton's fd count back to " .. fds)
     -- The systemd protocol: RELOADING=1 before the exec, READY=1 once adopted.
     H.wait_for(function() return H.manager_states(msgs) == "READY RELOADING READY" end, "READY after the re-exec")
+
+    -- A service adopted while starting: its READY=1 reaches the new image,
+    -- on the notification socket the first one made (handed over, still bound).
+    baton.core.kill(pids.slow, baton.signals.USR1)
+    assert.are.equal(tostring(pids.slow), expect("^event ready slow (%d+)"))
+
+    -- An upgrade of an adopted service: the next generation on the same socket.
+    if HTTP then
+      b:signal("WINCH")
+      assert.are.equal("promoted 2", expect("^upgrade (%S+ %d+)"))
+      local old = pids.web
+      pids.web = tonumber(expect("^event ready web (%d+) 2"))
+      assert.are.equal(inode, link(pids.web, 3))
+      assert.is_true(H.gone_within(old), "the adopted generation drained")
+      H.wait_for(function() return not children_of(bpid)[old] end, "the adopted generation reaped")
+      assert.are.equal(200, baton.http_get(url))
+    end
 
     -- The log pipe goes on: the same process's output reaches the route.
     baton.core.kill(pids.talk, baton.signals.USR1)

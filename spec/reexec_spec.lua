@@ -73,6 +73,33 @@ local function children_of(pid)
   return out
 end
 
+-- Read what baton `b` says as it comes. Returns `expect(pattern)`, which
+-- takes the first line not taken yet that matches (events of different
+-- services come in any order), waiting for it, and returns its captures;
+-- the lines read; and the reading task (done at the end of the output).
+local function follow(b)
+  local lines, eof, taken = {}, false, {}
+  local reader = baton.go(function()
+    pcall(function()
+      for line in b.stdout:lines() do lines[#lines + 1] = line end
+    end)
+    eof = true
+  end)
+  local function expect(pattern)
+    return table.unpack(H.wait_for(function()
+      for i, line in ipairs(lines) do
+        local caps = not taken[i] and { line:match(pattern) } or {}
+        if caps[1] then
+          taken[i] = true
+          return caps
+        end
+      end
+      assert.is_false(eof, "baton's output ended; waiting for " .. pattern .. "\n" .. table.concat(lines, "\n"))
+    end, pattern .. " in baton's output:\n" .. table.concat(lines, "\n")))
+  end
+  return expect, lines, reader
+end
+
 describe("baton.reexec", function()
   H.guard()
 
@@ -85,7 +112,8 @@ describe("baton.reexec", function()
       r.stdout .. r.stderr)
   end)
 
-  it("hands over the fd store; refuses processes outside services unless forced, then reaps them", function()
+  it("hands over the fd store and what exited; refuses processes outside services unless forced, then reaps them",
+    function()
     local path = H.tmpname()
     write(path, ([[
 local function say(...)
@@ -97,6 +125,7 @@ end
 local sv = baton.supervisor {
   st = { "python3", "spec/fdstore_peer.py", ready = "notify", fdstore = 1, backoff = { initial = 0.01 },
     log = function(line) say("st-line", line) end },
+  once = { "sh", "-c", "echo once", restart = "on-failure", ready = "exec" },
 }
 sv:on("*", function(e) say("event", e.event, e.service, e.pid, e.generation, e.status) end)
 baton.on_signal("USR1", function() say("reexec-failed", select(3, baton.reexec())) end)
@@ -107,36 +136,34 @@ if not require("baton.reexec").pending() then -- (the first image only)
 end
 assert(sv:start())
 say("started")
-os.exit(sv:run())
+while true do sv:next("*") end -- (not sv:run(): its start would run `once` again)
 ]]):format(N))
     local b = assert(baton.spawn { BATON, path, stdout = "pipe", stderr = "pipe" })
+    local expect, seen, reader = follow(b)
     finally(function()
       if not b:poll() then
         b:signal("TERM")
         b:wait(20)
       end
       b:close()
+      reader:wait()
       os.remove(path)
     end)
-    local function expect(pattern)
-      while true do
-        local line = b.stdout:read("l")
-        assert.is_truthy(line, "baton's output ended; waiting for " .. pattern)
-        local cap = line:match(pattern)
-        if cap then return cap end
-      end
-    end
     local job = tonumber(expect("^job (%d+)"))
     assert.are.equal("parked", expect("^st%-line (.*)"))
     local st = tonumber(expect("^event ready st (%d+)"))
     expect("^started")
+    expect("^event exited once")
     -- A process started outside services: refused, everything as it was.
     b:signal("USR1")
     assert.are.equal("EBUSY", expect("^reexec%-failed (%S+)"))
     -- Forced: handed over too, as a bare child of the new image.
     b:signal("USR2")
+    local from = #seen
     assert.are.equal(tostring(st), expect("^event adopted st (%d+)"))
     expect("^started")
+    -- A service that ran and exited for good is not run again by the new image's start.
+    for k = from + 1, #seen do assert.is_nil(seen[k]:find("once", 1, true), table.concat(seen, "\n")) end
     assert.is_true(children_of(b.pid)[job], "the job still runs, baton's child")
     -- The fd store came along: the next process of st finds what the first parked.
     baton.core.kill(st, baton.signals.KILL)
@@ -158,7 +185,7 @@ os.exit(sv:run())
     local npath = ("@baton-spec/%d/reexec"):format(baton.core.getpid())
     local l = assert(baton.core.notify_listen(npath, function(_, text) msgs[#msgs + 1] = text end))
     local b = assert(baton.spawn { BATON, path, stdout = "pipe", stderr = "pipe", env = { NOTIFY_SOCKET = npath } })
-    local lines, reader = {}, nil
+    local reader
     local asked, failed, stop, client = 0, {}, false, nil
     finally(function()
       stop = true
@@ -172,29 +199,9 @@ os.exit(sv:run())
       l:close()
       os.remove(path)
     end)
-    -- What baton says, read as it comes; `expect` takes the first line not
-    -- taken yet that matches `pattern` (events of different services come
-    -- in any order), waiting for it.
-    local eof = false
-    reader = baton.go(function()
-      pcall(function()
-        for line in b.stdout:lines() do lines[#lines + 1] = line end
-      end)
-      eof = true
-    end)
-    local taken = {}
-    local function expect(pattern)
-      return table.unpack(H.wait_for(function()
-        for i, line in ipairs(lines) do
-          local caps = not taken[i] and { line:match(pattern) } or {}
-          if caps[1] then
-            taken[i] = true
-            return caps
-          end
-        end
-        assert.is_false(eof, "baton's output ended; waiting for " .. pattern .. "\n" .. table.concat(lines, "\n"))
-      end, pattern .. " in baton's output:\n" .. table.concat(lines, "\n")))
-    end
+    local f = { follow(b) }
+    local expect = f[1]
+    reader = f[3]
     local pids = {}
     local function ready(name)
       local pid = expect("^event ready " .. name .. " (%d+)")

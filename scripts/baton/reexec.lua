@@ -179,8 +179,8 @@ local function sweep()
   local state = handed
   require("baton.service")._reexec_sweep(state)
   for _, pid in ipairs(state.bare or {}) do
-    core.reexec_unclaim(pid) -- (a process handle owns it from here, if it still runs)
-    local p = require("baton.process").adopt(pid)
+    local p = require("baton.process").adopt(pid) -- (the handle owns it: the claim is its)
+    if not p then core.reexec_unclaim(pid) end -- (gone: the orphan reaper's, if any)
     if p then
       bare[pid] = p
       task.go_internal(function()
@@ -259,8 +259,6 @@ function M.reexec(opts)
   if not exe then return errors.fail("EIO", "reexec: cannot read /proc/self/exe") end
   local path, msg, code = core.lookpath(exe, nil, nil, true)
   if not path then return errors.fail(code or "ENOENT", "reexec: %s", msg) end
-  -- (the code is checked only when the program is baton: another binary
-  -- given as exe reads its own arguments)
   local ok, why = check_code(argv)
   if not ok then return errors.fail("EINVAL", "reexec: %s (nothing changed)", why) end
   local service = package.loaded["baton.service"]

@@ -1245,7 +1245,10 @@ function Instance:_adopt(r)
       end)
       return self:_set("backoff")
     end
-    if r.state == "failed" or r.state == "exited" then return self:_set(r.state) end
+    if r.state == "failed" or r.state == "exited" then -- (done: not started again by this start)
+      self._settled = true
+      return self:_set(r.state)
+    end
     return -- (stopped or waiting: started as usual)
   end
   if r.state == "running" then
@@ -1857,7 +1860,7 @@ function Supervisor:_advance(svc, only)
   end
   local ready = self:_needs_ready(svc)
   for _, i in ipairs(svc.instances) do
-    if (only == nil or i == only) and not i.proc and i.want == "up" and not i._retry
+    if (only == nil or i == only) and not i.proc and i.want == "up" and not i._retry and not i._settled
       and (i.state ~= "failed" or only or i._again) then
       i._again = nil
       if ready then i:_spawn() elseif i.state ~= "waiting" then i:_set("waiting") end
@@ -1914,7 +1917,15 @@ function Supervisor:start(...)
     if not t.done then t:wait() end
   end
   local seen = {}
-  for _, svc in ipairs(targets) do self:_want_up(svc, seen) end
+  for _, svc in ipairs(targets) do
+    -- (what a re-exec handed over as done — exited, failed — stays done
+    -- through a start of everything, the new script's `start` or `run`;
+    -- a start that names the service runs it again)
+    if select("#", ...) > 0 then
+      for _, i in ipairs(svc.instances) do i._settled = nil end
+    end
+    self:_want_up(svc, seen)
+  end
   register()
   for svc in pairs(seen) do self:_advance(svc) end
   for _, svc in ipairs(targets) do

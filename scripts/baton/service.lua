@@ -1687,7 +1687,9 @@ end
 
 --- Call `fn(event)` for each event of `kind` ("spawned", "ready", "exited",
 -- "restarting", "failed", "stopped", or "*" for all), in a task of its
--- own ("mainpid": a server that started its own successor, followed). An
+-- own ("mainpid": a server that started its own successor, followed;
+-- "adopted": an instance taken over from the previous image after a
+-- re-exec, see baton.reexec). An
 -- event: `event`, `service`, `replica`, `generation`, `pid`,
 -- `time`, and `status` (exited, restarting, failed), `delay`
 -- (restarting), `error` (why a start failed). Returns a function that

@@ -176,6 +176,72 @@ while true do sv:next("*") end -- (not sv:run(): its start would run `once` agai
     b:wait()
   end)
 
+  it("routes adopted output the new way, keeps a restart's delay, stops replicas the new script drops", function()
+    local path = H.tmpname()
+    local logs = path .. "-%s.log"
+    local function version(v)
+      write(path, ([[
+local function say(...)
+  local t = {}
+  for i = 1, select("#", ...) do t[i] = tostring((select(i, ...))) end
+  io.stdout:write(table.concat(t, " "), "\n")
+  io.stdout:flush()
+end
+local v = %d
+local sv = baton.supervisor {
+  talk = { "sh", "-c", 'echo up $$; trap "echo ping $$; kill $! 2>/dev/null" USR1; while :; do sleep 1000.%s5 & wait $!; done',
+    replicas = v == 1 and 2 or 1, log = v == 1 and function(line) say("fn", line) end or %q },
+  crash = { "sh", "-c", "exit 3", backoff = { initial = 1000, jitter = 0 } },
+}
+sv:on("*", function(e) say("event", e.event, e.service, e.replica, e.pid) end)
+sv:on("restarting", function() say("retry", ("%%.6f"):format(sv:status().crash.replicas[1].next_retry)) end)
+baton.on_signal("USR1", function() say("reexec-failed", select(3, baton.reexec())) end)
+baton.go(function() sv:start("crash") end)
+assert(sv:start("talk"))
+local c = sv:status().crash.replicas[1]
+say("started", v, c.state, c.next_retry and ("%%.6f"):format(c.next_retry))
+while true do sv:next("*") end
+]]):format(v, N, logs))
+    end
+    version(1)
+    local b = assert(baton.spawn { BATON, path, stdout = "pipe", stderr = "pipe" })
+    local expect, _, reader = follow(b)
+    local file = logs:gsub("%%s", "talk.1")
+    finally(function()
+      if not b:poll() then
+        b:signal("TERM")
+        b:wait(20)
+      end
+      b:close()
+      reader:wait()
+      os.remove(path)
+      os.remove(file)
+    end)
+    local one = tonumber(expect("^event ready talk 1 (%d+)"))
+    local two = tonumber(expect("^event ready talk 2 (%d+)"))
+    local retry = expect("^retry (%S+)")
+    expect("^started 1")
+    version(2)
+    b:signal("USR1")
+    assert.are.equal(tostring(one), expect("^event adopted talk 1 (%d+)"))
+    -- The restart's delay goes on where it was (not from the re-exec).
+    assert.are.equal("backoff " .. retry, expect("^started 2 (.*)$"))
+    -- The second replica, no longer declared, is stopped.
+    assert.is_true(H.gone_within(two), "talk.2 stopped")
+    -- talk.1's pipe is routed the new way: to the file.
+    baton.core.kill(one, baton.signals.USR1)
+    H.wait_for(function()
+      local f = io.open(file)
+      local text = f and f:read("a") or ""
+      if f then f:close() end
+      return text:find("ping " .. one, 1, true)
+    end, "ping in " .. file)
+    b:signal("TERM")
+    local err = b.stderr:read("a")
+    b:wait()
+    assert.is_truthy(err:find(("talk.2 (pid %d) was not claimed"):format(two), 1, true), err)
+  end)
+
   it("replaces baton in place: same pids, same socket, same pipes; exits seen and restarted by the new image", function()
     local dir = H.tmpname()
     os.remove(dir)

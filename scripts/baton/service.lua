@@ -1235,7 +1235,7 @@ function Instance:_adopt(r)
     end
     if r.state == "backoff" and r.next_retry then
       local delay = math.max(0, r.next_retry - now())
-      self.next_retry = now() + delay
+      self.next_retry = r.next_retry -- (the same moment: the clock is the same, CLOCK_MONOTONIC)
       self._retry = timer(delay, function()
         self._retry:close()
         self._retry = nil

@@ -168,6 +168,12 @@ while true do sv:next("*") end -- (not sv:run(): its start would run `once` agai
     -- The fd store came along: the next process of st finds what the first parked.
     baton.core.kill(st, baton.signals.KILL)
     assert.are.equal("found state counter=1", expect("^st%-line (.*)"))
+    local st2 = expect("^event ready st (%d+)")
+    -- Once more (no process outside services now: not refused): the bare
+    -- job is handed on to the next image too.
+    b:signal("USR1")
+    assert.are.equal(st2, expect("^event adopted st (%d+)"))
+    assert.is_true(children_of(b.pid)[job], "the job still runs, baton's child")
     -- The job, killed, is reaped by the new image (no zombie left).
     baton.core.kill(job, baton.signals.KILL)
     H.wait_for(function() return not children_of(b.pid)[job] end, "the job reaped")

@@ -286,6 +286,9 @@ function M.reexec(opts)
       if not svcpids[p.pid] then state.bare[#state.bare + 1] = p.pid end
     end
   end
+  for pid, p in pairs(bare) do -- (handed over to this image bare: on to the next)
+    if not p.status then state.bare[#state.bare + 1] = pid end
+  end
   if service then service._reexec_collect(state, keep) end
   -- Sockets baton's own manager gave it (LISTEN_FDS for baton's pid) stay
   -- baton's: the new image finds them by the same variables.

@@ -79,7 +79,7 @@ static int l_reexec(lua_State *L) {
     if (!isnum) return luaL_argerror(L, 4, "fds expected");
   }
   fflush(NULL); /* what Lua and C buffered is written before the image goes */
-  int err = bt_reexec(path, argv, envp, keep, (size_t)nk);
+  int err = bt_reexec(lb_runtime_get(L)->loop, path, argv, envp, keep, (size_t)nk);
   return lb_error(L, err, path);
 }
 

@@ -715,13 +715,18 @@ BT_EXTERN int bt_fd_read_all(int fd, char **out, size_t *len);
  * executable regular file, checked first. The signals baton handles (HUP,
  * INT, QUIT, TERM, USR1, USR2, CHLD, WINCH) are blocked across the exec:
  * one that arrives meanwhile stays pending, for the new image to handle
- * once it calls bt_reexec_signals_resume. Returns only on failure, with a
+ * once it calls bt_reexec_signals_resume; so does one `loop` (may be NULL)
+ * caught but did not dispatch yet (read out of its signal pipe and raised
+ * again: call this from outside the loop's signal dispatch, e.g. an idle or
+ * a timer callback, so that none is held in a batch being dispatched; if
+ * the exec fails they are delivered to the loop's handler as they come
+ * back). Returns only on failure, with a
  * negative errno, every flag and the signal mask put back as they were.
  * Not thread-safe (it changes the process); the loop's other threads end
  * with the exec.
  */
-BT_EXTERN int bt_reexec(const char *path, char *const argv[], char *const envp[], const int *keep,
-                        size_t nkeep);
+BT_EXTERN int bt_reexec(uv_loop_t *loop, const char *path, char *const argv[], char *const envp[],
+                        const int *keep, size_t nkeep);
 /* In the new image, once its signal handlers are in place: unblock the
  * signals bt_reexec blocked (those pending arrive now). */
 BT_EXTERN void bt_reexec_signals_resume(void);

@@ -140,8 +140,33 @@ static int bt__mark_others(const int *keep, size_t nkeep, int **marked, size_t *
   return err;
 }
 
-int bt_reexec(const char *path, char *const argv[], char *const envp[], const int *keep,
-              size_t nkeep) {
+/*
+ * Signals the loop's handler caught but the loop did not dispatch yet sit in
+ * the loop's signal pipe, which the exec closes: read them out and raise
+ * them again (blocked now, they stay pending through the exec for the new
+ * image). The messages are libuv's own (uv__signal_msg_t: the handle, then
+ * the signal number), written whole by its handler; the pipe is nonblocking.
+ */
+static void bt__requeue_caught(uv_loop_t *loop, const sigset_t *set) {
+  if (loop == NULL || loop->signal_pipefd[0] < 0) return;
+  struct {
+    void *handle;
+    int signum;
+  } msg[32];
+  int seen[65] = {0};
+  for (;;) {
+    ssize_t n = read(loop->signal_pipefd[0], msg, sizeof msg);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    for (size_t i = 0; i < (size_t)n / sizeof msg[0]; i++)
+      if (msg[i].signum > 0 && msg[i].signum < 65) seen[msg[i].signum] = 1;
+  }
+  for (int sig = 1; sig < 65; sig++)
+    if (seen[sig] && sigismember(set, sig) == 1) kill(getpid(), sig);
+}
+
+int bt_reexec(uv_loop_t *loop, const char *path, char *const argv[], char *const envp[],
+              const int *keep, size_t nkeep) {
   if (path == NULL || argv == NULL || argv[0] == NULL || envp == NULL) return -EINVAL;
   if (nkeep > 0 && keep == NULL) return -EINVAL;
   struct stat st;
@@ -165,6 +190,7 @@ int bt_reexec(const char *path, char *const argv[], char *const envp[], const in
     sigset_t set, old;
     bt__reexec_sigset(&set);
     pthread_sigmask(SIG_BLOCK, &set, &old);
+    bt__requeue_caught(loop, &set);
     execve(path, argv, envp);
     err = -errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);

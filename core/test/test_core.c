@@ -686,6 +686,11 @@ static void test_owned_churn(void) {
   CHECK_EQ(uv_loop_close(&loop), 0);
 }
 
+static void on_usr2_unused(uv_signal_t *h, int sig) {
+  (void)h;
+  (void)sig;
+}
+
 /*
  * The re-exec helper, first image: start a child (`sh -c 'exit 7'`, which
  * waits on its stdin), write the state (its pid) into a memfd, open a plain
@@ -704,10 +709,15 @@ static int child_reexec(void) {
   int len = snprintf(state, sizeof state, "%d", (int)p.pid);
   int mfd = bt_memfd("test-reexec", state, (size_t)len);
   int stray = open("/dev/null", O_RDONLY); /* not close-on-exec, not kept: closed by the exec */
+  /* A signal the loop caught and has not dispatched: it must reach the next image. */
+  static uv_signal_t usr2;
+  uv_signal_init(&loop, &usr2);
+  uv_signal_start(&usr2, on_usr2_unused, SIGUSR2);
+  raise(SIGUSR2);
   /* A failed exec first: nothing changes. */
   int keep[] = {mfd, io[0].fd};
   char *env0[] = {NULL};
-  int err = bt_reexec("/nonexistent/prog", argv, env0, keep, 2);
+  int err = bt_reexec(&loop, "/nonexistent/prog", argv, env0, keep, 2);
   if (err != -ENOENT || fcntl(mfd, F_GETFD) != FD_CLOEXEC || fcntl(stray, F_GETFD) != 0) {
     printf("failed exec changed something: %d\n", err);
     return 3;
@@ -718,7 +728,7 @@ static int child_reexec(void) {
   snprintf(strayarg, sizeof strayarg, "%d", stray);
   char *next[] = {(char *)self, "--reexec-2", fdarg, inarg, strayarg, NULL};
   char *env[] = {"PATH=/usr/bin:/bin", NULL};
-  err = bt_reexec(self, next, env, keep, 2);
+  err = bt_reexec(&loop, self, next, env, keep, 2);
   printf("reexec failed: %d\n", err);
   return 3;
 }
@@ -751,8 +761,12 @@ static int child_reexec_2(int mfd, int in, int stray) {
   while (!exits)
     uv_run(&loop, UV_RUN_ONCE);
   CHECK_EQ(bt_reaper_reap(&reaper), 0);
+  sigset_t pending;
+  sigpending(&pending);
+  signal(SIGUSR2, SIG_IGN); /* (its default would end this image once unblocked) */
   bt_reexec_signals_resume();
-  printf("second image: child %s %d\n", p.status_known ? "exited" : "unknown", p.exit_code);
+  printf("second image: child %s %d%s\n", p.status_known ? "exited" : "unknown", p.exit_code,
+         sigismember(&pending, SIGUSR2) == 1 ? ", USR2 pending" : "");
   bt_process_close(&p, NULL);
   bt_reaper_close(&reaper, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -765,12 +779,12 @@ static void test_reexec(void) {
   bt_spawn_options_t o = {0};
   char *argv[] = {(char *)self, "--child", "reexec", NULL};
   CHECK_EQ(capture(argv, &o, buf, sizeof buf), 0);
-  CHECK_STR(buf, "second image: child exited 7\n");
+  CHECK_STR(buf, "second image: child exited 7, USR2 pending\n");
   /* The primitives' own errors. */
   CHECK_EQ(bt_fd_cloexec(-1, 1), -EBADF);
   CHECK_EQ(bt_memfd(NULL, "", 0), -EINVAL);
   char *a[] = {"x", NULL};
-  CHECK_EQ(bt_reexec("/etc", a, a, NULL, 0), -EACCES);
+  CHECK_EQ(bt_reexec(NULL, "/etc", a, a, NULL, 0), -EACCES);
   CHECK_EQ(bt_reexec_unclaim(4194303), -ESRCH);
   int fd = bt_memfd("t", "abc", 3);
   CHECK(fd > 2);

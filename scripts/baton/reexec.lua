@@ -219,6 +219,75 @@ end
 
 -- ---- re-exec ----------------------------------------------------------------------------
 
+-- What runs that cannot be handed over now: nil, why; or the pids of
+-- the services' processes and the bare children to hand over.
+local function busy(force)
+  if require("baton.runner").stopping() then
+    return nil, "ECANCELED", "reexec: the program is stopping (a signal came)"
+  end
+  local service = package.loaded["baton.service"]
+  local svcpids = {}
+  if service then
+    local ok, msg = service._reexec_check()
+    if not ok then return nil, "EBUSY", "reexec: " .. msg end
+    svcpids = service._reexec_pids()
+  end
+  -- Processes started outside services: their tasks and pipes do not
+  -- survive the exec. Refused unless forced; then handed over as bare pids.
+  local out = {}
+  local registry = package.loaded["baton.registry"]
+  if registry then
+    if not force then
+      for _, j in ipairs(registry.jobs()) do
+        if not (j.pid and svcpids[j.pid]) then
+          return nil, "EBUSY", fmt("reexec: %s runs outside services: its waiters and pipes would be lost "
+            .. "(force = true hands its processes over, to be reaped only)", tostring(j))
+        end
+      end
+    end
+    for _, p in ipairs(registry.live_children()) do
+      if not svcpids[p.pid] then out[#out + 1] = p.pid end
+    end
+  end
+  for pid, p in pairs(bare) do -- (handed over to this image bare: on to the next)
+    if not p.status then out[#out + 1] = pid end
+  end
+  return out
+end
+
+-- The exec itself, once the checks passed: the state written down, the
+-- manager told, execve. Returns only on failure: nil, msg, code.
+local function exec(path, argv, force)
+  local pids, code, why = busy(force)
+  if not pids then return errors.fail(code, "%s", why) end
+  local service = package.loaded["baton.service"]
+  local state = { version = 1, pid = core.getpid(), bare = pids }
+  local keep = {}
+  if service then service._reexec_collect(state, keep) end
+  -- Sockets baton's own manager gave it (LISTEN_FDS for baton's pid) stay
+  -- baton's: the new image finds them by the same variables.
+  local n, lpid = tonumber(os.getenv("LISTEN_FDS") or ""), tonumber(os.getenv("LISTEN_PID") or "")
+  if n and lpid == core.getpid() and n < 1e4 then
+    for k = 3, 2 + n do if core.socket_info(k) then keep[#keep + 1] = k end end
+  end
+  local fd, fmsg, fcode = core.memfd("baton-reexec", M._dump(state))
+  if not fd then return nil, "reexec: " .. fmsg, fcode end
+  keep[#keep + 1] = fd
+  local env = {}
+  for _, kv in ipairs(core.environ()) do
+    if kv:sub(1, 13) ~= "BATON_REEXEC=" then env[#env + 1] = kv end
+  end
+  env[#env + 1] = "BATON_REEXEC=" .. fd
+  if service then service._reexec_manager("reloading") end
+  io.stdout:flush()
+  io.stderr:flush()
+  local _, emsg, ecode = core.reexec(path, argv, env, keep)
+  -- Still here: nothing changed (the fds are close-on-exec again).
+  core.close(fd)
+  if service then service._reexec_manager("ready") end
+  return errors.fail(ecode or "EIO", "reexec: %s", emsg)
+end
+
 local KEYS = { exe = true, args = true, force = true }
 
 --- Replace this baton by a new image of itself, same pid, keeping its
@@ -226,12 +295,19 @@ local KEYS = { exe = true, args = true, force = true }
 -- default: the running binary's path, as newly installed there), `args`
 -- (its arguments after argv[0]; default: the running ones — the same
 -- script and arguments), `force` (hand over processes started outside
--- services too: they keep running, watched only to be reaped). Returns
--- only on failure — nil, msg, code — with baton going on unchanged:
--- ENOTSUP (not the baton executable), EINVAL (the script does not load),
--- ENOENT/EACCES (no such program), EBUSY (an upgrade, a stop or a start
--- waiting for a readiness fd under way; processes started outside
--- services, without `force`), or execve's error.
+-- services too: they keep running, watched only to be reaped).
+--
+-- What can be checked is checked at once: a failure returns nil, msg,
+-- code, with baton going on unchanged — ENOTSUP (not the baton
+-- executable), EINVAL (the script does not load), ENOENT/EACCES (no such
+-- program), EBUSY (an upgrade, a stop or a start waiting for a readiness
+-- fd under way; processes started outside services, without `force`).
+-- The exec itself comes one turn of the loop later, so that signals
+-- arriving with the trigger are handled first (a TERM then cancels it:
+-- ECANCELED): from a task, `reexec` waits for that and returns only on
+-- failure (execve's error); from a callback outside tasks (a signal
+-- watcher's function) it returns true at once, and a later failure is
+-- written to stderr.
 function M.reexec(opts)
   if opts ~= nil and type(opts) ~= "table" then errors.argerror("reexec", 1, "options table expected") end
   opts = opts or {}
@@ -261,57 +337,19 @@ function M.reexec(opts)
   if not path then return errors.fail(code or "ENOENT", "reexec: %s", msg) end
   local ok, why = check_code(argv)
   if not ok then return errors.fail("EINVAL", "reexec: %s (nothing changed)", why) end
-  local service = package.loaded["baton.service"]
-  local state = { version = 1, pid = core.getpid(), bare = {} }
-  local keep = {}
-  local svcpids = {}
-  if service then
-    local busy, bmsg = service._reexec_check()
-    if not busy then return errors.fail("EBUSY", "reexec: %s", bmsg) end
-    svcpids = service._reexec_pids()
+  local pids, bcode, bwhy = busy(opts.force)
+  if not pids then return errors.fail(bcode, "%s", bwhy) end
+  -- (one turn of the loop first: the signals dispatched with the trigger are handled)
+  if task.can_wait() then
+    task.sleep(0)
+    return exec(path, argv, opts.force)
   end
-  -- Processes started outside services: their tasks and pipes do not
-  -- survive the exec. Refused unless forced; then handed over as bare pids.
-  local registry = package.loaded["baton.registry"]
-  if registry then
-    if not opts.force then
-      for _, j in ipairs(registry.jobs()) do
-        if not (j.pid and svcpids[j.pid]) then
-          return errors.fail("EBUSY", "reexec: %s runs outside services: its waiters and pipes would be lost "
-            .. "(force = true hands its processes over, to be reaped only)", tostring(j))
-        end
-      end
-    end
-    for _, p in ipairs(registry.live_children()) do
-      if not svcpids[p.pid] then state.bare[#state.bare + 1] = p.pid end
-    end
-  end
-  for pid, p in pairs(bare) do -- (handed over to this image bare: on to the next)
-    if not p.status then state.bare[#state.bare + 1] = pid end
-  end
-  if service then service._reexec_collect(state, keep) end
-  -- Sockets baton's own manager gave it (LISTEN_FDS for baton's pid) stay
-  -- baton's: the new image finds them by the same variables.
-  local n, lpid = tonumber(os.getenv("LISTEN_FDS") or ""), tonumber(os.getenv("LISTEN_PID") or "")
-  if n and lpid == core.getpid() and n < 1e4 then
-    for k = 3, 2 + n do if core.socket_info(k) then keep[#keep + 1] = k end end
-  end
-  local fd, fmsg, fcode = core.memfd("baton-reexec", M._dump(state))
-  if not fd then return nil, "reexec: " .. fmsg, fcode end
-  keep[#keep + 1] = fd
-  local env = {}
-  for _, kv in ipairs(core.environ()) do
-    if kv:sub(1, 13) ~= "BATON_REEXEC=" then env[#env + 1] = kv end
-  end
-  env[#env + 1] = "BATON_REEXEC=" .. fd
-  if service then service._reexec_manager("reloading") end
-  io.stdout:flush()
-  io.stderr:flush()
-  local _, emsg, ecode = core.reexec(path, argv, env, keep)
-  -- Still here: nothing changed (the fds are close-on-exec again).
-  core.close(fd)
-  if service then service._reexec_manager("ready") end
-  return errors.fail(ecode or "EIO", "reexec: %s", emsg)
+  task.go_internal(function()
+    task.sleep(0)
+    local _, emsg = exec(path, argv, opts.force)
+    io.stderr:write("baton: ", tostring(emsg), "\n")
+  end)
+  return true
 end
 
 return M

@@ -89,9 +89,9 @@ describe("baton.supervisor", function()
     H.error_here(function() sv:remove("db") end, "bad argument #1 to 'remove' (service 'db' is needed by 'web')")
     H.error_here(function() sv:start("nope") end, "bad argument #1 to 'start' (no service 'nope')")
     H.error_here(function() sv:on("ready!", print) end,
-      "bad argument #1 to 'on' (unknown event \"ready!\" (spawned, ready, exited, restarting, failed, stopped, mainpid or *))")
+      "bad argument #1 to 'on' (unknown event \"ready!\" (spawned, ready, exited, restarting, failed, stopped, mainpid, adopted or *))")
     H.error_here(function() sv:next("exit") end,
-      "bad argument #1 to 'next' (unknown event \"exit\" (spawned, ready, exited, restarting, failed, stopped, mainpid or *))")
+      "bad argument #1 to 'next' (unknown event \"exit\" (spawned, ready, exited, restarting, failed, stopped, mainpid, adopted or *))")
     H.error_here(function() sv:wait("db", "up") end,
       "bad argument #2 to 'wait' (unknown state \"up\" (ready, running, stopped, failed, exited, starting, waiting, stopping, backoff))")
     H.error_here(function() sv.start() end, "bad argument #1 to 'start' (a supervisor expected, got no value (call it as obj:start(…)))")

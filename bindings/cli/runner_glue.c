@@ -32,11 +32,17 @@ static void glue_field(lua_State *L, int ref, const char *k) {
 
 void glue_open_baton(lua_State *L) {
   lb_preload(L);
+  /* (before `baton`, which takes what a re-exec handed over only in the
+   * executable) */
+  glue_runner = glue_require(L, "baton.runner");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, glue_runner);
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, "executable"); /* (baton.reexec: this program is baton itself) */
+  lua_pop(L, 1);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "baton");
   lua_call(L, 1, 1);
   lua_setglobal(L, "baton");
-  glue_runner = glue_require(L, "baton.runner");
   int errors = glue_require(L, "baton.errors");
   glue_field(L, errors, "is_own");
   glue_own = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -11,6 +11,8 @@
  *   runner.interrupt(sig)                      a signal arrived (from the loop,
  *                                              or from the main task's hook)
  *   runner.kill_jobs() -> {pid…}               a second signal: KILL what runs
+ *   runner.executable = true                   set when loaded: the program is the
+ *                                              baton executable (baton.reexec needs it)
  *   errors.is_own(source)                      baton's own code: not interrupted
  *   runner.on_main                             set to a C function: called with
  *                                              the main task; task.co is its coroutine

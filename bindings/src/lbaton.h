@@ -132,6 +132,7 @@ void lb_open_cgroup(lua_State *L);  /* lcgroup.c */
 void lb_open_net(lua_State *L);     /* lnet.c */
 void lb_open_file(lua_State *L);    /* lfile.c */
 void lb_open_listen(lua_State *L);  /* llisten.c */
+void lb_open_reexec(lua_State *L);  /* lreexec.c */
 
 /* A byte stream (lstream.c): a pipe, or a TCP socket (lnet.c connects it).
  * libuv's stream functions take either through `uv.stream`. */

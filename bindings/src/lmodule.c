@@ -49,6 +49,9 @@ static void (*const lb_openers[])(lua_State *L) = {
     lb_open_notify,
     /* lfile.c: append_open realtime; the append file userdata (baton.logfile's) */
     lb_open_file,
+    /* lreexec.c: memfd readlink read_fd cloexec reexec reexec_claim reexec_unclaim reexec_resume
+     * reexec_take */
+    lb_open_reexec,
 };
 
 int luaopen_baton_core(lua_State *L) {

@@ -52,16 +52,19 @@ static void lb_on_notify(bt_notify_t *n, const bt_notify_msg_t *msg) {
   lua_settop(T, base);
 }
 
-/* core.notify_listen(path, fn) -> listener | nil, msg, code. fn(pid, text,
- * fds) from the loop per datagram: pid from its credentials (nil when
- * absent), fds a table of the fds that came with it; they are closed when fn
- * returns unless it returns true. */
+/* core.notify_listen(path, fn[, fd]) -> listener | nil, msg, code. fn(pid, text,
+ * fds) from the loop per datagram (`fd`: a socket bound at `path` already,
+ * handed over by a re-exec, which the listener owns from now on): pid from its credentials (nil
+ * when absent), fds a table of the fds that came with it; they are closed when fn returns unless it
+ * returns true. */
 static int l_notify_listen(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  int fd = (int)luaL_optinteger(L, 3, -1);
   lb_notify *ln = lb_new(L, sizeof *ln, LB_NOTIFY, lb_notify_close);
   ln->n.data = ln;
-  int err = bt_notify_open(ln->h.rt->loop, &ln->n, path, lb_on_notify);
+  int err = fd >= 0 ? bt_notify_open_fd(ln->h.rt->loop, &ln->n, fd, path, lb_on_notify)
+                    : bt_notify_open(ln->h.rt->loop, &ln->n, path, lb_on_notify);
   if (err < 0) return lb_error(L, err, path);
   ln->h.open = 1;
   lb_handle_set_cb(L, &ln->h, 2);
@@ -90,6 +93,11 @@ static int l_notify_index(lua_State *L) {
   if (key && strcmp(key, "path") == 0) {
     lb_notify *ln = lb_check(L, 1, LB_NOTIFY);
     lua_pushstring(L, ln->n.path);
+    return 1;
+  }
+  if (key && strcmp(key, "fd") == 0) { /* (-1 once closed) */
+    lb_notify *ln = lb_check(L, 1, LB_NOTIFY);
+    lua_pushinteger(L, ln->h.open && !ln->h.closing ? ln->n.fd : -1);
     return 1;
   }
   lua_pushvalue(L, 2);

@@ -440,6 +440,13 @@ struct bt_notify_s {
  */
 BT_EXTERN int bt_notify_open(uv_loop_t *loop, bt_notify_t *notify, const char *path,
                              bt_notify_cb cb);
+/* The same on a socket bound already (`fd`, handed over by a previous image
+ * of this program: see bt_reexec), which the handle owns from now on (also
+ * on failure: then it is closed); `path` is what it is bound to, for
+ * `notify->path` and the unlink at close. It is made close-on-exec and
+ * nonblocking, with SO_PASSCRED. Returns 0 or a negative errno. */
+BT_EXTERN int bt_notify_open_fd(uv_loop_t *loop, bt_notify_t *notify, int fd, const char *path,
+                                bt_notify_cb cb);
 /* Stop reading, close the socket and remove the file it was bound to (never
  * for an abstract name), all before returning; `cb` never fires after this
  * call, which may be made from inside `cb`, and `close_cb` (may be NULL)
@@ -683,6 +690,54 @@ BT_EXTERN int bt_cgroup_oom_kills(const char *dir);
 /* Remove the empty group `dir` (rmdir). Returns 0, -EBUSY while a process
  * or a child group is in it, or another negative errno. */
 BT_EXTERN int bt_cgroup_remove(const char *dir);
+
+/*
+ * Re-exec: replace this program by a new image of itself, same pid, without
+ * losing its children (systemd's daemon-reexec). The caller writes its
+ * state somewhere the new image finds it (bt_memfd, its fd in an
+ * environment variable) and names the fds to keep.
+ */
+/* Set (on = 1) or clear FD_CLOEXEC on `fd`. Returns 1 or 0 (whether it was
+ * set before), or a negative errno. */
+BT_EXTERN int bt_fd_cloexec(int fd, int on);
+/* A memfd (memfd_create, close-on-exec) named `name` holding the `len`
+ * bytes of `data`. Returns the fd (the caller's), or a negative errno. */
+BT_EXTERN int bt_memfd(const char *name, const void *data, size_t len);
+/* Read everything `fd` holds from offset 0 (pread: the offset is not moved)
+ * into a buffer the caller frees with free(3). Returns 0, or a negative
+ * errno (nothing to free then). */
+BT_EXTERN int bt_fd_read_all(int fd, char **out, size_t *len);
+/*
+ * execve(`path`, `argv`, `envp`) keeping exactly stdin, stdout, stderr and
+ * the fds of `keep` (FD_CLOEXEC cleared on those, set on every other one
+ * first: what the program opened without it, an io.open, does not leak
+ * into the new image). `path` must be an
+ * executable regular file, checked first. The signals baton handles (HUP,
+ * INT, QUIT, TERM, USR1, USR2, CHLD, WINCH) are blocked across the exec:
+ * one that arrives meanwhile stays pending, for the new image to handle
+ * once it calls bt_reexec_signals_resume; so does one `loop` (may be NULL)
+ * caught but did not dispatch yet (read out of its signal pipe and raised
+ * again: call this from outside the loop's signal dispatch, e.g. an idle or
+ * a timer callback, so that none is held in a batch being dispatched; if
+ * the exec fails they are delivered to the loop's handler as they come
+ * back). Returns only on failure, with a
+ * negative errno, every flag and the signal mask put back as they were.
+ * Not thread-safe (it changes the process); the loop's other threads end
+ * with the exec.
+ */
+BT_EXTERN int bt_reexec(uv_loop_t *loop, const char *path, char *const argv[], char *const envp[],
+                        const int *keep, size_t nkeep);
+/* In the new image, once its signal handlers are in place: unblock the
+ * signals bt_reexec blocked (those pending arrive now). */
+BT_EXTERN void bt_reexec_signals_resume(void);
+/* In the new image, before any orphan reaper runs: `pid` is a child the
+ * previous image handed over. The reaper leaves it alone, and the next
+ * bt_process_open of it owns it as bt_spawn's handle would (reaped with its
+ * status, released to the reaper by a close). Returns 0 or -ENOMEM. */
+BT_EXTERN int bt_reexec_claim(pid_t pid);
+/* Drop the claim on `pid` (nobody took it): the reaper may reap it again.
+ * Returns 0, or -ESRCH when it was not claimed (or taken already). */
+BT_EXTERN int bt_reexec_unclaim(pid_t pid);
 
 #ifdef __cplusplus
 }

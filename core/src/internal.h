@@ -34,6 +34,12 @@ void bt__owned_add(pid_t pid);
 void bt__owned_remove(pid_t pid);
 int bt__owned_has(pid_t pid);
 
+/* ---- reexec.c: children handed over by the previous image ----------------------- */
+
+/* 1 when `pid` was claimed (bt_reexec_claim), the claim now taken: the
+ * caller's handle owns the child (it stays in the owned set); 0 otherwise. */
+int bt__claim_take(pid_t pid);
+
 /* A loop calls may start handles on: given, and not closed (uv_loop_close
  * leaves no backend fd). Calls refuse any other with -EINVAL rather than
  * crash or start a handle that never fires. */

@@ -119,14 +119,36 @@ static void bt__notify_on_poll(uv_poll_t *handle, int status, int events) {
     if (!bt__notify_read_one(n)) break;
 }
 
-int bt_notify_open(uv_loop_t *loop, bt_notify_t *notify, const char *path, bt_notify_cb cb) {
-  if (notify == NULL) return -EINVAL;
+/* Watch bound socket `fd` (the handle's from now on, closed on failure). */
+static int bt__notify_watch(uv_loop_t *loop, bt_notify_t *notify, int fd) {
+  int err = uv_poll_init(loop, &notify->poll_, fd);
+  if (err < 0) {
+    if (notify->unlink_) unlink(notify->path);
+    notify->unlink_ = 0;
+    close(fd);
+    return err;
+  }
+  notify->poll_.data = notify;
+  notify->fd = fd;
+  /* Fails on bad arguments only. */
+  err = uv_poll_start(&notify->poll_, UV_READABLE, bt__notify_on_poll);
+  assert(err == 0);
+  notify->closing_ = 0;
+  return 0;
+}
+
+static void bt__notify_init(bt_notify_t *notify, bt_notify_cb cb) {
   notify->fd = -1;
   notify->cb_ = cb;
   notify->close_cb_ = NULL;
   notify->closing_ = 1; /* nothing to close until the open succeeds */
   notify->unlink_ = 0;
   notify->path[0] = '\0';
+}
+
+int bt_notify_open(uv_loop_t *loop, bt_notify_t *notify, const char *path, bt_notify_cb cb) {
+  if (notify == NULL) return -EINVAL;
+  bt__notify_init(notify, cb);
   if (!bt__loop_usable(loop) || path == NULL || cb == NULL) return -EINVAL;
   struct sockaddr_un sa;
   socklen_t salen;
@@ -151,21 +173,34 @@ int bt_notify_open(uv_loop_t *loop, bt_notify_t *notify, const char *path, bt_no
     goto fail;
   }
   notify->unlink_ = path[0] != '@';
-  err = uv_poll_init(loop, &notify->poll_, fd);
-  if (err < 0) goto fail;
-  notify->poll_.data = notify;
-  notify->fd = fd;
-  /* Fails on bad arguments only. */
-  err = uv_poll_start(&notify->poll_, UV_READABLE, bt__notify_on_poll);
-  assert(err == 0);
-  notify->closing_ = 0;
-  return 0;
+  return bt__notify_watch(loop, notify, fd);
 
 fail:
-  if (notify->unlink_) unlink(path);
-  notify->unlink_ = 0;
   close(fd);
   return err;
+}
+
+int bt_notify_open_fd(uv_loop_t *loop, bt_notify_t *notify, int fd, const char *path,
+                      bt_notify_cb cb) {
+  if (notify == NULL) return -EINVAL;
+  bt__notify_init(notify, cb);
+  if (fd < 0) return -EBADF;
+  if (!bt__loop_usable(loop) || path == NULL || cb == NULL || path[0] == '\0') {
+    close(fd);
+    return -EINVAL;
+  }
+  snprintf(notify->path, sizeof notify->path, "%s", path);
+  int one = 1;
+  if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) < 0) {
+    int err = -errno;
+    close(fd);
+    return err;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  notify->unlink_ = path[0] != '@';
+  return bt__notify_watch(loop, notify, fd);
 }
 
 static void bt__notify_closed(uv_handle_t *handle) {

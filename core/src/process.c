@@ -126,8 +126,12 @@ int bt_process_open(uv_loop_t *loop, bt_process_t *proc, pid_t pid, bt_exit_cb e
   if (err < 0) {
     close(fd);
     proc->pidfd = -1;
+    return err;
   }
-  return err;
+  /* A child the previous image of this program handed over (reexec.c): ours
+   * to reap, kept from the orphan reaper as a spawned one is. */
+  proc->owned_ = bt__claim_take(pid);
+  return 0;
 }
 
 int bt_process_kill(bt_process_t *proc, int sig) {

@@ -41,6 +41,10 @@ function M.on_signal(sig, fn)
   return w
 end
 
+-- A re-exec of the baton executable handed its state over: taken now,
+-- before anything can reap the children it names (see baton.reexec).
+if os.getenv("BATON_REEXEC") and require("baton.runner").executable then require("baton.reexec")._take() end
+
 -- Loaded on first use, to keep `baton -e ''` quick: name -> {module, field}
 -- ({module}: the module itself).
 local lazy = {
@@ -60,6 +64,7 @@ local lazy = {
   procfile = { "baton.procfile" }, -- (no field: the module itself)
   connect = { "baton.net", "connect" }, http_get = { "baton.net", "http_get" },
   logfile = { "baton.logfile" }, -- a whole module: baton.logfile.open
+  reexec = { "baton.reexec", "reexec" },
 }
 setmetatable(M, {
   __lazy = lazy, -- what the REPL completes besides what is loaded

@@ -117,23 +117,50 @@ function M.out(name)
   function o:flush()
     if not self.s then self.file:flush() end
   end
-  -- The state closes with writes still queued (a lua5.4 host whose reader
-  -- is slow; the executable's loop runs until they are written): what is
-  -- left goes out through io, blocking, as stdio's buffer would at exit.
-  if s then
-    o.finalizer = setmetatable({}, { __gc = function()
-      if o.queued == 0 or o.broken or s:closed() then return end
-      local all = table.concat(o.inflight)
-      local left = s:queued()
-      s:close() -- (libuv writes no more of it)
-      if left > 0 then
-        o.file:write(sub(all, #all - left + 1))
-        o.file:flush()
-      end
-    end })
+  -- What is still queued goes out through io, blocking (the stream is
+  -- closed: libuv writes no more of it).
+  function o:drain()
+    if not s or s:closed() then return end
+    local left = s:queued()
+    local all = table.concat(self.inflight)
+    s:close()
+    if left > 0 and not self.broken then
+      self.file:write(sub(all, #all - left + 1))
+      self.file:flush()
+    end
   end
+  -- The state closes with writes still queued (a lua5.4 host whose reader
+  -- is slow; the executable's loop runs until they are written): they go
+  -- as stdio's buffer would at exit.
+  if s then o.finalizer = setmetatable({}, { __gc = function() o:drain() end }) end
   outs[name] = o
   return o
+end
+
+--- Before baton execs itself (baton.reexec): what waits for its stdout and
+-- stderr, taken out of their streams (closed: the next write opens them
+-- again), {stdout = bytes, stderr = bytes}, for the next image to write
+-- first — never a blocking write with a reader that stopped.
+function M._take_out()
+  local out = {}
+  for name, o in pairs(outs) do
+    local s = o.s
+    if s and not s:closed() then
+      local left = s:queued()
+      local all = table.concat(o.inflight)
+      s:close()
+      if left > 0 and not o.broken then out[name] = sub(all, #all - left + 1) end
+    end
+    outs[name] = nil
+  end
+  return out
+end
+
+--- Write what `_take_out` took (in a new image, or after a failed exec).
+function M._put_out(out)
+  for name, data in pairs(out or {}) do
+    if name == "stdout" or name == "stderr" then M.out(name):write(data) end
+  end
 end
 
 -- Functions that write to baton's stdout (a route of the procfile view):
@@ -291,8 +318,10 @@ M.Log = Log
 
 --- A log for `label` with `routes` per stream (`{stdout = routes, stderr =
 -- routes}`, checked by `check`). Returns it, or nil and why (a log file
--- that cannot be opened).
-function M.open(label, routes)
+-- that cannot be opened). `handed`: pipes a previous image of baton held
+-- (a re-exec: `{stdout = {r = fd, w = fd, pending = "…"}, …}`), taken
+-- over instead of new ones, so the processes writing into them go on.
+function M.open(label, routes, handed)
   local log = setmetatable({ label = label, files = {}, by_path = {}, ring = {}, ring_head = 0, lines = 0,
     handler_errors = 0, streams = {}, _raw = {}, _raw_lines = 0, dropped = 0, drop = routes.drop == true,
     routes = routes }, Log)
@@ -313,7 +342,7 @@ function M.open(label, routes)
         if flush then flushes[#flushes + 1] = flush end
         if files and f and not f.timestamps then files[#files + 1] = f else files = nil end
       end
-      local ok, why = log:_pipe(name, fns, flushes, files, file_route, to_out)
+      local ok, why = log:_pipe(name, fns, flushes, files, file_route, to_out, handed and handed[name])
       if not ok then
         log:close()
         return nil, why
@@ -398,17 +427,23 @@ end
 -- One pipe for `stream`: baton holds both ends; the write end goes to each
 -- process as its fd, the read end is read here, line by line. `files`: the
 -- files, when every route is one (the shorter way). `to_out`: a route
--- writes to baton's stdout or stderr (its reading pauses while they are full).
-function Log:_pipe(stream, fns, flushes, files, file_route, to_out)
-  local rfd, wfd = core.pipe(256 * 1024)
-  if not rfd then return nil, wfd end
+-- writes to baton's stdout or stderr (its reading pauses while they are
+-- full). `h`: the pipe a re-exec handed over (its fds, the unfinished line).
+function Log:_pipe(stream, fns, flushes, files, file_route, to_out, h)
+  local rfd, wfd
+  if h then
+    rfd, wfd = h.r, h.w
+  else
+    rfd, wfd = core.pipe(256 * 1024)
+    if not rfd then return nil, wfd end
+  end
   local ud, msg = core.stream_open(rfd)
   if not ud then
     core.close(wfd)
     return nil, msg
   end
-  local s = { ud = ud, wfd = wfd, rfd = rfd, pending = "", read = 0, dues = {}, fns = fns, flushes = flushes,
-    files = files and files[1] and files, file_route = file_route or {} }
+  local s = { ud = ud, wfd = wfd, rfd = rfd, pending = h and h.pending or "", read = 0, dues = {}, fns = fns,
+    flushes = flushes, files = files and files[1] and files, file_route = file_route or {} }
   if s.files then
     s.max_line = math.huge
     for _, f in ipairs(files) do s.max_line = math.min(s.max_line, f.max_line) end
@@ -518,6 +553,28 @@ function Log:_pipe(stream, fns, flushes, files, file_route, to_out)
   end
   ud:read_start(on_data)
   return true
+end
+
+--- What a re-exec hands over (baton.reexec): each stream's pipe (both
+-- ends, `keep` gets their fds) and the unfinished line read from it, the
+-- last lines; the files are flushed first.
+function Log:_handover(keep)
+  local out = { streams = {}, ring = self:tail(), lines = self.lines }
+  for name, s in pairs(self.streams) do
+    if s.wfd and not s.eof then
+      for _, f in ipairs(s.flushes) do f() end
+      local r = s.ud:fileno()
+      out.streams[name] = { r = r, w = s.wfd, pending = s.pending }
+      keep[#keep + 1], keep[#keep + 2] = r, s.wfd
+    end
+  end
+  return out
+end
+
+--- Take back what `_handover` wrote (in the new image): the last lines.
+function Log:_restore(h)
+  for _, line in ipairs(h.ring or {}) do self:_keep(line, "stdout") end
+  self.lines = h.lines or self.lines
 end
 
 --- The fd a process writes `stream` to (the held pipe's write end), or nil

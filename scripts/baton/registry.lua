@@ -42,6 +42,14 @@ function M.find_child(pid)
   return children[pid]
 end
 
+--- The children baton started that still run (tracked or detached), as a
+-- list: what a re-exec hands over.
+function M.live_children()
+  local out = {}
+  for _, p in pairs(children) do if not p.status and not p._exit then out[#out + 1] = p end end
+  return out
+end
+
 --- Forget a job that is done or detached: out of its scope, out of the set
 -- the runner stops.
 function M.forget(job)

@@ -165,6 +165,12 @@ function M.main(fn, ...)
   return ok, a, b
 end
 
+--- Whether the program is stopping because SIGINT, SIGTERM or SIGHUP came
+-- (baton.reexec does not exec then).
+function M.stopping()
+  return caught ~= nil
+end
+
 --- From the loop, when SIGINT, SIGTERM or SIGHUP arrived: cancel the main
 -- task's wait and stop waiting for the rest.
 -- `co`: the coroutine whose busy code the signal stops (it raises the same

@@ -493,6 +493,17 @@ local Instance = {}
 Instance.__index = Instance
 
 local tokens = 0
+local sockets = 0 -- (NOTIFY_SOCKETs made: part of their names)
+
+-- After a re-exec: the counters go on from the previous image's (its
+-- processes' tokens and sockets keep their names), and so does its cgroup.
+do
+  local h = require("baton.reexec").state()
+  if h then
+    tokens, sockets = h.tokens or 0, h.sockets or 0
+    if h.cgroup and h.cgroup.base then cg.checked, cg.base, cg.self = true, h.cgroup.base, h.cgroup.self end
+  end
+end
 
 local function new_instance(svc, index)
   tokens = tokens + 1
@@ -1166,6 +1177,115 @@ function Instance:_drop_cgroup()
   if self.cgroup and not self.proc and core.cgroup_remove(self.cgroup) then self.cgroup = nil end
 end
 
+-- ---- re-exec: taking over what a previous image of baton ran -------------------------------
+
+-- The log of a process handed over (record `h`): its pipes, routed the way
+-- the declaration says now; a stream it writes that the declaration no
+-- longer routes goes to baton's own stdout or stderr, as without `log`.
+local function handed_log(label, d, h)
+  local routes, own = {}, true
+  for k, v in pairs(d.log or {}) do routes[k] = v end
+  for name in pairs(h.streams) do
+    if not routes[name] then
+      routes[name], own = { "raw" }, false
+    end
+  end
+  local log, msg = require("baton.logs").open(label, own and d.log or routes, h.streams)
+  if not log then -- (a log file that cannot be opened: the lines go to baton's own output)
+    io.stderr:write("baton: re-exec: ", label, ": ", tostring(msg), "\n")
+    log = require("baton.logs").open(label, { stdout = { "raw" }, stderr = { "raw" } }, h.streams)
+  end
+  log:_restore(h)
+  return log
+end
+
+-- Take the instance's record `r` from the previous image: its tokens,
+-- counters, cgroup, log and process (watched from now on). Returns the
+-- process, or nil when it had none (or it is gone).
+function Instance:_restore(r)
+  local svc = self.service
+  self.token, self.spawns, self.run_token = r.token or self.token, r.spawns, r.run_token
+  self.cgroup, self.generation = r.cgroup, r.generation or svc.generation
+  self.since, self.restarts, self.failures = r.since or self.since, r.restarts or 0, r.failures or 0
+  self.last_error, self._leftovers, self.status_text = r.last_error, r.leftovers, r.status_text
+  if r.last_status then self.last_status = setmetatable(r.last_status, require("baton.job").Status) end
+  if r.log then
+    svc.logs = svc.logs or {}
+    self.log = handed_log(svc.name .. "." .. self.index, self:_decl(), r.log)
+    svc.logs[self.index] = self.log
+  end
+  if r.notify then svc.sv:_take_notifier(r.notify) end
+  if not r.pid then return nil end
+  local p = process.adopt(r.pid)
+  if not p then return nil end
+  self.proc, self.pid, self.pgid = p, r.pid, r.pgid
+  self.ready_since, self.watchdog, self.main_pid = r.ready_since, r.watchdog, r.main_pid
+  return p
+end
+
+-- Adopt record `r` instead of spawning: the process the previous image
+-- started goes on as this instance's, in the state it was in (a running one
+-- is running; a starting one has its readiness checked again, with a new
+-- deadline; one waiting for a restart waits what was left of its delay).
+function Instance:_adopt(r)
+  local svc = self.service
+  local p = self:_restore(r)
+  if svc.generation < self.generation then svc.generation = self.generation end
+  if not p then
+    if r.pid then -- (gone, and reaped, meanwhile: an exit whose status is lost)
+      self.pid, self.last_error = r.pid, "exited during the re-exec"
+      return self:_exited(nil)
+    end
+    if r.state == "backoff" and r.next_retry then
+      local delay = math.max(0, r.next_retry - now())
+      self.next_retry = r.next_retry -- (the same moment: the clock is the same, CLOCK_MONOTONIC)
+      self._retry = timer(delay, function()
+        self._retry:close()
+        self._retry = nil
+        self.next_retry = nil
+        self.restarts = self.restarts + 1
+        svc.sv:_advance(svc, self)
+      end)
+      return self:_set("backoff")
+    end
+    if r.state == "failed" or r.state == "exited" then -- (done: not started again by this start)
+      self._settled = true
+      return self:_set(r.state)
+    end
+    return -- (stopped or waiting: started as usual)
+  end
+  if r.state == "running" then
+    self:_set("running", { event = "adopted" })
+    self:_arm_watchdog()
+    self:_start_health(p)
+    self:_watch(p)
+    svc.sv:_advance_dependents(svc)
+  else
+    self:_set("starting", { event = "adopted" })
+    self:_check_ready(p)
+    self:_watch(p)
+  end
+end
+
+-- What the next image needs of this instance (fds added to `keep`).
+function Instance:_handover(keep)
+  local st = self.last_status
+  local r = { index = self.index, state = self.state, token = self.token, spawns = self.spawns,
+    run_token = self.run_token, cgroup = self.cgroup, generation = self.generation, since = self.since,
+    restarts = self.restarts, failures = self.failures, last_error = self.last_error, leftovers = self._leftovers,
+    status_text = self.status_text, next_retry = self.next_retry,
+    last_status = st and { ok = st.ok, code = st.code, signal = st.signal, signame = st.signame, core = st.core,
+      known = st.known } }
+  if self.proc then
+    r.pid, r.pgid, r.ready_since, r.watchdog, r.main_pid = self.pid, self.pgid, self.ready_since, self.watchdog,
+      self.main_pid
+    if self.log and not self.log.closed then r.log = self.log:_handover(keep) end
+    local n = self.service.sv._notifier
+    if n then r.notify = n.path end
+  end
+  return r
+end
+
 M._new_instance = function(...) return new_instance(...) end
 
 -- ---- services ---------------------------------------------------------------------------
@@ -1324,6 +1444,37 @@ function Service:_resize()
   for i = #self.instances + 1, n do self.instances[i] = new_instance(self, i) end
 end
 
+-- After a re-exec: the previous image's record of this service, taken once
+-- (its listeners and fd store are the service's from now on, its
+-- generation goes on); false when there is none.
+function Service:_take_handover()
+  if self._handed ~= nil then return self._handed end
+  local state = require("baton.reexec").state()
+  local h = state and state.services and state.services[self.name]
+  if not h or h.taken then
+    self._handed = false
+    return false
+  end
+  h.taken = true
+  self._handed = h
+  self.listeners = self.listeners or {}
+  for key, l in pairs(h.listeners or {}) do
+    if self.listeners[key] then
+      core.close(l.fd)
+    else
+      self.listeners[key] = { name = l.name, fd = l.fd, info = l.info, address = l.address }
+    end
+  end
+  h.listeners = {}
+  if h.fdstore and #h.fdstore > 0 then
+    self.fdstore = self.fdstore or {}
+    for _, e in ipairs(h.fdstore) do self.fdstore[#self.fdstore + 1] = e end
+  end
+  h.fdstore = {}
+  if self.generation < (h.generation or 0) then self.generation = h.generation end
+  return h
+end
+
 -- ---- the supervisor ------------------------------------------------------------------------
 
 local Supervisor = { __name = "baton.supervisor" }
@@ -1430,8 +1581,6 @@ end
 
 -- ---- sd_notify ---------------------------------------------------------------------------
 
-local sockets = 0
-
 --- The NOTIFY_SOCKET of the supervisor's services (an abstract unix
 -- socket), opened on first use; nil and why when it cannot be.
 function Supervisor:_notify_socket()
@@ -1443,6 +1592,21 @@ function Supervisor:_notify_socket()
   l:ref(false) -- (the services keep the program running, not their socket)
   self._notifier = l
   return path
+end
+
+-- After a re-exec: the socket the adopted processes were told about (their
+-- NOTIFY_SOCKET), handed over still bound — nothing sent during the exec
+-- is lost. Only when this supervisor has none yet.
+function Supervisor:_take_notifier(path)
+  if self._notifier then return end
+  local state = require("baton.reexec").state()
+  local fd = state and state.notify and state.notify[path]
+  if not fd then return end
+  state.notify[path] = nil
+  local l = core.notify_listen(path, function(pid, text, fds) return self:_on_notify(pid, text, fds) end, fd)
+  if not l then return end
+  l:ref(false)
+  self._notifier = l
 end
 
 -- Whether process `pid` belongs to the tree of instance `i`: it is its
@@ -1526,15 +1690,17 @@ end
 
 --- Call `fn(event)` for each event of `kind` ("spawned", "ready", "exited",
 -- "restarting", "failed", "stopped", or "*" for all), in a task of its
--- own ("mainpid": a server that started its own successor, followed). An
+-- own ("mainpid": a server that started its own successor, followed;
+-- "adopted": an instance taken over from the previous image after a
+-- re-exec, see baton.reexec). An
 -- event: `event`, `service`, `replica`, `generation`, `pid`,
 -- `time`, and `status` (exited, restarting, failed), `delay`
 -- (restarting), `error` (why a start failed). Returns a function that
 -- removes the handler.
 local EVENTS = { spawned = true, ready = true, exited = true, restarting = true, failed = true, stopped = true,
-  mainpid = true,
+  mainpid = true, adopted = true,
   ["*"] = true }
-local EVENT_LIST = "spawned, ready, exited, restarting, failed, stopped, mainpid or *"
+local EVENT_LIST = "spawned, ready, exited, restarting, failed, stopped, mainpid, adopted or *"
 
 local function check_event(fname, kind)
   if type(kind) ~= "string" then argerror(fname, 1, "event name expected, got " .. type(kind)) end
@@ -1687,9 +1853,19 @@ end
 -- Bring `svc` (or only `only`, one of its instances) towards running.
 function Supervisor:_advance(svc, only)
   if svc.want ~= "up" then return end
+  -- (after a re-exec: what runs already is adopted, whatever its needs)
+  local h = svc:_take_handover()
+  for _, i in ipairs(svc.instances) do
+    local r = h and h.instances[i.index]
+    if r and not r.claimed and (only == nil or i == only) and not i.proc and i.want == "up" then
+      r.claimed = true
+      i._again = nil
+      i:_adopt(r)
+    end
+  end
   local ready = self:_needs_ready(svc)
   for _, i in ipairs(svc.instances) do
-    if (only == nil or i == only) and not i.proc and i.want == "up" and not i._retry
+    if (only == nil or i == only) and not i.proc and i.want == "up" and not i._retry and not i._settled
       and (i.state ~= "failed" or only or i._again) then
       i._again = nil
       if ready then i:_spawn() elseif i.state ~= "waiting" then i:_set("waiting") end
@@ -1746,7 +1922,15 @@ function Supervisor:start(...)
     if not t.done then t:wait() end
   end
   local seen = {}
-  for _, svc in ipairs(targets) do self:_want_up(svc, seen) end
+  for _, svc in ipairs(targets) do
+    -- (what a re-exec handed over as done — exited, failed — stays done
+    -- through a start of everything, the new script's `start` or `run`;
+    -- a start that names the service runs it again)
+    if select("#", ...) > 0 then
+      for _, i in ipairs(svc.instances) do i._settled = nil end
+    end
+    self:_want_up(svc, seen)
+  end
   register()
   for svc in pairs(seen) do self:_advance(svc) end
   for _, svc in ipairs(targets) do
@@ -2258,6 +2442,140 @@ function register()
     end
     cgroup_release()
   end)
+end
+
+-- ---- re-exec: what this image hands over (baton.reexec) -------------------------------------
+
+-- Why a re-exec cannot be done now (nil, msg), or true.
+function M._reexec_check()
+  local names = {}
+  for sv in pairs(supervisors) do
+    if sv._stopping or (sv._stops and next(sv._stops)) then return nil, "a supervisor is stopping its services" end
+    for name, svc in pairs(sv.services) do
+      if names[name] then
+        return nil, fmt("two supervisors have a service '%s' (a re-exec matches services by name)", name)
+      end
+      names[name] = true
+      if svc._upgrading and not svc._upgrading.done then
+        return nil, fmt("an upgrade or reload of service '%s' is under way", name)
+      end
+      if svc.extra and next(svc.extra) then
+        return nil, fmt("an older generation of service '%s' is still draining", name)
+      end
+      for _, i in ipairs(svc.instances) do
+        if i.state == "stopping" then return nil, fmt("service '%s' is stopping", name) end
+        if i.state == "starting" and i:_decl().ready.kind == "fd" then
+          return nil, fmt("service '%s' is starting (ready = {fd = …} cannot be handed over): try again once it is "
+            .. "ready", name)
+        end
+      end
+    end
+  end
+  return true
+end
+
+-- The pids of the services' processes.
+function M._reexec_pids()
+  local out = {}
+  for sv in pairs(supervisors) do
+    for _, svc in pairs(sv.services) do
+      for _, i in ipairs(svc.instances) do if i.proc then out[i.pid] = true end end
+    end
+  end
+  return out
+end
+
+-- Write what runs into `state`; the fds to keep open across the exec go
+-- to `keep`.
+function M._reexec_collect(state, keep)
+  state.tokens, state.sockets = tokens, sockets
+  state.cgroup = cg.base and { base = cg.base, self = cg.self } or nil
+  state.services, state.notify = {}, {}
+  state.manager_ready = manager.readied or false
+  for sv in pairs(supervisors) do
+    if sv._notifier then
+      local fd = sv._notifier.fd
+      if fd and fd >= 0 then
+        state.notify[sv._notifier.path] = fd
+        keep[#keep + 1] = fd
+      end
+    end
+    for name, svc in pairs(sv.services) do
+      local h = { generation = svc.generation, stop_signal = svc.decl.stop_signal, stop_timeout = svc.decl.stop_timeout,
+        listeners = {}, fdstore = {}, instances = {} }
+      for key, l in pairs(svc.listeners or {}) do
+        if not l.inherited then -- (a socket baton's manager gave it stays open across the exec by itself)
+          h.listeners[key] = { name = l.name, fd = l.fd, address = l.address, info = l.info }
+          keep[#keep + 1] = l.fd
+        end
+      end
+      for _, e in ipairs(svc.fdstore or {}) do
+        h.fdstore[#h.fdstore + 1] = { name = e.name, fd = e.fd }
+        keep[#keep + 1] = e.fd
+      end
+      if svc.want == "up" then
+        for _, i in ipairs(svc.instances) do h.instances[i.index] = i:_handover(keep) end
+      end
+      state.services[name] = h
+    end
+  end
+end
+
+-- After the re-exec: stop what no service claimed (a service no longer
+-- declared, or not started by the time the main task first waited; extra
+-- replicas), close what only it used. Each stop as the previous
+-- declaration said: its stop signal, its stop timeout, KILL.
+function M._reexec_sweep(state)
+  local quiet = { _emit = function() end, _changed = function() end, _advance_dependents = function() end,
+    _take_notifier = function() end }
+  for name, h in pairs(state.services or {}) do
+    for idx, r in pairs(h.instances or {}) do
+      if not r.claimed then
+        r.claimed = true
+        local decl = { stop_signal = h.stop_signal or 15, stop_timeout = h.stop_timeout or 10,
+          ready = { kind = "spawned" }, backoff = BACKOFF, cgroup = true, limits = {} }
+        local svc = setmetatable({ name = name, sv = quiet, instances = {}, logs = {}, want = "down",
+          generation = h.generation or 0, decl = decl }, Service)
+        local i = new_instance(svc, idx)
+        svc.instances[1] = i
+        local routes = r.log and {} or nil
+        if r.log then
+          for stream in pairs(r.log.streams) do routes[stream] = { "raw" } end
+          svc.decl.log = routes
+        end
+        local p = i:_restore(r)
+        if p then
+          io.stderr:write(fmt("baton: re-exec: %s.%d (pid %d) was not claimed by the script: stopping it\n", name,
+            idx, r.pid))
+          i.state, i.want = "running", "down"
+          i:_watch(p)
+        end
+        task.go_internal(function() i:_stop() end)
+      end
+    end
+    if not h.taken then
+      h.taken = true
+      for _, l in pairs(h.listeners or {}) do
+        core.close(l.fd)
+        if l.info and l.info.path then core.unlink_socket(l.info.path) end
+      end
+      for _, e in ipairs(h.fdstore or {}) do core.close(e.fd) end
+    end
+  end
+  for _, fd in pairs(state.notify or {}) do core.close(fd) end
+  state.notify = {}
+  -- The new image runs what the previous one did: its manager hears READY=1.
+  -- (unless a start of the new image said it already)
+  if state.manager_ready and not manager.readied then manager.ready() end
+end
+
+-- Tell baton's manager a re-exec begins ("reloading") or failed ("ready").
+function M._reexec_manager(what)
+  if what == "reloading" then
+    manager.send(fmt("RELOADING=1\nMONOTONIC_USEC=%d", math.floor(now() * 1e6)))
+  else
+    manager.send("READY=1")
+  end
 end
 
 return M

@@ -289,6 +289,73 @@ while true do sv:next("*") end
     assert.is_truthy(err:find(("talk.2 (pid %d) was not claimed"):format(two), 1, true), err)
   end)
 
+  it("leaves nothing it was handed running when the new script fails or exits, before or after adopting", function()
+    -- The new image's script raises before its first wait, calls os.exit
+    -- before it, or adopts and then calls os.exit: in each case what the
+    -- first image ran is stopped (as without a re-exec), not orphaned.
+    for k, ending in ipairs { 'error("v2 fails")', "os.exit(3)", "assert(sv:start()) os.exit(4)" } do
+      local path, flag = H.tmpname(), H.tmpname()
+      os.remove(flag)
+      write(path, ([[
+local sv = baton.supervisor { a = { "sleep", "1000.%s6%d" } }
+sv:on("*", function(e) io.stdout:write("event ", e.event, " ", tostring(e.pid), "\n") io.stdout:flush() end)
+baton.on_signal("USR1", function() baton.reexec() end)
+if io.open(%q) then %s end
+assert(sv:start())
+io.stdout:write("started\n") io.stdout:flush()
+sv:run()
+]]):format(N, k, flag, ending))
+      local b = assert(baton.spawn { BATON, path, stdout = "pipe", stderr = "pipe" })
+      local expect, _, reader = follow(b)
+      finally(function()
+        if not b:poll() then
+          b:signal("TERM")
+          b:wait(20)
+        end
+        b:close()
+        reader:wait()
+        os.remove(path)
+        os.remove(flag)
+      end)
+      local pid = tonumber(expect("^event spawned (%d+)"))
+      expect("^started")
+      write(flag, "")
+      b:signal("USR1")
+      assert.is_truthy(b:wait(20), ending .. ": baton did not exit")
+      local gone = H.gone_within(pid, 5)
+      if not gone then baton.core.kill(pid, baton.signals.KILL) end -- (an orphan: not the spec's child)
+      assert.is_true(gone, ending .. ": the handed-over process still runs")
+    end
+  end)
+
+  it("ignores a BATON_REEXEC state that is not its own: no crash, no process of it signalled", function()
+    -- A fresh baton started with BATON_REEXEC set by hand, naming a file
+    -- (another process's pid in it, or nonsense): it says so and runs as usual.
+    local victim = assert(baton.spawn { "sleep", "1000." .. N .. "7" })
+    local state = H.tmpname()
+    finally(function()
+      victim:kill()
+      victim:wait()
+      os.remove(state)
+    end)
+    local cases = {
+      ("{version=1,pid=%d,services={ghost={stop_signal=15,stop_timeout=1,instances={[1]={index=1,state='running',"
+        .. "pid=%d,pgid=%d,run_token='x'}}}}}"):format(victim.pid, victim.pid, victim.pid),
+      "{services=5}", "{services={a={instances={{pid='x'}}}}}", "{services={a={listeners={{fd='x'}}}}}",
+      "{notify={a='b'}}", "{out=5}", "{tokens='x'}", "{bare={0}}", "{services={",
+    }
+    for _, text in ipairs(cases) do
+      write(state, text)
+      local r = baton.run { "sh", "-c", 'exec "$0" -e "$1" 3<"$2"', BATON,
+        'local sv = baton.supervisor { a = { "true" } } print("ran", require("baton.reexec").pending())', state,
+        env = { BATON_REEXEC = "3" }, capture = true, check = false }
+      assert.are.equal(0, r.code, text .. "\n" .. r.stderr)
+      assert.are.equal("ran\tfalse\n", r.stdout, text .. "\n" .. r.stderr)
+      assert.is_truthy(r.stderr:find("baton: re-exec: the state handed over cannot be", 1, true), text .. "\n" .. r.stderr)
+      assert.is_nil(victim:poll(), text .. ": the process named was signalled")
+    end
+  end)
+
   it("replaces baton in place: same pids, same socket, same pipes; exits seen and restarted by the new image", function()
     local dir = H.tmpname()
     os.remove(dir)

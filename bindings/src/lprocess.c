@@ -400,6 +400,28 @@ static int l_proc_ref(lua_State *L) {
   return 0;
 }
 
+/* p:own() -> boolean: an adopted process that is a child the previous image
+ * of this program handed over (claimed: reexec.c) becomes ours as if spawned
+ * here — anchored until reaped, and KILLed with the group it leads if the
+ * Lua state closes while it runs (os.exit), as the first image would have.
+ * false (nothing changes) for any other adopted process. */
+static int l_proc_own(lua_State *L) {
+  lb_process *lp = lb_check(L, 1, LB_PROCESS);
+  if (!lp->adopted) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (!lp->p.owned_ || !lp->h.open || lp->p.exited) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lp->adopted = 0;
+  lp->unref = 0; /* (killed at a close even before a task waits for it) */
+  lb_handle_anchor(L, &lp->h, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* p:release(): stop watching; the process itself is left alone. */
 static int l_proc_release(lua_State *L) {
   lb_process *lp = lb_check(L, 1, LB_PROCESS);
@@ -436,7 +458,8 @@ void lb_open_process(lua_State *L) {
   static const luaL_Reg methods[] = {{"pid", l_proc_pid},         {"path", l_proc_path},
                                      {"kill", l_proc_kill},       {"rusage", l_proc_rusage},
                                      {"on_exit", l_proc_on_exit}, {"ref", l_proc_ref},
-                                     {"release", l_proc_release}, {NULL, NULL}};
+                                     {"release", l_proc_release}, {"own", l_proc_own},
+                                     {NULL, NULL}};
   lb_newmetatable(L, LB_PROCESS, methods, lb_handle_release, lb_handle_tostring);
   static const luaL_Reg funcs[] = {{"spawn", l_spawn},
                                    {"exec", l_exec},

@@ -65,7 +65,8 @@ local function undump(s)
   local fn, msg = load("return " .. s, "=(baton re-exec state)", "t", { math = { huge = math.huge } })
   if not fn then return nil, msg end
   local ok, v = pcall(fn)
-  if not ok or type(v) ~= "table" then return nil, tostring(v) end
+  if not ok then return nil, tostring(v) end
+  if type(v) ~= "table" then return nil, "a " .. type(v) .. ", not a table" end
   return v
 end
 
@@ -172,12 +173,60 @@ local function walk(state, fd, pid)
   for _, p in ipairs(state.bare or {}) do pid(p) end
 end
 
+-- Whether `state` is one this very process wrote before its exec (its pid
+-- is ours: execve keeps it) and names fds and pids as such: nil, why
+-- otherwise (a BATON_REEXEC set by hand, a state cut short), and then
+-- nothing it names is touched.
+local function check(state)
+  if state.pid ~= core.getpid() then
+    return nil, fmt("it was written by another process (pid %s), not by this one before its exec", tostring(state.pid))
+  end
+  local function bad(what) error(what, 0) end
+  local function int(v, what, min)
+    if math.type(v) ~= "integer" or v < min then bad(fmt("%s is not one (%s)", what, tostring(v))) end
+  end
+  local function tbl(v, what) if v ~= nil and type(v) ~= "table" then bad(what .. " is not a table") end end
+  local ok, msg = pcall(function()
+    for _, k in ipairs { "services", "notify", "bare", "out", "cgroup" } do tbl(state[k], k) end
+    for _, k in ipairs { "tokens", "sockets" } do if state[k] ~= nil then int(state[k], k, 0) end end
+    if state.cgroup and (type(state.cgroup.base) ~= "string" or type(state.cgroup.self) ~= "string") then
+      bad("cgroup is not a pair of paths")
+    end
+    for name, s in pairs(state.services or {}) do
+      if type(name) ~= "string" or type(s) ~= "table" then bad("a service is not one") end
+      for _, k in ipairs { "listeners", "fdstore", "instances" } do tbl(s[k], "service " .. name .. "'s " .. k) end
+      for _, r in pairs(s.instances or {}) do
+        tbl(r, "an instance of " .. name)
+        for _, k in ipairs { "index", "generation", "restarts", "failures", "since", "next_retry", "ready_since", "pgid",
+          "main_pid" } do
+          if r[k] ~= nil and type(r[k]) ~= "number" then bad(fmt("%s of an instance of %s is not a number", k, name)) end
+        end
+        tbl(r.log, "a log of " .. name)
+        if r.log then tbl(r.log.streams, "a log of " .. name) end
+        for _, st in pairs(r.log and r.log.streams or {}) do tbl(st, "a log pipe of " .. name) end
+      end
+    end
+    walk(state, function(fd) int(fd, "an fd", 3) end, function(pid) int(pid, "a pid", 1) end)
+  end)
+  if not ok then return nil, msg end
+  return true
+end
+
+-- Whether process `pid` is a child of this one (what the previous image
+-- ran is: execve keeps the children; a pid that is not names a process
+-- that ended, and a pid reused since).
+local function mine(pid)
+  local st = core.proc_stat(pid)
+  return st ~= nil and st.ppid == core.getpid()
+end
+
 -- Stop what nobody claimed; watch the bare children; tell the manager.
+-- Returns the tasks of the stops.
 local function sweep()
-  if swept or not handed then return end
+  if swept or not handed then return {} end
   swept = true
   local state = handed
-  require("baton.service")._reexec_sweep(state)
+  local stops = require("baton.service")._reexec_sweep(state)
   for _, pid in ipairs(state.bare or {}) do
     local p = require("baton.process").adopt(pid) -- (the handle owns it: the claim is its)
     if not p then core.reexec_unclaim(pid) end -- (gone: the orphan reaper's, if any)
@@ -190,6 +239,7 @@ local function sweep()
     end
   end
   handed = nil
+  return stops or {}
 end
 
 --- In the new image, when `baton` is loaded by the executable: take the
@@ -201,13 +251,26 @@ function M._take()
   if not fd then return end
   local data, msg = core.read_fd(fd)
   core.close(fd)
-  local state
+  local state, verb = nil, "read"
   if data then state, msg = undump(data) end
+  if state then
+    local ok, why = check(state)
+    if not ok then state, msg, verb = nil, why, "used" end
+  end
   if not state then
-    io.stderr:write("baton: re-exec: the state handed over cannot be read: ", tostring(msg), "\n")
+    io.stderr:write(fmt("baton: re-exec: the state handed over cannot be %s: %s\n", verb, tostring(msg):sub(1, 200)))
     core.reexec_resume()
     return
   end
+  -- (a pid that is no child of ours any more: ended meanwhile, nothing to adopt)
+  for _, s in pairs(state.services or {}) do
+    for _, r in pairs(s.instances or {}) do
+      if r.pid and not mine(r.pid) then r.pid = nil end
+    end
+  end
+  local kids = {}
+  for _, pid in ipairs(state.bare or {}) do if mine(pid) then kids[#kids + 1] = pid end end
+  state.bare = kids
   walk(state, function(n) core.cloexec(n, true) end, function(pid) core.reexec_claim(pid) end)
   handed = state
   if state.out and next(state.out) then require("baton.logs")._put_out(state.out) end
@@ -216,6 +279,24 @@ function M._take()
     -- (after the main task first waited or ended: it declared its services)
     task.go_internal(sweep)
   end)
+  -- The script fails (or ends) before its first wait: what it was handed
+  -- is stopped as it would be after that wait, before baton exits.
+  require("baton.runner").on_shutdown(function()
+    for _, t in ipairs(sweep()) do pcall(t.wait, t) end
+  end)
+  -- os.exit before then (no shutdown hooks): KILLed when the state closes,
+  -- as the processes the first image started would have been.
+  M._guard = setmetatable({}, { __gc = function()
+    if swept or handed ~= state then return end
+    for _, s in pairs(state.services or {}) do
+      for _, r in pairs(s.instances or {}) do
+        if r.pid and not r.claimed then
+          if r.pgid == r.pid then core.killpg(r.pgid, 9) end
+          core.kill(r.pid, 9)
+        end
+      end
+    end
+  end })
 end
 
 -- ---- re-exec ----------------------------------------------------------------------------

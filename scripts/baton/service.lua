@@ -1218,6 +1218,7 @@ function Instance:_restore(r)
   if not r.pid then return nil end
   local p = process.adopt(r.pid)
   if not p then return nil end
+  p._ud:own() -- (the previous image's child: killed if the program ends at once, os.exit, as one spawned here)
   self.proc, self.pid, self.pgid = p, r.pid, r.pgid
   self.ready_since, self.watchdog, self.main_pid = r.ready_since, r.watchdog, r.main_pid
   return p
@@ -2524,8 +2525,10 @@ end
 -- After the re-exec: stop what no service claimed (a service no longer
 -- declared, or not started by the time the main task first waited; extra
 -- replicas), close what only it used. Each stop as the previous
--- declaration said: its stop signal, its stop timeout, KILL.
+-- declaration said: its stop signal, its stop timeout, KILL. Returns the
+-- tasks of the stops.
 function M._reexec_sweep(state)
+  local stops = {}
   local quiet = { _emit = function() end, _changed = function() end, _advance_dependents = function() end,
     _take_notifier = function() end }
   for name, h in pairs(state.services or {}) do
@@ -2550,7 +2553,7 @@ function M._reexec_sweep(state)
           i.state, i.want = "running", "down"
           i:_watch(p)
         end
-        task.go_internal(function() i:_stop() end)
+        stops[#stops + 1] = task.go_internal(function() i:_stop() end)
       end
     end
     if not h.taken then
@@ -2567,6 +2570,7 @@ function M._reexec_sweep(state)
   -- The new image runs what the previous one did: its manager hears READY=1.
   -- (unless a start of the new image said it already)
   if state.manager_ready and not manager.readied then manager.ready() end
+  return stops
 end
 
 -- Tell baton's manager a re-exec begins ("reloading") or failed ("ready").

@@ -455,11 +455,10 @@ static int l_proc_on_exit(lua_State *L) {
 }
 
 void lb_open_process(lua_State *L) {
-  static const luaL_Reg methods[] = {{"pid", l_proc_pid},         {"path", l_proc_path},
-                                     {"kill", l_proc_kill},       {"rusage", l_proc_rusage},
-                                     {"on_exit", l_proc_on_exit}, {"ref", l_proc_ref},
-                                     {"release", l_proc_release}, {"own", l_proc_own},
-                                     {NULL, NULL}};
+  static const luaL_Reg methods[] = {
+      {"pid", l_proc_pid},         {"path", l_proc_path},       {"kill", l_proc_kill},
+      {"rusage", l_proc_rusage},   {"on_exit", l_proc_on_exit}, {"ref", l_proc_ref},
+      {"release", l_proc_release}, {"own", l_proc_own},         {NULL, NULL}};
   lb_newmetatable(L, LB_PROCESS, methods, lb_handle_release, lb_handle_tostring);
   static const luaL_Reg funcs[] = {{"spawn", l_spawn},
                                    {"exec", l_exec},

@@ -197,9 +197,11 @@ local function check(state)
       for _, k in ipairs { "listeners", "fdstore", "instances" } do tbl(s[k], "service " .. name .. "'s " .. k) end
       for _, r in pairs(s.instances or {}) do
         tbl(r, "an instance of " .. name)
-        for _, k in ipairs { "index", "generation", "restarts", "failures", "since", "next_retry", "ready_since", "pgid",
-          "main_pid" } do
-          if r[k] ~= nil and type(r[k]) ~= "number" then bad(fmt("%s of an instance of %s is not a number", k, name)) end
+        for _, k in ipairs { "index", "generation", "restarts", "failures", "since", "next_retry", "ready_since",
+          "pgid", "main_pid" } do
+          if r[k] ~= nil and type(r[k]) ~= "number" then
+            bad(fmt("%s of an instance of %s is not a number", k, name))
+          end
         end
         tbl(r.log, "a log of " .. name)
         if r.log then tbl(r.log.streams, "a log of " .. name) end
@@ -340,6 +342,15 @@ end
 -- The exec itself, once the checks passed: the state written down, the
 -- manager told, execve. Returns only on failure: nil, msg, code.
 local function exec(path, argv, force)
+  -- The program must be a baton: anything else would leave every service
+  -- orphaned (a shell script put at the binary's path, say). Asked as a
+  -- person would: `-v` says "baton X.Y.Z …" (a wrapper that execs baton too).
+  local v = require("baton").run { path, "-v", capture = true, check = false, timeout = 10, stdin = "null",
+    env = { BATON_REEXEC = false } }
+  if not (v.ok and v.stdout:match("^baton %d")) then
+    return errors.fail("EINVAL", "reexec: %s is not baton (its -v said %q; nothing changed)", path,
+      (v.stdout .. v.stderr):sub(1, 200))
+  end
   local pids, code, why = busy(force)
   if not pids then return errors.fail(code, "%s", why) end
   local service = package.loaded["baton.service"]

@@ -377,6 +377,17 @@ describe("the baton executable", function()
     assert.matches("then, while unwinding: %(error object is a table value%)", r.stderr)
   end)
 
+  it("os.exit from a signal watcher's function (or a task it starts) exits at once, KILLing what runs", function()
+    for i, call in ipairs { "os.exit(3)", "baton.go(function() os.exit(3) end)" } do
+      local r = exe({ "-e", ("baton.on_signal('USR1', function() %s end); local p = baton.spawn{'sleep', '1000.%d%d'}; "
+        .. "print(p.pid); io.stdout:flush(); baton.core.kill(baton.core.getpid(), baton.signals.USR1); p:wait()")
+        :format(call, baton.core.getpid(), i) }, { timeout = H.PATIENCE })
+      assert.is_false(r.timed_out, "os.exit in a callback did not end baton (it spun)")
+      assert.are.equal(3, r.code, r.stderr)
+      assert.is_true(H.gone_within(tonumber(r.stdout:match("^(%d+)\n"))))
+    end
+  end)
+
   it("runs with stdout closed", function()
     local r = sh('"$1" -e "baton.run{\'true\'}; io.stderr:write(\'fine\')" >&-')
     assert.are.equal(0, r.code)

@@ -156,6 +156,9 @@ function M._take_out()
   return out
 end
 
+-- Baton's stdout and stderr writers opened so far, by name.
+function M._outs() return outs end
+
 --- Write what `_take_out` took (in a new image, or after a failed exec).
 function M._put_out(out)
   for name, data in pairs(out or {}) do

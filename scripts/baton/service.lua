@@ -1083,15 +1083,21 @@ function Instance:_exited(st)
       error = fmt("gave up after %d restarts", d.give_up) })
   end
   local delay = delay_for(d.backoff, self.failures)
-  self.next_retry = now() + delay
-  self._retry = timer(delay, function()
+  self:_retry_at(svc, now() + delay)
+  self:_set("backoff", { event = "restarting", delay = delay, status = st, error = failure })
+end
+
+-- Restart at `at` (now() seconds: a backoff's end), as one more restart of
+-- service `svc`.
+function Instance:_retry_at(svc, at)
+  self.next_retry = at
+  self._retry = timer(math.max(0, at - now()), function()
     self._retry:close()
     self._retry = nil
     self.next_retry = nil
     self.restarts = self.restarts + 1
     svc.sv:_advance(svc, self)
   end)
-  self:_set("backoff", { event = "restarting", delay = delay, status = st, error = failure })
 end
 
 -- Stop the process tree: the stop signal to its group, KILL after the
@@ -1238,15 +1244,7 @@ function Instance:_adopt(r)
       return self:_exited(nil)
     end
     if r.state == "backoff" and r.next_retry then
-      local delay = math.max(0, r.next_retry - now())
-      self.next_retry = r.next_retry -- (the same moment: the clock is the same, CLOCK_MONOTONIC)
-      self._retry = timer(delay, function()
-        self._retry:close()
-        self._retry = nil
-        self.next_retry = nil
-        self.restarts = self.restarts + 1
-        svc.sv:_advance(svc, self)
-      end)
+      self:_retry_at(svc, r.next_retry) -- (the same moment: the clock is the same, CLOCK_MONOTONIC)
       return self:_set("backoff")
     end
     if r.state == "failed" or r.state == "exited" then -- (done: not started again by this start)

@@ -103,6 +103,31 @@ local function follow(b)
   return expect, lines, reader
 end
 
+-- Stop baton `b` if it still runs (TERM: it stops its services), and let
+-- go of it and of the task reading it.
+local function stop_baton(b, reader)
+  if not b:poll() then
+    b:signal("TERM")
+    b:wait(20)
+  end
+  b:close()
+  if reader then reader:wait() end
+end
+
+-- Run baton on the script at `path`, following its stdout (see `follow`);
+-- at the test's end it is stopped and `path` and the other files named
+-- are removed. Returns baton, `expect`, the lines read.
+local function start(path, ...)
+  local b = assert(baton.spawn { BATON, path, stdout = "pipe", stderr = "pipe" })
+  local expect, seen, reader = follow(b)
+  local files = { path, ... }
+  finally(function()
+    stop_baton(b, reader)
+    for _, f in ipairs(files) do os.remove(f) end
+  end)
+  return b, expect, seen
+end
+
 describe("baton.reexec", function()
   H.guard()
 
@@ -182,17 +207,7 @@ assert(sv:start())
 say("started")
 while true do sv:next("*") end -- (not sv:run(): its start would run `once` again)
 ]]):format(N))
-    local b = assert(baton.spawn { BATON, path, stdout = "pipe", stderr = "pipe" })
-    local expect, seen, reader = follow(b)
-    finally(function()
-      if not b:poll() then
-        b:signal("TERM")
-        b:wait(20)
-      end
-      b:close()
-      reader:wait()
-      os.remove(path)
-    end)
+    local b, expect, seen = start(path)
     local job = tonumber(expect("^job (%d+)"))
     assert.are.equal("parked", expect("^st%-line (.*)"))
     local st = tonumber(expect("^event ready st (%d+)"))
@@ -254,19 +269,8 @@ while true do sv:next("*") end
 ]]):format(v, N, logs))
     end
     version(1)
-    local b = assert(baton.spawn { BATON, path, stdout = "pipe", stderr = "pipe" })
-    local expect, _, reader = follow(b)
     local file = logs:gsub("%%s", "talk.1")
-    finally(function()
-      if not b:poll() then
-        b:signal("TERM")
-        b:wait(20)
-      end
-      b:close()
-      reader:wait()
-      os.remove(path)
-      os.remove(file)
-    end)
+    local b, expect = start(path, file)
     local one = tonumber(expect("^event ready talk 1 (%d+)"))
     local two = tonumber(expect("^event ready talk 2 (%d+)"))
     local retry = expect("^retry (%S+)")
@@ -308,18 +312,7 @@ assert(sv:start())
 io.stdout:write("started\n") io.stdout:flush()
 sv:run()
 ]]):format(N, k, flag, ending))
-      local b = assert(baton.spawn { BATON, path, stdout = "pipe", stderr = "pipe" })
-      local expect, _, reader = follow(b)
-      finally(function()
-        if not b:poll() then
-          b:signal("TERM")
-          b:wait(20)
-        end
-        b:close()
-        reader:wait()
-        os.remove(path)
-        os.remove(flag)
-      end)
+      local b, expect = start(path, flag)
       local pid = tonumber(expect("^event spawned (%d+)"))
       expect("^started")
       write(flag, "")
@@ -373,12 +366,7 @@ sv:run()
     finally(function()
       stop = true
       if client then client:wait() end
-      if not b:poll() then
-        b:signal("TERM")
-        b:wait(20)
-      end
-      b:close()
-      if reader then reader:wait() end
+      stop_baton(b, reader)
       l:close()
       os.remove(path)
     end)
